@@ -1,0 +1,55 @@
+"""The ``charbot`` command: one sub-command module per job, listed in COMMAND_MODULES.
+
+Each module in ``charbot.commands`` has ``register(subparsers)`` adding its parsers, each
+parser with ``func(args) -> int``. Errors a user can cause are ``UserError`` (or a
+``CheckpointError``/``FileNotFoundError``/``ValueError``) and print one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from charbot import __version__
+
+COMMAND_MODULES = [
+    "charbot.commands.train",
+    "charbot.commands.evaluate",
+    "charbot.commands.sample",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charbot",
+        description="Character-level LSTM storytellers: train, evaluate, sample, and run the Discord bot.",
+    )
+    parser.add_argument("--version", action="version", version=f"charbot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from charbot.commands.common import UserError
+    from charbot.model.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
+        print(f"charbot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"charbot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``charbot`` command line, one module per job."""

@@ -1,0 +1,1 @@
+"""The registry of training texts, their cleaning, and how to get them."""
