@@ -51,6 +51,48 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (guild_id, user_id)
     );
     """,
+    # 2: fine-tuning jobs and the numbered checkpoint versions they make (charbot.finetune).
+    # At most one running job per corpus, and at most one served version per corpus (none
+    # served means the configured base checkpoint is).
+    """
+    CREATE TABLE jobs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL DEFAULT 'finetune',
+        corpus     TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+        started_by TEXT NOT NULL,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        owner_pid  INTEGER,
+        owner_host TEXT,
+        params     TEXT NOT NULL,
+        created    TEXT NOT NULL,
+        finished   TEXT,
+        progress   TEXT,
+        report     TEXT,
+        version    INTEGER,
+        error      TEXT
+    );
+    CREATE UNIQUE INDEX one_running_job_per_corpus ON jobs (corpus) WHERE state = 'running';
+    CREATE TABLE checkpoint_versions (
+        corpus         TEXT NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        path           TEXT NOT NULL,
+        parent_version INTEGER,
+        parent_path    TEXT NOT NULL,
+        job_id         INTEGER REFERENCES jobs (id),
+        started_by     TEXT NOT NULL,
+        contributions  INTEGER NOT NULL,
+        train_chars    INTEGER NOT NULL,
+        heldout_chars  INTEGER NOT NULL,
+        losses         TEXT NOT NULL,
+        created        TEXT NOT NULL,
+        served         INTEGER NOT NULL DEFAULT 0 CHECK (served IN (0, 1)),
+        pruned         INTEGER NOT NULL DEFAULT 0 CHECK (pruned IN (0, 1)),
+        PRIMARY KEY (corpus, version)
+    );
+    CREATE UNIQUE INDEX one_served_version_per_corpus ON checkpoint_versions (corpus) WHERE served = 1;
+    """,
 ]
 
 SOURCES = ("modal", "listen", "cli")
