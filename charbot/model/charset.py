@@ -45,7 +45,8 @@ def normalize(text: str) -> Normalized:
         nonlocal dropped
         parts = []
         for ch in match.group():
-            ascii_form = unidecode(ch)
+            # lone surrogates (from broken UTF-16) have no transliteration; unidecode would warn
+            ascii_form = "" if "\ud800" <= ch <= "\udfff" else unidecode(ch)
             if not ascii_form:
                 dropped += 1
             parts.append(ascii_form)
@@ -62,7 +63,10 @@ def normalize(text: str) -> Normalized:
 
 def encode(text: str) -> torch.Tensor:
     """Character codes (int64) of already-normalized text; raises on characters outside the set."""
-    raw = np.frombuffer(text.encode("ascii", errors="strict"), dtype=np.uint8)
+    try:
+        raw = np.frombuffer(text.encode("ascii", errors="strict"), dtype=np.uint8)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text is not normalized: non-ASCII character {exc.object[exc.start]!r}") from None
     codes = _CODE_OF_BYTE[raw]
     if (codes < 0).any():
         bad = sorted({chr(b) for b in raw[codes < 0]})
@@ -73,4 +77,6 @@ def encode(text: str) -> torch.Tensor:
 def decode(codes: torch.Tensor | list[int]) -> str:
     """Text of a sequence of character codes."""
     arr = np.asarray(codes.cpu() if isinstance(codes, torch.Tensor) else codes, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= VOCAB_SIZE):
+        raise ValueError(f"character codes must be in 0..{VOCAB_SIZE - 1}, got {int(arr.min())}..{int(arr.max())}")
     return _BYTE_OF_CODE[arr].tobytes().decode("ascii")
