@@ -27,10 +27,10 @@ class BatchPlan:
         if self.n_seqs < 1 or self.n_steps < 1:
             raise ValueError("n_seqs and n_steps must be at least 1")
         if self.batches_per_epoch() < 1:
-            need = self.n_seqs * (self.n_steps + 1) + self.n_steps
+            need = (self.n_seqs + 1) * self.n_steps
             raise ValueError(
-                f"text too short for batches of {self.n_seqs} x {self.n_steps}: "
-                f"{len(self.data)} characters, need at least {need}"
+                f"text too short for batches of {self.n_seqs} sequences x {self.n_steps} steps: "
+                f"{len(self.data)} characters, need at least {need} (use fewer or shorter sequences)"
             )
 
     def _stream_len(self) -> int:
