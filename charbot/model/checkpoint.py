@@ -55,6 +55,15 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it, which races with threads
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` under ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
@@ -62,6 +71,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a checkpoint is an ordinary file
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -107,6 +117,8 @@ def read_tensor_file(path: str | os.PathLike, expect_format: str = FORMAT) -> tu
         header = json.loads(meta["header"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(path, f"corrupt metadata header: {exc}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "corrupt metadata header: not a JSON object")
     if tensors_digest(tensors) != meta.get("sha256"):
         raise CheckpointError(path, "contents do not match their checksum (the file was altered or damaged)")
     return tensors, header
