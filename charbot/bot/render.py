@@ -1,0 +1,139 @@
+"""How a reply looks when posted: the user's words set apart, the generated text, the length cap.
+
+This is the one place that turns (prompt, generated text) into a message, used by the bot
+while streaming and at the end, and by ``charbot reply``/``charbot chat``, so the terminal
+shows exactly the characters Discord receives. Both the prompt and the generated text are
+markdown-escaped (a stray ``**`` in either must not restyle the rest) and mention-neutralised
+(the bot also sends with ``AllowedMentions.none()``, which is the actual guarantee; this only
+keeps ``@everyone`` from even looking like a ping). Messages never exceed Discord's 2000.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DISCORD_LIMIT = 2000
+ZWSP = "\u200b"
+WORKING = " \u2026"  # shown after the text while it is still being written
+TRUNCATED = "\u2026"  # shown when the reply was cut at its length
+CUT_SHORT = "\n*(cut short: the bot is restarting)*"
+
+_INLINE_MARKUP = re.compile(r"([\\*_~`|])")
+_BLOCK_MARKUP = r"[ ]*(?=(?:#{1,3}|-#|-|>{1,3}|\d+\.) )"  # headings, subtext, lists, quotes
+_LINE_START_MARKUP = re.compile(rf"(?m)^({_BLOCK_MARKUP})")
+_AFTER_NEWLINE_MARKUP = re.compile(rf"(?<=\n)({_BLOCK_MARKUP})")
+_MENTION = re.compile(r"@(everyone|here)|<(@[!&]?|#)(?=\d)")
+
+
+@dataclass(frozen=True)
+class ReplyStyle:
+    """How one corpus's replies are laid out."""
+
+    layout: str = "inline"  # "inline": **prompt**continuation; "question": > **question** then the answer
+    prompt_required: bool = False
+    prompt_label: str = "prompt"
+
+
+STYLES: dict[str, ReplyStyle] = {
+    "faq": ReplyStyle(layout="question", prompt_required=True, prompt_label="question"),
+}
+
+
+def style_for(corpus: str) -> ReplyStyle:
+    return STYLES.get(corpus, ReplyStyle())
+
+
+def neutralize_mentions(text: str) -> str:
+    """Break ``@everyone``, ``@here``, ``<@id>``, ``<@&id>`` and ``<#id>`` with a zero-width space."""
+
+    def breaker(m: re.Match[str]) -> str:
+        if m.group(1):
+            return f"@{ZWSP}{m.group(1)}"
+        return f"<{m.group(2)}{ZWSP}"
+
+    return _MENTION.sub(breaker, text)
+
+
+def escape_markdown(text: str, at_line_start: bool = True) -> str:
+    """Backslash-escape Discord markdown so text shows as typed.
+
+    Block markup (``# ``, ``- ``, ``> ``, ``1. ``) only counts at the start of a line, so it is
+    escaped there only; ``at_line_start`` says whether ``text`` itself begins a line.
+    """
+    text = _INLINE_MARKUP.sub(r"\\\1", text)
+    block = _LINE_START_MARKUP if at_line_start else _AFTER_NEWLINE_MARKUP
+    return block.sub(lambda m: f"{m.group(1)}\\", text)
+
+
+def safe_text(text: str, at_line_start: bool = True) -> str:
+    return escape_markdown(neutralize_mentions(text), at_line_start)
+
+
+def _head(corpus: str, prompt: str, limit: int) -> str:
+    """The user's words, set apart; long prompts are shortened so the reply keeps room."""
+    style = style_for(corpus)
+    prompt = prompt.strip() if style.layout == "question" else prompt.rstrip()
+    if not prompt.strip():
+        return ""
+    shown, budget = safe_text(prompt), limit // 2
+    if len(shown) > budget:
+        lo, hi = 0, len(prompt)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(safe_text(prompt[:mid])) + 1 <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        shown = safe_text(prompt[:lo]) + TRUNCATED
+    if style.layout == "question":
+        lines = shown.split("\n")
+        return "\n".join(f"> **{line}**" if line.strip() else ">" for line in lines) + "\n"
+    return f"**{shown}**"
+
+
+def head_length(corpus: str, prompt: str, limit: int = DISCORD_LIMIT) -> int:
+    """Characters the prompt part of a reply takes, to size the generation."""
+    return len(_head(corpus, prompt, limit))
+
+
+def render_reply(
+    corpus: str,
+    prompt: str,
+    continuation: str,
+    finish: str | None = None,
+    limit: int = DISCORD_LIMIT,
+) -> str:
+    """The message for ``prompt`` and the text generated so far.
+
+    ``finish`` is None while generating (a trailing ellipsis shows more is coming), else the
+    engine's reason: "stop" (ended naturally), "length" (hit its length: ellipsis), or
+    "cancelled" (cut by a shutdown: said so). The result is never longer than ``limit``.
+    """
+    head = _head(corpus, prompt, limit)
+    if not head:
+        continuation = continuation.lstrip("\n")
+    starts_line = not head or head.endswith("\n")
+    if finish is None:
+        tail = WORKING
+    elif finish == "cancelled":
+        tail = CUT_SHORT
+    elif finish == "length" and continuation and not continuation[-1].isspace():
+        tail = TRUNCATED
+    else:
+        tail = ""
+    body = safe_text(continuation.rstrip() if finish is not None else continuation, starts_line)
+    if not body.strip() and finish is not None and finish != "cancelled":
+        body, tail = "*(no words came; try again or raise the temperature)*", ""
+    if len(head) + len(body) + len(tail) <= limit:
+        return head + body + tail
+    tail = TRUNCATED if finish != "cancelled" else CUT_SHORT
+    room = limit - len(head) - len(tail)
+    lo, hi = 0, len(continuation)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(safe_text(continuation[:mid], starts_line)) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return head + safe_text(continuation[:lo], starts_line) + tail
