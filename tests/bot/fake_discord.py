@@ -1,0 +1,1296 @@
+"""A fake Discord (REST API v10 and gateway) on 127.0.0.1, so end-to-end tests can run the real bot offline.
+
+Discord itself is unreachable from tests and must never see a real token, yet the bot's behaviour that users
+notice lives in the bytes it sends: deferrals, edits, modals, ``allowed_mentions``, ephemeral flags. This fake
+speaks enough of the protocol for discord.py to log in, connect, identify, heartbeat, resume and receive
+interactions and messages; it validates what real Discord validates where a bot could get it wrong (message
+length, empty messages, answering an interaction twice, the intents needed to see message content) and it
+records every HTTP request (method, path, JSON body) and every heartbeat so tests can assert on them.
+
+Routes it does not know are logged at ERROR, recorded in :attr:`FakeDiscord.unknown_routes` and answered 404,
+so a gap in the fake shows up instead of passing silently.
+
+Point discord.py at it with :func:`point_discord_py_at` (or the bot's own configuration, which must do the same
+two things: ``discord.http.Route.BASE`` and ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+log = logging.getLogger("fake_discord")
+
+API_VERSION = 10
+# Shaped like a real bot token (three dot-separated parts) so token checks accept it; it opens nothing anywhere.
+FAKE_TOKEN = "ZmFrZS1ib3QtdG9rZW4tMDAw.ZmFrZQ.ZmFrZS1kaXNjb3JkLW5vdC1hLXJlYWwtdG9rZW4"
+DISCORD_EPOCH_MS = 1420070400000
+MAX_CONTENT = 2000
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4
+MANAGE_GUILD = 1 << 5
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+EMBED_LINKS = 1 << 14
+READ_MESSAGE_HISTORY = 1 << 16
+USE_APPLICATION_COMMANDS = 1 << 31
+MEMBER_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS
+ALL_PERMISSIONS = (1 << 51) - 1
+
+# Gateway intents that decide which events the bot receives.
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_MESSAGE_CONTENT = 1 << 15
+
+# Interaction and callback types.
+APPLICATION_COMMAND = 2
+MODAL_SUBMIT = 5
+CALLBACK_MESSAGE = 4
+CALLBACK_DEFERRED = 5
+CALLBACK_MODAL = 9
+
+# Application command option types, used to turn test values into interaction options.
+OPT_SUB_COMMAND, OPT_SUB_COMMAND_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN = 1, 2, 3, 4, 5
+OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_NUMBER = 6, 7, 8, 10
+
+MESSAGE_SENDING_ROUTES = {
+    "POST /channels/{channel_id}/messages",
+    "PATCH /channels/{channel_id}/messages/{message_id}",
+    "POST /webhooks/{app_id}/{token}",
+    "PATCH /webhooks/{app_id}/{token}/messages/@original",
+    "PATCH /webhooks/{app_id}/{token}/messages/{message_id}",
+}
+
+
+class FakeDiscordError(AssertionError):
+    """A test used the fake wrongly or waited for something that never came."""
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+class Snowflakes:
+    """Time-based, strictly increasing ids, so discord.py's ``created_at`` stays sensible."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return str((ms << 22) | (next(self._counter) & 0x3FFFFF))
+
+
+@dataclass
+class FakeUser:
+    """A Discord user (or bot account) as the fake's world knows it."""
+
+    id: str
+    username: str
+    bot: bool = False
+    roles: list[str] = field(default_factory=list)
+    permissions: int = MEMBER_PERMISSIONS
+
+    def payload(self) -> dict:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "global_name": self.username.title(),
+            "discriminator": "0",
+            "avatar": None,
+            "bot": self.bot,
+            "public_flags": 0,
+        }
+
+    def member_payload(self, with_permissions: bool = False) -> dict:
+        member = {
+            "user": self.payload(),
+            "roles": list(self.roles),
+            "nick": None,
+            "avatar": None,
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "premium_since": None,
+            "deaf": False,
+            "mute": False,
+            "pending": False,
+            "flags": 0,
+        }
+        if with_permissions:
+            member["permissions"] = str(self.permissions)
+        return member
+
+
+@dataclass
+class RecordedRequest:
+    """One HTTP request the bot made, with what the fake answered."""
+
+    method: str
+    path: str
+    route: str
+    params: dict[str, str]
+    query: dict[str, str]
+    json: Any
+    files: list[str]
+    headers: dict[str, str]
+    at: float
+    status: int = 0
+    response: Any = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def sends_message(self) -> bool:
+        """Whether this request puts message content in front of users (so ``allowed_mentions`` matters)."""
+        if self.route in MESSAGE_SENDING_ROUTES:
+            return True
+        if self.route == "POST /interactions/{interaction_id}/{token}/callback":
+            return isinstance(self.json, dict) and self.json.get("type") in (CALLBACK_MESSAGE, 7)
+        return False
+
+    def message_data(self) -> dict:
+        """The message fields of the body (the ``data`` of an interaction callback, else the body)."""
+        body = self.json if isinstance(self.json, dict) else {}
+        if self.route == "POST /interactions/{interaction_id}/{token}/callback":
+            return body.get("data") or {}
+        return body
+
+
+@dataclass
+class FakeInteraction:
+    """An interaction the fake sent the bot; its token ties the bot's later requests to it."""
+
+    fake: FakeDiscord
+    id: str
+    token: str
+    user: FakeUser
+    payload: dict
+    sent_at: float
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return [r for r in self.fake.requests if r.params.get("token") == self.token]
+
+    @property
+    def callbacks(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.route.endswith("/callback")]
+
+    @property
+    def original(self) -> dict | None:
+        """The response message as users see it now (content, flags), or None if there is none yet."""
+        return self.fake.original_messages.get(self.token)
+
+    @property
+    def followups(self) -> list[dict]:
+        return list(self.fake.followup_messages.get(self.token, []))
+
+    async def wait_callback(self, timeout: float = 10.0) -> RecordedRequest:
+        return await self.fake.wait_for_request(
+            lambda r: r.params.get("token") == self.token and r.route.endswith("/callback"),
+            timeout=timeout,
+            what=f"the interaction callback for {self.payload.get('data', {}).get('name', self.id)}",
+        )
+
+    async def wait_for(
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 20.0, what: str = ""
+    ) -> RecordedRequest:
+        return await self.fake.wait_for_request(
+            lambda r: r.params.get("token") == self.token and predicate(r), timeout=timeout, what=what
+        )
+
+
+class _Route:
+    def __init__(self, method: str, template: str, handler: Callable[..., Awaitable[web.StreamResponse]]) -> None:
+        self.method = method
+        self.template = template
+        pattern = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template))
+        self.regex = re.compile(f"^{pattern}$")
+        self.handler = handler
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.template}"
+
+
+class _GatewaySession:
+    """One identified gateway session; survives a reconnect when the bot resumes it."""
+
+    def __init__(self, session_id: str, intents: int) -> None:
+        self.session_id = session_id
+        self.intents = intents
+        self.seq = 0
+        self.sent: list[dict] = []
+        self.ws: web.WebSocketResponse | None = None
+
+
+class FakeDiscord:
+    """The fake server. ``async with FakeDiscord() as fake:`` starts it on a free loopback port."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval_ms: int = 500,
+        token: str = FAKE_TOKEN,
+        interaction_deadline_s: float | None = 3.0,
+        privileged_intents: int = ALL_PERMISSIONS,
+    ) -> None:
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.token = token
+        self.interaction_deadline_s = interaction_deadline_s
+        self.privileged_intents = privileged_intents
+        self.ids = Snowflakes()
+
+        self.app_id = self.ids.next()
+        self.bot_user = FakeUser(self.app_id, "charbot", bot=True)
+        self.guild_id = self.ids.next()
+        self.admin_role_id = self.ids.next()
+        self.admin = FakeUser(self.ids.next(), "ada", roles=[self.admin_role_id], permissions=ALL_PERMISSIONS)
+        self.member = FakeUser(self.ids.next(), "bob")
+        self.other_member = FakeUser(self.ids.next(), "cleo")
+        self.other_bot = FakeUser(self.ids.next(), "otherbot", bot=True)
+        self.users = [self.bot_user, self.admin, self.member, self.other_member, self.other_bot]
+        self.channels = {"general": self.ids.next(), "stories": self.ids.next()}
+
+        self.requests: list[RecordedRequest] = []
+        self.unknown_routes: list[RecordedRequest] = []
+        self.heartbeats: list[float] = []
+        self.heartbeat_acks: list[float] = []
+        self.gateway_received: list[dict] = []
+        self.identifies: list[dict] = []
+        self.resumes: list[dict] = []
+        self.commands: dict[str | None, list[dict]] = {}
+        self.channel_messages: dict[str, dict[str, dict]] = {}
+        self.original_messages: dict[str, dict] = {}
+        self.followup_messages: dict[str, list[dict]] = {}
+        self.interactions: dict[str, FakeInteraction] = {}
+
+        self._session: _GatewaySession | None = None
+        self._sessions: dict[str, _GatewaySession] = {}
+        self._changed = asyncio.Condition()
+        self._routes = self._build_routes()
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self.port = 0
+
+    # ----- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/{tail:.*}", self._http)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("fake Discord listening on %s", self.base_url)
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeDiscord:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        """What discord.py's ``Route.BASE`` must be."""
+        return f"{self.base_url}/api/v{API_VERSION}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # ----- waiting on what happened ----------------------------------------------------------------------------
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_until(self, check: Callable[[], Any], timeout: float = 20.0, what: str = "a condition") -> Any:
+        """Wait until ``check()`` is truthy (re-checked whenever the fake records something) and return it."""
+
+        async def _wait() -> Any:
+            async with self._changed:
+                while True:
+                    result = check()
+                    if result:
+                        return result
+                    await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(_wait(), timeout)
+        except asyncio.TimeoutError:
+            recent = "\n  ".join(f"{r.key} -> {r.status} {json.dumps(r.json)[:200]}" for r in self.requests[-8:])
+            raise FakeDiscordError(
+                f"timed out after {timeout}s waiting for {what}; last requests:\n  {recent}"
+            ) from None
+
+    async def wait_for_request(
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 20.0, what: str = "", start: int = 0
+    ) -> RecordedRequest:
+        """The first recorded request (from index ``start``) that matches, waiting for it if need be."""
+
+        def find() -> RecordedRequest | None:
+            return next((r for r in self.requests[start:] if r.status and predicate(r)), None)
+
+        return await self.wait_until(find, timeout, what or "a matching request")
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the bot has identified and been sent READY and GUILD_CREATE."""
+
+        def ready() -> bool:
+            s = self._session
+            return s is not None and any(e.get("t") == "GUILD_CREATE" for e in s.sent)
+
+        await self.wait_until(ready, timeout, "the bot to connect to the gateway and receive GUILD_CREATE")
+
+    async def wait_heartbeats(self, count: int, timeout: float = 20.0) -> None:
+        await self.wait_until(lambda: len(self.heartbeat_acks) >= count, timeout, f"{count} heartbeat acks")
+
+    def message_requests(self) -> list[RecordedRequest]:
+        """Every request that showed message content to users."""
+        return [r for r in self.requests if r.sends_message]
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session.session_id if self._session else None
+
+    @property
+    def synced_command_names(self) -> set[str]:
+        return {c["name"] for cmds in self.commands.values() for c in cmds}
+
+    # ----- HTTP ------------------------------------------------------------------------------------------------
+
+    def _build_routes(self) -> list[_Route]:
+        r = _Route
+        return [
+            r("GET", "/gateway", self._get_gateway),
+            r("GET", "/gateway/bot", self._get_gateway),
+            r("GET", "/users/@me", self._get_me),
+            r("GET", "/oauth2/applications/@me", self._get_application),
+            r("GET", "/applications/@me", self._get_application),
+            r("GET", "/applications/{app_id}/commands", self._get_commands),
+            r("PUT", "/applications/{app_id}/commands", self._put_commands),
+            r("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self._get_commands),
+            r("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self._put_commands),
+            r("POST", "/interactions/{interaction_id}/{token}/callback", self._interaction_callback),
+            r("GET", "/webhooks/{app_id}/{token}/messages/@original", self._get_original),
+            r("PATCH", "/webhooks/{app_id}/{token}/messages/@original", self._edit_original),
+            r("DELETE", "/webhooks/{app_id}/{token}/messages/@original", self._delete_original),
+            r("POST", "/webhooks/{app_id}/{token}", self._post_followup),
+            r("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self._get_followup),
+            r("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_followup),
+            r("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self._delete_followup),
+            r("POST", "/channels/{channel_id}/messages", self._post_channel_message),
+            r("GET", "/channels/{channel_id}/messages/{message_id}", self._get_channel_message),
+            r("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_channel_message),
+            r("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_channel_message),
+            r("POST", "/channels/{channel_id}/typing", self._no_content),
+            r("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._no_content),
+        ]
+
+    async def _http(self, request: web.Request) -> web.StreamResponse:
+        prefix = f"/api/v{API_VERSION}"
+        full = request.path
+        path = full[len(prefix) :] if full.startswith(prefix + "/") else full
+        body, files = await self._read_body(request)
+        rec = RecordedRequest(
+            method=request.method,
+            path=path,
+            route="",
+            params={},
+            query=dict(request.query),
+            json=body,
+            files=files,
+            headers=dict(request.headers),
+            at=time.monotonic(),
+        )
+        self.requests.append(rec)
+        route, params = self._match(request.method, path) if full.startswith(prefix + "/") else (None, {})
+        if route is None:
+            rec.route = "UNKNOWN"
+            self.unknown_routes.append(rec)
+            log.error("FAKE DISCORD: unknown route %s %s (body %s) -> 404", request.method, full, body)
+            response = self._error(404, 0, f"404: Not Found (the fake Discord has no route {request.method} {full})")
+        elif request.headers.get("Authorization") != f"Bot {self.token}" and not route.template.startswith(
+            ("/interactions/", "/webhooks/")
+        ):
+            rec.route = route.name
+            response = self._error(401, 0, "401: Unauthorized")
+        else:
+            rec.route = route.name
+            rec.params = params
+            try:
+                response = await route.handler(rec)
+            except _Reject as exc:
+                response = exc.response
+        rec.status = response.status
+        if (
+            isinstance(response, web.Response)
+            and response.body is not None
+            and response.content_type == "application/json"
+        ):
+            rec.response = json.loads(response.text or "null")
+        self._rate_limit_headers(response, rec.route)
+        await self._notify()
+        return response
+
+    def _match(self, method: str, path: str) -> tuple[_Route | None, dict[str, str]]:
+        for route in self._routes:
+            if route.method != method:
+                continue
+            m = route.regex.match(path)
+            if m:
+                return route, m.groupdict()
+        return None, {}
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> tuple[Any, list[str]]:
+        if request.content_type.startswith("multipart/"):
+            body: Any = None
+            files: list[str] = []
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "payload_json":  # type: ignore[union-attr]
+                    body = json.loads(await part.text())  # type: ignore[union-attr]
+                else:
+                    await part.read()  # type: ignore[union-attr]
+                    files.append(part.filename or part.name or "")  # type: ignore[union-attr]
+            return body, files
+        raw = await request.read()
+        if not raw:
+            return None, []
+        try:
+            return json.loads(raw), []
+        except ValueError:
+            return raw.decode("utf-8", "replace"), []
+
+    @staticmethod
+    def _rate_limit_headers(response: web.StreamResponse, route: str) -> None:
+        # Generous, constant limits: discord.py parses them but never has to wait.
+        response.headers["X-RateLimit-Limit"] = "50"
+        response.headers["X-RateLimit-Remaining"] = "49"
+        response.headers["X-RateLimit-Reset-After"] = "1.0"
+        response.headers["X-RateLimit-Reset"] = f"{time.time() + 1:.3f}"
+        response.headers["X-RateLimit-Bucket"] = f"fake-{abs(hash(route)) % 10**8}"
+
+    @staticmethod
+    def _json(data: Any, status: int = 200) -> web.Response:
+        return _json_response(data, status)
+
+    @staticmethod
+    def _error(status: int, code: int, message: str, errors: dict | None = None) -> web.Response:
+        body: dict[str, Any] = {"code": code, "message": message}
+        if errors:
+            body["errors"] = errors
+        return _json_response(body, status)
+
+    async def _no_content(self, rec: RecordedRequest) -> web.Response:
+        return web.Response(status=204)
+
+    # -- login and application ----------------------------------------------------------------------------------
+
+    async def _get_gateway(self, rec: RecordedRequest) -> web.Response:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        return self._json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    async def _get_me(self, rec: RecordedRequest) -> web.Response:
+        return self._json({**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0})
+
+    async def _get_application(self, rec: RecordedRequest) -> web.Response:
+        return self._json(
+            {
+                "id": self.app_id,
+                "name": "charbot",
+                "description": "a fake application",
+                "icon": None,
+                "bot_public": False,
+                "bot_require_code_grant": False,
+                "owner": self.admin.payload(),
+                "team": None,
+                "verify_key": "0" * 64,
+                "flags": 0,
+            }
+        )
+
+    def _check_app(self, rec: RecordedRequest) -> None:
+        if rec.params.get("app_id") != self.app_id:
+            raise _Reject(self._error(404, 10002, "Unknown Application"))
+
+    async def _get_commands(self, rec: RecordedRequest) -> web.Response:
+        self._check_app(rec)
+        return self._json(self.commands.get(rec.params.get("guild_id"), []))
+
+    async def _put_commands(self, rec: RecordedRequest) -> web.Response:
+        self._check_app(rec)
+        if not isinstance(rec.json, list):
+            return self._error(400, 50035, "Invalid Form Body")
+        guild_id = rec.params.get("guild_id")
+        names = [c.get("name") for c in rec.json]
+        if len(names) != len(set(names)):
+            return self._error(400, 50035, "Invalid Form Body: duplicate command names")
+        for c in rec.json:
+            problem = _command_problem(c)
+            if problem:
+                return self._error(400, 50035, f"Invalid Form Body: {problem}")
+        old = {c["name"]: c for c in self.commands.get(guild_id, [])}
+        stored = []
+        for c in rec.json:
+            cmd = {
+                "id": old.get(c["name"], {}).get("id") or self.ids.next(),
+                "application_id": self.app_id,
+                "version": self.ids.next(),
+                "type": c.get("type", 1),
+                "description": c.get("description", ""),
+                "options": c.get("options", []),
+                "default_member_permissions": c.get("default_member_permissions"),
+                "nsfw": c.get("nsfw", False),
+                **c,
+            }
+            if guild_id:
+                cmd["guild_id"] = guild_id
+            stored.append(cmd)
+        self.commands[guild_id] = stored
+        return self._json(stored)
+
+    # -- interactions -------------------------------------------------------------------------------------------
+
+    def _interaction_for(self, rec: RecordedRequest) -> FakeInteraction:
+        inter = self.interactions.get(rec.params.get("token", ""))
+        if inter is None:
+            raise _Reject(self._error(401, 50027, "Invalid Webhook Token"))
+        return inter
+
+    async def _interaction_callback(self, rec: RecordedRequest) -> web.Response:
+        inter = self._interaction_for(rec)
+        if rec.params["interaction_id"] != inter.id:
+            return self._error(404, 10062, "Unknown interaction")
+        if any(r.status and r.status < 300 for r in inter.callbacks if r is not rec):
+            return self._error(400, 40060, "Interaction has already been acknowledged.")
+        if self.interaction_deadline_s is not None and rec.at - inter.sent_at > self.interaction_deadline_s:
+            log.error("FAKE DISCORD: interaction %s answered after %.1fs", inter.id, rec.at - inter.sent_at)
+            return self._error(404, 10062, "Unknown interaction")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        kind = body.get("type")
+        data = body.get("data") or {}
+        message: dict | None = None
+        if kind == CALLBACK_MESSAGE:
+            problem = _message_problem(data, creating=True, files=rec.files)
+            if problem:
+                return self._error(400, 50035, "Invalid Form Body", {"data": problem})
+            message = self._new_webhook_message(inter, data, flags=data.get("flags", 0) & ~LOADING)
+            self.original_messages[inter.token] = message
+        elif kind == CALLBACK_DEFERRED:
+            flags = (data.get("flags", 0) & EPHEMERAL) | LOADING
+            message = self._new_webhook_message(inter, {"content": ""}, flags=flags)
+            self.original_messages[inter.token] = message
+        elif kind == CALLBACK_MODAL:
+            if inter.payload["type"] == MODAL_SUBMIT:
+                return self._error(400, 50035, "Invalid Form Body: a modal cannot answer a modal submit")
+            problem = _modal_problem(data)
+            if problem:
+                return self._error(400, 50035, f"Invalid Form Body: {problem}")
+        elif kind in (6, 7):
+            if inter.payload["type"] not in (3, MODAL_SUBMIT):
+                return self._error(400, 50035, f"Invalid Form Body: callback type {kind} needs a component interaction")
+        else:
+            return self._error(400, 50035, f"Invalid Form Body: callback type {kind!r} not supported here")
+        answer: dict[str, Any] = {
+            "interaction": {
+                "id": inter.id,
+                "type": inter.payload["type"],
+                "response_message_loading": kind == CALLBACK_DEFERRED,
+                "response_message_ephemeral": bool(message and message["flags"] & EPHEMERAL),
+            }
+        }
+        if message is not None:
+            answer["interaction"]["response_message_id"] = message["id"]
+            answer["resource"] = {"type": kind, "message": message}
+        if rec.query.get("with_response") in ("1", "true", "True"):
+            return self._json(answer)
+        return web.Response(status=204)
+
+    def _new_webhook_message(self, inter: FakeInteraction, data: dict, flags: int) -> dict:
+        return {
+            "id": self.ids.next(),
+            "channel_id": inter.payload.get("channel_id"),
+            "guild_id": inter.payload.get("guild_id"),
+            "author": self.bot_user.payload(),
+            "content": data.get("content") or "",
+            "embeds": list(data.get("embeds") or []),
+            "components": list(data.get("components") or []),
+            "attachments": [],
+            "allowed_mentions": data.get("allowed_mentions"),
+            "timestamp": _now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "type": 20,
+            "flags": flags,
+            "webhook_id": self.app_id,
+            "application_id": self.app_id,
+        }
+
+    def _original_for(self, rec: RecordedRequest) -> dict:
+        self._check_app(rec)
+        inter = self._interaction_for(rec)
+        message = self.original_messages.get(inter.token)
+        if message is None:
+            raise _Reject(self._error(404, 10008, "Unknown Message"))
+        return message
+
+    @staticmethod
+    def _apply_edit(message: dict, body: Any, files: list[str]) -> web.Response | None:
+        data = body if isinstance(body, dict) else {}
+        problem = _message_problem(data, creating=False, files=files)
+        if problem:
+            return FakeDiscord._error(400, 50035, "Invalid Form Body", problem)
+        for key in ("content", "embeds", "components", "allowed_mentions"):
+            if key in data:
+                message[key] = data[key] if data[key] is not None else ([] if key != "content" else "")
+        if "flags" in data and data["flags"] is not None:
+            message["flags"] = (message["flags"] & EPHEMERAL) | (data["flags"] & ~EPHEMERAL & ~LOADING)
+        message["flags"] &= ~LOADING
+        message["edited_timestamp"] = _now_iso()
+        if not (message["content"] or message["embeds"] or message["components"] or files):
+            return FakeDiscord._error(400, 50006, "Cannot send an empty message")
+        return None
+
+    async def _get_original(self, rec: RecordedRequest) -> web.Response:
+        return self._json(self._original_for(rec))
+
+    async def _edit_original(self, rec: RecordedRequest) -> web.Response:
+        message = self._original_for(rec)
+        before = dict(message)
+        problem = self._apply_edit(message, rec.json, rec.files)
+        if problem is not None:
+            message.clear()
+            message.update(before)
+            return problem
+        return self._json(message)
+
+    async def _delete_original(self, rec: RecordedRequest) -> web.Response:
+        self._original_for(rec)
+        self.original_messages.pop(rec.params["token"], None)
+        return web.Response(status=204)
+
+    async def _post_followup(self, rec: RecordedRequest) -> web.Response:
+        self._check_app(rec)
+        inter = self._interaction_for(rec)
+        if not inter.callbacks or not any(r.status and r.status < 300 for r in inter.callbacks):
+            return self._error(404, 10015, "Unknown Webhook (the interaction was never answered)")
+        data = rec.json if isinstance(rec.json, dict) else {}
+        problem = _message_problem(data, creating=True, files=rec.files)
+        if problem:
+            return self._error(400, 50035, "Invalid Form Body", problem)
+        original = self.original_messages.get(inter.token)
+        if original is not None and original["flags"] & LOADING:
+            # Discord's own behaviour: the first follow-up after a deferral replaces the "thinking" message.
+            keep = original["flags"] & EPHEMERAL
+            fresh = self._new_webhook_message(inter, data, flags=keep | (data.get("flags", 0) & ~LOADING))
+            original.update({**fresh, "id": original["id"]})
+            message = original
+        else:
+            message = self._new_webhook_message(inter, data, flags=data.get("flags", 0) & ~LOADING)
+            self.followup_messages.setdefault(inter.token, []).append(message)
+        if rec.query.get("wait") in ("1", "true", "True"):
+            return self._json(message)
+        return web.Response(status=204)
+
+    def _followup_for(self, rec: RecordedRequest) -> dict:
+        self._check_app(rec)
+        inter = self._interaction_for(rec)
+        wanted = rec.params["message_id"]
+        for message in [self.original_messages.get(inter.token), *self.followup_messages.get(inter.token, [])]:
+            if message is not None and message["id"] == wanted:
+                return message
+        raise _Reject(self._error(404, 10008, "Unknown Message"))
+
+    async def _get_followup(self, rec: RecordedRequest) -> web.Response:
+        return self._json(self._followup_for(rec))
+
+    async def _edit_followup(self, rec: RecordedRequest) -> web.Response:
+        message = self._followup_for(rec)
+        before = dict(message)
+        problem = self._apply_edit(message, rec.json, rec.files)
+        if problem is not None:
+            message.clear()
+            message.update(before)
+            return problem
+        return self._json(message)
+
+    async def _delete_followup(self, rec: RecordedRequest) -> web.Response:
+        message = self._followup_for(rec)
+        for messages in self.followup_messages.values():
+            if message in messages:
+                messages.remove(message)
+        return web.Response(status=204)
+
+    # -- channel messages ---------------------------------------------------------------------------------------
+
+    def _check_channel(self, rec: RecordedRequest) -> str:
+        channel_id = rec.params["channel_id"]
+        if channel_id not in self.channels.values():
+            raise _Reject(self._error(404, 10003, "Unknown Channel"))
+        return channel_id
+
+    async def _post_channel_message(self, rec: RecordedRequest) -> web.Response:
+        channel_id = self._check_channel(rec)
+        data = rec.json if isinstance(rec.json, dict) else {}
+        problem = _message_problem(data, creating=True, files=rec.files)
+        if problem:
+            return self._error(400, 50035, "Invalid Form Body", problem)
+        message = self.message_payload(self.bot_user, data.get("content") or "", channel_id)
+        message["embeds"] = list(data.get("embeds") or [])
+        message["allowed_mentions"] = data.get("allowed_mentions")
+        if data.get("message_reference"):
+            message["message_reference"] = data["message_reference"]
+            message["type"] = 19
+        self.channel_messages.setdefault(channel_id, {})[message["id"]] = message
+        return self._json(message)
+
+    def _channel_message_for(self, rec: RecordedRequest) -> dict:
+        channel_id = self._check_channel(rec)
+        message = self.channel_messages.get(channel_id, {}).get(rec.params["message_id"])
+        if message is None:
+            raise _Reject(self._error(404, 10008, "Unknown Message"))
+        return message
+
+    async def _get_channel_message(self, rec: RecordedRequest) -> web.Response:
+        return self._json(self._channel_message_for(rec))
+
+    async def _edit_channel_message(self, rec: RecordedRequest) -> web.Response:
+        message = self._channel_message_for(rec)
+        if message["author"]["id"] != self.bot_user.id:
+            return self._error(403, 50005, "Cannot edit a message authored by another user")
+        before = dict(message)
+        problem = self._apply_edit(message, rec.json, rec.files)
+        if problem is not None:
+            message.clear()
+            message.update(before)
+            return problem
+        return self._json(message)
+
+    async def _delete_channel_message(self, rec: RecordedRequest) -> web.Response:
+        message = self._channel_message_for(rec)
+        del self.channel_messages[rec.params["channel_id"]][message["id"]]
+        return web.Response(status=204)
+
+    # ----- gateway ---------------------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        session: _GatewaySession | None = None
+        try:
+            await ws.send_json(
+                {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None}
+            )
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                self.gateway_received.append(frame)
+                session = await self._on_frame(ws, frame, session)
+                await self._notify()
+        finally:
+            self._sockets.discard(ws)
+            if session is not None and session.ws is ws:
+                session.ws = None
+            await self._notify()
+        return ws
+
+    async def _on_frame(
+        self, ws: web.WebSocketResponse, frame: dict, session: _GatewaySession | None
+    ) -> _GatewaySession | None:
+        op, data = frame.get("op"), frame.get("d")
+        if op == 1:
+            self.heartbeats.append(time.monotonic())
+            await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+            self.heartbeat_acks.append(time.monotonic())
+        elif op == 2:
+            self.identifies.append(data)
+            if data.get("token") != self.token:
+                await ws.close(code=4004, message=b"Authentication failed.")
+                return session
+            intents = int(data.get("intents", 0))
+            privileged = intents & ((1 << 1) | (1 << 8) | INTENT_MESSAGE_CONTENT)
+            if privileged & ~self.privileged_intents:
+                await ws.close(code=4014, message=b"Disallowed intent(s).")
+                return session
+            session = _GatewaySession(secrets.token_hex(16), intents)
+            session.ws = ws
+            self._sessions[session.session_id] = session
+            self._session = session
+            await self._send(session, "READY", self._ready_payload(session))
+            await self._send(session, "GUILD_CREATE", self.guild_payload())
+        elif op == 6:
+            self.resumes.append(data)
+            old = self._sessions.get(data.get("session_id"))
+            if old is None or data.get("token") != self.token:
+                await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
+                return session
+            old.ws = ws
+            self._session = old
+            session = old
+            for event in old.sent:
+                if event["s"] > int(data.get("seq") or 0):
+                    await ws.send_json(event)
+            await self._send(old, "RESUMED", {})
+        elif op == 8:
+            if session is not None:
+                members = [u.member_payload() for u in self.users]
+                chunk = {"guild_id": self.guild_id, "members": members, "chunk_index": 0, "chunk_count": 1}
+                if data.get("nonce"):
+                    chunk["nonce"] = data["nonce"]
+                await self._send(session, "GUILD_MEMBERS_CHUNK", chunk)
+        elif op in (3, 4):
+            pass
+        else:
+            log.error("FAKE DISCORD: unknown gateway op %s: %s", op, frame)
+        return session
+
+    async def _send(self, session: _GatewaySession, event: str, data: dict) -> None:
+        session.seq += 1
+        frame = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.sent.append(frame)
+        if session.ws is not None and not session.ws.closed:
+            await session.ws.send_json(frame)
+
+    def _ready_payload(self, session: _GatewaySession) -> dict:
+        return {
+            "v": API_VERSION,
+            "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
+            "guilds": [{"id": self.guild_id, "unavailable": True}],
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": self.app_id, "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+        }
+
+    def guild_payload(self) -> dict:
+        everyone = {
+            "id": self.guild_id,
+            "name": "@everyone",
+            "permissions": str(MEMBER_PERMISSIONS),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+        admin = {
+            **everyone,
+            "id": self.admin_role_id,
+            "name": "admins",
+            "permissions": str(ADMINISTRATOR),
+            "position": 1,
+        }
+        channels = [
+            {
+                "id": cid,
+                "type": 0,
+                "guild_id": self.guild_id,
+                "name": name,
+                "position": i,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "topic": None,
+                "last_message_id": None,
+                "rate_limit_per_user": 0,
+            }
+            for i, (name, cid) in enumerate(self.channels.items())
+        ]
+        return {
+            "id": self.guild_id,
+            "name": "Fairy Tale Club",
+            "icon": None,
+            "owner_id": self.admin.id,
+            "roles": [everyone, admin],
+            "channels": channels,
+            "threads": [],
+            "members": [u.member_payload() for u in self.users],
+            "member_count": len(self.users),
+            "large": False,
+            "unavailable": False,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "preferred_locale": "en-US",
+            "premium_tier": 0,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "system_channel_id": None,
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+        }
+
+    async def dispatch(self, event: str, data: dict) -> None:
+        """Send a dispatch event to the bot's current gateway session."""
+        session = self._session
+        if session is None or session.ws is None or session.ws.closed:
+            raise FakeDiscordError(f"cannot dispatch {event}: the bot is not connected to the gateway")
+        await self._send(session, event, data)
+
+    async def send_op(self, op: int, data: Any = None) -> None:
+        """Send a raw gateway opcode (7 = reconnect, 9 = invalid session, 1 = heartbeat request)."""
+        session = self._session
+        if session is None or session.ws is None:
+            raise FakeDiscordError("the bot is not connected to the gateway")
+        await session.ws.send_json({"op": op, "d": data, "s": None, "t": None})
+
+    # ----- driving the bot -------------------------------------------------------------------------------------
+
+    def _find_command(self, name: str) -> dict | None:
+        for guild_id in (self.guild_id, None):
+            for cmd in self.commands.get(guild_id, []):
+                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                    return cmd
+        return None
+
+    def _interaction_payload(self, kind: int, user: FakeUser, data: dict, channel: str) -> dict:
+        channel_id = self.channels[channel]
+        return {
+            "id": self.ids.next(),
+            "application_id": self.app_id,
+            "type": kind,
+            "token": f"itoken-{secrets.token_urlsafe(24)}",
+            "version": 1,
+            "guild_id": self.guild_id,
+            "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
+            "channel_id": channel_id,
+            "channel": {
+                "id": channel_id,
+                "type": 0,
+                "guild_id": self.guild_id,
+                "name": channel,
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "permissions": str(user.permissions),
+            },
+            "member": user.member_payload(with_permissions=True),
+            "data": data,
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "app_permissions": str(ALL_PERMISSIONS & ~ADMINISTRATOR),
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": self.guild_id},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+
+    async def _send_interaction(self, payload: dict, user: FakeUser) -> FakeInteraction:
+        inter = FakeInteraction(self, payload["id"], payload["token"], user, payload, time.monotonic())
+        self.interactions[inter.token] = inter
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return inter
+
+    async def slash(
+        self,
+        command: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: FakeUser | None = None,
+        channel: str = "general",
+    ) -> FakeInteraction:
+        """A user runs ``/command`` (``"group sub"`` for subcommands) with ``options``; returns the interaction.
+
+        The command must have been registered by the bot (as Discord only shows registered commands); option
+        types come from that registration, so ``1`` for a NUMBER option is sent as a number.
+        """
+        user = user or self.member
+        parts = command.split()
+        registered = self._find_command(parts[0])
+        if registered is None:
+            raise FakeDiscordError(
+                f"/{parts[0]} is not registered with the fake Discord (registered: {sorted(self.synced_command_names)})"
+            )
+        declared = registered.get("options") or []
+        path: list[tuple[str, int]] = []
+        for sub in parts[1:]:
+            spec = next((o for o in declared if o["name"] == sub and o["type"] in (1, 2)), None)
+            if spec is None:
+                raise FakeDiscordError(f"/{command}: {sub!r} is not a registered subcommand")
+            path.append((sub, spec["type"]))
+            declared = spec.get("options") or []
+        if any(o["type"] in (1, 2) for o in declared):
+            raise FakeDiscordError(f"/{command} needs a subcommand: {[o['name'] for o in declared]}")
+        tree = [_option(name, value, declared) for name, value in (options or {}).items()]
+        for sub, kind in reversed(path):
+            tree = [{"name": sub, "type": kind, "options": tree}]
+        data: dict[str, Any] = {"id": registered["id"], "name": parts[0], "type": 1, "options": tree}
+        if registered.get("guild_id"):
+            data["guild_id"] = registered["guild_id"]
+        return await self._send_interaction(self._interaction_payload(APPLICATION_COMMAND, user, data, channel), user)
+
+    async def submit_modal(
+        self, opened_by: FakeInteraction, values: dict[str, str] | list[str], *, user: FakeUser | None = None
+    ) -> FakeInteraction:
+        """The user fills in the modal the bot opened for ``opened_by`` and presses Submit.
+
+        ``values`` maps a text input's custom_id or label to its text, or lists texts in the order of the inputs.
+        """
+        callback = next(
+            (r for r in opened_by.callbacks if r.status < 300 and r.json.get("type") == CALLBACK_MODAL), None
+        )
+        if callback is None:
+            raise FakeDiscordError("the bot did not open a modal for this interaction")
+        modal = callback.json["data"]
+        inputs = list(_text_inputs(modal["components"]))
+        ordered = list(values) if isinstance(values, list) else None
+
+        def value_for(index: int, text_input: dict, label: str | None) -> str:
+            if ordered is not None:
+                return ordered[index]
+            assert isinstance(values, dict)
+            for key in (text_input.get("custom_id"), label):
+                if key in values:
+                    return values[key]
+            return ""
+
+        components: list[dict] = []
+        index = 0
+        for row in modal["components"]:
+            if row["type"] == 1:
+                inner = []
+                for comp in row["components"]:
+                    if comp["type"] == 4:
+                        inner.append(
+                            {
+                                "type": 4,
+                                "custom_id": comp["custom_id"],
+                                "value": value_for(index, comp, comp.get("label")),
+                            }
+                        )
+                        index += 1
+                components.append({"type": 1, "components": inner})
+            elif row["type"] == 18 and row["component"]["type"] == 4:
+                comp = row["component"]
+                value = value_for(index, comp, row.get("label"))
+                index += 1
+                components.append(
+                    {"type": 18, "component": {"type": 4, "custom_id": comp["custom_id"], "value": value}}
+                )
+        if not inputs:
+            raise FakeDiscordError("the modal has no text inputs")
+        data = {"custom_id": modal["custom_id"], "components": components}
+        user = user or opened_by.user
+        channel = next(n for n, c in self.channels.items() if c == opened_by.payload["channel_id"])
+        return await self._send_interaction(self._interaction_payload(MODAL_SUBMIT, user, data, channel), user)
+
+    def message_payload(self, author: FakeUser, content: str, channel_id: str, mentions: list[FakeUser] = ()) -> dict:
+        message = {
+            "id": self.ids.next(),
+            "channel_id": channel_id,
+            "guild_id": self.guild_id,
+            "author": author.payload(),
+            "content": content,
+            "timestamp": _now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": "@everyone" in content,
+            "mentions": [
+                {**u.payload(), "member": {k: v for k, v in u.member_payload().items() if k != "user"}}
+                for u in mentions
+            ],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "components": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+        }
+        if author is not self.bot_user:
+            message["member"] = {k: v for k, v in author.member_payload().items() if k != "user"}
+        return message
+
+    async def post_message(
+        self, content: str, *, author: FakeUser | None = None, channel: str = "general", mentions: list[FakeUser] = ()
+    ) -> dict | None:
+        """A user posts ``content`` in ``channel``; returns what the bot received, or None if its intents hide it."""
+        author = author or self.member
+        channel_id = self.channels[channel]
+        message = self.message_payload(author, content, channel_id, list(mentions))
+        self.channel_messages.setdefault(channel_id, {})[message["id"]] = message
+        session = self._session
+        if session is None:
+            raise FakeDiscordError("the bot is not connected to the gateway")
+        if not session.intents & INTENT_GUILD_MESSAGES:
+            return None
+        seen = dict(message)
+        mentions_bot = any(u.id == self.bot_user.id for u in mentions)
+        if not session.intents & INTENT_MESSAGE_CONTENT and not mentions_bot and author is not self.bot_user:
+            seen["content"] = ""  # what Discord does without the message-content intent
+        await self.dispatch("MESSAGE_CREATE", seen)
+        return seen
+
+
+def _json_response(data: Any, status: int) -> web.Response:
+    # Exactly "application/json", no charset: discord.py compares the header verbatim, as Discord sends it.
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+
+class _Reject(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _option(name: str, value: Any, declared: list[dict]) -> dict:
+    spec = next((o for o in declared if o["name"] == name), None)
+    if spec is None:
+        raise FakeDiscordError(f"option {name!r} is not registered (registered: {[o['name'] for o in declared]})")
+    kind = spec["type"]
+    if kind == OPT_NUMBER:
+        value = float(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value
+    elif kind == OPT_INTEGER:
+        value = int(value)
+    elif kind == OPT_BOOLEAN:
+        value = bool(value)
+    elif kind in (OPT_USER, OPT_CHANNEL, OPT_ROLE):
+        value = str(value)
+    return {"name": name, "type": kind, "value": value}
+
+
+def _text_inputs(components: list[dict]) -> Iterator[dict]:
+    for row in components:
+        if row["type"] == 1:
+            yield from (c for c in row["components"] if c["type"] == 4)
+        elif row["type"] == 18 and row.get("component", {}).get("type") == 4:
+            yield row["component"]
+
+
+def _length_error(limit: int) -> dict:
+    return {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {limit} or fewer in length."}]}
+
+
+def _message_problem(data: dict, creating: bool, files: list[str]) -> dict | None:
+    """Discord's validation of a message body, as error details, or None if it would be accepted."""
+    content = data.get("content")
+    if content is not None and not isinstance(content, str):
+        return {"content": {"_errors": [{"code": "STRING_TYPE_CONVERT", "message": "Could not interpret as string."}]}}
+    if isinstance(content, str) and len(content) > MAX_CONTENT:
+        return {"content": _length_error(MAX_CONTENT)}
+    embeds = data.get("embeds") or []
+    if len(embeds) > 10:
+        return {"embeds": _length_error(10)}
+    for i, embed in enumerate(embeds):
+        if len(embed.get("description") or "") > 4096:
+            return {"embeds": {str(i): {"description": _length_error(4096)}}}
+        if len(embed.get("title") or "") > 256:
+            return {"embeds": {str(i): {"title": _length_error(256)}}}
+    mentions = data.get("allowed_mentions")
+    if mentions is not None:
+        parse = mentions.get("parse", [])
+        if any(p not in ("users", "roles", "everyone") for p in parse):
+            return {"allowed_mentions": {"_errors": [{"code": "ENUM", "message": "bad parse value"}]}}
+        for key in ("users", "roles"):
+            if key in parse and mentions.get(key):
+                return {"allowed_mentions": {"_errors": [{"code": "MUTUALLY_EXCLUSIVE", "message": key}]}}
+    if creating and not (content or embeds or data.get("components") or data.get("sticker_ids") or files):
+        return {"_errors": [{"code": "MESSAGE_EMPTY", "message": "Cannot send an empty message"}]}
+    return None
+
+
+def _modal_problem(data: dict) -> str | None:
+    if not data.get("custom_id") or len(data["custom_id"]) > 100:
+        return "modal custom_id must be 1-100 characters"
+    if not data.get("title") or len(data["title"]) > 45:
+        return "modal title must be 1-45 characters"
+    components = data.get("components") or []
+    if not 1 <= len(components) <= 5:
+        return "a modal needs 1-5 components"
+    inputs = list(_text_inputs(components))
+    for t in inputs:
+        if not t.get("custom_id") or len(t["custom_id"]) > 100:
+            return "text input custom_id must be 1-100 characters"
+        if len(t.get("label") or "") > 45:
+            return "text input label must be at most 45 characters"
+        if t.get("max_length") is not None and not 1 <= t["max_length"] <= 4000:
+            return "text input max_length must be 1-4000"
+    for row in components:
+        if row["type"] == 18 and not 1 <= len(row.get("label") or "") <= 45:
+            return "label must be 1-45 characters"
+    return None
+
+
+def _command_problem(cmd: dict) -> str | None:
+    name = cmd.get("name") or ""
+    if not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower():
+        return f"command name {name!r} must be 1-32 lowercase characters"
+    if cmd.get("type", 1) == 1 and not 1 <= len(cmd.get("description") or "") <= 100:
+        return f"/{name}: description must be 1-100 characters"
+    for opt in cmd.get("options") or []:
+        if not 1 <= len(opt.get("description") or "") <= 100:
+            return f"/{name} {opt.get('name')}: description must be 1-100 characters"
+    if len(cmd.get("options") or []) > 25:
+        return f"/{name}: at most 25 options"
+    return None
+
+
+@contextmanager
+def point_discord_py_at(api_base: str, gateway_url: str) -> Iterator[None]:
+    """Make discord.py talk to ``api_base`` (ending in /api/v10) and ``gateway_url`` instead of discord.com.
+
+    discord.py builds every REST URL from ``Route.BASE`` and opens its first gateway connection at
+    ``DiscordWebSocket.DEFAULT_GATEWAY`` (reconnects use ``resume_gateway_url`` from READY), so these two class
+    attributes are the whole redirect; both are restored afterwards.
+    """
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.http.Route.BASE = api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    try:
+        yield
+    finally:
+        discord.http.Route.BASE = old_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
