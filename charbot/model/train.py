@@ -2,8 +2,9 @@
 
 One function, :func:`train`, read top to bottom. The training state (weights, optimizer,
 hidden state, RNG, data position, history) goes to ``<out>.resume.safetensors`` at every
-validation and on interruption, so a run killed at any moment resumes where it was, and a
-resumed CPU run equals an uninterrupted one with the same seed. The best weights by
+validation and on interruption (Ctrl-C, SIGTERM), so a stopped run resumes where it was (a
+killed one from its last validation), and a resumed CPU run equals an uninterrupted one with
+the same seed. The best weights by
 validation loss are kept under ``out`` itself.
 """
 
@@ -11,14 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,13 +41,19 @@ from charbot.model.network import CharLSTM, ModelConfig
 from charbot.model.textdata import TextData
 
 RESUME_FORMAT = "charbot-train-state"
+WARMUP_MAX_FRACTION = 0.05
 
 
 @dataclass
 class TrainConfig:
     """How to train. Defaults were chosen by measurement on this project's 2-core CPU machine:
     small batches and many optimizer steps at a high, warmed-up, decaying learning rate learn
-    far faster per second than the classic 128 x 100 batches at 1e-3."""
+    far faster per second than the classic 128 x 100 batches at 1e-3.
+
+    Budgets (``max_steps``, ``epochs``, ``minutes``) count the whole run, resumed parts
+    included; the first one reached ends it. ``threads`` None means: as many as the cores
+    other processes leave free (see :func:`auto_threads`).
+    """
 
     n_seqs: int = 32
     n_steps: int = 100
@@ -68,8 +77,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise ValueError("lr must be a positive number")
-        if self.eval_every < 1 or self.log_every < 1:
-            raise ValueError("eval_every and log_every must be at least 1")
+        for name in ("n_seqs", "n_steps", "eval_every", "log_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be 0 or more")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("min_lr_ratio must be between 0 and 1")
+        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+            raise ValueError("weight_decay must be 0 or more")
+        if not self.grad_clip > 0:
+            raise ValueError("grad_clip must be positive")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be between 0 and 1")
+        if self.eval_max_chars is not None and self.eval_max_chars < 1:
+            raise ValueError("eval_max_chars must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1")
         for name in ("max_steps", "epochs", "minutes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -122,11 +146,34 @@ def plot_path(out: str | Path) -> Path:
 
 
 def lr_at(cfg: TrainConfig, step: int, fraction: float) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+    """Cosine decay from ``lr`` to ``min_lr_ratio * lr`` over the budget, times a linear warm-up.
+
+    The warm-up ends after ``warmup_steps`` or 5% of the budget, whichever comes first: on a
+    slow machine a short run may only get a hundred steps and must not spend them warming up.
+    """
     floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+    decayed = floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+    if cfg.warmup_steps == 0:
+        return decayed
+    warm = min(1.0, max((step + 1) / cfg.warmup_steps, fraction / WARMUP_MAX_FRACTION))
+    return decayed * warm
+
+
+def auto_threads() -> int:
+    """Torch CPU threads for a run: the cores that other processes leave free, at least one.
+
+    Torch's default of one thread per core is several times slower, not faster, when other
+    work shares the cores: every parallel operation waits for its slowest thread.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(cores, cores - int(busy + 0.5)))
 
 
 class _StopFlag:
@@ -146,6 +193,7 @@ class _StopFlag:
         if self.requested:  # a second Ctrl-C means now
             raise KeyboardInterrupt
         self.requested = True
+        print("\nstopping after this step and saving the state (Ctrl-C again to stop at once)", file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -197,9 +245,9 @@ def _plot(out: Path, history: list[dict], title: str) -> None:
     val_pts = [(h["chars"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     if train_pts:
-        ax.plot(*zip(*train_pts), label="train", lw=1, alpha=0.7)
+        ax.plot([c for c, _ in train_pts], [v for _, v in train_pts], label="train", lw=1, alpha=0.7)
     if val_pts:
-        ax.plot(*zip(*val_pts), label="validation", lw=2, marker="o", ms=3)
+        ax.plot([c for c, _ in val_pts], [v for _, v in val_pts], label="validation", lw=2, marker="o", ms=3)
     ax.set_xlabel("characters seen")
     ax.set_ylabel("loss (nats/char)")
     ax.set_title(title)
@@ -207,9 +255,12 @@ def _plot(out: Path, history: list[dict], title: str) -> None:
     ax.legend()
     fig.tight_layout()
     tmp = plot_path(out).with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(plot_path(out))
+    try:
+        fig.savefig(tmp)
+        tmp.replace(plot_path(out))
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def train(
@@ -227,9 +278,28 @@ def train(
     """Train on ``data`` and keep the best weights under ``out``; see the module docstring.
 
     With ``resume`` the saved configuration is used; a ``cfg`` passed along only replaces its
-    budget (steps, epochs, minutes), e.g. to extend a run.
+    budget (steps, epochs, minutes) and thread count, e.g. to extend a run.
     """
-    out = Path(out)
+    if resume and init_from is not None:
+        raise ValueError("resume and init_from cannot be combined: a resumed run already has its weights")
+    previous_threads = torch.get_num_threads()
+    try:
+        return _train(data, Path(out), cfg, model_cfg, resume, init_from, on_progress, should_stop, progress_bar)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    data: TextData,
+    out: Path,
+    cfg: TrainConfig | None,
+    model_cfg: ModelConfig | None,
+    resume: bool,
+    init_from: str | Path | None,
+    on_progress: Callable[[Progress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    progress_bar: bool,
+) -> TrainResult:
     rpath = resume_path(out)
     state_tensors: dict[str, torch.Tensor] = {}
     saved: dict = {}
@@ -238,34 +308,45 @@ def train(
         if not rpath.exists():
             raise FileNotFoundError(f"{rpath}: no training state to resume from")
         state_tensors, saved = read_tensor_file(rpath, expect_format=RESUME_FORMAT)
-        if saved["data_sha256"] != data.text_sha256:
+        if saved.get("data_sha256") != data.text_sha256:
             raise CheckpointError(rpath, f"was made for different text than {data.name}")
-        saved_cfg = TrainConfig(**saved["train_config"])
-        if cfg is not None:  # a new budget for the rest of the run; everything else as saved
+        try:
+            saved_cfg = TrainConfig(**saved["train_config"])
+            model_cfg = ModelConfig(**saved["model_config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(rpath, f"invalid saved configuration: {exc}") from None
+        # threads describe this machine, not the run; a new budget extends (or cuts) the run
+        saved_cfg.threads = cfg.threads if cfg is not None else None
+        if cfg is not None:
             saved_cfg.max_steps, saved_cfg.epochs, saved_cfg.minutes = cfg.max_steps, cfg.epochs, cfg.minutes
         cfg = saved_cfg
-        model_cfg = ModelConfig(**saved["model_config"])
         parent = saved.get("parent")
     elif init_from is not None:
         ck = load_checkpoint(init_from)
         model_cfg = ck.config
-        parent = {"path": str(init_from), "corpus": ck.info.get("corpus"), "val_loss_nats": ck.info.get("val_loss_nats")}
+        parent = {"path": str(init_from), "corpus": ck.info.get("corpus"),
+                  "val_loss_nats": ck.info.get("val_loss_nats")}
     cfg = cfg or TrainConfig()
     model_cfg = model_cfg or ModelConfig()
     train_codes, val_codes = data.split(cfg.val_fraction)
     if len(val_codes) < 2:
         raise ValueError(f"{data.name}: held-out split too small ({len(val_codes)} characters)")
 
+    device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    elif device.type == "cpu":
+        torch.set_num_threads(min(torch.get_num_threads(), auto_threads()))
     torch.manual_seed(cfg.seed)
     model = CharLSTM(model_cfg)
-    if init_from is not None and not resume:
+    if init_from is not None:
         model.load_state_dict(ck.model.state_dict())
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    plan = BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, seed=cfg.seed)
+    try:
+        plan = BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, seed=cfg.seed)
+    except ValueError as exc:
+        raise ValueError(f"{data.name}: training part {exc}") from None
     per_epoch = plan.batches_per_epoch()
     max_steps = cfg.max_steps
     if cfg.epochs is not None:
@@ -287,6 +368,7 @@ def train(
         step, epoch, index = saved["step"], saved["epoch"], saved["index"]
         chars_seen, elapsed_before = saved["chars_seen"], saved["elapsed_s"]
         best_val, bad_evals, history = saved["best_val"], saved["bad_evals"], saved["history"]
+    last_eval_step = max((h["step"] for h in history if h.get("val_loss") is not None), default=-1)
 
     info_base = {
         "corpus": data.name,
@@ -297,6 +379,7 @@ def train(
         "val_fraction": cfg.val_fraction,
         "dropped_chars": data.dropped,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "train_config": asdict(cfg),
         "parent": parent,
@@ -312,6 +395,11 @@ def train(
         if cfg.minutes is not None:
             parts.append(elapsed / (cfg.minutes * 60))
         return min(1.0, max(parts))
+
+    def save_best(elapsed: float) -> None:
+        save_checkpoint(out, model, {**info_base, "steps": step, "chars_seen": chars_seen,
+                                     "best_val_loss": best_val, "train_seconds": elapsed,
+                                     "created": datetime.now(timezone.utc).isoformat()})
 
     def save_state(elapsed: float) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -345,16 +433,19 @@ def train(
                          "best_val_loss": best_val, "history": history})
         _plot(out, history, f"{data.name}: {model_cfg.n_layers}x{model_cfg.hidden_size} LSTM")
 
+    frac_start = fraction(elapsed_before)
     bar = None
     if progress_bar:
         from tqdm import tqdm
 
-        bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", leave=True)
+        bar = tqdm(total=1000, initial=int(frac_start * 1000), bar_format="{percentage:3.0f}%|{bar}| {desc}",
+                   leave=True)
     stopped = "budget"
     run_start = time.perf_counter()
-    eval_time = 0.0
+    overhead = 0.0  # seconds spent validating and saving, left out of the training speed
     window_loss, window_n = 0.0, 0
     chars_at_start = chars_seen
+    last_val: float | None = None
     model.train()
     with _StopFlag() as flag:
         while True:
@@ -386,64 +477,75 @@ def train(
                 h_state = model.init_state(cfg.n_seqs, device)
             window_loss += loss.item()
             window_n += 1
-            is_last = (max_steps is not None and step >= max_steps)
+            is_last = max_steps is not None and step >= max_steps
             do_eval = step % cfg.eval_every == 0 or is_last
             if step % cfg.log_every == 0 or do_eval:
-                elapsed = elapsed_before + time.perf_counter() - run_start
+                t_log = time.perf_counter()
+                elapsed = elapsed_before + t_log - run_start
                 train_loss = window_loss / window_n
                 window_loss, window_n = 0.0, 0
                 val_loss = None
                 if do_eval:
-                    t0 = time.perf_counter()
                     val_loss = evaluate_loss(model, val_eval)
                     if not math.isfinite(val_loss):
-                        raise FloatingPointError(f"validation loss became {val_loss} at step {step}")
+                        raise FloatingPointError(
+                            f"validation loss became {val_loss} at step {step}; try a lower learning rate"
+                        )
+                    last_val, last_eval_step = val_loss, step
                     if best_val is None or val_loss < best_val:
                         best_val, bad_evals = val_loss, 0
-                        save_checkpoint(out, model, {**info_base, "steps": step, "chars_seen": chars_seen,
-                                                     "best_val_loss": best_val, "train_seconds": elapsed,
-                                                     "created": datetime.now(timezone.utc).isoformat()})
+                        save_best(elapsed)
                     else:
                         bad_evals += 1
-                    eval_time += time.perf_counter() - t0
-                train_s = max(1e-9, time.perf_counter() - run_start - eval_time)
-                speed = (chars_seen - chars_at_start) / train_s
+                    overhead += time.perf_counter() - t_log
+                speed = (chars_seen - chars_at_start) / max(1e-9, time.perf_counter() - run_start - overhead)
                 history.append({"step": step, "chars": chars_seen, "train_loss": train_loss,
                                 "val_loss": val_loss, "lr": lr, "elapsed_s": round(elapsed, 2)})
                 frac = fraction(elapsed)
-                eta = (elapsed - elapsed_before) * (1 - frac) / max(1e-9, frac - fraction(elapsed_before)) \
-                    if frac > fraction(elapsed_before) else None
+                eta = (elapsed - elapsed_before) * (1 - frac) / (frac - frac_start) if frac > frac_start else None
                 if bar is not None:
                     bar.n = int(frac * 1000)
-                    bar.set_postfix_str(f"step {step} loss {train_loss:.3f} val {best_val if best_val is not None else float('nan'):.3f} "
-                                        f"{speed:,.0f} char/s", refresh=True)
+                    bar.set_description_str(_bar_text(elapsed, eta, step, train_loss, last_val, best_val, speed),
+                                            refresh=True)
                 if on_progress is not None:
-                    on_progress(Progress(step, chars_seen, frac, train_loss, val_loss, best_val, lr, speed, elapsed, eta))
+                    on_progress(Progress(step, chars_seen, frac, train_loss, val_loss, best_val, lr, speed,
+                                         elapsed, eta))
                 if do_eval:
+                    t_save = time.perf_counter()
                     save_state(elapsed)
                     write_reports(elapsed, "running")
+                    overhead += time.perf_counter() - t_save
                     if bad_evals >= cfg.patience:
                         stopped = "early-stop"
                         break
     if bar is not None:
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - run_start
+    if stopped != "interrupted" and last_eval_step != step:
+        # the budget ran out between validations: the last weights still deserve their chance
+        val_loss = evaluate_loss(model, val_eval)
+        history.append({"step": step, "chars": chars_seen, "train_loss": None, "val_loss": val_loss,
+                        "lr": None, "elapsed_s": round(elapsed, 2)})
+        if math.isfinite(val_loss) and (best_val is None or val_loss < best_val):
+            best_val = val_loss
+            save_best(elapsed)
     save_state(elapsed)
     val_full = None
-    if stopped != "interrupted" or out.exists():
-        if best_val is None or (history and history[-1]["val_loss"] is None and stopped != "interrupted"):
-            val_loss = evaluate_loss(model, val_eval)
-            history.append({"step": step, "chars": chars_seen, "train_loss": None, "val_loss": val_loss,
-                            "lr": None, "elapsed_s": round(elapsed, 2)})
-            if best_val is None or val_loss < best_val:
-                best_val = val_loss
-                save_checkpoint(out, model, {**info_base, "steps": step, "chars_seen": chars_seen,
-                                             "best_val_loss": best_val, "train_seconds": elapsed,
-                                             "created": datetime.now(timezone.utc).isoformat()})
-            save_state(elapsed)
+    if best_val is not None:  # this run has written ``out``; an older file there is left alone otherwise
         best = load_checkpoint(out, device=device)
-        val_full = evaluate_loss(best.model, val_codes)
+        # the best weights were validated on exactly these characters already when nothing was cut off
+        val_full = best_val if len(val_eval) == len(val_codes) else evaluate_loss(best.model, val_codes)
         info = {**best.info, "val_loss_nats": val_full, "val_bpc": bits(val_full), "stopped": stopped}
         save_checkpoint(out, best.model, info)
     write_reports(elapsed, stopped)
     return TrainResult(str(out), step, chars_seen, best_val, val_full, stopped, elapsed, history)
+
+
+def _bar_text(elapsed: float, eta: float | None, step: int, train_loss: float, val: float | None,
+              best: float | None, speed: float) -> str:
+    from tqdm import tqdm
+
+    left = tqdm.format_interval(eta) if eta is not None else "?"
+    vals = f" val {val:.3f} (best {best:.3f})" if val is not None and best is not None else ""
+    return (f"{tqdm.format_interval(elapsed)}<{left} step {step} loss {train_loss:.3f}{vals} "
+            f"{speed:,.0f} char/s")
