@@ -14,7 +14,7 @@ def register(sub) -> None:  # noqa: ANN001
     )
     p.add_argument("text", help="a UTF-8 text file, or a corpus name (see: charbot corpora list)")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
-    b = p.add_argument_group("budget (the first reached ends the run; default 1 epoch)")
+    b = p.add_argument_group("budget (the first reached ends the run; default 1 epoch; counts resumed parts too)")
     b.add_argument("--minutes", type=float)
     b.add_argument("--epochs", type=float)
     b.add_argument("--steps", type=int)
@@ -27,7 +27,8 @@ def register(sub) -> None:  # noqa: ANN001
     t.add_argument("--batch-seqs", type=int, default=32, help="parallel sequences per batch (default 32)")
     t.add_argument("--batch-steps", type=int, default=100, help="BPTT length (default 100)")
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    t.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
+    t.add_argument("--warmup", type=int, default=100,
+                   help="warm-up steps (default 100; never more than 5%% of the budget)")
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (default 1.0)")
     t.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of the text (default 0.1)")
@@ -35,7 +36,7 @@ def register(sub) -> None:  # noqa: ANN001
     t.add_argument("--patience", type=int, default=10, help="stop after N validations without improvement")
     t.add_argument("--seed", type=int, default=1337)
     t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    t.add_argument("--threads", type=int, help="CPU threads for torch")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores other work leaves free)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights and shape")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -61,12 +62,8 @@ def run(args) -> int:  # noqa: ANN001
             minutes=args.minutes, seed=args.seed, device=args.device, threads=args.threads,
         )
     model_cfg = ModelConfig(embed_size=args.embed, hidden_size=args.hidden, n_layers=args.layers, dropout=args.dropout)
-    if args.resume and args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     result = train(
-        data, args.out, cfg, model_cfg, resume=args.resume, init_from=args.init_from,
+        data, args.out, cfg, model_cfg, resume=args.resume, init_from=args.init_from, threads=args.threads,
         progress_bar=not (args.quiet or args.json),
     )
     payload = {
@@ -78,8 +75,8 @@ def run(args) -> int:  # noqa: ANN001
     if result.val_loss_nats is None:
         human = f"stopped ({result.stopped}) at step {result.steps} before any validation; resume with --resume"
     else:
-        human = (f"{result.stopped}: {result.steps} steps, {result.chars_seen:,} characters in {result.elapsed_s:.0f} s; "
-                 f"validation loss {result.val_loss_nats:.4f} nats ({bits(result.val_loss_nats):.4f} bits) per character; "
-                 f"best checkpoint at {result.out}")
+        human = (f"{result.stopped}: {result.steps} steps, {result.chars_seen:,} characters in "
+                 f"{result.elapsed_s:.0f} s; validation loss {result.val_loss_nats:.4f} nats "
+                 f"({bits(result.val_loss_nats):.4f} bits) per character; best checkpoint at {result.out}")
     emit(args, payload, human)
     return 0

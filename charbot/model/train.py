@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -274,17 +274,22 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress_bar: bool = True,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train on ``data`` and keep the best weights under ``out``; see the module docstring.
 
     With ``resume`` the saved configuration is used; a ``cfg`` passed along only replaces its
-    budget (steps, epochs, minutes) and thread count, e.g. to extend a run.
+    budget (steps, epochs, minutes), e.g. to extend a run. ``threads`` overrides ``cfg.threads``
+    (threads describe the machine, not the run, so a resumed run does not inherit them).
     """
     if resume and init_from is not None:
         raise ValueError("resume and init_from cannot be combined: a resumed run already has its weights")
+    if threads is not None and threads < 1:
+        raise ValueError("threads must be at least 1")
     previous_threads = torch.get_num_threads()
     try:
-        return _train(data, Path(out), cfg, model_cfg, resume, init_from, on_progress, should_stop, progress_bar)
+        return _train(data, Path(out), cfg, model_cfg, resume, init_from, on_progress, should_stop, progress_bar,
+                      threads)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -299,6 +304,7 @@ def _train(
     on_progress: Callable[[Progress], None] | None,
     should_stop: Callable[[], bool] | None,
     progress_bar: bool,
+    threads: int | None,
 ) -> TrainResult:
     rpath = resume_path(out)
     state_tensors: dict[str, torch.Tensor] = {}
@@ -315,8 +321,7 @@ def _train(
             model_cfg = ModelConfig(**saved["model_config"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(rpath, f"invalid saved configuration: {exc}") from None
-        # threads describe this machine, not the run; a new budget extends (or cuts) the run
-        saved_cfg.threads = cfg.threads if cfg is not None else None
+        saved_cfg.threads = None
         if cfg is not None:
             saved_cfg.max_steps, saved_cfg.epochs, saved_cfg.minutes = cfg.max_steps, cfg.epochs, cfg.minutes
         cfg = saved_cfg
@@ -327,6 +332,8 @@ def _train(
         parent = {"path": str(init_from), "corpus": ck.info.get("corpus"),
                   "val_loss_nats": ck.info.get("val_loss_nats")}
     cfg = cfg or TrainConfig()
+    if threads is not None:
+        cfg = replace(cfg, threads=threads)
     model_cfg = model_cfg or ModelConfig()
     train_codes, val_codes = data.split(cfg.val_fraction)
     if len(val_codes) < 2:
