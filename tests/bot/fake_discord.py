@@ -81,6 +81,10 @@ class FakeDiscordError(AssertionError):
     """A test used the fake wrongly or waited for something that never came."""
 
 
+class DiscordClientRefused(FakeDiscordError):
+    """Discord's own client would not send this (a declared option limit, choice or requirement stops it)."""
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
@@ -1061,6 +1065,9 @@ class FakeDiscord:
         if any(o["type"] in (1, 2) for o in declared):
             raise FakeDiscordError(f"/{command} needs a subcommand: {[o['name'] for o in declared]}")
         tree = [_option(name, value, declared) for name, value in (options or {}).items()]
+        missing = [o["name"] for o in declared if o.get("required") and o["name"] not in (options or {})]
+        if missing:
+            raise DiscordClientRefused(f"/{command}: required options missing: {missing}")
         for sub, kind in reversed(path):
             tree = [{"name": sub, "type": kind, "options": tree}]
         data: dict[str, Any] = {"id": registered["id"], "name": parts[0], "type": 1, "options": tree}
@@ -1183,18 +1190,35 @@ class _Reject(Exception):
 
 
 def _option(name: str, value: Any, declared: list[dict]) -> dict:
+    """An interaction option for ``value``, or DiscordClientRefused where Discord's client would not send it."""
     spec = next((o for o in declared if o["name"] == name), None)
     if spec is None:
         raise FakeDiscordError(f"option {name!r} is not registered (registered: {[o['name'] for o in declared]})")
     kind = spec["type"]
-    if kind == OPT_NUMBER:
-        value = float(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value
-    elif kind == OPT_INTEGER:
-        value = int(value)
-    elif kind == OPT_BOOLEAN:
-        value = bool(value)
-    elif kind in (OPT_USER, OPT_CHANNEL, OPT_ROLE):
-        value = str(value)
+    try:
+        if kind == OPT_NUMBER:
+            value = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float(value)
+        elif kind == OPT_INTEGER:
+            value = int(value)
+        elif kind == OPT_BOOLEAN:
+            value = bool(value)
+        elif kind in (OPT_USER, OPT_CHANNEL, OPT_ROLE):
+            value = str(value)
+        elif kind == OPT_STRING:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise DiscordClientRefused(f"{name}: {value!r} is not a valid value for option type {kind}") from None
+    if spec.get("choices") and value not in [c["value"] for c in spec["choices"]]:
+        raise DiscordClientRefused(f"{name}: {value!r} is not one of the choices")
+    if kind == OPT_STRING:
+        low, high = spec.get("min_length", 0) or 0, min(spec.get("max_length") or 6000, 6000)
+        if not low <= len(value) <= high:
+            raise DiscordClientRefused(f"{name}: {len(value)} characters, Discord allows {low}-{high}")
+    if kind in (OPT_NUMBER, OPT_INTEGER):
+        if spec.get("min_value") is not None and value < spec["min_value"]:
+            raise DiscordClientRefused(f"{name}: {value} is below the minimum {spec['min_value']}")
+        if spec.get("max_value") is not None and value > spec["max_value"]:
+            raise DiscordClientRefused(f"{name}: {value} is above the maximum {spec['max_value']}")
     return {"name": name, "type": kind, "value": value}
 
 

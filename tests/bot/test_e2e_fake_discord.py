@@ -15,6 +15,7 @@ from tests.bot.fake_discord import (
     CALLBACK_MODAL,
     EPHEMERAL,
     INTENT_MESSAGE_CONTENT,
+    DiscordClientRefused,
     FakeDiscord,
     point_discord_py_at,
 )
@@ -199,3 +200,14 @@ async def test_unknown_routes_are_recorded_and_answered_404() -> None:
         with pytest.raises(discord.NotFound):
             await client.http.request(discord.http.Route("GET", "/guilds/{guild_id}/bans", guild_id=1))
         assert [r.key for r in fake.unknown_routes] == ["GET /guilds/1/bans"]
+
+
+async def test_options_discord_itself_would_refuse_never_reach_the_client(fake: FakeDiscord) -> None:
+    async with running_client(fake):
+        with pytest.raises(DiscordClientRefused, match="required"):
+            await fake.slash("echo", {"times": 2})
+        with pytest.raises(DiscordClientRefused, match="not a valid value"):
+            await fake.slash("echo", {"text": "a", "times": "many"})
+        with pytest.raises(DiscordClientRefused, match="6000"):
+            await fake.slash("echo", {"text": "a" * 6001})
+        assert not fake.interactions
