@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "charbot.commands.train",
     "charbot.commands.evaluate",
     "charbot.commands.sample",
+    "charbot.commands.reply",
 ]
 
 

@@ -89,12 +89,12 @@ class Models:
         missing = [(c, checkpoint_path(c, checkpoint_dir)) for c in corpora]
         missing = [(c, p) for c, p in missing if not p.is_file()]
         if missing:
-            where = "; ".join(f"{c}: {p}" for c, p in missing)
+            corpus, path = missing[0]
+            others = "".join(f"; {c} also has none at {p}" for c, p in missing[1:])
             raise CheckpointError(
-                missing[0][1],
-                f"no checkpoint for {', '.join(c for c, _ in missing)} ({where}); train one with "
-                f"`charbot train {missing[0][0]} --out {missing[0][1]}` or set CHARBOT_CHECKPOINTS to a folder "
-                "holding <corpus>.safetensors",
+                path,
+                f"no checkpoint for {corpus} here{others}; train one with `charbot train {corpus} --out {path}` "
+                "or set CHARBOT_CHECKPOINTS to a folder holding <corpus>.safetensors",
             )
         models = cls()
         models.device = dev
