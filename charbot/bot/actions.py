@@ -91,7 +91,9 @@ async def optout(store: Store, guild_id: int, user_id: int, undo: bool = False) 
         head = "You're opted back in" if changed else "You were not opted out"
         return Answer(f"{head}: messages you write in listening channels here may be stored to train the models.")
     head = "Done" if changed else "You were already opted out"
-    tail = f" You have {_plural(kept, 'contribution')} stored here; `/forget` deletes what you contributed." if kept else ""
+    tail = ""
+    if kept:
+        tail = f" You have {_plural(kept, 'contribution')} stored here; `/forget` deletes what you contributed."
     return Answer(f"{head}: I won't store your messages in listening channels in this server. "
                   f"Texts you send yourself with `/contribute` are still kept.{tail}")
 
