@@ -19,6 +19,9 @@ COMMAND_MODULES = [
     "charbot.commands.evaluate",
     "charbot.commands.sample",
     "charbot.commands.reply",
+    "charbot.commands.corpora",
+    "charbot.commands.ship",
+    "charbot.commands.card",
 ]
 
 
