@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
-from concurrent.futures import Future
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from charbot.bot.render import CUT_SHORT, DISCORD_LIMIT, head_length, render_rep
 from charbot.bot.throttle import Cooldown
 from charbot.corpora.registry import CORPORA
 from charbot.model.charset import normalize
-from charbot.model.engine import EngineBusy, EngineClosed
+from charbot.model.engine import Engine, EngineBusy, EngineClosed
 from charbot.model.sample import MAX_TEMPERATURE, Generation, SampleSettings
 
 log = logging.getLogger(__name__)
@@ -137,6 +136,75 @@ def sample_settings(request: ReplyRequest, limit: int = DISCORD_LIMIT) -> Sample
     )
 
 
+class ReplyStream:
+    """One reply being generated: iterate :meth:`updates`, and :meth:`close` when done with it."""
+
+    def __init__(self, service: ReplyService, request: ReplyRequest, engine: Engine) -> None:
+        self.service = service
+        self.request = request
+        self.engine = engine
+        self._pieces: list[str] = []
+        self._arrived = asyncio.Event()
+        self._closed = False
+        loop = asyncio.get_running_loop()
+
+        def add(piece: str) -> None:
+            self._pieces.append(piece)
+            self._arrived.set()
+
+        def on_text(piece: str) -> None:  # called on the engine's worker thread
+            loop.call_soon_threadsafe(add, piece)
+
+        prime = CORPORA[request.corpus].prime(request.prompt)
+        try:
+            self.future = engine.submit(prime, sample_settings(request), on_text)
+        except EngineBusy:
+            raise Refusal(BUSY) from None
+        except EngineClosed:
+            raise Refusal(RESTARTING) from None
+        self._done = asyncio.wrap_future(self.future)
+
+    def cancel(self) -> None:
+        """Stop generating; the final update says the reply was cut short."""
+        self.engine.cancel(self.future)
+
+    def close(self) -> None:
+        """Release the reply (cancelling it if still running); safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.future.done():
+            self.engine.cancel(self.future)
+        self.service._release(self)
+
+    async def updates(self) -> AsyncIterator[ReplyUpdate]:
+        """The message as it grows (at most once per edit interval), then the finished one."""
+        request, clock = self.request, self.service._clock
+        interval = self.service.limits.edit_interval_s
+        next_at, shown = clock(), 0
+        try:
+            while not self._done.done():
+                if len(self._pieces) > shown and clock() >= next_at:
+                    shown = len(self._pieces)
+                    yield ReplyUpdate(render_reply(request.corpus, request.prompt, "".join(self._pieces)), False)
+                    next_at = clock() + interval
+                    continue
+                self._arrived.clear()
+                waiters: set[asyncio.Future] = {self._done}
+                timeout = None
+                if len(self._pieces) > shown:
+                    timeout = max(0.0, next_at - clock())
+                else:
+                    waiters.add(asyncio.ensure_future(self._arrived.wait()))
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters - {self._done}:
+                    w.cancel()
+            gen = self._done.result()
+            yield ReplyUpdate(render_reply(request.corpus, request.prompt, gen.text, gen.finish), True, gen)
+        finally:
+            self.close()
+
+
 class ReplyService:
     """Runs replies on the models' engines with a per-user cooldown and a bound on queued work."""
 
@@ -145,7 +213,7 @@ class ReplyService:
         self.limits = limits
         self.cooldown = Cooldown(limits.cooldown_s, clock)
         self._clock = clock
-        self._running: dict[Future, object] = {}
+        self._running: set[ReplyStream] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
@@ -153,7 +221,12 @@ class ReplyService:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def _admit(self, request: ReplyRequest):  # noqa: ANN202
+    def start(self, request: ReplyRequest) -> ReplyStream:
+        """Queue ``request`` on its engine, or raise Refusal (busy, restarting, on cooldown).
+
+        Cheap and synchronous, so a command can refuse privately before it answers publicly.
+        Call from the event loop; the caller must iterate or close the returned stream.
+        """
         if self.closing:
             raise Refusal(RESTARTING)
         engine = self.models.engines.get(request.corpus)
@@ -167,75 +240,37 @@ class ReplyService:
                 raise Refusal(f"Slow down a little: you can ask again in {math.ceil(wait)} s.")
         if engine.pending() >= self.limits.max_pending:
             raise Refusal(BUSY)
-        return engine
-
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyUpdate]:
-        """Yield the message as it grows (at most once per edit interval), then the finished one.
-
-        Raises Refusal before anything is generated when the bot is busy, restarting, or the
-        user is on cooldown. If the consumer stops early, the generation is cancelled.
-        """
-        engine = self._admit(request)
-        loop = asyncio.get_running_loop()
-        pieces: list[str] = []
-        arrived = asyncio.Event()
-
-        def add(piece: str) -> None:
-            pieces.append(piece)
-            arrived.set()
-
-        def on_text(piece: str) -> None:  # called on the engine's worker thread
-            loop.call_soon_threadsafe(add, piece)
-
-        prime = CORPORA[request.corpus].prime(request.prompt)
-        try:
-            future = engine.submit(prime, sample_settings(request), on_text)
-        except EngineBusy:
-            raise Refusal(BUSY) from None
-        except EngineClosed:
-            raise Refusal(RESTARTING) from None
+        stream = ReplyStream(self, request, engine)
         if request.user is not None:
             self.cooldown.start(request.user)
-        self._running[future] = engine
+        self._running.add(stream)
         self._idle.clear()
-        done = asyncio.wrap_future(future)
-        try:
-            interval = self.limits.edit_interval_s
-            next_at = self._clock()
-            shown = 0
-            while not done.done():
-                if len(pieces) > shown and self._clock() >= next_at:
-                    shown = len(pieces)
-                    yield ReplyUpdate(render_reply(request.corpus, request.prompt, "".join(pieces)), False)
-                    next_at = self._clock() + interval
-                    continue
-                arrived.clear()
-                waiters = {done}
-                if len(pieces) > shown:
-                    timeout = max(0.0, next_at - self._clock())
-                else:
-                    timeout = None
-                    waiters.add(asyncio.ensure_future(arrived.wait()))
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters - {done}:
-                    w.cancel()
-            gen = done.result()
-            yield ReplyUpdate(render_reply(request.corpus, request.prompt, gen.text, gen.finish), True, gen)
-        finally:
-            if not future.done():
-                engine.cancel(future)
-            self._running.pop(future, None)
-            if not self._running:
-                self._idle.set()
-            if request.user is not None:
-                self.cooldown.done(request.user)
+        return stream
+
+    def _release(self, stream: ReplyStream) -> None:
+        self._running.discard(stream)
+        if not self._running:
+            self._idle.set()
+        if stream.request.user is not None:
+            self.cooldown.done(stream.request.user)
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyUpdate]:
+        """:meth:`start` and iterate the updates in one go."""
+        reply = self.start(request)
+        async with aclosing(reply.updates()) as updates:
+            async for update in updates:
+                yield update
 
     async def reply(self, request: ReplyRequest) -> ReplyUpdate:
         """The finished reply, without the intermediate snapshots."""
-        async with aclosing(self.stream(request)) as updates:
-            async for update in updates:
-                if update.done:
-                    return update
+        reply = self.start(request)
+        try:
+            async with aclosing(reply.updates()) as updates:
+                async for update in updates:
+                    if update.done:
+                        return update
+        finally:
+            reply.close()
         raise RuntimeError("the reply stream ended without a final message")  # pragma: no cover
 
     async def drain(self, grace_s: float) -> int:
@@ -249,11 +284,11 @@ class ReplyService:
                 await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
             except asyncio.TimeoutError:
                 pass
-        cut = list(self._running.items())
-        for future, engine in cut:
-            engine.cancel(future)
+        cut = list(self._running)
+        for reply in cut:
+            reply.cancel()
         if cut:
-            log.info("cut %d replies short for shutdown", len(cut))
+            log.info("cutting %d replies short for shutdown", len(cut))
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=5.0)
             except asyncio.TimeoutError:
