@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "charbot.commands.corpora",
     "charbot.commands.ship",
     "charbot.commands.card",
+    "charbot.commands.bot",
 ]
 
 

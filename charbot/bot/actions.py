@@ -150,3 +150,8 @@ def help_text(chat: bool = False) -> str:
     else:
         lines += ["/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus"]
     return "\n".join(lines)
+
+
+def may_administer(user_id: int, has_manage_guild: bool, admin_ids: frozenset[int]) -> bool:
+    """Admins are the configured user IDs and anyone with Manage Server in this server."""
+    return user_id in admin_ids or has_manage_guild
