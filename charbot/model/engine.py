@@ -1,9 +1,13 @@
 """Generation engine: one worker thread steps every active reply of one checkpoint together.
 
 Replies join and leave the batch at any step (continuous batching), so a busy server shares
-each network step instead of queueing whole replies behind each other. Each reply keeps its
-own settings, seeded generator and stop strings, and draws with :func:`sample.pick_next`, so
-its text is the one :func:`sample.generate` gives for the same seed, whatever else is running.
+each network step instead of queueing whole replies behind each other. The step is the fused
+:class:`~charbot.model.fast_step.FastStep`; a new reply is primed inside the batch, one prime
+character per step alongside the others' generated ones, so a long prompt never stalls the
+rest. Each reply keeps its own settings, seeded generator and stop strings, and draws as
+:func:`sample.pick_next` does (batched by :class:`~charbot.model.fast_sample.BatchSampler`),
+so its text is the one :func:`sample.generate` gives for the same seed, whatever else is
+running (barring float near-ties).
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from charbot.model.charset import decode
+from charbot.model.charset import CHARS
 from charbot.model.checkpoint import Checkpoint
-from charbot.model.sample import Generation, SampleSettings, StopWatcher, pick_next, prime_codes
+from charbot.model.fast_sample import BatchSampler
+from charbot.model.fast_step import FastStep
+from charbot.model.sample import Generation, SampleSettings, StopWatcher, prime_codes
 
 log = logging.getLogger(__name__)
 
 PRIME_CHUNK = 1024
+PRIME_IN_BATCH = 1024  # longer primes run their head through nn.LSTM first
 
 
 class EngineBusy(RuntimeError):
@@ -50,57 +57,23 @@ class _Reply:
     generator: torch.Generator = field(init=False)
     watcher: StopWatcher = field(init=False)
     count: int = 0
+    fed: int = 0  # prime characters already stepped
     cancel_requested: bool = False
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.watcher = StopWatcher(self.settings.stop)
-
-
-class _ModuleStepper:
-    """Steps the batch with the plain ``nn.LSTM`` forward (the reference path)."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
-        self.model = model
-        self.device = device
-        self.h: torch.Tensor | None = None
-        self.c: torch.Tensor | None = None
-        self.logits: torch.Tensor | None = None  # (batch, vocab) on CPU, float32
-
-    @torch.no_grad()
-    def add(self, codes: torch.Tensor) -> None:
-        """Prime a new row with ``codes`` and append it to the batch."""
-        state = None
-        out = None
-        for start in range(0, len(codes), PRIME_CHUNK):
-            out, state = self.model(codes[start : start + PRIME_CHUNK].view(1, -1).to(self.device), state)
-        h, c = state
-        row = out[0, -1:].float().cpu()
-        if self.h is None:
-            self.h, self.c, self.logits = h, c, row
-        else:
-            self.h = torch.cat([self.h, h], dim=1)
-            self.c = torch.cat([self.c, c], dim=1)
-            self.logits = torch.cat([self.logits, row], dim=0)
-
-    def keep(self, rows: list[int]) -> None:
-        """Keep only ``rows`` (in this order)."""
-        if not rows:
-            self.h = self.c = self.logits = None
-            return
-        idx = torch.tensor(rows, device=self.device)
-        self.h, self.c = self.h.index_select(1, idx), self.c.index_select(1, idx)
-        self.logits = self.logits.index_select(0, torch.tensor(rows))
-
-    @torch.no_grad()
-    def step(self, codes: list[int]) -> None:
-        x = torch.tensor(codes, device=self.device).view(-1, 1)
-        out, (self.h, self.c) = self.model(x, (self.h, self.c))
-        self.logits = out[:, -1].float().cpu()
+        self.prime_list = self.codes.tolist()
 
 
 class Engine:
-    """Generation for one checkpoint: a worker thread steps all active replies together."""
+    """Generation for one checkpoint: a worker thread steps all active replies together.
+
+    ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
+    "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
+    fidelity (see :mod:`charbot.model.fast_step`). ``threads`` sets the worker's torch
+    intra-op threads (None leaves torch's setting).
+    """
 
     def __init__(
         self,
@@ -108,25 +81,36 @@ class Engine:
         device: str | torch.device | None = None,
         max_batch: int = 64,
         max_queue: int = 256,
+        precision: str = "fp32",
+        threads: int | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
         self.checkpoint = checkpoint
         model = checkpoint.model
         here = model.head.weight.device
         self.device = torch.device(device) if device is not None else here
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device != here:
             model = copy.deepcopy(model).to(self.device)
         model.eval()
+        self._model = model
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._stepper = _ModuleStepper(model, self.device)
+        self.precision = precision
+        self.threads = threads
+        self._fast = FastStep(model, max_batch, self.device, precision)
+        self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._lock = threading.Condition()
         self._queue: deque[_Reply] = deque()
         self._active: list[_Reply] = []
         self._by_future: dict[Future, _Reply] = {}
         self._closing = False
         self._cancel_all = False
+        self.steps = 0
         self._worker = threading.Thread(target=self._run, name="charbot-engine", daemon=True)
         self._worker.start()
 
@@ -138,7 +122,12 @@ class Engine:
         settings: SampleSettings,
         on_text: Callable[[str], None] | None = None,
     ) -> Future[Generation]:
-        """Queue a reply; thread-safe. ``on_text`` gets text pieces from the worker thread."""
+        """Queue a reply; thread-safe. ``on_text`` gets text pieces from the worker thread.
+
+        Text that may begin a stop string is held back until it is known not to, exactly as
+        :class:`sample.StopWatcher` does. Raises EngineBusy when ``max_queue`` replies are
+        already pending and EngineClosed after :meth:`close`.
+        """
         if not isinstance(prime, str):
             raise TypeError(f"prime must be text, got {type(prime).__name__}")
         if not isinstance(settings, SampleSettings):
@@ -213,6 +202,23 @@ class Engine:
             if not r.future.done():
                 r.future.set_exception(exc)
 
+    @torch.no_grad()
+    def _join(self, reply: _Reply, row: int) -> None:
+        """Put a new reply in ``row``: zero state, or for a very long prime, its head already read."""
+        codes = reply.codes
+        head = len(codes) - PRIME_IN_BATCH
+        if head <= 0:
+            zeros = torch.zeros(self._fast.n_layers, 1, self._fast.hidden)
+            self._fast.set_row(row, (zeros, zeros), torch.zeros(self._fast.vocab))
+            return
+        state = None
+        out = None
+        for start in range(0, head, PRIME_CHUNK):
+            chunk = codes[start : min(head, start + PRIME_CHUNK)].view(1, -1).to(self.device)
+            out, state = self._model(chunk, state)
+        self._fast.set_row(row, state, out[0, -1])
+        reply.fed = head
+
     def _admit(self) -> bool:
         """Move queued replies into the batch; return False when the worker should stop."""
         with self._lock:
@@ -235,7 +241,7 @@ class Engine:
                 self._finish(reply, "cancelled")
                 continue
             try:
-                self._stepper.add(reply.codes)
+                self._join(reply, len(self._active))
             except Exception as exc:
                 log.exception("priming failed")
                 self._fail([reply], exc)
@@ -244,6 +250,8 @@ class Engine:
         return True
 
     def _run(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         while True:
             try:
                 if not self._admit():
@@ -253,31 +261,55 @@ class Engine:
                 log.exception("generation step failed")
                 self._fail(self._active, exc)
                 self._active = []
-                self._stepper.keep([])
 
     def _step_all(self) -> None:
-        logits = self._stepper.logits
-        keep_rows: list[int] = []
-        codes: list[int] = []
-        still: list[_Reply] = []
+        """Draw one character for every active reply, retire the finished ones, step the rest."""
+        fast = self._fast
+        codes = fast.codes
+        cancelled = [reply.cancel_requested for reply in self._active]
+        drawing: list[int] = []
         for row, reply in enumerate(self._active):
-            if reply.cancel_requested:
+            if cancelled[row]:
+                continue
+            if reply.fed < len(reply.prime_list):
+                codes[row] = reply.prime_list[reply.fed]
+                reply.fed += 1
+            else:
+                drawing.append(row)
+        picks = dict(zip(drawing, self._draw(drawing), strict=True))
+        keep: list[int] = []
+        for row, reply in enumerate(self._active):
+            if cancelled[row]:
                 self._finish(reply, "cancelled")
                 continue
-            code = pick_next(logits[row], reply.settings, reply.generator)
+            code = picks.get(row)
+            if code is None:  # still reading its prime
+                keep.append(row)
+                continue
             reply.count += 1
-            piece, hit = reply.watcher.add(decode([code]))
+            piece, hit = reply.watcher.add(CHARS[code])
             self._emit(reply, piece)
             if hit:
                 self._finish(reply, "stop")
             elif reply.count >= reply.settings.max_chars:
                 self._finish(reply, "length")
             else:
-                keep_rows.append(row)
-                codes.append(code)
-                still.append(reply)
-        if len(still) != len(self._active):
-            self._stepper.keep(keep_rows)
-        self._active = still
-        if still:
-            self._stepper.step(codes)
+                codes[row] = code
+                keep.append(row)
+        if len(keep) != len(self._active):
+            for new_row, old_row in enumerate(keep):
+                if new_row != old_row:
+                    fast.move_row(old_row, new_row)
+            self._active = [self._active[row] for row in keep]
+        if self._active:
+            fast.step(len(self._active))
+            self.steps += 1
+
+    def _draw(self, rows: list[int]) -> list[int]:
+        if not rows:
+            return []
+        logits = self._fast.logits
+        if len(rows) != len(self._active):
+            logits = logits.index_select(0, torch.tensor(rows))
+        replies = [self._active[row] for row in rows]
+        return self._sampler.draw(logits, [r.settings for r in replies], [r.generator for r in replies])

@@ -1,0 +1,263 @@
+"""A hand-fused single-character LSTM step for a batch of replies, for the generation engine.
+
+Calling ``nn.LSTM`` on a one-character sequence spends almost all its time on overhead. Here
+the weights are rearranged once and every buffer is allocated once, so a step is a handful
+of in-place kernels:
+
+- the input is one character, so layer 0's input projection (embedding, ``W_ih`` and both
+  biases) is precomputed as a table with one row per character;
+- each higher layer multiplies ``[h_below, h_own]`` by one stacked ``[W_ih; W_hh]`` matrix;
+- gates are reordered to (i, f, o, g) so one sigmoid and one tanh cover them;
+- the hidden states of all layers live side by side in one buffer, so that layer ``l``'s
+  input and its own state are already one contiguous row: no concatenation per step.
+
+Rows ``0..batch-1`` of the buffers are the active replies. ``precision="bf16"`` keeps the
+two big recurrent matrices in bfloat16 (packed once for oneDNN where available) and
+everything else in float32; it is faster on CPUs with bf16 instructions and shifts each
+next-character distribution by a small KL divergence (measured by ``charbot bench``).
+On CUDA the step is captured once per batch size as a CUDA graph and replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from charbot.model.network import CharLSTM
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _reorder_gates(w: torch.Tensor) -> torch.Tensor:
+    """PyTorch stores gates as (i, f, g, o); put the three sigmoid gates first: (i, f, o, g)."""
+    i, f, g, o = w.chunk(4, dim=0)
+    return torch.cat([i, f, o, g], dim=0)
+
+
+def bf16_matmul_supported() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions oneDNN can use."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _BF16Linear:
+    """``x @ W.T`` with W in bfloat16, packed once for oneDNN when it can be; output bfloat16."""
+
+    def __init__(self, weight: torch.Tensor, max_batch: int) -> None:
+        self.weight = weight.to(torch.bfloat16).contiguous()
+        self.packed = None
+        if self.weight.device.type == "cpu" and bf16_matmul_supported():
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, max_batch)
+                probe = torch.ones(1, self.weight.shape[1], dtype=torch.bfloat16)
+                got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "")
+                if torch.allclose(got.float(), probe.float() @ self.weight.float().t(), rtol=2e-2, atol=2e-2):
+                    self.packed = packed
+            except (AttributeError, RuntimeError):
+                self.packed = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        return torch.mm(x, self.weight.t())
+
+
+@dataclass
+class _Views:
+    """Slices of the preallocated buffers for one batch size, made once and reused."""
+
+    idx: torch.Tensor
+    gates: torch.Tensor
+    sig: torch.Tensor
+    i: torch.Tensor
+    f: torch.Tensor
+    o: torch.Tensor
+    g: torch.Tensor
+    hs: torch.Tensor
+    hs_lo: torch.Tensor | None
+    h: list[torch.Tensor]
+    xh: list[torch.Tensor]
+    c: list[torch.Tensor]
+    logits: torch.Tensor
+
+
+class FastStep:
+    """The LSTM of a :class:`CharLSTM` as a fused, preallocated single-character step.
+
+    Usage: put a reply's primed state in a row with :meth:`set_row`, write the characters
+    just drawn into :attr:`codes` (a NumPy view of the input buffer) and call :meth:`step`;
+    the next-character logits of each row are then in :attr:`logits` (float32, CPU).
+    """
+
+    def __init__(
+        self,
+        model: CharLSTM,
+        max_batch: int,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        cuda_graphs: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        cfg = model.config
+        self.n_layers, self.hidden, self.vocab = cfg.n_layers, cfg.hidden_size, cfg.vocab_size
+        self.max_batch = max_batch
+        self.device = torch.device(device) if device is not None else model.head.weight.device
+        self.precision = precision
+        L, H, V, dev = self.n_layers, self.hidden, self.vocab, self.device
+        sd = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()}
+
+        def b(k: int) -> torch.Tensor:
+            return _reorder_gates(sd[f"lstm.bias_ih_l{k}"] + sd[f"lstm.bias_hh_l{k}"])
+
+        table = sd["embed.weight"] @ _reorder_gates(sd["lstm.weight_ih_l0"]).t() + b(0)
+        self.table0 = table.to(dev, torch.float32).contiguous()  # (V, 4H)
+        mats = [_reorder_gates(sd["lstm.weight_hh_l0"])]  # (4H, H)
+        for k in range(1, L):
+            mats.append(_reorder_gates(torch.cat([sd[f"lstm.weight_ih_l{k}"], sd[f"lstm.weight_hh_l{k}"]], dim=1)))
+        self.bias = [None] + [b(k).to(dev, torch.float32) for k in range(1, L)]
+        if precision == "fp32":
+            self.w_t = [m.t().contiguous().to(dev, torch.float32) for m in mats]  # (K, 4H): x @ w_t
+            self.bf16 = None
+        else:
+            self.w_t = None
+            self.bf16 = [_BF16Linear(m.to(dev, torch.float32), max_batch) for m in mats]
+        self.head_t = sd["head.weight"].t().contiguous().to(dev, torch.float32)  # (H, V)
+        self.head_b = sd["head.bias"].to(dev, torch.float32)
+
+        f32 = {"device": dev, "dtype": torch.float32}
+        self.hs = torch.zeros(max_batch, L * H, **f32)  # [h_0 | h_1 | ...] per row
+        self.cs = torch.zeros(L, max_batch, H, **f32)
+        self.gates = torch.empty(max_batch, 4 * H, **f32)
+        self.hs_lo = torch.zeros(max_batch, L * H, device=dev, dtype=torch.bfloat16) if precision == "bf16" else None
+        self._logits_dev = torch.zeros(max_batch, V, **f32)
+        pin = dev.type == "cuda"
+        self.idx_host = torch.zeros(max_batch, dtype=torch.long, pin_memory=pin)
+        self._idx_dev = self.idx_host if dev.type == "cpu" else torch.zeros(max_batch, dtype=torch.long, device=dev)
+        self.codes = self.idx_host.numpy()
+        self.logits = torch.zeros(max_batch, V, pin_memory=pin) if dev.type != "cpu" else self._logits_dev
+        self._views: dict[int, _Views] = {}
+        self.use_graphs = cuda_graphs and dev.type == "cuda"
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    # ---- rows -------------------------------------------------------------------------
+
+    def set_row(self, row: int, state: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor) -> None:
+        """Load a primed reply into ``row``: ``state`` as from ``nn.LSTM`` (layers, 1, hidden)."""
+        h, c = state
+        self.hs[row].copy_(h.reshape(-1))
+        self.cs[:, row].copy_(c.reshape(self.n_layers, self.hidden))
+        if self.hs_lo is not None:
+            self.hs_lo[row].copy_(self.hs[row])
+        self.logits[row].copy_(logits.reshape(-1))
+        if self._logits_dev is not self.logits:
+            self._logits_dev[row].copy_(logits.reshape(-1))
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy row ``src`` over row ``dst`` (used to keep active rows packed at the top)."""
+        self.hs[dst].copy_(self.hs[src])
+        self.cs[:, dst].copy_(self.cs[:, src])
+        if self.hs_lo is not None:
+            self.hs_lo[dst].copy_(self.hs_lo[src])
+        self.logits[dst].copy_(self.logits[src])
+        self.codes[dst] = self.codes[src]
+
+    def state(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A copy of row ``row``'s state, shaped like ``nn.LSTM``'s (layers, 1, hidden)."""
+        h = self.hs[row].reshape(self.n_layers, 1, self.hidden).clone()
+        return h, self.cs[:, row : row + 1].clone()
+
+    # ---- the step ---------------------------------------------------------------------
+
+    def _view(self, n: int) -> _Views:
+        v = self._views.get(n)
+        if v is None:
+            H, L = self.hidden, self.n_layers
+            gates = self.gates[:n]
+            hs = self.hs[:n]
+            v = _Views(
+                idx=self._idx_dev[:n], gates=gates, sig=gates[:, : 3 * H],
+                i=gates[:, :H], f=gates[:, H : 2 * H], o=gates[:, 2 * H : 3 * H], g=gates[:, 3 * H :],
+                hs=hs, hs_lo=self.hs_lo[:n] if self.hs_lo is not None else None,
+                h=[hs[:, k * H : (k + 1) * H] for k in range(L)],
+                xh=[hs[:, max(0, k - 1) * H : (k + 1) * H] for k in range(L)],
+                c=[self.cs[k, :n] for k in range(L)],
+                logits=self._logits_dev[:n],
+            )
+            self._views[n] = v
+        return v
+
+    def _cell(self, v: _Views, layer: int) -> None:
+        v.sig.sigmoid_()
+        v.g.tanh_()
+        c, h = v.c[layer], v.h[layer]
+        c.mul_(v.f).addcmul_(v.i, v.g)
+        torch.tanh(c, out=h)
+        h.mul_(v.o)
+
+    def _compute(self, n: int) -> None:
+        v = self._view(n)
+        H = self.hidden
+        torch.index_select(self.table0, 0, v.idx, out=v.gates)
+        if self.w_t is not None:
+            v.gates.addmm_(v.h[0], self.w_t[0])
+        else:
+            v.gates.add_(self.bf16[0](v.hs_lo[:, :H].contiguous()))
+        self._cell(v, 0)
+        for layer in range(1, self.n_layers):
+            if self.w_t is not None:
+                torch.addmm(self.bias[layer], v.xh[layer], self.w_t[layer], out=v.gates)
+            else:
+                v.hs_lo[:, (layer - 1) * H : layer * H].copy_(v.h[layer - 1])
+                lo = v.hs_lo[:, (layer - 1) * H : (layer + 1) * H].contiguous()
+                torch.add(self.bias[layer], self.bf16[layer](lo), out=v.gates)
+            self._cell(v, layer)
+        if self.hs_lo is not None:
+            v.hs_lo[:, (self.n_layers - 1) * H :].copy_(v.h[-1])
+        torch.addmm(self.head_b, v.h[-1], self.head_t, out=v.logits)
+
+    @torch.no_grad()
+    def step(self, n: int) -> torch.Tensor:
+        """Advance rows ``0..n-1`` by the characters in ``codes[:n]``; return their logits (CPU)."""
+        if n < 1:
+            raise ValueError("step needs at least one row")
+        if self.device.type == "cpu":
+            self._compute(n)
+            return self.logits[:n]
+        self._idx_dev[:n].copy_(self.idx_host[:n], non_blocking=True)
+        if self.use_graphs:
+            graph = self._graphs.get(n)
+            if graph is None:
+                graph = self._capture(n)
+            graph.replay()
+        else:
+            self._compute(n)
+        self.logits[:n].copy_(self._logits_dev[:n], non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return self.logits[:n]
+
+    def _capture(self, n: int) -> torch.cuda.CUDAGraph:
+        """Record the step for ``n`` rows once; the recording reads and writes the same buffers.
+
+        Capturing runs the step, which would advance the rows: their state is saved and put
+        back so capture has no visible effect.
+        """
+        saved = (self.hs[:n].clone(), self.cs[:, :n].clone(), None if self.hs_lo is None else self.hs_lo[:n].clone())
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._compute(n)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._compute(n)
+        self.hs[:n].copy_(saved[0])
+        self.cs[:, :n].copy_(saved[1])
+        if saved[2] is not None:
+            self.hs_lo[:n].copy_(saved[2])
+        self._graphs[n] = graph
+        return graph
