@@ -198,7 +198,7 @@ def load_config(
         edit_interval_s=_float(env, "CHARBOT_EDIT_INTERVAL", Limits.edit_interval_s),
         shutdown_grace_s=_float(env, "CHARBOT_SHUTDOWN_GRACE", Limits.shutdown_grace_s),
     )
-    checkpoints = (env.get("CHARBOT_CHECKPOINTS") or "").strip()
+    checkpoints = (env.get("CHARBOT_CHECKPOINT_DIR") or "").strip()
     level = (env.get("CHARBOT_LOG_LEVEL") or "INFO").strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"CHARBOT_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")

@@ -1,8 +1,8 @@
 """The models the bot serves: one checkpoint per corpus, each loaded into its own Engine.
 
 Shared by the bot (at start) and the local CLI, so ``charbot reply`` runs the very checkpoint
-and engine the bot would. Checkpoints come from ``CHARBOT_CHECKPOINTS/<corpus>.safetensors``
-when that folder is configured, else from the shipped ``checkpoints/`` folder.
+and engine the bot would. Checkpoints are ``<folder>/<corpus>.safetensors``, the folder being
+``CHARBOT_CHECKPOINT_DIR`` (from .env or the environment), else the shipped ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 from charbot.model.checkpoint import CheckpointError, load_checkpoint
 from charbot.model.device import pick_device
 from charbot.model.engine import Engine
+from charbot.shipped import shipped_path
 
 log = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,7 @@ def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
     """Where the checkpoint for ``corpus`` is expected."""
     if checkpoint_dir is not None:
         return Path(checkpoint_dir) / f"{corpus}.safetensors"
-    try:
-        from charbot.shipped import shipped_checkpoint
-    except ImportError:
-        return PROJECT_ROOT / "checkpoints" / f"{corpus}.safetensors"
-    return Path(shipped_checkpoint(corpus))
+    return shipped_path(corpus)
 
 
 def file_version(path: Path) -> str:
@@ -94,7 +89,7 @@ class Models:
             raise CheckpointError(
                 path,
                 f"no checkpoint for {corpus} here{others}; train one with `charbot train {corpus} --out {path}` "
-                "or set CHARBOT_CHECKPOINTS to a folder holding <corpus>.safetensors",
+                "or set CHARBOT_CHECKPOINT_DIR to a folder holding <corpus>.safetensors",
             )
         models = cls()
         models.device = dev

@@ -28,9 +28,14 @@ _MENTION = re.compile(r"@(everyone|here)|<(@[!&]?|#)(?=\d)")
 
 @dataclass(frozen=True)
 class ReplyStyle:
-    """How one corpus's replies are laid out."""
+    """How one corpus's replies are laid out.
 
-    layout: str = "inline"  # "inline": **prompt**continuation; "question": > **question** then the answer
+    "prose": the prompt in bold, then the generated text; glued to it when the model continued
+    the user's own words, on the next line when the words became a title or heading instead.
+    "question": the question quoted in bold on its own line, then the answer.
+    """
+
+    layout: str = "prose"
     prompt_required: bool = False
     prompt_label: str = "prompt"
 
@@ -70,7 +75,7 @@ def safe_text(text: str, at_line_start: bool = True) -> str:
     return escape_markdown(neutralize_mentions(text), at_line_start)
 
 
-def _head(corpus: str, prompt: str, limit: int) -> str:
+def _head(corpus: str, prompt: str, limit: int, continues: bool = True) -> str:
     """The user's words, set apart; long prompts are shortened so the reply keeps room."""
     style = style_for(corpus)
     prompt = prompt.strip() if style.layout == "question" else prompt.rstrip()
@@ -89,12 +94,21 @@ def _head(corpus: str, prompt: str, limit: int) -> str:
     if style.layout == "question":
         lines = shown.split("\n")
         return "\n".join(f"> **{line}**" if line.strip() else ">" for line in lines) + "\n"
-    return f"**{shown}**"
+    return f"**{shown}**" if continues else f"**{shown}**\n"
 
 
-def head_length(corpus: str, prompt: str, limit: int = DISCORD_LIMIT) -> int:
+def prime_continues(prime: str) -> bool:
+    """Whether the model continues the user's own words (so its text is glued to them).
+
+    A prime that is empty or ends with a newline is a fresh start, a title or a heading: the
+    generated text then begins on a new line.
+    """
+    return bool(prime) and not prime.endswith("\n")
+
+
+def head_length(corpus: str, prompt: str, limit: int = DISCORD_LIMIT, continues: bool = True) -> int:
     """Characters the prompt part of a reply takes, to size the generation."""
-    return len(_head(corpus, prompt, limit))
+    return len(_head(corpus, prompt, limit, continues))
 
 
 def render_reply(
@@ -103,15 +117,17 @@ def render_reply(
     continuation: str,
     finish: str | None = None,
     limit: int = DISCORD_LIMIT,
+    continues: bool = True,
 ) -> str:
     """The message for ``prompt`` and the text generated so far.
 
     ``finish`` is None while generating (a trailing ellipsis shows more is coming), else the
     engine's reason: "stop" (ended naturally), "length" (hit its length: ellipsis), or
-    "cancelled" (cut by a shutdown: said so). The result is never longer than ``limit``.
+    "cancelled" (cut by a shutdown: said so). ``continues`` says whether the model continued
+    the user's words (see :func:`prime_continues`). The result is never longer than ``limit``.
     """
-    head = _head(corpus, prompt, limit)
-    if not head:
+    head = _head(corpus, prompt, limit, continues)
+    if not head or head.endswith("\n"):
         continuation = continuation.lstrip("\n")
     starts_line = not head or head.endswith("\n")
     if finish is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from charbot.bot.config import Limits
 from charbot.bot.errors import Refusal
 from charbot.bot.models import Models
-from charbot.bot.render import CUT_SHORT, DISCORD_LIMIT, head_length, render_reply, style_for
+from charbot.bot.render import CUT_SHORT, DISCORD_LIMIT, head_length, prime_continues, render_reply, style_for
 from charbot.bot.throttle import Cooldown
 from charbot.corpora.registry import CORPORA
 from charbot.model.charset import normalize
@@ -93,12 +93,12 @@ def check_prompt(corpus: str, prompt: str | None, limits: Limits) -> str:
             "Try a shorter one."
         )
     if style.prompt_required:
+        example = CORPORA[corpus].example_prompt or "..."
         if not prompt.strip():
-            raise Refusal(f"Ask me a {style.prompt_label}, for example `/{corpus} {style.prompt_label}: "
-                          "Do I need to wear a mask on campus?`")
-        if not normalize(prompt).text.strip():
-            raise Refusal(f"I can only read plain letters, digits and punctuation, and your {style.prompt_label} "
-                          "had none of them.")
+            raise Refusal(f"Ask me a {style.prompt_label}, for example `/{corpus} {style.prompt_label}: {example}`")
+        if not normalize(prompt).text.strip() or not CORPORA[corpus].prime(prompt).strip():
+            raise Refusal(f"I could not find any words in that {style.prompt_label}; I read plain letters, digits "
+                          f"and punctuation. For example: `/{corpus} {style.prompt_label}: {example}`")
     return prompt
 
 
@@ -125,9 +125,15 @@ def make_request(
     )
 
 
+def prime_of(request: ReplyRequest) -> tuple[str, bool]:
+    """The text the model continues, and whether it continues the user's own words."""
+    prime = CORPORA[request.corpus].prime(request.prompt)
+    return prime, prime_continues(prime)
+
+
 def sample_settings(request: ReplyRequest, limit: int = DISCORD_LIMIT) -> SampleSettings:
     """Engine settings: never ask for more characters than the message can hold."""
-    room = limit - head_length(request.corpus, request.prompt, limit) - len(CUT_SHORT)
+    room = limit - head_length(request.corpus, request.prompt, limit, prime_of(request)[1]) - len(CUT_SHORT)
     return SampleSettings(
         temperature=request.temperature,
         max_chars=max(1, min(request.length, room)),
@@ -155,7 +161,7 @@ class ReplyStream:
         def on_text(piece: str) -> None:  # called on the engine's worker thread
             loop.call_soon_threadsafe(add, piece)
 
-        prime = CORPORA[request.corpus].prime(request.prompt)
+        prime, self.continues = prime_of(request)
         try:
             self.future = engine.submit(prime, sample_settings(request), on_text)
         except EngineBusy:
@@ -186,7 +192,9 @@ class ReplyStream:
             while not self._done.done():
                 if len(self._pieces) > shown and clock() >= next_at:
                     shown = len(self._pieces)
-                    yield ReplyUpdate(render_reply(request.corpus, request.prompt, "".join(self._pieces)), False)
+                    text = render_reply(request.corpus, request.prompt, "".join(self._pieces),
+                                        continues=self.continues)
+                    yield ReplyUpdate(text, False)
                     next_at = clock() + interval
                     continue
                 self._arrived.clear()
@@ -200,7 +208,8 @@ class ReplyStream:
                 for w in waiters - {self._done}:
                     w.cancel()
             gen = self._done.result()
-            yield ReplyUpdate(render_reply(request.corpus, request.prompt, gen.text, gen.finish), True, gen)
+            text = render_reply(request.corpus, request.prompt, gen.text, gen.finish, continues=self.continues)
+            yield ReplyUpdate(text, True, gen)
         finally:
             self.close()
 

@@ -35,8 +35,8 @@ def register(sub) -> None:  # noqa: ANN001
 
 
 def _common(p) -> None:  # noqa: ANN001
-    p.add_argument("--checkpoints", help="folder holding <corpus>.safetensors (default: CHARBOT_CHECKPOINTS, "
-                   "else the shipped checkpoints)")
+    p.add_argument("--checkpoints", help="folder holding <corpus>.safetensors (default: CHARBOT_CHECKPOINT_DIR, "
+                   "else the shipped checkpoints/ folder)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: CHARBOT_DEVICE, else auto)")
     p.add_argument("--env-file", default=".env", help="settings file (default: .env)")
 
