@@ -1,0 +1,293 @@
+"""The generation engine: the fused step matches the reference forward, replies match
+``sample.generate`` and do not depend on what else runs, and busy/cancel/close behave."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charbot.model import engine as engine_mod
+from charbot.model.charset import encode
+from charbot.model.checkpoint import Checkpoint
+from charbot.model.engine import Engine, EngineBusy, EngineClosed
+from charbot.model.fast_sample import BatchSampler, batched_draw_matches
+from charbot.model.fast_step import FastStep, bf16_matmul_supported
+from charbot.model.network import CharLSTM, ModelConfig
+from charbot.model.sample import SampleSettings, generate, pick_next
+
+TEXT = "the cat sat on the mat. the dog ate the log. " * 40
+BF16_MAX_KL = 5e-4  # nats per character; bf16 rounding of the recurrent weights and their inputs
+
+
+@pytest.fixture(scope="module")
+def trained() -> CharLSTM:
+    """A tiny model trained for a moment, so its next-character distributions are peaked
+    like a real model's (random weights give near-uniform ones that hide errors)."""
+    torch.manual_seed(0)
+    model = CharLSTM(ModelConfig(embed_size=8, hidden_size=32, n_layers=2, dropout=0.0))
+    codes = encode(TEXT)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(80):
+        starts = torch.randint(0, len(codes) - 33, (8,))
+        x = torch.stack([codes[s : s + 32] for s in starts])
+        y = torch.stack([codes[s + 1 : s + 33] for s in starts])
+        loss = F.cross_entropy(model(x)[0].reshape(-1, 96), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.5, "the fixture model should have learned something"
+    return model.eval()
+
+
+@pytest.fixture
+def engine(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=8, max_queue=16)
+    yield eng
+    eng.close(wait=False)
+
+
+def teacher_forced(fast: FastStep, texts: list[str]) -> torch.Tensor:
+    """Logits (time, batch, vocab) from feeding ``texts`` through ``fast`` one character at a time."""
+    n = len(texts)
+    zeros = torch.zeros(fast.n_layers, 1, fast.hidden)
+    for row in range(n):
+        fast.set_row(row, (zeros, zeros), torch.zeros(fast.vocab))
+    codes = [encode(t) for t in texts]
+    out = []
+    for t in range(len(codes[0])):
+        for row in range(n):
+            fast.codes[row] = int(codes[row][t])
+        out.append(fast.step(n).clone())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_fused_step_matches_reference_forward(layers):
+    torch.manual_seed(layers)
+    model = CharLSTM(ModelConfig(embed_size=8, hidden_size=24, n_layers=layers, dropout=0.0)).eval()
+    with torch.no_grad():
+        for w in model.parameters():
+            w.mul_(4)  # large weights: peaked distributions, saturated gates
+    texts = [TEXT[i : i + 40] for i in (0, 7, 19)]
+    ref = torch.softmax(model(torch.stack([encode(t) for t in texts]))[0], -1).transpose(0, 1)
+    got = torch.softmax(teacher_forced(FastStep(model, 4), texts), -1)
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+def test_fused_step_continues_a_primed_state(trained):
+    """A state handed over from nn.LSTM (how very long primes are read) continues exactly."""
+    codes = encode(TEXT[:60])
+    with torch.no_grad():
+        ref = torch.softmax(trained(codes.view(1, -1))[0][0], -1)
+        out, state = trained(codes[:30].view(1, -1))
+        fast = FastStep(trained, 2)
+        fast.set_row(1, state, out[0, -1])
+        assert torch.allclose(fast.logits[1], out[0, -1])
+        for t in range(30, 60):
+            fast.codes[0] = 0
+            fast.codes[1] = int(codes[t])
+            got = torch.softmax(fast.step(2)[1], -1)
+            assert (got - ref[t]).abs().max().item() < 1e-4
+
+
+def test_bf16_step_stays_within_kl_bound(trained):
+    texts = [TEXT[i : i + 80] for i in (0, 5)]
+    ref = F.log_softmax(teacher_forced(FastStep(trained, 2), texts), -1)
+    low = F.log_softmax(teacher_forced(FastStep(trained, 2, precision="bf16"), texts), -1)
+    kl = (ref.exp() * (ref - low)).sum(-1)
+    assert kl.max().item() < BF16_MAX_KL
+    assert kl.mean().item() < BF16_MAX_KL / 10
+
+
+def test_bf16_availability_is_a_plain_answer():
+    assert bf16_matmul_supported() in (True, False)
+
+
+def test_unknown_precision_is_refused(trained):
+    with pytest.raises(ValueError, match="precision"):
+        FastStep(trained, 1, precision="int3")
+
+
+def test_batch_sampler_draws_what_pick_next_draws():
+    assert batched_draw_matches()
+    torch.manual_seed(3)
+    logits = torch.randn(12, 96) * 4
+    settings = [SampleSettings(temperature=t) for t in (0.1, 0.5, 0.8, 1.0, 1.7, 2.0)] + [
+        SampleSettings(temperature=0), SampleSettings(top_k=5), SampleSettings(top_p=0.7),
+        SampleSettings(temperature=1.2, top_k=3, top_p=0.9), SampleSettings(), SampleSettings(temperature=0.3),
+    ]
+    sampler = BatchSampler(16, 96)
+    ours = [torch.Generator().manual_seed(i) for i in range(12)]
+    refs = [torch.Generator().manual_seed(i) for i in range(12)]
+    for _ in range(20):
+        want = [pick_next(logits[i], settings[i], refs[i]) for i in range(12)]
+        assert sampler.draw(logits, settings, ours) == want
+
+
+SETTINGS = [
+    SampleSettings(seed=1, max_chars=150),
+    SampleSettings(seed=2, max_chars=150, temperature=0),
+    SampleSettings(seed=3, max_chars=150, temperature=1.5, top_k=5),
+    SampleSettings(seed=4, max_chars=150, top_p=0.8),
+    SampleSettings(seed=5, max_chars=300, stop=("dog",)),
+    SampleSettings(seed=6, max_chars=120, temperature=1.0, stop=(". t", "zz")),
+]
+PRIMES = ["the cat", "", "The dog ate", "ol\u00e9 caf\u00e9 ", "the cat sat on the", "x"]
+
+
+def test_engine_matches_reference_generate(trained, engine):
+    futures = [engine.submit(p, s) for p, s in zip(PRIMES, SETTINGS, strict=True)]
+    got = [f.result(timeout=60) for f in futures]
+    want = [generate(trained, [p], s)[0] for p, s in zip(PRIMES, SETTINGS, strict=True)]
+    for g, w in zip(got, want, strict=True):
+        assert (g.prime, g.text, g.finish, g.seed, g.dropped) == (w.prime, w.text, w.finish, w.seed, w.dropped)
+    assert {g.finish for g in got} == {"length", "stop"}
+
+
+def test_reply_text_does_not_depend_on_the_batch(engine):
+    """Alone, in a crowd, joining while others run: the same seed gives the same text."""
+    alone = [engine.submit(p, s).result(timeout=60).text for p, s in zip(PRIMES, SETTINGS, strict=True)]
+    crowd = [engine.submit(p, s) for p, s in zip(PRIMES, SETTINGS, strict=True)]
+    assert [f.result(timeout=60).text for f in crowd] == alone
+    staggered = []
+    for p, s in zip(PRIMES, SETTINGS, strict=True):
+        first = threading.Event()
+        staggered.append(engine.submit(p, s, lambda piece, e=first: e.set()))
+        first.wait(timeout=60)  # the next one joins a batch that is already running
+    assert [f.result(timeout=60).text for f in staggered] == alone
+
+
+def test_streamed_text_is_the_reply_without_stop_strings(engine):
+    pieces: list[str] = []
+    gen = engine.submit("the ", SampleSettings(seed=9, max_chars=400, stop=("the",)), pieces.append).result(60)
+    assert gen.finish == "stop"
+    assert "".join(pieces) == gen.text
+    assert "the" not in "".join(pieces)
+
+
+def test_more_replies_than_max_batch_all_finish(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=2)
+    try:
+        futures = [eng.submit("the", SampleSettings(seed=i, max_chars=40)) for i in range(7)]
+        texts = [f.result(timeout=60).text for f in futures]
+        assert [len(t) for t in texts] == [40] * 7
+        assert eng.pending() == 0
+    finally:
+        eng.close()
+
+
+def test_long_primes_are_read_through_the_reference_forward(trained, monkeypatch):
+    monkeypatch.setattr(engine_mod, "PRIME_IN_BATCH", 16)
+    monkeypatch.setattr(engine_mod, "PRIME_CHUNK", 20)
+    prime = TEXT[:75]
+    s = SampleSettings(seed=11, max_chars=80)
+    with Engine(Checkpoint(trained, trained.config)) as eng:
+        got = eng.submit(prime, s).result(timeout=60)
+    assert got.text == generate(trained, [prime], s)[0].text
+
+
+def long_reply(engine: Engine, seed: int = 1, chars: int = 100_000):
+    started = threading.Event()
+    fut = engine.submit("the", SampleSettings(seed=seed, max_chars=chars), lambda piece: started.set())
+    assert started.wait(timeout=60)
+    return fut
+
+
+def test_busy_when_queue_is_full(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=1, max_queue=2)
+    try:
+        running = long_reply(eng)
+        waiting = eng.submit("the", SampleSettings(seed=2))
+        assert eng.pending() == 2
+        with pytest.raises(EngineBusy, match="2 replies already pending"):
+            eng.submit("the", SampleSettings())
+        eng.cancel(running)
+        assert running.result(timeout=60).finish == "cancelled"
+        assert waiting.result(timeout=60).finish == "length"
+        eng.submit("the", SampleSettings(max_chars=5)).result(timeout=60)  # room again
+    finally:
+        eng.close(wait=False)
+
+
+def test_cancel_returns_the_text_so_far(trained, engine):
+    fut = long_reply(engine, seed=5)
+    engine.cancel(fut)
+    gen = fut.result(timeout=60)
+    assert gen.finish == "cancelled"
+    full = generate(trained, ["the"], SampleSettings(seed=5, max_chars=len(gen.text)))[0]
+    assert 0 < len(gen.text) < 100_000 and gen.text == full.text
+    engine.cancel(fut)  # cancelling a finished reply is harmless
+    assert engine.pending() == 0
+
+
+def test_a_queued_future_can_be_cancelled_before_it_runs(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=1)
+    try:
+        running = long_reply(eng)
+        queued = eng.submit("the", SampleSettings())
+        assert queued.cancel()
+        eng.cancel(running)
+        running.result(timeout=60)
+        eng.submit("a", SampleSettings(max_chars=3)).result(timeout=60)
+        assert eng.pending() == 0
+    finally:
+        eng.close()
+
+
+def test_close_waits_for_replies_then_refuses_new_ones(trained):
+    eng = Engine(Checkpoint(trained, trained.config))
+    futures = [eng.submit("the", SampleSettings(seed=i, max_chars=200)) for i in range(3)]
+    eng.close(wait=True)
+    assert [f.result(timeout=0).finish for f in futures] == ["length"] * 3
+    with pytest.raises(EngineClosed):
+        eng.submit("the", SampleSettings())
+
+
+def test_close_without_waiting_cancels(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=1)
+    running = long_reply(eng)
+    queued = eng.submit("the", SampleSettings(max_chars=100_000))
+    eng.close(wait=False)
+    assert running.result(timeout=0).finish == "cancelled"
+    assert queued.result(timeout=0).finish == "cancelled"
+    assert not eng._worker.is_alive()
+
+
+def test_a_failing_listener_does_not_break_the_reply(trained, engine):
+    def boom(piece: str) -> None:
+        raise RuntimeError("listener bug")
+
+    got = engine.submit("the", SampleSettings(seed=3, max_chars=50), boom).result(timeout=60)
+    assert got.text == generate(trained, ["the"], SampleSettings(seed=3, max_chars=50))[0].text
+
+
+def test_bad_requests_are_refused(engine):
+    with pytest.raises(TypeError, match="prime must be text"):
+        engine.submit(b"bytes", SampleSettings())
+    with pytest.raises(TypeError, match="SampleSettings"):
+        engine.submit("the", {"temperature": 1})
+    with pytest.raises(ValueError):
+        Engine(Checkpoint(CharLSTM(ModelConfig(hidden_size=8, embed_size=4)), ModelConfig()), max_batch=0)
+
+
+def test_bf16_engine_runs_and_mostly_agrees(trained):
+    with Engine(Checkpoint(trained, trained.config), precision="bf16") as eng:
+        gen = eng.submit("the cat", SampleSettings(seed=1, max_chars=100, temperature=0)).result(timeout=60)
+    ref = generate(trained, ["the cat"], SampleSettings(seed=1, max_chars=100, temperature=0))[0]
+    assert len(gen.text) == 100
+    assert gen.text[:20] == ref.text[:20]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_step_matches_cpu(trained):
+    texts = [TEXT[i : i + 30] for i in (0, 3, 8)]
+    cpu = teacher_forced(FastStep(trained, 4), texts)
+    gpu_model = CharLSTM(trained.config)
+    gpu_model.load_state_dict(trained.state_dict())
+    gpu = teacher_forced(FastStep(gpu_model.cuda().eval(), 4, device="cuda"), texts)
+    assert (torch.softmax(gpu, -1) - torch.softmax(cpu, -1)).abs().max().item() < 1e-4
+    with Engine(Checkpoint(trained, trained.config), device="cuda") as eng:
+        assert len(eng.submit("the", SampleSettings(seed=1, max_chars=50)).result(timeout=120).text) == 50
