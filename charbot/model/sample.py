@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 
@@ -20,6 +20,15 @@ from charbot.model.network import CharLSTM
 
 MAX_TEMPERATURE = 2.0
 PRIME_CHUNK = 1024
+SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -35,19 +44,27 @@ class SampleSettings:
 
     def __post_init__(self) -> None:
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= MAX_TEMPERATURE:
-            raise ValueError(f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} (0 = always the likeliest character), got {t!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
+        if not _is_number(t) or not math.isfinite(t) or not 0 <= t <= MAX_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} "
+                f"(0 = always the likeliest character), got {t!r}"
+            )
+        if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
-        if not isinstance(self.max_chars, int) or self.max_chars < 1:
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be a number in (0, 1] (1 = off), got {self.top_p!r}")
+        if not _is_int(self.max_chars) or self.max_chars < 1:
             raise ValueError(f"max_chars must be a whole number >= 1, got {self.max_chars!r}")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError("stop strings must be non-empty text")
-        object.__setattr__(self, "stop", tuple(normalize(s).text for s in self.stop))
+        if self.seed is not None and (not _is_int(self.seed) or not SEED_RANGE[0] <= self.seed < SEED_RANGE[1]):
+            raise ValueError(f"seed must be a whole number from -2**63 to 2**64-1, got {self.seed!r}")
+        stops = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stops, (tuple, list)) or any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError(f"stop strings must be non-empty text, got {self.stop!r}")
+        normalized = tuple(normalize(s).text for s in stops)
+        for raw, norm in zip(stops, normalized, strict=True):
+            if not norm:  # an empty stop string would end every reply before its first character
+                raise ValueError(f"stop string {raw!r} has no characters the model can write")
+        object.__setattr__(self, "stop", normalized)
 
 
 @dataclass
@@ -68,8 +85,10 @@ def pick_next(logits: torch.Tensor, settings: SampleSettings, generator: torch.G
         return int(torch.argmax(logits))
     logits = logits.float() / settings.temperature
     if settings.top_k and settings.top_k < logits.numel():
-        kth = torch.topk(logits, settings.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        # by index, not by ``logits >= kth``: ties at the k-th value must not let more than k through
+        keep_k = torch.zeros_like(logits, dtype=torch.bool)
+        keep_k[torch.topk(logits, settings.top_k).indices] = True
+        logits = logits.masked_fill(~keep_k, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if settings.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
@@ -104,13 +123,12 @@ class StopWatcher:
     def add(self, piece: str) -> tuple[str, bool]:
         """Append ``piece``; return (text now safe to emit, whether a stop string was hit)."""
         self.text += piece
-        for s in self.stops:
-            at = self.text.find(s, self.sent)
-            if at != -1:
-                self.text = self.text[:at]
-                out = self.text[self.sent :]
-                self.sent = len(self.text)
-                return out, True
+        found = [at for at in (self.text.find(s, self.sent) for s in self.stops) if at != -1]
+        if found:  # the earliest stop string wins, whatever order they were given in
+            self.text = self.text[: min(found)]
+            out = self.text[self.sent :]
+            self.sent = len(self.text)
+            return out, True
         hold = 0
         for s in self.stops:
             for k in range(min(len(s) - 1, len(self.text)), 0, -1):
@@ -149,11 +167,17 @@ def stream(
 
     If ``results`` is given it is filled with one :class:`Generation` per prompt by the end.
     """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string")
     n = len(prompts)
     if isinstance(settings, SampleSettings):
         settings = [settings] * n
     if len(settings) != n:
         raise ValueError("give one SampleSettings per prompt, or one for all")
+    if n == 0:
+        if results is not None:
+            results[:] = []
+        return
     model.eval()
     seeds = [s.seed if s.seed is not None else secrets.randbits(63) for s in settings]
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]
