@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from charbot.commands.common import add_json_flag, emit
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t`` and ``\\\\`` as typed in a shell become newline, tab and backslash; all else is kept.
+
+    Not ``unicode_escape``: that codec reads the string as Latin-1 and garbles any non-ASCII text.
+    """
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
 def register(sub) -> None:  # noqa: ANN001
@@ -17,7 +28,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     p.add_argument("--length", type=int, default=400, help="maximum characters to generate")
     p.add_argument("--stop", action="append", default=[],
-                   help="stop string (repeatable); use '\\n\\n' for a blank line")
+                   help="stop string, not included in the output (repeatable); '\\n\\n' means a blank line")
     p.add_argument("--seed", type=int, help="same seed, same text")
     p.add_argument("--device", default="cpu")
     add_json_flag(p)
@@ -29,7 +40,7 @@ def run(args) -> int:  # noqa: ANN001
     from charbot.model.device import pick_device
     from charbot.model.sample import SampleSettings, stream
 
-    stops = tuple(s.encode().decode("unicode_escape") for s in args.stop)
+    stops = tuple(unescape(s) for s in args.stop)
     settings = SampleSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               max_chars=args.length, stop=stops, seed=args.seed)
     ck = load_checkpoint(args.checkpoint, device=pick_device(args.device))
