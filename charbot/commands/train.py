@@ -24,7 +24,7 @@ def register(sub) -> None:  # noqa: ANN001
     m.add_argument("--embed", type=int, default=64, help="embedding size (default 64)")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout (default 0.2)")
     t = p.add_argument_group("optimization")
-    t.add_argument("--batch-seqs", type=int, default=32, help="parallel sequences per batch (default 32)")
+    t.add_argument("--batch-seqs", type=int, default=16, help="parallel sequences per batch (default 16)")
     t.add_argument("--batch-steps", type=int, default=100, help="BPTT length (default 100)")
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     t.add_argument("--warmup", type=int, default=100,
