@@ -1092,13 +1092,19 @@ class FakeDiscord:
         ordered = list(values) if isinstance(values, list) else None
 
         def value_for(index: int, text_input: dict, label: str | None) -> str:
+            value = ""
             if ordered is not None:
-                return ordered[index]
-            assert isinstance(values, dict)
-            for key in (text_input.get("custom_id"), label):
-                if key in values:
-                    return values[key]
-            return ""
+                value = ordered[index]
+            else:
+                assert isinstance(values, dict)
+                value = next((values[k] for k in (text_input.get("custom_id"), label) if k in values), "")
+            # Discord's client enforces these before the Submit button works.
+            if text_input.get("required", True) and not value:
+                raise DiscordClientRefused(f"{label or text_input['custom_id']}: a required field is empty")
+            low, high = text_input.get("min_length") or 0, text_input.get("max_length") or 4000
+            if value and not low <= len(value) <= high:
+                raise DiscordClientRefused(f"{label}: {len(value)} characters, the field allows {low}-{high}")
+            return value
 
         components: list[dict] = []
         index = 0
