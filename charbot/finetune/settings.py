@@ -1,0 +1,91 @@
+"""Fine-tuning settings from ``.env`` and the environment, checked once with one-line errors.
+
+Read apart from the bot's own :mod:`charbot.bot.config` so ``charbot finetune`` on an
+operator's machine needs no Discord settings at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from charbot.finetune.job import MIN_CHARS
+
+
+class SettingsError(ValueError):
+    """A fine-tuning setting is malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Where versions live, how many are kept, and how hard a job may push the machine."""
+
+    state_dir: Path
+    keep_versions: int = 5
+    default_minutes: float = 10.0
+    max_minutes: float = 60.0
+    min_chars: int = MIN_CHARS
+    threads: int | None = 1
+    nice: int = 10
+    max_running: int = 1
+    status_interval_s: float = 15.0
+    config: dict = field(default_factory=dict)  # overrides for FinetuneConfig (tests, experiments)
+    command: tuple[str, ...] | None = None  # replaces `python -m charbot.finetune.runner`
+
+    def __post_init__(self) -> None:
+        if self.keep_versions < 1:
+            raise SettingsError("CHARBOT_KEEP_VERSIONS must be at least 1")
+        if not 0 < self.default_minutes <= self.max_minutes:
+            raise SettingsError("fine-tuning minutes: need 0 < default <= maximum")
+        if self.min_chars < 200:
+            raise SettingsError("CHARBOT_FINETUNE_MIN_CHARS must be at least 200")
+        if self.threads is not None and self.threads < 1:
+            raise SettingsError("CHARBOT_FINETUNE_THREADS must be at least 1")
+        if not 0 <= self.nice <= 19:
+            raise SettingsError("CHARBOT_FINETUNE_NICE must be from 0 to 19")
+        if self.max_running < 1:
+            raise SettingsError("CHARBOT_FINETUNE_MAX_RUNNING must be at least 1")
+        if self.status_interval_s < 1:
+            raise SettingsError("CHARBOT_FINETUNE_STATUS_INTERVAL must be at least 1 second")
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "finetune-jobs"
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
+
+
+def load_settings(
+    database: str | Path, env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None
+) -> FinetuneSettings:
+    """Settings for a bot or CLI using ``database``; the state folder defaults to the database's folder."""
+    env: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    state = (env.get("CHARBOT_STATE_DIR") or "").strip()
+    state_dir = Path(state).expanduser() if state else Path(database).expanduser().resolve().parent
+    threads = int(_number(env, "CHARBOT_FINETUNE_THREADS", 1, int))
+    return FinetuneSettings(
+        state_dir=state_dir,
+        keep_versions=int(_number(env, "CHARBOT_KEEP_VERSIONS", 5, int)),
+        default_minutes=_number(env, "CHARBOT_FINETUNE_MINUTES", 10.0),
+        max_minutes=_number(env, "CHARBOT_FINETUNE_MAX_MINUTES", 60.0),
+        min_chars=int(_number(env, "CHARBOT_FINETUNE_MIN_CHARS", MIN_CHARS, int)),
+        threads=threads,
+        nice=int(_number(env, "CHARBOT_FINETUNE_NICE", 10, int)),
+        max_running=int(_number(env, "CHARBOT_FINETUNE_MAX_RUNNING", 1, int)),
+        status_interval_s=_number(env, "CHARBOT_FINETUNE_STATUS_INTERVAL", 15.0),
+    )

@@ -1,0 +1,260 @@
+"""Jobs end to end with the real child process: install, refuse, kill, corrupt, cancel, roll back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from charbot.bot.finetune_store import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict
+from charbot.bot.models import Models
+from charbot.bot.store import Store
+from charbot.finetune.manager import FinetuneManager, FinetuneRefused
+from charbot.finetune.settings import FinetuneSettings
+from charbot.model.sample import SampleSettings
+from tests.finetune.conftest import contributed_texts
+
+QUICK = {"max_epochs": 15, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to learn the new text
+SHORT = {"max_epochs": 3, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to make a different version
+ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}
+GUILD, CHANNEL, ADMIN = 10, 20, 30
+
+
+async def _wait_for(predicate, timeout: float = 120.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+class Env:
+    """A database with contributions, a state folder, the bot's models and a manager wired to them."""
+
+    def __init__(self, tmp: Path, base: str) -> None:
+        self.tmp = tmp
+        self.base = Path(base)
+        self.served_calls: list[tuple[str, Path, int]] = []
+        self.store: Store | None = None
+
+    async def open(self, config: dict = QUICK, command: tuple[str, ...] | None = None, **settings) -> FinetuneManager:
+        self.store = await Store.open(self.tmp / "charbot.db")
+        self.fstore = FinetuneStore(self.store)
+        self.models = Models.load(["tale"], self.base.parent, device="cpu", max_batch=4, max_queue=8)
+
+        async def serve(corpus: str, path: Path, version: int) -> None:
+            self.served_calls.append((corpus, path, version))
+            await asyncio.to_thread(self.models.swap, corpus, path)
+
+        self.settings = FinetuneSettings(state_dir=self.tmp / "state", config=config, nice=1, command=command,
+                                         **settings)
+        self.manager = FinetuneManager(self.fstore, self.settings, lambda corpus: self.base, serve)
+        return self.manager
+
+    async def contribute(self, texts: list[str]) -> None:
+        for t in texts:
+            await self.store.add_contribution(GUILD, CHANNEL, ADMIN, "tale", t, "modal")
+
+    def restart_models(self) -> None:
+        self.models.close()
+        self.models = Models.load(["tale"], self.base.parent, device="cpu", max_batch=4, max_queue=8)
+
+    def sample(self, seed: int = 7) -> str:
+        fut = self.models.engines["tale"].submit("The ", SampleSettings(temperature=1.0, max_chars=60, seed=seed))
+        return fut.result(timeout=60).text
+
+    async def close(self) -> None:
+        await self.manager.close(grace_s=10)
+        self.models.close(wait=False)
+        await self.store.close()
+
+
+@pytest.fixture
+async def env(tmp_path, base_checkpoint):
+    e = Env(tmp_path, base_checkpoint)
+    yield e
+    await e.close()
+
+
+async def test_jobs_serve_new_versions_without_restart_and_rollback_restores_outputs_exactly(env):
+    manager = await env.open(keep_versions=2)
+    await env.contribute(contributed_texts())
+    base_text = env.sample()
+    job = await manager.start("tale", "discord:30", minutes=2, guild_id=GUILD, channel_id=CHANNEL)
+    assert "Fine-tuning tale (job 1, from base" in job.status()
+    outcome = await manager.wait(job)
+    assert outcome.state == DONE, outcome.error
+    assert outcome.version == 1
+    report = outcome.report
+    assert report.after.contributed < report.before.contributed * 0.9
+    assert report.before.corpus is not None and report.after.corpus is not None
+    msg = outcome.message()
+    assert "now serving v1" in msg and "New text (held-out contributions)" in msg and "Old style" in msg
+
+    v1 = env.tmp / "state" / "versions" / "tale" / "v0001.safetensors"
+    assert env.served_calls == [("tale", v1, 1)]
+    assert env.models.info["tale"].path == str(v1)
+    v1_text = env.sample()
+    assert v1_text != base_text  # the live engine was swapped
+    served = await manager.served("tale")
+    assert (served.version, served.path) == (1, v1)
+    row = await env.fstore.version("tale", 1)
+    assert row.served and row.parent_version is None and row.parent_path == str(env.base)
+    assert row.started_by == "discord:30" and row.contributions == 8
+    assert row.train_chars == report.train_chars and row.losses["after"]["contributed"] == report.after.contributed
+    job_row = await env.fstore.job(job.id)
+    assert job_row.state == DONE and job_row.version == 1 and job_row.report["steps"] == report.steps
+    assert not (env.settings.jobs_dir / str(job.id)).exists()  # the staging folder is cleared
+
+    # The next job starts from the served v1 and makes v2.
+    manager.settings = replace(manager.settings, config=SHORT)
+    await env.contribute(contributed_texts(seed=1))
+    job2 = await manager.start("tale", "cli:op", minutes=2)
+    assert job2.parent.version == 1
+    assert (await manager.wait(job2)).version == 2
+    assert (await env.fstore.version("tale", 2)).parent_version == 1
+    assert [r.served for r in await env.fstore.versions("tale")] == [False, True]
+    v2_text = env.sample()
+    assert v2_text not in (base_text, v1_text)
+
+    before, after = await manager.rollback("tale")  # default: the served version's parent
+    assert (before.version, after.version) == (2, 1)
+    assert env.sample() == v1_text
+    await manager.rollback("tale", 0)
+    assert env.sample() == base_text
+    assert (await manager.served("tale")).version == 0
+    await manager.rollback("tale", 2)
+    assert env.sample() == v2_text
+    with pytest.raises(FinetuneRefused, match="already serves v2"):
+        await manager.rollback("tale", 2)
+    with pytest.raises(FinetuneRefused, match="v9 does not exist; available: base"):
+        await manager.rollback("tale", 9)
+
+    # keep_versions=2: a third version deletes v1, which can then not be restored.
+    assert (await manager.wait(await manager.start("tale", "discord:30", minutes=2))).version == 3
+    assert VersionFiles(env).numbers() == ["v0002.safetensors", "v0003.safetensors"]
+    with pytest.raises(FinetuneRefused, match="v1 was deleted to keep disk use down"):
+        await manager.rollback("tale", 1)
+    v3_text = env.sample()
+
+    # A damaged version is refused before anything changes.
+    v2 = v1.with_name("v0002.safetensors")
+    v2.write_bytes(v2.read_bytes()[:100])
+    with pytest.raises(FinetuneRefused, match="v2 cannot be served"):
+        await manager.rollback("tale", 2)
+    assert (await manager.served("tale")).version == 3 and env.sample() == v3_text
+
+    # A restarted bot loads the base checkpoints, then serves what the database records.
+    env.restart_models()
+    assert env.sample() == base_text
+    notes = await manager.restore_served(["tale"])
+    assert notes == [f"tale: serving v3 ({v1.with_name('v0003.safetensors')})"]
+    assert env.sample() == v3_text
+    # ...and if that version was damaged meanwhile, it says so and serves the base.
+    v3 = v1.with_name("v0003.safetensors")
+    v3.write_bytes(v3.read_bytes()[:-50])
+    env.restart_models()
+    notes = await manager.restore_served(["tale"])
+    assert "tale v3 cannot be served" in notes[0]
+    assert (await manager.served("tale")).version == 0 and env.sample() == base_text
+
+
+class VersionFiles:
+    def __init__(self, env: Env) -> None:
+        self.root = env.tmp / "state" / "versions" / "tale"
+
+    def numbers(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()) if self.root.exists() else []
+
+
+async def test_too_little_text_is_refused_with_the_amount_needed_and_nothing_recorded(env):
+    manager = await env.open()
+    await env.contribute(["A short fable about a crow and a jug of water, told briefly."])
+    with pytest.raises(FinetuneRefused, match=r"so 1,9\d\d more"):
+        await manager.start("tale", "discord:30")
+    assert await env.fstore.recent_jobs() == []
+
+
+async def test_opted_out_contributions_do_not_count(env):
+    manager = await env.open()
+    await env.contribute(contributed_texts())
+    await env.store.set_opt_out(GUILD, ADMIN, True)
+    with pytest.raises(FinetuneRefused, match="8 from people who opted out are left out"):
+        await manager.start("tale", "discord:30")
+
+
+async def test_one_job_per_corpus_even_across_processes(env):
+    manager = await env.open(ENDLESS)
+    await env.contribute(contributed_texts())
+    job = await manager.start("tale", "discord:30", minutes=5)
+    with pytest.raises(FinetuneRefused, match="already running"):
+        await manager.start("tale", "discord:31")
+    # Another process (the CLI beside the bot) is stopped by the database itself.
+    with pytest.raises(JobConflict, match="already running"):
+        await env.fstore.create_job("tale", "cli:op", {})
+    await manager.cancel("tale")
+    outcome = await manager.wait(job)
+    assert outcome.state == CANCELLED and "cancelled by an admin" in outcome.error
+    assert (await env.fstore.job(job.id)).state == CANCELLED
+    assert (await manager.served("tale")).version == 0 and env.served_calls == []
+
+
+async def test_a_killed_job_leaves_the_served_model_and_the_next_job_works(env):
+    manager = await env.open(ENDLESS)
+    texts = contributed_texts()
+    await env.contribute(texts)
+    before_text = env.sample()
+    job = await manager.start("tale", "discord:30", minutes=5)
+    await _wait_for(lambda: job.progress is not None)
+    assert "step" in job.status() and "chars/s" in job.status()
+    pid = job.process.pid
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 1  # niced
+    os.kill(pid, signal.SIGKILL)
+    outcome = await manager.wait(job)
+    assert outcome.state == FAILED and "killed (SIGKILL)" in outcome.error
+    assert (await env.fstore.job(job.id)).state == FAILED
+    assert (await manager.served("tale")).version == 0 and env.served_calls == []
+    assert env.sample() == before_text
+    assert not (env.tmp / "state" / "versions" / "tale").exists() or not list(
+        (env.tmp / "state" / "versions" / "tale").iterdir())
+    assert [c.text for c in await env.store.contributions(corpus="tale")] == texts
+
+    manager.settings = replace(manager.settings, config=SHORT)
+    outcome = await manager.wait(await manager.start("tale", "discord:30", minutes=2))
+    assert outcome.state == DONE and outcome.version == 1
+
+
+# A child that runs the real pipeline, then damages the checkpoint it made, as a bad disk would.
+CORRUPTING_CHILD = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from charbot.finetune import runner
+code = runner.main(sys.argv[1:])
+staged = Path(sys.argv[1]) / runner.STAGED
+data = bytearray(staged.read_bytes())
+data[-7] ^= 0xFF
+staged.write_bytes(bytes(data))
+sys.exit(code)
+"""
+
+
+async def test_a_corrupt_new_checkpoint_is_refused_and_the_old_one_stays(env):
+    manager = await env.open(SHORT, command=(sys.executable, "-c", CORRUPTING_CHILD))
+    await env.contribute(contributed_texts())
+    before_text = env.sample()
+    outcome = await manager.wait(await manager.start("tale", "discord:30", minutes=2))
+    assert outcome.state == FAILED
+    assert "failed its check and was not served" in outcome.error and "checksum" in outcome.error
+    assert outcome.report is not None  # the figures are still reported
+    assert (await manager.served("tale")).version == 0 and env.served_calls == []
+    assert env.sample() == before_text
+    assert await env.fstore.versions("tale") == []
+    assert VersionFiles(env).numbers() == []
+
+

@@ -1,0 +1,38 @@
+"""The gate before serving: a damaged or diverged checkpoint is refused with the reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charbot.finetune.verify import verify_checkpoint
+from charbot.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def test_a_good_checkpoint_passes(random_checkpoint):
+    ck, loss = verify_checkpoint(random_checkpoint)
+    assert loss > 0 and ck.config.hidden_size == 16
+
+
+def test_a_flipped_byte_is_refused(random_checkpoint):
+    data = bytearray(open(random_checkpoint, "rb").read())
+    data[-10] ^= 0xFF
+    open(random_checkpoint, "wb").write(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        verify_checkpoint(random_checkpoint)
+
+
+def test_a_truncated_file_is_refused(random_checkpoint):
+    data = open(random_checkpoint, "rb").read()
+    open(random_checkpoint, "wb").write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        verify_checkpoint(random_checkpoint)
+
+
+def test_nan_weights_are_refused(random_checkpoint, tmp_path):
+    ck = load_checkpoint(random_checkpoint)
+    with torch.no_grad():
+        ck.model.head.bias[0] = float("nan")
+    save_checkpoint(tmp_path / "nan.safetensors", ck.model)
+    with pytest.raises(CheckpointError, match="NaN"):
+        verify_checkpoint(tmp_path / "nan.safetensors")
