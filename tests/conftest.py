@@ -29,3 +29,22 @@ def tiny_model(tiny_config):
 @pytest.fixture
 def repeating_text() -> str:
     return "the cat sat on the mat. " * 200
+
+
+@pytest.fixture
+def tiny_checkpoint_dir(tmp_path, tiny_config):
+    """A folder holding a tiny untrained ``<corpus>.safetensors`` for every registered corpus.
+
+    Untrained means near-uniform gibberish, but the same seed always gives the same text, which is
+    what tests of the bot and its CLI need; point CHARBOT_CHECKPOINT_DIR or ``--checkpoints`` here.
+    """
+    from charbot.corpora.registry import CORPORA
+    from charbot.model.checkpoint import save_checkpoint
+    from charbot.model.network import CharLSTM
+
+    folder = tmp_path / "checkpoints"
+    for i, name in enumerate(CORPORA):
+        torch.manual_seed(i)
+        save_checkpoint(folder / f"{name}.safetensors", CharLSTM(tiny_config).eval(),
+                        {"corpus": name, "val_loss_nats": 3.0 + i, "n_params": CharLSTM(tiny_config).n_params()})
+    return folder

@@ -20,9 +20,9 @@ TRUNCATED = "\u2026"  # shown when the reply was cut at its length
 CUT_SHORT = "\n*(cut short: the bot is restarting)*"
 
 _INLINE_MARKUP = re.compile(r"([\\*_~`|])")
-_BLOCK_MARKUP = r"[ ]*(?=(?:#{1,3}|-#|-|>{1,3}|\d+\.) )"  # headings, subtext, lists, quotes
-_LINE_START_MARKUP = re.compile(rf"(?m)^({_BLOCK_MARKUP})")
-_AFTER_NEWLINE_MARKUP = re.compile(rf"(?<=\n)({_BLOCK_MARKUP})")
+_BLOCK_MARKUP = r"([ ]*)(#{1,3}|-#|-|>{1,3}|\d+\.)(?= )"  # headings, subtext, lists, quotes
+_LINE_START_MARKUP = re.compile(rf"(?m)^{_BLOCK_MARKUP}")
+_AFTER_NEWLINE_MARKUP = re.compile(rf"(?<=\n){_BLOCK_MARKUP}")
 _MENTION = re.compile(r"@(everyone|here)|<(@[!&]?|#)(?=\d)")
 
 
@@ -68,7 +68,14 @@ def escape_markdown(text: str, at_line_start: bool = True) -> str:
     """
     text = _INLINE_MARKUP.sub(r"\\\1", text)
     block = _LINE_START_MARKUP if at_line_start else _AFTER_NEWLINE_MARKUP
-    return block.sub(lambda m: f"{m.group(1)}\\", text)
+
+    def escape_block(m: re.Match[str]) -> str:
+        indent, mark = m.group(1), m.group(2)
+        if mark[0].isdigit():  # a backslash only escapes punctuation, so escape the dot: "1\. "
+            return f"{indent}{mark[:-1]}\\."
+        return f"{indent}\\{mark}"
+
+    return block.sub(escape_block, text)
 
 
 def safe_text(text: str, at_line_start: bool = True) -> str:

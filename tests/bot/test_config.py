@@ -1,0 +1,143 @@
+"""Bot settings: one clear line for a missing or malformed token, and the token never shown."""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+
+import pytest
+
+from charbot.bot.config import ConfigError, Limits, Secret, load_config, setup_logging
+from charbot.cli import main
+
+TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+def test_missing_token_says_what_to_do():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {})
+    assert "DISCORD_TOKEN is not set" in str(err.value) and ".env" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["abc", "not a token at all", "a.b.c", TOKEN.replace(".", "")])
+def test_malformed_token_is_refused_without_quoting_it(bad):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"DISCORD_TOKEN": bad})
+    assert "does not look like a bot token" in str(err.value)
+    assert bad not in str(err.value)
+
+
+def test_bot_prefix_and_quotes_are_explained_or_tolerated():
+    with pytest.raises(ConfigError, match="without the 'Bot ' prefix"):
+        load_config(None, {"DISCORD_TOKEN": f"Bot {TOKEN}"})
+    assert load_config(None, {"DISCORD_TOKEN": f' "{TOKEN}" '}).token.reveal() == TOKEN
+
+
+def test_token_never_appears_in_repr_str_or_pickle():
+    config = load_config(None, {"DISCORD_TOKEN": TOKEN})
+    assert config.token.reveal() == TOKEN
+    for shown in (repr(config), str(config), repr(config.token), f"{config.token}", str([config])):
+        assert TOKEN not in shown
+    assert "token=set" in repr(config)
+    with pytest.raises(TypeError):
+        pickle.dumps(config.token)
+
+
+def test_token_is_redacted_from_every_log_line():
+    config = load_config(None, {"DISCORD_TOKEN": TOKEN})
+    stream = io.StringIO()
+    handler = setup_logging(config, stream)
+    try:
+        logging.getLogger("some.library").warning("connecting with Authorization: Bot %s", TOKEN)
+        try:
+            raise RuntimeError(f"bad header {TOKEN}")
+        except RuntimeError:
+            logging.getLogger("some.library").exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    assert "connecting with Authorization: Bot [redacted]" in out
+    assert TOKEN not in out
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text(f"DISCORD_TOKEN={TOKEN}\nCHARBOT_DB=from-file.db\nCHARBOT_ADMINS=1, 2\nCHARBOT_DEV_GUILD=42\n"
+                   "CHARBOT_CORPORA=tale,faq\nCHARBOT_COOLDOWN=2.5\n")
+    config = load_config(env, {"CHARBOT_DB": "from-env.db"})
+    assert str(config.database) == "from-env.db"
+    assert config.admin_ids == {1, 2}
+    assert config.dev_guild_id == 42
+    assert config.corpora == ("tale", "faq")
+    assert config.limits.cooldown_s == 2.5
+
+
+def test_reading_env_file_does_not_export_the_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    env = tmp_path / ".env"
+    env.write_text(f"DISCORD_TOKEN={TOKEN}\n")
+    import os
+
+    load_config(env)
+    assert "DISCORD_TOKEN" not in os.environ
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CHARBOT_DEV_GUILD", "abc", "CHARBOT_DEV_GUILD must be a whole number"),
+        ("CHARBOT_ADMINS", "12,bob", "comma-separated Discord user IDs"),
+        ("CHARBOT_CORPORA", "tale,poems", "unknown corpus poems"),
+        ("CHARBOT_COOLDOWN", "soon", "CHARBOT_COOLDOWN must be a number"),
+        ("CHARBOT_MAX_LENGTH", "5000", "at most 1900"),
+        ("CHARBOT_LOG_LEVEL", "LOUD", "CHARBOT_LOG_LEVEL"),
+    ],
+)
+def test_malformed_settings_name_the_variable(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {"DISCORD_TOKEN": TOKEN, name: value})
+
+
+def test_endpoint_overrides_only_accept_this_machine():
+    config = load_config(None, {"DISCORD_TOKEN": TOKEN, "CHARBOT_DISCORD_API": "http://127.0.0.1:5000/api/v10/",
+                                "CHARBOT_DISCORD_GATEWAY": "ws://localhost:5000/gateway"})
+    assert config.discord_api == "http://127.0.0.1:5000/api/v10"
+    assert config.discord_gateway == "ws://localhost:5000/gateway"
+    with pytest.raises(ConfigError, match="only point at this machine"):
+        load_config(None, {"DISCORD_TOKEN": TOKEN, "CHARBOT_DISCORD_API": "https://evil.example/api/v10"})
+    with pytest.raises(ConfigError, match="ws/wss URL"):
+        load_config(None, {"DISCORD_TOKEN": TOKEN, "CHARBOT_DISCORD_GATEWAY": "http://127.0.0.1:1/gateway"})
+
+
+def test_local_commands_need_no_token():
+    assert load_config(None, {}, require_token=False).token is None
+
+
+def test_limits_are_checked():
+    with pytest.raises(ConfigError, match="over the maximum"):
+        Limits(default_length=600, max_length=500)
+
+
+def test_secret_equality_does_not_leak():
+    assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+@pytest.mark.parametrize("command", ["run", "sync"])
+def test_cli_prints_one_line_for_a_bad_token(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    env = tmp_path / ".env"
+    env.write_text("DISCORD_TOKEN=oops-this-is-wrong\n")
+    assert main([command, "--env-file", str(env)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "does not look like a bot token" in err and "oops-this-is-wrong" not in err
+
+
+def test_cli_prints_one_line_for_a_missing_token(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("charbot run: error: DISCORD_TOKEN is not set: put DISCORD_TOKEN=... in .env (copy it "
+                           "from https://discord.com/developers/applications > your app > Bot > Reset Token)")

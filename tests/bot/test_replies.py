@@ -1,0 +1,274 @@
+"""The reply logic the bot and the CLI share: checks, temperature precedence, stop rules, streaming, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from contextlib import aclosing
+from dataclasses import replace
+
+import pytest
+import torch
+
+from charbot.bot.config import Limits
+from charbot.bot.errors import Refusal
+from charbot.bot.models import Models
+from charbot.bot.render import CUT_SHORT, DISCORD_LIMIT
+from charbot.bot.replies import (
+    BUSY,
+    RESTARTING,
+    ReplyService,
+    check_temperature,
+    make_request,
+    prime_of,
+    resolve_temperature,
+    sample_settings,
+)
+from charbot.corpora.registry import CORPORA
+from charbot.model.charset import CHARS
+from charbot.model.checkpoint import save_checkpoint
+from charbot.model.network import CharLSTM
+
+LIMITS = Limits(edit_interval_s=0.0, cooldown_s=0.0)
+
+
+def constant_checkpoint(folder, corpus: str, char: str, config) -> None:
+    """A checkpoint whose model always writes ``char`` (its logits ignore the input)."""
+    model = CharLSTM(config)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-20.0)
+        model.head.bias[CHARS.index(char)] = 20.0
+    save_checkpoint(folder / f"{corpus}.safetensors", model, {"corpus": corpus})
+
+
+def hold_after_first_piece(monkeypatch, engine) -> threading.Event:
+    """Make ``engine`` pause after its first piece of text until the returned event is set.
+
+    Cancelling a reply also releases it. This makes the order of events in a test certain
+    instead of depending on how fast the tiny model runs.
+    """
+    gate = threading.Event()
+    real_submit, real_cancel = engine.submit, engine.cancel
+
+    def submit(prime, settings, on_text):
+        def held(piece: str) -> None:
+            on_text(piece)
+            gate.wait(30)
+
+        return real_submit(prime, settings, held)
+
+    def cancel(future) -> None:
+        real_cancel(future)
+        gate.set()
+
+    monkeypatch.setattr(engine, "submit", submit)
+    monkeypatch.setattr(engine, "cancel", cancel)
+    return gate
+
+
+@pytest.fixture
+def models(tiny_checkpoint_dir):
+    loaded = Models.load(list(CORPORA), tiny_checkpoint_dir, device="cpu")
+    yield loaded
+    loaded.close(wait=False)
+
+
+# ---- checks and precedence ----------------------------------------------------------------
+
+
+def test_temperature_precedence_option_then_user_then_corpus():
+    assert resolve_temperature(0.2, 1.5, 0.8) == 0.2
+    assert resolve_temperature(None, 1.5, 0.8) == 1.5
+    assert resolve_temperature(None, None, 0.8) == 0.8
+    assert resolve_temperature(0.0, 1.5, 0.8) == 0.0  # zero is a choice, not "unset"
+
+
+def test_make_request_applies_precedence_with_the_corpus_default():
+    assert make_request("faq", "Masks?", LIMITS).temperature == CORPORA["faq"].default_temperature
+    assert make_request("faq", "Masks?", LIMITS, user_default=1.1).temperature == 1.1
+    assert make_request("faq", "Masks?", LIMITS, temperature=0.3, user_default=1.1).temperature == 0.3
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.01, 5, math.nan, math.inf, "hot"])
+def test_out_of_range_temperatures_are_explained(bad):
+    with pytest.raises(Refusal) as err:
+        check_temperature(bad)
+    assert "0 to 2" in err.value.message and "0 = always the likeliest character" in err.value.message
+
+
+def test_length_and_prompt_limits_are_explained():
+    limits = Limits(max_prompt_chars=20, max_length=100, default_length=50)
+    assert make_request("tale", "hi", limits).length == 50
+    with pytest.raises(Refusal, match="from 1 to 100"):
+        make_request("tale", "hi", limits, length=101)
+    with pytest.raises(Refusal, match="from 1 to 100"):
+        make_request("tale", "hi", limits, length=0)
+    with pytest.raises(Refusal) as err:
+        make_request("tale", "x" * 21, limits)
+    assert "21 characters" in err.value.message and "limit is 20" in err.value.message
+
+
+def test_an_empty_question_is_refused_with_an_example_but_an_empty_story_prompt_starts_fresh():
+    with pytest.raises(Refusal) as err:
+        make_request("faq", "   ", LIMITS)
+    assert f"/faq question: {CORPORA['faq'].example_prompt}" in err.value.message
+    with pytest.raises(Refusal, match="could not find any words"):
+        make_request("faq", "???", LIMITS)
+    with pytest.raises(Refusal, match="could not find any words"):
+        make_request("faq", "\U0001f600\U0001f600", LIMITS)
+    assert make_request("tale", "", LIMITS).prompt == ""
+
+
+def test_unknown_corpus_is_refused():
+    with pytest.raises(Refusal, match="tale, faq, novel"):
+        make_request("poems", "x", LIMITS)
+
+
+def test_settings_use_the_corpus_stop_rules_and_leave_room_for_the_prompt():
+    request = make_request("faq", "Do I need a mask?", LIMITS, length=1500)
+    settings = sample_settings(request)
+    assert settings.stop == CORPORA["faq"].stop
+    assert settings.max_chars <= DISCORD_LIMIT - len("> **Do I need a mask?**\n") - len(CUT_SHORT)
+    assert sample_settings(make_request("tale", "x", LIMITS, length=10)).max_chars == 10
+
+
+def test_prime_comes_from_the_corpus_framing():
+    prime, continues = prime_of(make_request("tale", "Once upon a time there was a king", LIMITS))
+    assert prime == CORPORA["tale"].prime("Once upon a time there was a king") and continues
+    assert not prime_of(make_request("faq", "Do I need a mask?", LIMITS))[1]
+
+
+# ---- generating -----------------------------------------------------------------------------
+
+
+async def test_stream_grows_then_finishes_with_the_same_text_as_a_plain_reply(models, monkeypatch):
+    service = ReplyService(models, LIMITS)
+    request = make_request("tale", "Once upon a time there was a king", LIMITS, length=120, seed=5)
+    gate = hold_after_first_piece(monkeypatch, models.engines["tale"])
+    updates = []
+    async for update in service.stream(request):
+        updates.append(update)
+        gate.set()
+    assert updates[-1].done and not any(u.done for u in updates[:-1])
+    assert len(updates) >= 2
+    final = updates[-1].text.removesuffix("\u2026")
+    for u in updates[:-1]:
+        assert u.text.startswith("**Once upon a time there was a king**") and u.text.endswith(" \u2026")
+        assert final.startswith(u.text.removesuffix(" \u2026").rstrip())
+    monkeypatch.undo()
+    assert all(len(u.text) <= DISCORD_LIMIT for u in updates)
+    again = await service.reply(request)
+    assert again.text == updates[-1].text
+    assert again.generation.seed == 5
+    assert service.in_flight() == 0
+
+
+async def test_edits_are_throttled_to_the_interval(models):
+    service = ReplyService(models, replace(LIMITS, edit_interval_s=3600.0))
+    request = make_request("novel", "Anna looked at him", LIMITS, length=300, seed=1)
+    updates = [u async for u in service.stream(request)]
+    assert len(updates) <= 2  # at most the first snapshot, then the finished reply
+    assert updates[-1].done
+
+
+async def test_stop_strings_end_the_reply_and_are_not_shown(tmp_path, tiny_config):
+    constant_checkpoint(tmp_path, "faq", "\n", tiny_config)
+    with Models.load(["faq"], tmp_path, device="cpu") as m:
+        update = await ReplyService(m, LIMITS).reply(make_request("faq", "Is it open?", LIMITS, temperature=0))
+    assert update.generation.finish == "stop"
+    assert update.generation.text == ""
+    assert update.text.startswith("> **Is it open?**\n") and "no words came" in update.text
+
+
+async def test_length_ends_the_reply_with_an_ellipsis(tmp_path, tiny_config):
+    constant_checkpoint(tmp_path, "novel", "a", tiny_config)
+    with Models.load(["novel"], tmp_path, device="cpu") as m:
+        update = await ReplyService(m, LIMITS).reply(make_request("novel", "Anna", LIMITS, length=40, seed=1))
+    assert update.generation.finish == "length"
+    assert update.text == "**Anna**" + "a" * 40 + "\u2026"
+
+
+async def test_user_cooldown_and_one_reply_at_a_time(models):
+    now = [100.0]
+    service = ReplyService(models, replace(LIMITS, cooldown_s=10.0), clock=lambda: now[0])
+    request = make_request("tale", "Once", LIMITS, length=1500, user=42, seed=1)
+    first = service.start(request)
+    with pytest.raises(Refusal, match="still being written"):
+        service.start(request)
+    first.close()
+    now[0] += 3
+    with pytest.raises(Refusal, match="ask again in 7 s"):
+        service.start(request)
+    other = service.start(replace(request, user=43))  # someone else is not held back
+    other.close()
+    now[0] += 7
+    service.start(request).close()
+
+
+async def test_a_bound_on_queued_replies_says_busy(models):
+    service = ReplyService(models, replace(LIMITS, max_pending=1))
+    long = make_request("tale", "Once", LIMITS, length=1500, seed=1)
+    running = service.start(long)
+    try:
+        with pytest.raises(Refusal) as err:
+            service.start(long)
+        assert err.value.message == BUSY
+        service.start(make_request("faq", "Masks?", LIMITS, length=5)).close()  # other corpora have their own engine
+    finally:
+        running.close()
+
+
+async def test_closing_a_stream_early_cancels_its_generation(models):
+    service = ReplyService(models, LIMITS)
+    engine = models.engines["novel"]
+    async with aclosing(service.stream(make_request("novel", "Anna", LIMITS, length=1500, seed=1))) as updates:
+        async for _ in updates:
+            break
+    for _ in range(200):
+        if engine.pending() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.pending() == 0 and service.in_flight() == 0
+
+
+async def test_drain_cuts_running_replies_and_says_so_then_refuses_new_ones(models, monkeypatch):
+    service = ReplyService(models, LIMITS)
+    hold_after_first_piece(monkeypatch, models.engines["novel"])
+    request = make_request("novel", "Anna", LIMITS, length=1500, seed=1)
+    finals = []
+
+    async def consume() -> None:
+        async for update in service.stream(request):
+            if update.done:
+                finals.append(update)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    while service.in_flight() == 0:
+        await asyncio.sleep(0.001)
+    cut = await service.drain(grace_s=0.0)
+    await task
+    assert cut == 1
+    assert finals[0].generation.finish == "cancelled"
+    assert finals[0].text.endswith(CUT_SHORT)
+    with pytest.raises(Refusal) as err:
+        service.start(request)
+    assert err.value.message == RESTARTING
+
+
+async def test_drain_lets_short_replies_finish(models):
+    service = ReplyService(models, LIMITS)
+    finals = []
+
+    async def consume() -> None:
+        async for update in service.stream(make_request("tale", "Once", LIMITS, length=20, seed=2)):
+            if update.done:
+                finals.append(update)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    assert await service.drain(grace_s=30.0) == 0
+    await task
+    assert finals and finals[0].generation.finish in ("length", "stop")
