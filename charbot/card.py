@@ -55,7 +55,6 @@ class Row:
     config: dict = field(default_factory=dict)
     val_loss_nats: float | None = None
     measured: bool = False
-    val_chars: int | None = None
     target_val_bpc: float | None = None
     note: str = ""
     samples: list[Sample] = field(default_factory=list)
@@ -103,7 +102,7 @@ def _measure(row: Row, ck: Checkpoint) -> None:
         return
     except NotThisCorpus as exc:
         raise CardError(f"{row.label}: {exc}") from None
-    row.val_loss_nats, row.val_chars, row.measured = result.loss_nats, result.chars, True
+    row.val_loss_nats, row.measured = result.loss_nats, True
 
 
 def _samples(ck: Checkpoint, corpus_name: str, seed: int, length: int) -> tuple[str, list[Sample]]:
@@ -193,12 +192,16 @@ def _fmt(value: float | None, spec: str) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     minutes = seconds / 60
     return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def _parent(info: dict) -> str:
-    parent = info.get("parent")
+    if "parent" not in info:
+        return "-"
+    parent = info["parent"]
     if not parent:
         return "trained from scratch"
     if isinstance(parent, dict):
@@ -249,7 +252,7 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
     lines += [
         f"- Checkpoint: `{Path(row.checkpoint).name}` ({info.get('storage_dtype', 'float32')} weights), "
         f"{_parent(info)}.",
-        f"- Data: {corpus.description.lower()}; {corpus.source}. Cleaning: {corpus.cleaning}",
+        f"- Data: {corpus.description}. Source: {corpus.source}. Cleaning: {corpus.cleaning}",
         f"- Training text: {_fmt(train_chars, ',.0f')} characters; held-out split: {corpus.held_out} "
         f"({_fmt(info.get('val_chars'), ',.0f')} characters, never trained on).",
         f"- Architecture: {architecture(row.config)}; {_fmt(info.get('n_params'), ',.0f')} parameters.",
@@ -260,7 +263,7 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
     ]
     if row.measured:
         lines.append(f"- Held-out loss: **{row.val_loss_nats:.4f} nats/char = {row.bpc:.4f} bits/char**, measured "
-                     f"for this card over the whole held-out split ({row.val_chars:,} characters) with "
+                     f"for this card over the whole held-out split with "
                      f"`evaluate_loss`, as `charbot eval {show_path(row.checkpoint)} {row.corpus}` does.")
         if row.recorded is not None:
             ok = abs(row.recorded - row.val_loss_nats) <= REPRODUCE_TOLERANCE

@@ -65,3 +65,16 @@ def register_mini(monkeypatch, tmp_path: Path, name: str = "mini", seed: int = 0
     if write:
         path.write_bytes(raw)
     return Mini(name, corpus, path, raw, data_dir)
+
+
+def train_tiny(name: str, out: Path, steps: int = 6, init_from: Path | None = None) -> Path:
+    """A tiny model trained for a few steps on registered corpus ``name`` (about a second on CPU)."""
+    from charbot.corpora.registry import load_corpus
+    from charbot.model.network import ModelConfig
+    from charbot.model.train import TrainConfig, train
+
+    cfg = TrainConfig(n_seqs=4, n_steps=16, max_steps=steps, eval_every=3, warmup_steps=2, patience=100,
+                      device="cpu", seed=3)
+    model_cfg = ModelConfig(embed_size=8, hidden_size=24, n_layers=2, dropout=0.0)
+    train(load_corpus(name), out, cfg, None if init_from else model_cfg, init_from=init_from, progress_bar=False)
+    return out

@@ -1,0 +1,135 @@
+"""The model card is made from the checkpoints alone: metadata, measured losses, seeded samples, experiments."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from charbot.card import CardError, build_card
+from charbot.cli import main
+from charbot.corpora import registry
+from charbot.heldout import heldout_codes
+from charbot.model.checkpoint import load_checkpoint
+from charbot.model.evaluate import bits, evaluate_loss
+from charbot.ship import ship
+from tests.corpora.mini import register_mini, train_tiny
+
+
+@pytest.fixture
+def shipped(monkeypatch, tmp_path):
+    """Made-up corpora only: 'mini' shipped from scratch, 'sequel' fine-tuned from it, 'later' not shipped."""
+    for name in list(registry.CORPORA):
+        monkeypatch.delitem(registry.CORPORA, name)
+    register_mini(monkeypatch, tmp_path, name="mini", seed=0)
+    register_mini(monkeypatch, tmp_path, name="sequel", seed=1)
+    register_mini(monkeypatch, tmp_path, name="later", seed=2)
+    ckdir = tmp_path / "checkpoints"
+    monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(ckdir))
+    runs = tmp_path / "runs"
+    base = train_tiny("mini", runs / "mini.safetensors")
+    tuned = train_tiny("sequel", runs / "sequel-tuned.safetensors", steps=3, init_from=base)
+    scratch = train_tiny("sequel", runs / "sequel-scratch.safetensors", steps=3)
+    ship(base, "mini")
+    ship(tuned, "sequel")
+    return {"dir": ckdir, "base": base, "tuned": tuned, "scratch": scratch, "tmp": tmp_path}
+
+
+def test_card_reports_each_shipped_checkpoint_from_its_metadata(shipped):
+    card = build_card(shipped["dir"])
+    for name in ("mini", "sequel"):
+        ck = load_checkpoint(shipped["dir"] / f"{name}.safetensors")
+        codes, _ = heldout_codes(ck.info, name)
+        loss = evaluate_loss(ck.model, codes)
+        section = card.split(f"## {name}:")[1].split("\n## ")[0]
+        assert f"{loss:.4f} nats/char = {bits(loss):.4f} bits/char" in section
+        assert "reproduced within 0.01" in section
+        assert f"{ck.model.n_params():,} parameters" in section
+        assert "2-layer LSTM, hidden 24, embedding 8" in section
+        assert f"{ck.info['train_chars']:,} characters" in section
+        assert f"{ck.info['chars_seen']:,} characters seen" in section
+        assert f"on {ck.info['device']}" in section
+        assert "bfloat16 weights" in section
+    assert "trained from scratch" in card.split("## mini:")[1].split("\n## ")[0]
+    assert f"fine-tuned from {shipped['base']}" in card.split("## sequel:")[1]
+    assert "Not shipped yet" in card.split("## later:")[1]
+
+
+def test_card_has_three_seeded_samples_per_checkpoint_and_they_repeat(shipped):
+    card = build_card(shipped["dir"], seed=7, length=60)
+    again = build_card(shipped["dir"], seed=7, length=60)
+    strip_date = re.compile(r" on \S+ from the checkpoints")
+    assert strip_date.sub("", card) == strip_date.sub("", again)
+    section = card.split("## mini:")[1].split("\n## ")[0]
+    assert re.findall(r"^Temperature (\S+) \(ended by", section, re.MULTILINE) == ["0.5", "0.8", "1.0"]
+    assert 'seed 7, prime "The fox"' in section
+    other = build_card(shipped["dir"], seed=8, length=60)
+    assert other.split("## mini:")[1].split("Temperature 0.5")[1] != section.split("Temperature 0.5")[1]
+
+
+def test_card_reports_targets_and_whether_they_are_met(shipped):
+    ck = load_checkpoint(shipped["dir"] / "mini.safetensors")
+    bpc = ck.info["val_bpc"]
+    card = build_card(shipped["dir"], targets={"mini": bpc + 0.5, "sequel": 0.1})
+    assert "Target: <= " in card
+    assert card.split("## mini:")[1].split("\n## ")[0].count("met: yes") == 1
+    assert card.split("## sequel:")[1].split("\n## ")[0].count("met: no") == 1
+
+
+def test_card_adds_experiment_rows_measured_or_reported(shipped):
+    experiments = shipped["tmp"] / "experiments.json"
+    experiments.write_text(json.dumps({"experiments": [
+        {"label": "sequel from scratch", "checkpoint": str(shipped["scratch"]), "note": "same steps, no parent"},
+        {"label": "sequel fine-tuned", "checkpoint": str(shipped["tuned"])},
+        {"label": "classic notebook", "corpus": "sequel", "val_loss_nats": 3.5, "train_seconds": 60},
+    ]}))
+    card = build_card(shipped["dir"], experiments=experiments)
+    table = card.split("## Experiments")[1]
+    scratch = load_checkpoint(shipped["scratch"])
+    loss = evaluate_loss(scratch.model, heldout_codes(scratch.info, "sequel")[0])
+    row = next(line for line in table.splitlines() if line.startswith("| sequel from scratch"))
+    assert f"| {loss:.4f} |" in row and "trained from scratch" in row
+    row = next(line for line in table.splitlines() if line.startswith("| sequel fine-tuned"))
+    assert "fine-tuned from" in row
+    row = next(line for line in table.splitlines() if line.startswith("| classic notebook"))
+    assert "3.5000 (reported)" in row and "1.0 min" in row
+    assert "same steps, no parent" in table
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("not json", "not valid JSON"),
+    ('{"rows": []}', "expected a list"),
+    ('[{"corpus": "sequel"}]', "give \\\"checkpoint\\\""),
+    ('[{"corpus": "poems", "val_loss_nats": 1}]', "unknown corpus 'poems'"),
+    ('[{"corpus": "sequel", "val_loss_nats": "low"}]', "must be a finite number"),
+])
+def test_malformed_experiments_are_named(shipped, content, problem):
+    path = shipped["tmp"] / "bad.json"
+    path.write_text(content)
+    with pytest.raises(CardError, match=problem):
+        build_card(shipped["dir"], experiments=path)
+
+
+def test_card_without_any_shipped_checkpoint_says_how_to_ship(tmp_path, monkeypatch):
+    register_mini(monkeypatch, tmp_path)
+    with pytest.raises(CardError, match="charbot ship"):
+        build_card(tmp_path / "empty")
+
+
+def test_card_falls_back_to_the_recorded_loss_when_the_corpus_is_absent(shipped):
+    (shipped["tmp"] / "data" / "sequel.txt").unlink()
+    card = build_card(shipped["dir"])
+    section = card.split("## sequel:")[1]
+    recorded = load_checkpoint(shipped["dir"] / "sequel.safetensors").info["val_loss_nats"]
+    assert f"{recorded:.4f} nats/char" in section and "not re-measured" in section
+
+
+def test_card_command_writes_model_card_md(shipped, capsys):
+    assert main(["card", "--target", "mini=9", "--length", "40"]) == 0
+    out = shipped["dir"] / "MODEL_CARD.md"
+    assert f"wrote {out}" in capsys.readouterr().out
+    text = out.read_text()
+    assert text.startswith("# charbot model card") and "`charbot card --target mini=9 --length 40`" in text
+    assert main(["card", "--target", "mini"]) == 2
+    assert "NAME=BITS_PER_CHAR" in capsys.readouterr().err
