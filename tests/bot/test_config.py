@@ -141,3 +141,23 @@ def test_cli_prints_one_line_for_a_missing_token(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.strip() == ("charbot run: error: DISCORD_TOKEN is not set: put DISCORD_TOKEN=... in .env (copy it "
                            "from https://discord.com/developers/applications > your app > Bot > Reset Token)")
+
+
+def test_env_example_documents_every_setting_and_loads_as_the_defaults():
+    from pathlib import Path
+
+    from charbot.bot.config import BotConfig
+
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    lines = example.read_text().splitlines()
+    names = [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+    for i, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            assert lines[i - 1].startswith("#") or lines[i - 2].startswith("#"), f"{line!r} has no comment"
+    import charbot.bot.config as config_module
+
+    source = Path(config_module.__file__).read_text()
+    for name in names:
+        assert f'"{name}"' in source, f"{name} is documented but never read"
+    loaded = load_config(example, {}, require_token=False)
+    assert repr(loaded) == repr(BotConfig(corpora=loaded.corpora))
