@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import discord
 import torch
@@ -26,9 +26,31 @@ from charbot.bot.endpoints import discord_endpoints
 from charbot.bot.store import Store
 from charbot.model.checkpoint import save_checkpoint
 from charbot.model.network import CharLSTM, ModelConfig
-from tests.bot.fake_discord import FakeDiscord, FakeDiscordError, FakeInteraction, FakeUser, RecordedRequest
+from tests.bot.fake_discord import (
+    CALLBACK_MESSAGE,
+    EPHEMERAL,
+    FakeDiscord,
+    FakeDiscordError,
+    FakeInteraction,
+    FakeUser,
+    RecordedRequest,
+)
 
 CORPORA = ("tale", "faq", "novel")
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 20.0, what: str = "a condition") -> T:
+    """Poll ``check`` until it returns something truthy; for effects (database rows) no event announces."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise FakeDiscordError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def write_checkpoints(folder: Path, hidden_size: int = 32, n_layers: int = 1) -> dict[str, Path]:
@@ -111,6 +133,22 @@ class BotUnderTest:
         submitted = await self.fake.submit_modal(opened, values)
         return await submitted.wait_callback(timeout=30)
 
+    def private_answer(self, inter: FakeInteraction) -> str:
+        """The text of an answer only the caller sees; fails if the bot answered any other way."""
+        assert [r.status for r in inter.requests] == [200], [(r.key, r.status, r.json) for r in inter.requests]
+        callback = inter.callbacks[0].json
+        assert callback["type"] == CALLBACK_MESSAGE, callback
+        assert callback["data"].get("flags", 0) & EPHEMERAL, f"answer is public: {callback}"
+        return callback["data"]["content"]
+
+    def public_answer(self, inter: FakeInteraction) -> str:
+        """The text of an answer everyone in the channel sees, sent as the interaction's response."""
+        assert [r.status for r in inter.requests] == [200], [(r.key, r.status, r.json) for r in inter.requests]
+        callback = inter.callbacks[0].json
+        assert callback["type"] == CALLBACK_MESSAGE, callback
+        assert not callback["data"].get("flags", 0) & EPHEMERAL, f"answer is private: {callback}"
+        return callback["data"]["content"]
+
     def final(self, inter: FakeInteraction) -> str:
         """What the person sees as the command's answer now."""
         assert inter.original is not None, f"no response message for {inter.payload['data'].get('name')}"
@@ -120,7 +158,7 @@ class BotUnderTest:
 @contextlib.asynccontextmanager
 async def bot_on_fake(
     tmp_path: Path,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | Callable[[FakeDiscord], dict[str, str]] | None = None,
     heartbeat_interval_ms: int = 500,
     checkpoints: dict[str, Path] | None = None,
 ) -> AsyncIterator[BotUnderTest]:
@@ -142,8 +180,8 @@ async def bot_on_fake(
                 "CHARBOT_SHUTDOWN_GRACE": "5",
                 "CHARBOT_DISCORD_API": fake.api_base,
                 "CHARBOT_DISCORD_GATEWAY": fake.gateway_url,
-                **(env or {}),
             }
+            environ.update(env(fake) if callable(env) else env or {})
             config = load_config(env_file=None, environ=environ)
             assert config.token is not None
             with discord_endpoints(config.discord_api, config.discord_gateway):

@@ -581,6 +581,8 @@ class FakeDiscord:
             }
             if guild_id:
                 cmd["guild_id"] = guild_id
+            if cmd["default_member_permissions"] is not None:
+                cmd["default_member_permissions"] = str(cmd["default_member_permissions"])  # Discord answers strings
             stored.append(cmd)
         self.commands[guild_id] = stored
         return self._json(stored)
