@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "charbot.commands.ship",
     "charbot.commands.card",
     "charbot.commands.bot",
+    "charbot.commands.bench",
+    "charbot.commands.finetune",
 ]
 
 

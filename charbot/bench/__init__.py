@@ -1,0 +1,7 @@
+"""``charbot bench``: generation, concurrency, training and fidelity figures in one run.
+
+Absolute speeds depend on the machine and on what else it is doing, so every figure that
+matters is a ratio against the classic notebook recipe (``shared/baselines/classic_charrnn.py``)
+measured in the same run, on the same machine, at the same sizes. :func:`run.run_bench`
+collects everything; :mod:`report` writes it as JSON and as a Markdown table.
+"""

@@ -1,0 +1,229 @@
+"""One benchmark run: every section, side by side, with the machine's state recorded."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from charbot.bench import classic, concurrent, fidelity, generation, training
+from charbot.bench.stats import ratio
+from charbot.model.charset import VOCAB_SIZE
+from charbot.model.checkpoint import Checkpoint, load_checkpoint
+from charbot.model.network import CharLSTM, ModelConfig
+
+SECTIONS = ("single", "concurrent", "train", "fidelity")
+TARGETS = {
+    "single_vs_classic": 25.0,
+    "concurrent32_chars_per_s": 15_000.0,
+    "loop_lag_p99_ms": 20.0,
+    "train_vs_classic": 1.3,
+    "gpu_ms_per_char": 0.1,
+    "gpu_train_chars_per_s": 1_500_000.0,
+}
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. ``quick`` shrinks every count so the run takes seconds (for CI)."""
+
+    out: Path = Path("bench")
+    quick: bool = False
+    models: list[str] | None = None  # checkpoint paths; None: the shipped ones
+    sizes: list[tuple[int, int]] = field(default_factory=lambda: [(2, 512)])  # (layers, hidden), random weights
+    chars: int = 400
+    repeats: int = 3
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    train_seconds: float = 20.0
+    train_text: Path | None = None
+    train_seqs: int = 128
+    train_steps: int = 100
+    classic_script: Path | None = None
+    threads: int | None = None
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    sections: tuple[str, ...] = SECTIONS
+    agreement_seeds: int = 8
+    agreement_chars: int = 200
+    kl_chars: int = 2000
+
+    def shrink(self) -> None:
+        """The quick version of this run."""
+        self.chars = min(self.chars, 80)
+        self.repeats = 1
+        self.concurrency = tuple(min(n, 4) for n in self.concurrency[:2]) or (1,)
+        self.train_seconds = min(self.train_seconds, 2.0)
+        self.train_seqs, self.train_steps = min(self.train_seqs, 8), min(self.train_steps, 20)
+        self.agreement_seeds, self.agreement_chars, self.kl_chars = 2, 40, 200
+
+
+@dataclass
+class BenchModel:
+    name: str
+    source: str
+    checkpoint: Checkpoint
+
+    @property
+    def size(self) -> str:
+        return f"{self.checkpoint.config.n_layers}x{self.checkpoint.config.hidden_size}"
+
+
+def shipped_paths() -> list[Path]:
+    """The shipped checkpoints (``charbot.shipped``'s folder, else ``checkpoints/``)."""
+    try:
+        from charbot.shipped import checkpoint_dir
+
+        folder = checkpoint_dir()
+    except ImportError:
+        folder = classic.PROJECT_ROOT / "checkpoints"
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def load_models(cfg: BenchConfig) -> list[BenchModel]:
+    paths = shipped_paths() if cfg.models is None else [Path(p) for p in cfg.models]
+    models = [BenchModel(p.name.removesuffix(".safetensors"), str(p), load_checkpoint(p)) for p in paths]
+    for layers, hidden in cfg.sizes:
+        torch.manual_seed(0)
+        config = ModelConfig(hidden_size=hidden, n_layers=layers, embed_size=min(64, hidden), dropout=0.0)
+        model = CharLSTM(config).eval()
+        models.append(BenchModel(f"reference {layers}x{hidden}", "random weights", Checkpoint(model, config)))
+    return models
+
+
+def default_train_text() -> Path | None:
+    try:
+        from charbot.corpora.registry import find_corpus_file
+
+        return find_corpus_file("tale")
+    except (ImportError, KeyError):
+        return None
+
+
+def machine() -> dict:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "load_avg": load,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
+    """Measure every section in ``cfg.sections``; return the results (see :mod:`report`)."""
+    if cfg.quick:
+        cfg.shrink()
+    if cfg.threads is None:
+        from charbot.model.train import auto_threads
+
+        cfg.threads = auto_threads()
+    script = classic.find_script(cfg.classic_script)
+    results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+                     "machine_start": machine(), "classic_script": str(script) if script else None,
+                     "targets": TARGETS, "notes": []}
+    if script is None:
+        results["notes"].append("classic baseline script not found: ratios are missing")
+    models = load_models(cfg)
+    say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
+        + f"; {cfg.threads} thread(s)")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    results["section_seconds"] = timings
+    mark = time.perf_counter()
+    if "single" in cfg.sections:
+        results["single"] = [_single(m, cfg, script, say) for m in models]
+        timings["single"], mark = time.perf_counter() - mark, time.perf_counter()
+    if "concurrent" in cfg.sections:
+        results["concurrent"] = []
+        for m in models:
+            for precision in cfg.precisions:
+                say(f"concurrent: {m.name} {precision}")
+                rows = concurrent.concurrent_replies(
+                    m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
+                    threads=cfg.threads, min_replies=1 if cfg.quick else 32)
+                results["concurrent"] += [{"model": m.name, "size": m.size, **row} for row in rows]
+        timings["concurrent"], mark = time.perf_counter() - mark, time.perf_counter()
+    if "train" in cfg.sections:
+        results["train"] = _train(models, cfg, script, say)
+        timings["train"], mark = time.perf_counter() - mark, time.perf_counter()
+    if "fidelity" in cfg.sections:
+        results["fidelity"] = []
+        for m in models:
+            say(f"fidelity: {m.name}")
+            kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in ("fp32", "bf16")]
+            agree = fidelity.agreement(m.checkpoint, cfg.agreement_seeds, cfg.agreement_chars)
+            results["fidelity"].append({"model": m.name, "size": m.size, "kl": kls, "agreement": agree})
+        timings["fidelity"] = time.perf_counter() - mark
+    results["seconds"] = time.perf_counter() - started
+    results["machine_end"] = machine()
+    return results
+
+
+def _corpus_of(m: BenchModel) -> str:
+    corpus = m.checkpoint.info.get("corpus")
+    try:
+        from charbot.corpora.registry import CORPORA
+    except ImportError:
+        return "tale"
+    return corpus if corpus in CORPORA else "tale"
+
+
+def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> dict:
+    c = m.checkpoint.config
+    say(f"single reply: {m.name}")
+    row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
+    for precision in cfg.precisions:
+        row[precision] = generation.engine_single(m.checkpoint, cfg.chars, cfg.repeats, precision=precision,
+                                                  threads=cfg.threads)
+    ref_chars = min(cfg.chars, 100 if cfg.quick else 400)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        row["reference"] = generation.reference_single(m.checkpoint, ref_chars)
+    finally:
+        torch.set_num_threads(torch_threads)
+    if script is not None:
+        try:
+            row["classic"] = classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE, cfg.chars,
+                                                    cfg.threads)
+        except classic.BaselineError as exc:
+            row["classic_error"] = str(exc)
+    base = row.get("classic", {}).get("chars_per_s")
+    for precision in cfg.precisions:
+        row[precision]["vs_classic"] = ratio(row[precision]["chars_per_s"], base)
+        row[precision]["vs_reference"] = ratio(row[precision]["chars_per_s"], row["reference"]["chars_per_s"])
+    if torch.cuda.is_available():
+        say(f"single reply on GPU: {m.name}")
+        row["cuda"] = generation.engine_single(m.checkpoint, cfg.chars, cfg.repeats, device="cuda")
+    return row
+
+
+def _train(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> list[dict]:
+    text = cfg.train_text or default_train_text()
+    if text is None:
+        return [{"error": "no training text: pass --train-text FILE"}]
+    rows = []
+    sizes = sorted({(m.checkpoint.config.n_layers, m.checkpoint.config.hidden_size) for m in models})
+    for layers, hidden in sizes:
+        say(f"training: {layers}x{hidden}, batch {cfg.train_seqs}x{cfg.train_steps}, {cfg.train_seconds:g} s each")
+        row: dict = {"size": f"{layers}x{hidden}", "text": str(text)}
+        row["ours"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
+                                            cfg.train_seconds, threads=cfg.threads)
+        if script is not None:
+            try:
+                row["classic"] = classic.classic_train(script, text, hidden, layers, cfg.train_seqs, cfg.train_steps,
+                                                       cfg.train_seconds, cfg.threads)
+            except classic.BaselineError as exc:
+                row["classic_error"] = str(exc)
+        row["vs_classic"] = ratio(row["ours"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
+        if torch.cuda.is_available():
+            row["cuda"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
+                                                cfg.train_seconds, device="cuda")
+        rows.append(row)
+    return rows

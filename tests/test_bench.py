@@ -1,0 +1,83 @@
+"""``charbot bench --quick`` runs every section at a tiny size and writes valid JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from charbot.bench.classic import BaselineError, find_script, run_classic
+from charbot.bench.stats import percentile
+from charbot.cli import main
+
+
+def test_percentile_interpolates():
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+    assert math.isnan(percentile([], 50))
+
+
+FAKE_CLASSIC = """
+import json, sys
+what = sys.argv[1]
+print("some chatter first")
+print(json.dumps({"what": "classic-" + what, "chars_per_s": 100.0 if what == "sample" else 1000.0,
+                  "ms_per_char": 10.0, "argv": sys.argv[1:]}))
+"""
+
+
+def test_classic_baseline_is_found_beside_the_project():
+    script = find_script()
+    assert script is None or script.name == "classic_charrnn.py" and script.parent.name == "baselines"
+
+
+def test_classic_failure_is_reported(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nprint('no json here')\nsys.exit(3)\n")
+    with pytest.raises(BaselineError, match="exit 3"):
+        run_classic(bad, ["sample"], timeout_s=30)
+    bad.write_text("print('no json here')\n")
+    with pytest.raises(BaselineError, match="no JSON"):
+        run_classic(bad, ["sample"], timeout_s=30)
+
+
+def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
+    """Every section at a tiny size; the classic side is a stand-in script with known speeds
+    (the real one takes seconds just to import torch) so the ratios can be checked exactly."""
+    text = tmp_path / "text.txt"
+    text.write_text(repeating_text * 3)
+    classic = tmp_path / "classic.py"
+    classic.write_text(FAKE_CLASSIC)
+    out = tmp_path / "bench"
+    code = main(["bench", "--quick", "--models", "--size", "1x16", "--chars", "30", "--train-seconds", "0.5",
+                 "--train-text", str(text), "--out", str(out), "--threads", "1", "--classic", str(classic), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((out / "bench.json").read_text())
+    assert printed == {"json": str(out / "bench.json"), "markdown": str(out / "bench.md")}
+    (single,) = results["single"]
+    assert single["size"] == "1x16"
+    for precision in ("fp32", "bf16"):
+        assert single[precision]["chars_per_s"] > 0
+    assert {r["replies"] for r in results["concurrent"]} == {1, 4}
+    assert all(r["aggregate_chars_per_s"] > 0 and r["loop_lag_p99_ms"] >= 0 for r in results["concurrent"])
+    assert results["train"][0]["ours"]["chars_per_s"] > 0
+    fid = results["fidelity"][0]
+    assert fid["kl"][0]["kl_max"] < 1e-4 and fid["agreement"]["engine_equals_generate"] == 2
+    assert single["fp32"]["vs_classic"] == pytest.approx(single["fp32"]["chars_per_s"] / 100.0)
+    assert single["classic"]["argv"] == ["sample", "--hidden", "16", "--layers", "1", "--vocab", "96", "--chars", "30"]
+    train = results["train"][0]
+    assert train["vs_classic"] == pytest.approx(train["ours"]["chars_per_s"] / 1000.0)
+    assert train["classic"]["argv"][:2] == ["train", "--text"]
+    md = (out / "bench.md").read_text()
+    for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity"):
+        assert heading in md
+    assert "| reference 1x16 | 1x16 |" in md
+
+
+def test_bench_refuses_bad_options(tmp_path, capsys):
+    assert main(["bench", "--size", "2by512", "--out", str(tmp_path)]) == 2
+    assert "LAYERSxHIDDEN" in capsys.readouterr().err
+    assert main(["bench", "--train-text", str(tmp_path / "missing.txt"), "--out", str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
