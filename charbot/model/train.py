@@ -254,7 +254,8 @@ def _plot(out: Path, history: list[dict], title: str) -> None:
     ax.set_ylabel("loss (nats/char)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train_pts or val_pts:
+        ax.legend()
     fig.tight_layout()
     tmp = plot_path(out).with_suffix(".tmp.png")
     try:
@@ -527,9 +528,12 @@ def _train(
                     if bad_evals >= cfg.patience:
                         stopped = "early-stop"
                         break
-    if bar is not None:
-        bar.close()
     elapsed = elapsed_before + time.perf_counter() - run_start
+    if bar is not None:
+        if stopped == "budget":  # the bar last moved at a logged step; the budget ran out after it
+            bar.n = 1000
+            bar.set_description_str(f"{tqdm.format_interval(elapsed)} step {step}; validating", refresh=True)
+        bar.close()
     if stopped != "interrupted" and last_eval_step != step:
         # the budget ran out between validations: the last weights still deserve their chance
         val_loss = evaluate_loss(model, val_eval)
