@@ -279,10 +279,13 @@ class FinetuneManager:
         try:
             async for event in proc.events():
                 kind = event["event"]
-                if kind == "phase":
+                if kind == "started":
+                    with contextlib.suppress(Exception):
+                        await self.store.set_progress(job.id, {"pid": event["pid"]})
+                elif kind == "phase":
                     job.phase = "cancelling" if job.cancel_reason else event["phase"]
                 elif kind == "progress":
-                    job.progress = {k: v for k, v in event.items() if k != "event"}
+                    job.progress = {k: v for k, v in event.items() if k != "event"} | {"pid": proc.pid}
                     if time.monotonic() - last_saved > PROGRESS_SAVE_S:
                         last_saved = time.monotonic()
                         with contextlib.suppress(Exception):
@@ -374,6 +377,43 @@ class FinetuneManager:
             for n in doomed:
                 vdir.remove(n)
         return doomed
+
+    async def import_checkpoint(self, corpus: str, source: Path, started_by: str) -> Served:
+        """Add a checkpoint made elsewhere (``charbot finetune --out`` on a bigger machine) as the
+        next version and serve it; it passes the same check as one made here."""
+        if corpus in self.jobs:
+            raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first")
+        try:
+            ck, _ = await asyncio.to_thread(verify_checkpoint, source)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"{source} cannot be served: {exc.problem}") from None
+        parent = await self.served(corpus)
+        vdir = self.versions_dir(corpus)
+        number = max([await self.store.max_version(corpus), *vdir.on_disk(), 0]) + 1
+        path = await asyncio.to_thread(vdir.install, source, number)
+        try:
+            await asyncio.to_thread(verify_checkpoint, path)
+        except CheckpointError as exc:
+            vdir.remove(number)
+            raise FinetuneRefused(f"the copy of {source} failed its check: {exc.problem}") from None
+        made = ck.info.get("finetune") or {}
+        row = VersionRow(
+            corpus=corpus, version=number, path=str(path), parent_version=parent.version or None,
+            parent_path=str(parent.path), job_id=None, started_by=started_by, contributions=0,
+            train_chars=int(made.get("train_chars") or 0), heldout_chars=int(made.get("heldout_chars") or 0),
+            losses={k: made[k] for k in ("before", "after", "corpus_heldout_chars", "corpus_note") if k in made}
+            | {"imported_from": str(source)},
+            created=utc_now(), served=True, pruned=False,
+        )
+        await self.store.record_version(None, row)
+        served = Served(corpus, number, path)
+        try:
+            await self._serve(corpus, path, number)
+        except Exception:
+            await self.store.set_served(corpus, parent.version)
+            raise
+        await self._prune(corpus)
+        return served
 
     # ---- rollback -----------------------------------------------------------------------
 

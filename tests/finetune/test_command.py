@@ -1,0 +1,147 @@
+"""``charbot finetune`` as an operator runs it, and what a killed bot (or CLI) leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from charbot.bot.finetune_store import FinetuneStore
+from charbot.bot.store import Store
+from charbot.finetune.manager import FinetuneManager
+from charbot.finetune.settings import FinetuneSettings
+from charbot.model.checkpoint import load_checkpoint
+from tests.finetune.conftest import contributed_texts
+
+FAST = ["--max-epochs", "3", "--lr", "1e-2", "--threads", "1"]
+
+
+@pytest.fixture
+def setup(tmp_path, base_checkpoint):
+    """A bot database with contributions and a checkpoints folder holding the base tale model."""
+    db = tmp_path / "charbot.db"
+
+    async def fill() -> None:
+        async with await Store.open(db) as store:
+            for text in contributed_texts():
+                await store.add_contribution(1, 2, 3, "tale", text, "modal")
+
+    asyncio.run(fill())
+    ckdir = tmp_path / "checkpoints"
+    ckdir.mkdir()
+    shutil.copy(base_checkpoint, ckdir / "tale.safetensors")
+    return tmp_path, db, ckdir
+
+
+def charbot(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "charbot.cli", "finetune", *args, "--env-file", "/nonexistent"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture
+def run(capsys):
+    """``charbot finetune ...`` in this process: exit code, stdout, stderr."""
+    from charbot.cli import main
+
+    def call(*args: str) -> tuple[int, str, str]:
+        code = main(["finetune", *args, "--env-file", "/nonexistent"])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def test_finetune_from_the_command_line_and_ship_the_result(setup, run):
+    tmp, db, ckdir = setup
+    common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(tmp / "state")]
+    code, out, err = run("tale", *common, "--minutes", "2", *FAST, "--out", str(tmp / "ship" / "tale-v1.safetensors"),
+                         "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["state"] == "done" and result["version"] == 1
+    report = result["report"]
+    assert report["after"]["contributed"] < report["before"]["contributed"]
+    assert (report["after"]["corpus"] is None) == (report["corpus_note"] is not None)
+    shipped = load_checkpoint(tmp / "ship" / "tale-v1.safetensors")
+    assert shipped.info["finetune"]["after"]["contributed"] == report["after"]["contributed"]
+
+    # Another bot machine installs the shipped file as its next version.
+    other = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(tmp / "other")]
+    code, out, err = run("tale", *other, "--install", str(tmp / "ship" / "tale-v1.safetensors"))
+    assert code == 0, err
+    assert "tale: now serving v2" in out  # v1 is taken in this shared database
+    code, out, _ = run("tale", *common, "--rollback", "0")
+    assert code == 0 and "now serving base" in out
+    code, out, _ = run("tale", *common, "--list")
+    assert "serving base" in out and "v1: from base" in out and "job 1: done, by cli:" in out
+
+
+def test_too_little_text_is_one_clear_line(setup, run):
+    tmp, db, ckdir = setup
+    code, out, err = run("tale", "--db", str(db), "--checkpoints", str(ckdir), "--min-chars", "100000")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "fine-tuning needs at least 100,000" in err and "more" in err
+    code, _, err = run("tale", "--db", str(tmp / "nope.db"))
+    assert code == 2 and "no such database" in err
+
+
+def _job_row(db: Path) -> tuple | None:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT id, state, progress, error FROM jobs ORDER BY id DESC LIMIT 1").fetchone()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in state
+
+
+def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_recovers(setup, run):
+    tmp, db, ckdir = setup
+    state = tmp / "state"
+    common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(state)]
+    owner = charbot("tale", *common, "--minutes", "5", "--max-epochs", "100000", "--patience", "100000",
+                    "--lr", "1e-2", "--threads", "1")
+    deadline = time.monotonic() + 120
+    while True:  # until the job is training
+        row = _job_row(db)
+        if row and row[2] and "step" in json.loads(row[2]):
+            break
+        assert owner.poll() is None and time.monotonic() < deadline, owner.stderr.read() if owner.poll() else "slow"
+        time.sleep(0.1)
+    child = json.loads(row[2])["pid"]
+    os.kill(owner.pid, signal.SIGKILL)  # the whole "bot": the process that owns the job
+    owner.wait()
+    deadline = time.monotonic() + 60
+    while not _gone(child):  # the training process notices and stops by itself
+        assert time.monotonic() < deadline, "the training process outlived its owner"
+        time.sleep(0.1)
+    assert _job_row(db)[1] == "running"  # nobody recorded the end yet
+
+    async def restart() -> None:
+        async with await Store.open(db) as store:
+            fstore = FinetuneStore(store)
+            manager = FinetuneManager(fstore, FinetuneSettings(state_dir=state), lambda c: ckdir / f"{c}.safetensors")
+            stale = await manager.recover()
+            assert [j.id for j in stale] == [row[0]]
+            job = await fstore.job(row[0])
+            assert job.state == "failed" and "interrupted" in job.error and "not changed" in job.error
+            assert (await manager.served("tale")).version == 0
+            assert len(await store.contributions(corpus="tale")) == 8
+            assert not (state / "finetune-jobs" / str(row[0])).exists()
+
+    asyncio.run(restart())
+    code, out, err = run("tale", *common, "--minutes", "2", *FAST)  # the next job works
+    assert code == 0, err
+    assert "now serving v1" in out
