@@ -27,7 +27,7 @@ def run(args) -> int:  # noqa: ANN001
 
     from charbot.model.checkpoint import load_checkpoint
     from charbot.model.device import pick_device
-    from charbot.model.evaluate import bits, evaluate_loss
+    from charbot.model.evaluate import bits, evaluate_loss, scored_chars
 
     ck = load_checkpoint(args.checkpoint, device=pick_device(args.device))
     data = load_text(args.text)
@@ -41,9 +41,13 @@ def run(args) -> int:  # noqa: ANN001
     t0 = time.perf_counter()
     nats = evaluate_loss(ck.model, codes, max_chars=args.max_chars)
     seconds = time.perf_counter() - t0
-    n = min(len(codes) - 1, args.max_chars) if args.max_chars else len(codes) - 1
+    n = scored_chars(len(codes), args.max_chars)
     payload = {"checkpoint": args.checkpoint, "text": data.name, "split": split, "chars": n,
                "loss_nats": nats, "bpc": bits(nats), "seconds": round(seconds, 2),
                "recorded_val_loss_nats": ck.info.get("val_loss_nats")}
-    emit(args, payload, f"{data.name} ({split}, {n:,} chars): {nats:.4f} nats/char, {bits(nats):.4f} bits/char")
+    human = f"{data.name} ({split}, {n:,} chars): {nats:.4f} nats/char, {bits(nats):.4f} bits/char"
+    recorded = ck.info.get("val_loss_nats")
+    if split == "val" and recorded is not None and args.max_chars is None:
+        human += f" (recorded at training: {recorded:.4f} nats/char)"
+    emit(args, payload, human)
     return 0

@@ -31,11 +31,10 @@ def evaluate_loss(
     each stream starts from a zero state, exactly as generation starts without a prime.
     """
     if max_chars is not None:
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, got {max_chars}")
         codes = codes[: max_chars + 1]
-    if len(codes) < 2:
-        raise ValueError("need at least 2 characters to evaluate")
-    n_streams = max(1, min(n_streams, (len(codes) - 1) // 64 or 1))
-    length = (len(codes) - 1) // n_streams
+    n_streams, length = stream_layout(len(codes), n_streams)
     device = model.head.weight.device
     x_all = codes[: n_streams * length].view(n_streams, length).to(device)
     y_all = codes[1 : n_streams * length + 1].view(n_streams, length).to(device)
@@ -55,6 +54,26 @@ def evaluate_loss(
     finally:
         model.train(was_training)
     return total / (n_streams * length)
+
+
+def stream_layout(n_codes: int, n_streams: int = EVAL_STREAMS) -> tuple[int, int]:
+    """How many streams of how many predicted characters a text of ``n_codes`` codes is read as.
+
+    Streams get at least 64 characters each; the few characters left over at the end (fewer
+    than the number of streams) are not scored.
+    """
+    if n_codes < 2:
+        raise ValueError(f"need at least 2 characters to evaluate, got {n_codes}")
+    n_streams = max(1, min(n_streams, (n_codes - 1) // 64 or 1))
+    return n_streams, (n_codes - 1) // n_streams
+
+
+def scored_chars(n_codes: int, max_chars: int | None = None, n_streams: int = EVAL_STREAMS) -> int:
+    """Number of characters :func:`evaluate_loss` scores (what its mean is over)."""
+    if max_chars is not None:
+        n_codes = min(n_codes, max_chars + 1)
+    streams, length = stream_layout(n_codes, n_streams)
+    return streams * length
 
 
 def bits(nats: float) -> float:
