@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import secrets
 import threading
 from collections import deque
@@ -33,6 +34,20 @@ log = logging.getLogger(__name__)
 
 PRIME_CHUNK = 1024
 PRIME_IN_BATCH = 1024  # longer primes run their head through nn.LSTM first
+
+
+def default_threads() -> int:
+    """Torch threads for an engine's worker: one on small machines, a few on big ones.
+
+    One reply's step is too small to split well, and on a machine with two cores the event
+    loop (and often other engines) needs the other core: oversubscribed torch threads wait on
+    each other and a step can become ten times slower.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else min(4, cores // 2)
 
 
 class EngineBusy(RuntimeError):
@@ -72,7 +87,7 @@ class Engine:
     ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`charbot.model.fast_step`). ``threads`` sets the worker's torch
-    intra-op threads (None leaves torch's setting).
+    intra-op threads (default: :func:`default_threads`).
     """
 
     def __init__(
@@ -101,7 +116,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.precision = precision
-        self.threads = threads
+        self.threads = threads if threads is not None else default_threads()
         self._fast = FastStep(model, max_batch, self.device, precision)
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._lock = threading.Condition()
@@ -249,9 +264,9 @@ class Engine:
             self._active.append(reply)
         return True
 
+    @torch.no_grad()
     def _run(self) -> None:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)
         while True:
             try:
                 if not self._admit():

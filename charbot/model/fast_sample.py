@@ -24,7 +24,6 @@ class BatchSampler:
 
     def __init__(self, max_batch: int, vocab: int, exact_check: bool = True) -> None:
         self.noise = torch.empty(max_batch, vocab)
-        self.temps = torch.ones(max_batch, 1)
         self.batched = batched_draw_matches() if exact_check else True
 
     def draw(
@@ -43,20 +42,16 @@ class BatchSampler:
                 plain.append(r)
         if not plain:
             return out
-        if len(plain) == n:
-            rows = logits[:n]
-            temps = self.temps[:n]
-            noise = self.noise[:n]
-        else:
-            index = torch.tensor(plain)
-            rows = logits.index_select(0, index)
-            temps = self.temps[: len(plain)]
-            noise = self.noise[: len(plain)]
+        rows = logits[:n] if len(plain) == n else logits.index_select(0, torch.tensor(plain))
+        noise = self.noise[: len(plain)]
         for i, r in enumerate(plain):
-            temps[i, 0] = settings[r].temperature
             noise[i].exponential_(generator=generators[r])
-        probs = torch.softmax(rows / temps, dim=-1)
-        picks = torch.argmax(probs / noise, dim=1).tolist()
+        temps = [settings[r].temperature for r in plain]
+        if len(plain) == 1:
+            scaled = rows / temps[0]
+        else:
+            scaled = rows / torch.tensor(temps, dtype=torch.float32).view(-1, 1)
+        picks = torch.argmax(torch.softmax(scaled, dim=-1) / noise, dim=1).tolist()
         for i, r in enumerate(plain):
             out[r] = picks[i]
         return out

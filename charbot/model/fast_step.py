@@ -147,7 +147,8 @@ class FastStep:
 
     def set_row(self, row: int, state: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor) -> None:
         """Load a primed reply into ``row``: ``state`` as from ``nn.LSTM`` (layers, 1, hidden)."""
-        h, c = state
+        h, c = (t.detach() for t in state)
+        logits = logits.detach()
         self.hs[row].copy_(h.reshape(-1))
         self.cs[:, row].copy_(c.reshape(self.n_layers, self.hidden))
         if self.hs_lo is not None:
@@ -219,7 +220,6 @@ class FastStep:
             v.hs_lo[:, (self.n_layers - 1) * H :].copy_(v.h[-1])
         torch.addmm(self.head_b, v.h[-1], self.head_t, out=v.logits)
 
-    @torch.no_grad()
     def step(self, n: int) -> torch.Tensor:
         """Advance rows ``0..n-1`` by the characters in ``codes[:n]``; return their logits (CPU)."""
         if n < 1:
