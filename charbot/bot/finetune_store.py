@@ -232,10 +232,12 @@ class FinetuneStore:
     # ---- contributions ----------------------------------------------------------------
 
     async def training_texts(self, corpus: str) -> tuple[list[str], int]:
-        """The contributions to learn from, oldest first, and how many were left out because
-        their authors have opted out since."""
+        """The contributions to learn from, oldest first, and how many were left out: messages a
+        listening channel collected from people who have opted out since (what they sent
+        themselves with /contribute stays in, as /optout tells them)."""
         rows = await self.store._fetchall(
-            "SELECT c.text, EXISTS (SELECT 1 FROM opt_outs o WHERE o.guild_id = c.guild_id AND o.user_id = c.user_id) "
+            "SELECT c.text, c.source = 'listen' AND EXISTS (SELECT 1 FROM opt_outs o "
+            "WHERE o.guild_id = c.guild_id AND o.user_id = c.user_id) "
             "FROM contributions c WHERE c.corpus = ? ORDER BY c.id",
             (corpus,),
         )

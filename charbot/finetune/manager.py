@@ -206,7 +206,9 @@ class FinetuneManager:
             try:
                 check_enough(data, s.min_chars)
             except TooLittleText as exc:
-                left_out = f" ({opted_out} from people who opted out are left out)" if opted_out else ""
+                left_out = ""
+                if opted_out:
+                    left_out = f" ({opted_out} messages collected from people who opted out are left out)"
                 raise FinetuneRefused(f"not enough text for {corpus}: {exc}{left_out}. "
                                       "Contribute more with /contribute, then try again.") from None
             parent = await self.served(corpus)

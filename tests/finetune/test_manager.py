@@ -180,12 +180,16 @@ async def test_too_little_text_is_refused_with_the_amount_needed_and_nothing_rec
     assert await env.fstore.recent_jobs() == []
 
 
-async def test_opted_out_contributions_do_not_count(env):
+async def test_collected_messages_of_people_who_opted_out_do_not_count(env):
     manager = await env.open()
-    await env.contribute(contributed_texts())
+    for text in contributed_texts():
+        await env.store.add_contribution(GUILD, CHANNEL, ADMIN, "tale", text, "listen")
     await env.store.set_opt_out(GUILD, ADMIN, True)
-    with pytest.raises(FinetuneRefused, match="8 from people who opted out are left out"):
+    with pytest.raises(FinetuneRefused, match="8 messages collected from people who opted out are left out"):
         await manager.start("tale", "discord:30")
+    await env.contribute(contributed_texts(seed=5))  # what they sent themselves still counts
+    texts, left_out = await env.fstore.training_texts("tale")
+    assert len(texts) == 8 and left_out == 8
 
 
 async def test_one_job_per_corpus_even_across_processes(env):
