@@ -48,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (UserError, CheckpointError, OSError, ValueError, FloatingPointError) as exc:
+        # OSError covers a missing file, a folder given as a file, no permission, a full disk
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the exception held
         if getattr(args, "json", False):
-            print(json.dumps({"error": str(exc)}))
-        print(f"charbot {args.command}: error: {exc}", file=sys.stderr)
+            print(json.dumps({"error": message}))
+        print(f"charbot {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"charbot {args.command}: interrupted", file=sys.stderr)
