@@ -1,0 +1,116 @@
+"""/finetune and /rollback end to end through the fake Discord, with the real job process."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from charbot.bot.cogs.finetune import Finetune
+from tests.bot.e2e_bot import BotUnderTest, eventually
+from tests.bot.fake_discord import EPHEMERAL, MANAGE_GUILD
+from tests.finetune.conftest import contributed_texts
+
+ADMIN_ONLY = "Only server admins"
+ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}
+QUICK = {"max_epochs": 4, "lr": 1e-2, "corpus_eval_chars": 2000}
+
+
+@pytest.fixture(autouse=True)
+def _settings(monkeypatch):
+    monkeypatch.setenv("CHARBOT_FINETUNE_STATUS_INTERVAL", "1")
+    monkeypatch.setenv("CHARBOT_FINETUNE_NICE", "1")
+
+
+def cog(world: BotUnderTest) -> Finetune:
+    found = world.bot.get_cog("Finetune")
+    assert found is not None, "the finetune cog was not loaded"
+    return found
+
+
+async def contribute(world: BotUnderTest, texts: list[str]) -> None:
+    for text in texts:
+        await world.store.add_contribution(world.guild, world.channel(), int(world.fake.member.id), "tale", text,
+                                           "modal")
+
+
+def channel_posts(world: BotUnderTest) -> list[str]:
+    return [m["content"] for m in world.fake.channel_messages.get(str(world.channel()), {}).values()]
+
+
+async def tale(world: BotUnderTest) -> str:
+    inter = await world.run("tale", {"prompt": "The king", "temperature": 0, "length": 80})
+    return world.final(inter)
+
+
+async def test_only_admins_may_finetune_or_roll_back(world: BotUnderTest) -> None:
+    for name in ("finetune", "rollback"):
+        assert world.fake._find_command(name)["default_member_permissions"] == str(MANAGE_GUILD)
+    await contribute(world, contributed_texts())
+    for command, options in (("finetune start", {"corpus": "tale"}), ("finetune status", {}),
+                             ("finetune cancel", {"corpus": "tale"}), ("rollback", {"corpus": "tale"})):
+        refused = await world.run(command, options)
+        assert ADMIN_ONLY in world.private_answer(refused), command
+    assert await cog(world).manager.store.recent_jobs() == []
+
+
+async def test_too_little_text_is_refused_with_the_amount_needed(world: BotUnderTest) -> None:
+    await contribute(world, ["A fox once met a crow on a fence, and they talked about cheese."])
+    refused = await world.run("finetune start", {"corpus": "tale"}, user=world.fake.admin)
+    answer = world.private_answer(refused)
+    assert "not enough text for tale" in answer and "1,9" in answer and "more" in answer
+    status = await world.run("finetune status", user=world.fake.admin)
+    assert "No fine-tune is running. None has run yet" in world.private_answer(status)
+
+
+async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_restores_the_old_replies(
+    world: BotUnderTest,
+) -> None:
+    ft = cog(world)
+    await contribute(world, contributed_texts())
+    base_reply = await tale(world)
+
+    # A job that would run for minutes: replies still come while it trains, from the unchanged model.
+    ft.manager.settings = replace(ft.manager.settings, config=ENDLESS)
+    started = await world.run("finetune start", {"corpus": "tale", "minutes": 5}, user=world.fake.admin)
+    assert "Started fine-tuning **tale** (job 1)" in world.private_answer(started)
+    job = ft.manager.jobs["tale"]
+    await eventually(lambda: _async(job.progress is not None), timeout=120, what="training to start")
+    assert await tale(world) == base_reply
+    assert not job.task.done(), "the job should still be running while the reply was written"
+    status = await world.run("finetune status", user=world.fake.admin)
+    assert "Fine-tuning tale (job 1, from base" in world.private_answer(status)
+    await eventually(lambda: _async(any("step" in p for p in channel_posts(world))), timeout=60,
+                     what="the status message to show training progress")
+    cancelled = await world.run("finetune cancel", {"corpus": "tale"}, user=world.fake.admin)
+    assert "Stopping the fine-tune of **tale** (job 1)" in world.private_answer(cancelled)
+    await eventually(lambda: _async(any("was cancelled" in p for p in channel_posts(world))), timeout=60,
+                     what="the cancellation to be posted")
+    assert any(p == "Fine-tuning tale (job 1): cancelled." for p in channel_posts(world))
+    assert await tale(world) == base_reply
+
+    # A short job: its result is posted in the channel and served at once, without a restart.
+    ft.manager.settings = replace(ft.manager.settings, config=QUICK)
+    await world.run("finetune start", {"corpus": "tale", "minutes": 2}, user=world.fake.admin)
+    report = await eventually(lambda: _async(next((p for p in channel_posts(world) if "now serving v1" in p), None)),
+                              timeout=120, what="the fine-tune result")
+    assert f"<@{world.fake.admin.id}> Fine-tune of tale finished: now serving v1." in report
+    assert "New text (held-out contributions):" in report and "bits/char" in report
+    tuned_reply = await tale(world)
+    assert tuned_reply != base_reply
+    model = await world.run("model")
+    assert "**tale** versions: serving **v1** (fine-tuned from base" in world.private_answer(model)
+
+    rolled = await world.run("rollback", {"corpus": "tale"}, user=world.fake.admin)
+    assert "**tale** now serves **base** (was v1)" in world.final(rolled)
+    assert rolled.original["flags"] & EPHEMERAL
+    assert await tale(world) == base_reply
+    rolled = await world.run("rollback", {"corpus": "tale", "version": 1}, user=world.fake.admin)
+    assert await tale(world) == tuned_reply
+    refused = await world.run("rollback", {"corpus": "tale", "version": 7}, user=world.fake.admin)
+    assert "I can't roll back: tale v7 does not exist; available: base (0), v1" in world.final(refused)
+    assert refused.original["flags"] & EPHEMERAL
+
+
+async def _async(value):  # eventually() polls coroutines
+    return value
