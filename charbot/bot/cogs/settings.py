@@ -23,7 +23,11 @@ class Settings(commands.Cog):
     @app_commands.command(name="model", description="Which model each corpus runs, and how good it is")
     @app_commands.guild_only()
     async def model(self, interaction: discord.Interaction) -> None:
-        await send(interaction, actions.model_text(self.bot.models.info))
+        text = actions.model_text(self.bot.models.info)
+        finetune = self.bot.get_cog("Finetune")  # charbot.bot.cogs.finetune: checkpoint versions, when loaded
+        if finetune is not None and (versions := await finetune.versions_text()):
+            text += "\n" + versions
+        await send(interaction, text[:2000])
 
     @app_commands.command(name="help", description="What I can do")
     async def help(self, interaction: discord.Interaction) -> None:
