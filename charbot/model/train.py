@@ -310,6 +310,10 @@ def _train(
     threads: int | None,
 ) -> TrainResult:
     rpath = resume_path(out)
+    # find out now, not at the first validation minutes later, that the checkpoint cannot be written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"{out.parent}: cannot write checkpoints into this folder")
     state_tensors: dict[str, torch.Tensor] = {}
     saved: dict = {}
     parent: dict | None = None

@@ -297,6 +297,20 @@ def test_validation_part_too_small(tmp_path, tiny_config):
         train(data, tmp_path / "m.safetensors", small_cfg(), tiny_config, progress_bar=False)
 
 
+def test_an_unwritable_output_fails_before_any_training(tmp_path, cat_data, tiny_config):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    asked: list[bool] = []
+
+    def never() -> bool:
+        asked.append(True)
+        return False
+
+    with pytest.raises(OSError):
+        train(cat_data, blocker / "m.safetensors", small_cfg(), tiny_config, progress_bar=False, should_stop=never)
+    assert asked == []
+
+
 def test_threads_are_restored_after_training(tmp_path, cat_data, tiny_config):
     before = torch.get_num_threads()
     train(cat_data, tmp_path / "m.safetensors", small_cfg(max_steps=5), tiny_config, progress_bar=False, threads=1)
