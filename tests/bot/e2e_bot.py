@@ -163,6 +163,7 @@ async def bot_on_fake(
     checkpoints: dict[str, Path] | None = None,
 ) -> AsyncIterator[BotUnderTest]:
     """Start the fake and the bot connected to it; on exit, close both and check nothing went wrong unseen."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or write_checkpoints(tmp_path / "checkpoints")
     errors = _ErrorLog()
     world: BotUnderTest | None = None
