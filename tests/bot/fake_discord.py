@@ -981,6 +981,11 @@ class FakeDiscord:
             raise FakeDiscordError(f"cannot dispatch {event}: the bot is not connected to the gateway")
         await self._send(session, event, data)
 
+    def delete_response(self, inter: FakeInteraction) -> None:
+        """Someone deletes the bot's response message: later edits of it get 404 Unknown Message, as on Discord."""
+        if self.original_messages.pop(inter.token, None) is None:
+            raise FakeDiscordError("the interaction has no response message to delete")
+
     async def send_op(self, op: int, data: Any = None) -> None:
         """Send a raw gateway opcode (7 = reconnect, 9 = invalid session, 1 = heartbeat request)."""
         session = self._session

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from tests.bot.e2e_bot import BotUnderTest
+from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
 from tests.bot.fake_discord import CALLBACK_DEFERRED, EPHEMERAL, LOADING, DiscordClientRefused, FakeInteraction
 
 WORKING = " \u2026"  # what an unfinished reply ends with while it is still being written
@@ -144,3 +145,12 @@ async def test_several_people_at_once_each_get_their_own_reply(world: BotUnderTe
     inters = await asyncio.gather(*(world.run("tale", {"prompt": f"Story for {p.username}"}, user=p) for p in people))
     for person, inter in zip(people, inters, strict=True):
         assert assert_deferred_then_edited(inter).startswith(f"**Story for {person.username}**")
+
+
+async def test_asking_again_too_soon_is_refused_privately_but_others_may_ask(tmp_path: Path) -> None:
+    async with bot_on_fake(tmp_path, env={"CHARBOT_COOLDOWN": "60"}) as world:
+        assert_deferred_then_edited(await world.run("tale", {"prompt": "First"}))
+        again = await world.run("tale", {"prompt": "Second"})
+        assert "Slow down" in world.private_answer(again)
+        other = await world.run("tale", {"prompt": "Mine"}, user=world.fake.other_member)
+        assert assert_deferred_then_edited(other).startswith("**Mine**")

@@ -46,3 +46,27 @@ async def test_a_shutdown_during_a_reply_finishes_that_reply_with_a_note(tmp_pat
         final = world.final(inter)
         assert final.endswith("*(cut short: the bot is restarting)*")
         assert len(final) <= 2000
+
+
+async def test_a_reply_whose_message_was_deleted_stops_being_written(tmp_path: Path) -> None:
+    slower = write_checkpoints(tmp_path / "slower", hidden_size=256, n_layers=2)
+    async with bot_on_fake(tmp_path, checkpoints=slower) as world:
+        length = world.config.limits.max_length
+        running = asyncio.ensure_future(world.run("novel", {"prompt": "It was", "length": length}))
+        await world.fake.wait_for_request(lambda r: r.method == "PATCH", what="the first edit")
+        inter = next(iter(world.fake.interactions.values()))
+        world.fake.delete_response(inter)
+        await running
+        statuses = [r.status for r in inter.requests]
+        assert statuses[-1] == 404 and statuses.count(404) == 1, "the bot kept editing a deleted message"
+        assert world.bot.replies.in_flight() == 0
+
+
+async def test_after_discord_asks_for_a_reconnect_the_bot_resumes_and_keeps_answering(tmp_path: Path) -> None:
+    async with bot_on_fake(tmp_path) as world:
+        await world.fake.send_op(7)
+        await world.fake.wait_until(lambda: world.fake.resumes, what="the bot to resume")
+        assert world.fake.resumes[0]["session_id"] == world.fake.session_id
+        inter = await world.run("tale", {"prompt": "Still here"})
+        assert world.final(inter).startswith("**Still here**")
+        assert len(world.fake.identifies) == 1
