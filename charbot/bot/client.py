@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import logging
 import platform
 import time
@@ -27,6 +28,10 @@ from charbot.bot.replies import ReplyService
 from charbot.bot.store import DatabaseLocked, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+# Extensions (modules with ``async def setup(bot)``) loaded when they exist: other parts of charbot add
+# commands here without editing this file.
+EXTENSIONS = ("charbot.bot.cogs.finetune",)
 
 COGS = (
     "charbot.bot.cogs.generate:Generate",
@@ -108,6 +113,9 @@ class CharBot(commands.Bot):
             module, _, name = spec.partition(":")
             cog_cls = getattr(importlib.import_module(module), name)
             await self.add_cog(cog_cls(self))
+        for extension in EXTENSIONS:
+            if importlib.util.find_spec(extension) is not None:
+                await self.load_extension(extension)
         if self.serve and self.config.dev_guild_id:
             guild = discord.Object(self.config.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -126,6 +134,9 @@ class CharBot(commands.Bot):
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._shutdown())
         await asyncio.shield(self._closing)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()  # discord.py's own exit waits only for the disconnect, not for our clean-up
 
     async def _shutdown(self) -> None:
         log.info("shutting down")

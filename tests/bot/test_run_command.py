@@ -1,0 +1,67 @@
+"""``charbot run`` as a process: connects, answers, and on SIGTERM/Ctrl-C leaves no reply half-written.
+
+The process talks to the fake Discord on 127.0.0.1 through the documented CHARBOT_DISCORD_API and
+CHARBOT_DISCORD_GATEWAY settings, exactly as a deployment talks to Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import pytest
+
+from charbot.bot.render import CUT_SHORT
+from tests.bot.fake_discord import FakeDiscord
+
+
+async def start_bot(
+    fake: FakeDiscord, tmp_path, checkpoints, token: str | None = None, **extra: str
+) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARBOT_", "DISCORD_"))}
+    env.update(
+        DISCORD_TOKEN=token or fake.token, CHARBOT_DB=str(tmp_path / "bot.db"), CHARBOT_CHECKPOINT_DIR=str(checkpoints),
+        CHARBOT_DEV_GUILD=fake.guild_id, CHARBOT_DEVICE="cpu", CHARBOT_DISCORD_API=fake.api_base,
+        CHARBOT_DISCORD_GATEWAY=fake.gateway_url, CHARBOT_COOLDOWN="0", **extra,
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "charbot.cli", "run", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+async def test_a_signal_stops_the_bot_cleanly_and_no_reply_is_left_unfinished(tmp_path, tiny_checkpoint_dir, sig):
+    async with FakeDiscord(interaction_deadline_s=30.0) as fake:
+        bot = await start_bot(fake, tmp_path, tiny_checkpoint_dir, CHARBOT_SHUTDOWN_GRACE="0")
+        try:
+            await fake.wait_ready(timeout=60)
+            inter = await fake.slash("novel", {"prompt": "Anna looked at him", "length": 1500})
+            await inter.wait_callback(timeout=30)
+            bot.send_signal(sig)
+            out, err = await asyncio.wait_for(bot.communicate(), 60)
+        finally:
+            if bot.returncode is None:
+                bot.kill()
+                await bot.wait()
+    log = err.decode()
+    assert bot.returncode == 0, log[-2000:]
+    assert "shutting down" in log and "stopped" in log
+    assert fake.token not in log and fake.token not in out.decode()
+    final = inter.original["content"]
+    assert final.startswith("**Anna looked at him**")
+    assert final.endswith(CUT_SHORT) or not final.endswith(" \u2026"), "the reply was left looking unfinished"
+
+
+async def test_a_rejected_token_is_one_line(tmp_path, tiny_checkpoint_dir):
+    wrong = "c29tZW9uZS1lbHNlcy10b2tlbg.AAAAAA.bm90LXRoZS10b2tlbi10aGUtYm90LWhhcw"
+    async with FakeDiscord() as fake:
+        assert fake.token != wrong
+        bot = await start_bot(fake, tmp_path, tiny_checkpoint_dir, token=wrong)
+        out, err = await asyncio.wait_for(bot.communicate(), 60)
+    last = err.decode().strip().splitlines()[-1]
+    assert bot.returncode == 2
+    assert last.startswith("charbot run: error: Discord rejected DISCORD_TOKEN")
+    assert "Traceback" not in err.decode() and wrong not in err.decode()
