@@ -231,6 +231,8 @@ def test_train_errors(tmp_path, text_file, capsys):
     one_line_error(code, err, "cats.txt", "too short")
     code, _, err = run_main(capsys, "train", str(text_file), "--out", str(tmp_path / "m.safetensors"), "--lr", "0")
     one_line_error(code, err, "lr")
+    code, _, err = run_main(capsys, "train", str(tmp_path), "--out", str(tmp_path / "m.safetensors"))
+    one_line_error(code, err, "is a folder")
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"\xff\xfe\x00bad")
     code, _, err = run_main(capsys, "train", str(binary), "--out", str(tmp_path / "m.safetensors"))

@@ -28,7 +28,7 @@ def load_text(name_or_path: str):  # noqa: ANN201
     from charbot.model.textdata import TextData
 
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists():  # a folder too: from_file says what is wrong with it
         return TextData.from_file(path)
     try:
         from charbot.corpora.registry import CORPORA, load_corpus

@@ -78,5 +78,7 @@ def run(args) -> int:  # noqa: ANN001
         human = (f"{result.stopped}: {result.steps} steps, {result.chars_seen:,} characters in "
                  f"{result.elapsed_s:.0f} s; validation loss {result.val_loss_nats:.4f} nats "
                  f"({bits(result.val_loss_nats):.4f} bits) per character; best checkpoint at {result.out}")
+        if result.stopped == "interrupted":
+            human += "; continue with --resume"
     emit(args, payload, human)
     return 0

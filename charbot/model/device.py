@@ -13,6 +13,11 @@ def pick_device(requested: str | None = "auto") -> torch.device:
         device = torch.device(requested)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {requested!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available here")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} requested but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {requested!r} requested but there are {torch.cuda.device_count()} CUDA devices")
+    elif device.type != "cpu":
+        raise ValueError(f"device {requested!r} is not supported: use auto, cpu, cuda or cuda:N")
     return device

@@ -29,6 +29,8 @@ class TextData:
     @classmethod
     def from_file(cls, path: str | Path) -> TextData:
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a folder, not a text file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         raw = path.read_bytes()

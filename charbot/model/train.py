@@ -338,6 +338,8 @@ def _train(
         model_cfg = ck.config
         parent = {"path": str(init_from), "corpus": ck.info.get("corpus"),
                   "val_loss_nats": ck.info.get("val_loss_nats")}
+    if not data.text:
+        raise ValueError(f"{data.name}: no text to train on ({data.dropped:,} characters could not be used)")
     cfg = cfg or TrainConfig()
     if threads is not None:
         cfg = replace(cfg, threads=threads)

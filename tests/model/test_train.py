@@ -291,6 +291,12 @@ def test_text_too_short_for_the_batches(tmp_path, tiny_config):
         train(data, tmp_path / "m.safetensors", small_cfg(n_seqs=16, n_steps=32), tiny_config, progress_bar=False)
 
 
+def test_text_with_nothing_usable(tmp_path, tiny_config):
+    data = TextData.from_text("emoji.txt", "\U0001f600" * 50)
+    with pytest.raises(ValueError, match="emoji.txt: no text to train on \\(50 characters could not be used\\)"):
+        train(data, tmp_path / "m.safetensors", small_cfg(), tiny_config, progress_bar=False)
+
+
 def test_validation_part_too_small(tmp_path, tiny_config):
     data = TextData.from_text("tiny.txt", "abcdefghij")
     with pytest.raises(ValueError, match="held-out split too small"):
