@@ -538,7 +538,8 @@ def _train(
     if bar is not None:
         if stopped == "budget":  # the bar last moved at a logged step; the budget ran out after it
             bar.n = 1000
-            bar.set_description_str(f"{tqdm.format_interval(elapsed)} step {step}; validating", refresh=True)
+            last = "; validating the last weights" if last_eval_step != step else ""
+            bar.set_description_str(f"{tqdm.format_interval(elapsed)} step {step}{last}", refresh=True)
         bar.close()
     if stopped != "interrupted" and last_eval_step != step:
         # the budget ran out between validations: the last weights still deserve their chance
