@@ -259,7 +259,8 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
         f"- Training: {_fmt(info.get('steps'), ',.0f')} steps of {cfg.get('n_seqs', '-')} x {cfg.get('n_steps', '-')} "
         f"characters, {_fmt(info.get('chars_seen'), ',.0f')} characters seen ({_fmt(epochs, '.1f')} epochs), "
         f"{_duration(info.get('train_seconds'))} on {info.get('device', '-')} (torch {info.get('torch', '-')}), "
-        f"peak learning rate {cfg.get('lr', '-')}, ended by {info.get('stopped', '-')}.",
+        f"peak learning rate {cfg.get('lr', '-')}"
+        + (f", ended by {info['stopped']}." if info.get("stopped") else "."),
     ]
     if row.measured:
         lines.append(f"- Held-out loss: **{row.val_loss_nats:.4f} nats/char = {row.bpc:.4f} bits/char**, measured "
@@ -302,6 +303,7 @@ def build_card(
     targets = dict(targets or {})
     for name in targets:
         get_corpus(name)
+    extra = load_experiments(experiments, targets) if experiments else []
     rows: list[Row] = []
     for name, corpus in CORPORA.items():
         path = directory / f"{name}.safetensors"
@@ -315,7 +317,6 @@ def build_card(
         expected = ", ".join(f"{n}.safetensors" for n in CORPORA)
         raise CardError(f"no shipped checkpoints in {directory} (expected {expected}); "
                         f"make them with `charbot ship RUN.safetensors NAME`")
-    extra = load_experiments(experiments, targets) if experiments else []
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lines = [
         "# charbot model card",

@@ -17,27 +17,32 @@ from charbot.ship import ship
 from tests.corpora.mini import register_mini, train_tiny
 
 
-@pytest.fixture
-def shipped(monkeypatch, tmp_path):
-    """Made-up corpora only: 'mini' shipped from scratch, 'sequel' fine-tuned from it, 'later' not shipped."""
-    for name in list(registry.CORPORA):
-        monkeypatch.delitem(registry.CORPORA, name)
-    register_mini(monkeypatch, tmp_path, name="mini", seed=0)
-    register_mini(monkeypatch, tmp_path, name="sequel", seed=1)
-    register_mini(monkeypatch, tmp_path, name="later", seed=2)
-    ckdir = tmp_path / "checkpoints"
-    monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(ckdir))
-    runs = tmp_path / "runs"
-    base = train_tiny("mini", runs / "mini.safetensors")
-    tuned = train_tiny("sequel", runs / "sequel-tuned.safetensors", steps=3, init_from=base)
-    scratch = train_tiny("sequel", runs / "sequel-scratch.safetensors", steps=3)
-    ship(base, "mini")
-    ship(tuned, "sequel")
-    return {"dir": ckdir, "base": base, "tuned": tuned, "scratch": scratch, "tmp": tmp_path}
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """Made-up corpora only: 'mini' shipped from scratch, 'sequel' fine-tuned from it, 'later' not shipped.
+
+    Trained once for the module (a few seconds); tests must leave the files as they found them.
+    """
+    tmp_path = tmp_path_factory.mktemp("card")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in list(registry.CORPORA):
+            monkeypatch.delitem(registry.CORPORA, name)
+        register_mini(monkeypatch, tmp_path, name="mini", seed=0)
+        register_mini(monkeypatch, tmp_path, name="sequel", seed=1)
+        register_mini(monkeypatch, tmp_path, name="later", seed=2)
+        ckdir = tmp_path / "checkpoints"
+        monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(ckdir))
+        runs = tmp_path / "runs"
+        base = train_tiny("mini", runs / "mini.safetensors")
+        tuned = train_tiny("sequel", runs / "sequel-tuned.safetensors", steps=3, init_from=base)
+        scratch = train_tiny("sequel", runs / "sequel-scratch.safetensors", steps=3)
+        ship(base, "mini")
+        ship(tuned, "sequel")
+        yield {"dir": ckdir, "base": base, "tuned": tuned, "scratch": scratch, "tmp": tmp_path}
 
 
 def test_card_reports_each_shipped_checkpoint_from_its_metadata(shipped):
-    card = build_card(shipped["dir"])
+    card = build_card(shipped["dir"], length=40)
     for name in ("mini", "sequel"):
         ck = load_checkpoint(shipped["dir"] / f"{name}.safetensors")
         codes, _ = heldout_codes(ck.info, name)
@@ -71,7 +76,7 @@ def test_card_has_three_seeded_samples_per_checkpoint_and_they_repeat(shipped):
 def test_card_reports_targets_and_whether_they_are_met(shipped):
     ck = load_checkpoint(shipped["dir"] / "mini.safetensors")
     bpc = ck.info["val_bpc"]
-    card = build_card(shipped["dir"], targets={"mini": bpc + 0.5, "sequel": 0.1})
+    card = build_card(shipped["dir"], length=40, targets={"mini": bpc + 0.5, "sequel": 0.1})
     assert "Target: <= " in card
     assert card.split("## mini:")[1].split("\n## ")[0].count("met: yes") == 1
     assert card.split("## sequel:")[1].split("\n## ")[0].count("met: no") == 1
@@ -84,7 +89,7 @@ def test_card_adds_experiment_rows_measured_or_reported(shipped):
         {"label": "sequel fine-tuned", "checkpoint": str(shipped["tuned"])},
         {"label": "classic notebook", "corpus": "sequel", "val_loss_nats": 3.5, "train_seconds": 60},
     ]}))
-    card = build_card(shipped["dir"], experiments=experiments)
+    card = build_card(shipped["dir"], experiments=experiments, length=40)
     table = card.split("## Experiments")[1]
     scratch = load_checkpoint(shipped["scratch"])
     loss = evaluate_loss(scratch.model, heldout_codes(scratch.info, "sequel")[0])
@@ -118,16 +123,20 @@ def test_card_without_any_shipped_checkpoint_says_how_to_ship(tmp_path, monkeypa
 
 
 def test_card_falls_back_to_the_recorded_loss_when_the_corpus_is_absent(shipped):
-    (shipped["tmp"] / "data" / "sequel.txt").unlink()
-    card = build_card(shipped["dir"])
+    text = shipped["tmp"] / "data" / "sequel.txt"
+    hidden = text.rename(text.with_suffix(".away"))
+    try:
+        card = build_card(shipped["dir"], length=40)
+    finally:
+        hidden.rename(text)
     section = card.split("## sequel:")[1]
     recorded = load_checkpoint(shipped["dir"] / "sequel.safetensors").info["val_loss_nats"]
     assert f"{recorded:.4f} nats/char" in section and "not re-measured" in section
 
 
 def test_card_command_writes_model_card_md(shipped, capsys):
-    assert main(["card", "--target", "mini=9", "--length", "40"]) == 0
     out = shipped["dir"] / "MODEL_CARD.md"
+    assert main(["card", "--target", "mini=9", "--length", "40"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     text = out.read_text()
     assert text.startswith("# charbot model card") and "`charbot card --target mini=9 --length 40`" in text
