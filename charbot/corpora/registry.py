@@ -287,3 +287,10 @@ def load_corpus(name: str) -> TextData:
     text = raw.decode("utf-8-sig")
     return TextData.from_text(name, corpus.clean(text), hashlib.sha256(raw).hexdigest())
 
+
+
+def held_out_codes(name: str, val_fraction: float | None = None):  # noqa: ANN201 - a torch.Tensor
+    """Character codes of the corpus's held-out split (by default the registry's ``val_fraction``)."""
+    corpus = get_corpus(name)
+    _, val = load_corpus(name).split(val_fraction if val_fraction is not None else corpus.val_fraction)
+    return val
