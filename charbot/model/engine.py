@@ -26,6 +26,7 @@ import torch
 
 from charbot.model.charset import CHARS
 from charbot.model.checkpoint import Checkpoint
+from charbot.model.device import pick_device
 from charbot.model.fast_sample import BatchSampler
 from charbot.model.fast_step import FastStep
 from charbot.model.sample import Generation, SampleSettings, StopWatcher, prime_codes
@@ -71,6 +72,7 @@ class _Reply:
     future: Future
     generator: torch.Generator = field(init=False)
     watcher: StopWatcher = field(init=False)
+    prime_list: list[int] = field(init=False)
     count: int = 0
     fed: int = 0  # prime characters already stepped
     cancel_requested: bool = False
@@ -106,7 +108,7 @@ class Engine:
         self.checkpoint = checkpoint
         model = checkpoint.model
         here = model.head.weight.device
-        self.device = torch.device(device) if device is not None else here
+        self.device = pick_device(str(device)) if device is not None else here
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device != here:

@@ -271,6 +271,9 @@ def test_bad_requests_are_refused(engine):
         engine.submit("the", {"temperature": 1})
     with pytest.raises(ValueError):
         Engine(Checkpoint(CharLSTM(ModelConfig(hidden_size=8, embed_size=4)), ModelConfig()), max_batch=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Engine(engine.checkpoint, device="cuda")
 
 
 def test_bf16_engine_runs_and_mostly_agrees(trained):
