@@ -8,8 +8,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.bot.e2e_bot import write_checkpoints
 from tests.bot.fake_discord import FakeDiscord
 
@@ -22,12 +20,6 @@ async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
         into.extend(chunk)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot core bug: on SIGTERM, serve() returns once the gateway closes, asyncio.run cancels the rest of "
-    "CharBot._shutdown, the database is never closed and aiosqlite's thread keeps the process alive forever; "
-    "fix: CharBot.__aexit__ (or serve's finally) must `await self.close()`, then remove this marker",
-)
 async def test_charbot_run_serves_a_story_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     checkpoints = write_checkpoints(tmp_path / "checkpoints")
     async with FakeDiscord(interaction_deadline_s=10.0) as fake:
