@@ -20,11 +20,14 @@ On CUDA the step is captured once per batch size as a CUDA graph and replayed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from charbot.model.network import CharLSTM
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -228,10 +231,14 @@ class FastStep:
             self._compute(n)
             return self.logits[:n]
         self._idx_dev[:n].copy_(self.idx_host[:n], non_blocking=True)
-        if self.use_graphs:
-            graph = self._graphs.get(n)
-            if graph is None:
+        graph = self._graphs.get(n) if self.use_graphs else None
+        if graph is None and self.use_graphs:
+            try:
                 graph = self._capture(n)
+            except RuntimeError:  # capture is an optimisation: run the same step eagerly instead
+                log.warning("CUDA graph capture failed; stepping without graphs", exc_info=True)
+                self.use_graphs = False
+        if graph is not None:
             graph.replay()
         else:
             self._compute(n)
@@ -246,18 +253,20 @@ class FastStep:
         back so capture has no visible effect.
         """
         saved = (self.hs[:n].clone(), self.cs[:, :n].clone(), None if self.hs_lo is None else self.hs_lo[:n].clone())
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._compute(n)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 self._compute(n)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._compute(n)
-        self.hs[:n].copy_(saved[0])
-        self.cs[:, :n].copy_(saved[1])
-        if saved[2] is not None:
-            self.hs_lo[:n].copy_(saved[2])
+        finally:
+            self.hs[:n].copy_(saved[0])
+            self.cs[:, :n].copy_(saved[1])
+            if saved[2] is not None:
+                self.hs_lo[:n].copy_(saved[2])
         self._graphs[n] = graph
         return graph
