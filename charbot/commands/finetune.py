@@ -37,7 +37,8 @@ def register(sub) -> None:  # noqa: ANN001
                    help="no training: check CHECKPOINT (made with --out elsewhere) and serve it as the next version")
     p.add_argument("--rollback", type=int, metavar="VERSION", help="no training: serve VERSION again (0 = base)")
     p.add_argument("--list", action="store_true", help="no training: list the versions and recent jobs")
-    p.add_argument("--state-dir", help="where versions live (default: CHARBOT_STATE_DIR, else the database's folder)")
+    p.add_argument("--state-dir", help="where versions live (default: CHARBOT_STATE_DIR, else charbot-state/ "
+                   "beside the database)")
     p.add_argument("--checkpoints", help="folder holding the base <corpus>.safetensors (default: "
                    "CHARBOT_CHECKPOINT_DIR, else the shipped checkpoints/ folder)")
     t = p.add_argument_group("training (defaults suit fine-tuning: low learning rate, early stopping)")

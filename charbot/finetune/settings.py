@@ -15,6 +15,8 @@ from dotenv import dotenv_values
 
 from charbot.finetune.job import MIN_CHARS
 
+STATE_DIR_NAME = "charbot-state"  # beside the database unless CHARBOT_STATE_DIR says otherwise
+
 
 class SettingsError(ValueError):
     """A fine-tuning setting is malformed; the message names it."""
@@ -70,13 +72,14 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
 def load_settings(
     database: str | Path, env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None
 ) -> FinetuneSettings:
-    """Settings for a bot or CLI using ``database``; the state folder defaults to the database's folder."""
+    """Settings for a bot or CLI using ``database``; the state folder defaults to ``charbot-state``
+    beside the database, so versions travel with the database they are recorded in."""
     env: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     env.update(os.environ if environ is None else environ)
     state = (env.get("CHARBOT_STATE_DIR") or "").strip()
-    state_dir = Path(state).expanduser() if state else Path(database).expanduser().resolve().parent
+    state_dir = Path(state).expanduser() if state else Path(database).expanduser().resolve().parent / STATE_DIR_NAME
     threads = int(_number(env, "CHARBOT_FINETUNE_THREADS", 1, int))
     return FinetuneSettings(
         state_dir=state_dir,

@@ -114,3 +114,36 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
 
 async def _async(value):  # eventually() polls coroutines
     return value
+
+
+async def test_stopping_the_bot_mid_job_cancels_it_and_changes_nothing(tmp_path) -> None:
+    from charbot.bot.finetune_store import FinetuneStore
+    from charbot.bot.store import Store
+    from tests.bot.e2e_bot import bot_on_fake
+
+    async with bot_on_fake(tmp_path) as world:
+        ft = cog(world)
+        await contribute(world, contributed_texts())
+        ft.manager.settings = replace(ft.manager.settings, config=ENDLESS)
+        await world.run("finetune start", {"corpus": "tale", "minutes": 5}, user=world.fake.admin)
+        job = ft.manager.jobs["tale"]
+        await eventually(lambda: _async(job.progress is not None), timeout=120, what="training to start")
+        child = job.process.proc
+    assert child.returncode is not None, "the training process outlived the bot"
+    async with await Store.open(tmp_path / "charbot.db") as store:
+        row = await FinetuneStore(store).job(job.id)
+        assert row.state == "cancelled" and row.error == "the bot shut down"
+        assert await FinetuneStore(store).served("tale") is None
+        assert len(await store.contributions(corpus="tale")) == 8
+
+
+async def test_bad_finetune_settings_switch_it_off_with_the_reason_and_replies_go_on(tmp_path, monkeypatch) -> None:
+    from tests.bot.e2e_bot import bot_on_fake
+
+    monkeypatch.setenv("CHARBOT_KEEP_VERSIONS", "0")
+    async with bot_on_fake(tmp_path) as world:
+        world.expect_errors = True  # the bad setting is logged at start
+        refused = await world.run("finetune start", {"corpus": "tale"}, user=world.fake.admin)
+        assert "fine-tuning is switched off on this bot: CHARBOT_KEEP_VERSIONS must be at least 1" in \
+            world.private_answer(refused)
+        assert await tale(world)

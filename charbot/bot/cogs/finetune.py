@@ -25,7 +25,7 @@ from charbot.bot.finetune_store import FinetuneStore
 from charbot.bot.models import checkpoint_path
 from charbot.finetune.answers import status_text, versions_text, who
 from charbot.finetune.manager import FinetuneManager, FinetuneRefused, RunningJob
-from charbot.finetune.settings import load_settings
+from charbot.finetune.settings import SettingsError, load_settings
 from charbot.finetune.verify import verify_checkpoint
 from charbot.model.checkpoint import CheckpointError
 
@@ -69,7 +69,12 @@ class Finetune(commands.Cog):
     async def cog_load(self) -> None:
         if not getattr(self.bot, "serve", True) or self.bot.store is None or self.bot.models is None:
             return  # only building the commands (charbot sync)
-        settings = load_settings(self.bot.config.database)
+        try:
+            settings = load_settings(self.bot.config.database)
+        except SettingsError as exc:  # the bot still serves replies; /finetune says why it is off
+            self.unavailable = f"fine-tuning is switched off on this bot: {exc}"
+            log.error("%s", self.unavailable)
+            return
         self.manager = FinetuneManager(FinetuneStore(self.bot.store), settings, self._base, self._serve)
         await self.manager.recover()
         corpora = list(self.bot.models.engines)
