@@ -55,7 +55,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     results = json.loads((out / "bench.json").read_text())
-    assert printed == {"json": str(out / "bench.json"), "markdown": str(out / "bench.md")}
+    assert printed == {"json": str(out / "bench.json"), "markdown": str(out / "bench.md"), "errors": {}}
+    assert results["errors"] == {}
     (single,) = results["single"]
     assert single["size"] == "1x16"
     for precision in ("fp32", "bf16"):

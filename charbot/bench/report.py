@@ -39,6 +39,8 @@ def markdown(results: dict) -> str:
     ]
     for note in results.get("notes", []):
         lines += ["", f"Note: {note}"]
+    for section, error in results.get("errors", {}).items():
+        lines += ["", f"The {section} section failed: {error}"]
     if results.get("single"):
         lines += ["", "## Single reply", "",
                   f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s).", "",

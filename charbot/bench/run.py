@@ -135,34 +135,48 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     results["section_seconds"] = timings
-    mark = time.perf_counter()
-    if "single" in cfg.sections:
-        results["single"] = [_single(m, cfg, script, say) for m in models]
-        timings["single"], mark = time.perf_counter() - mark, time.perf_counter()
-    if "concurrent" in cfg.sections:
-        results["concurrent"] = []
-        for m in models:
-            for precision in cfg.precisions:
-                say(f"concurrent: {m.name} {precision}")
-                rows = concurrent.concurrent_replies(
-                    m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
-                    threads=cfg.threads, min_replies=1 if cfg.quick else 32)
-                results["concurrent"] += [{"model": m.name, "size": m.size, **row} for row in rows]
-        timings["concurrent"], mark = time.perf_counter() - mark, time.perf_counter()
-    if "train" in cfg.sections:
-        results["train"] = _train(models, cfg, script, say)
-        timings["train"], mark = time.perf_counter() - mark, time.perf_counter()
-    if "fidelity" in cfg.sections:
-        results["fidelity"] = []
-        for m in models:
-            say(f"fidelity: {m.name}")
-            kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in ("fp32", "bf16")]
-            agree = fidelity.agreement(m.checkpoint, cfg.agreement_seeds, cfg.agreement_chars)
-            results["fidelity"].append({"model": m.name, "size": m.size, "kl": kls, "agreement": agree})
-        timings["fidelity"] = time.perf_counter() - mark
+    results["errors"] = {}
+    sections: dict[str, Callable[[], object]] = {
+        "single": lambda: [_single(m, cfg, script, say) for m in models],
+        "concurrent": lambda: _concurrent(models, cfg, say),
+        "train": lambda: _train(models, cfg, script, say),
+        "fidelity": lambda: _fidelity(models, cfg, say),
+    }
+    for name, measure in sections.items():
+        if name not in cfg.sections:
+            continue
+        mark = time.perf_counter()
+        try:
+            results[name] = measure()
+        except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others' figures
+            say(f"{name}: failed: {exc}")
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+        timings[name] = time.perf_counter() - mark
     results["seconds"] = time.perf_counter() - started
     results["machine_end"] = machine()
     return results
+
+
+def _concurrent(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for m in models:
+        for precision in cfg.precisions:
+            say(f"concurrent: {m.name} {precision}")
+            got = concurrent.concurrent_replies(
+                m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
+                threads=cfg.threads, min_replies=1 if cfg.quick else 32)
+            rows += [{"model": m.name, "size": m.size, **row} for row in got]
+    return rows
+
+
+def _fidelity(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for m in models:
+        say(f"fidelity: {m.name}")
+        kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in ("fp32", "bf16")]
+        agree = fidelity.agreement(m.checkpoint, cfg.agreement_seeds, cfg.agreement_chars)
+        rows.append({"model": m.name, "size": m.size, "kl": kls, "agreement": agree})
+    return rows
 
 
 def _corpus_of(m: BenchModel) -> str:

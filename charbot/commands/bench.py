@@ -65,5 +65,5 @@ def run(args) -> int:  # noqa: ANN001
     )
     results = run_bench(cfg, say=lambda line: print(line, file=sys.stderr))
     js, md = write_report(results, cfg.out)
-    emit(args, {"json": str(js), "markdown": str(md)}, md.read_text())
-    return 0
+    emit(args, {"json": str(js), "markdown": str(md), "errors": results["errors"]}, md.read_text())
+    return 1 if results["errors"] else 0
