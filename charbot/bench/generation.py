@@ -10,7 +10,9 @@ import torch
 from charbot.bench.stats import median
 from charbot.model.checkpoint import Checkpoint
 from charbot.model.engine import Engine
-from charbot.model.sample import SampleSettings, generate
+from charbot.model.sample import SampleSettings, generate, prime_codes
+
+PRIME = "Once upon a time there was a little girl who lived by the edge of a great forest. "
 
 
 def engine_single(
@@ -33,7 +35,7 @@ def engine_single(
             t0 = time.perf_counter()
             gen = eng.submit("", SampleSettings(seed=i + 1, max_chars=chars)).result()
             speeds.append(len(gen.text) / (time.perf_counter() - t0))
-        prime = "Once upon a time there was a little girl who lived by the edge of a great forest. "
+        prime = PRIME
         for i in range(repeats):
             first = threading.Event()
             stamp: list[float] = []
@@ -59,3 +61,15 @@ def reference_single(ck: Checkpoint, chars: int) -> dict:
     gen = generate(ck.model, [""], SampleSettings(seed=1, max_chars=chars))[0]
     cps = len(gen.text) / (time.perf_counter() - t0)
     return {"chars_per_s": cps, "ms_per_char": 1000 / cps, "chars": chars}
+
+
+@torch.no_grad()
+def reference_prime_ms(ck: Checkpoint, repeats: int = 3) -> float:
+    """Milliseconds for ``nn.LSTM`` to read :data:`PRIME` in one call (the other way to prime)."""
+    codes = prime_codes(PRIME)[2].view(1, -1)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        ck.model(codes)
+        times.append(time.perf_counter() - t0)
+    return 1000 * median(times[1:])

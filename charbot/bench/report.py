@@ -44,14 +44,17 @@ def markdown(results: dict) -> str:
     if results.get("single"):
         lines += ["", "## Single reply", "",
                   f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s).", "",
+                  "First character: time to the first character of an 85-character prompt primed inside the batch "
+                  "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
                   "| model | size | engine fp32 chars/s (ms/char) | engine bf16 chars/s (ms/char) | first char (fp32) "
-                  "| reference nn.LSTM chars/s | classic chars/s | fp32 / classic | bf16 / classic |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | fp32 / classic | bf16 / classic |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["single"]:
             cells = [r["model"], r["size"]]
             for p in ("fp32", "bf16"):
                 cells.append(f"{_f(r[p]['chars_per_s'])} ({_f(r[p]['ms_per_char'], 3)})" if p in r else "-")
             cells.append(_f(r["fp32"]["first_char_ms"], 1, " ms") if "fp32" in r else "-")
+            cells.append(_f(r["reference"].get("prime_ms"), 1, " ms"))
             cells.append(_f(r["reference"]["chars_per_s"]))
             cells.append(_f(r.get("classic", {}).get("chars_per_s")))
             for p in ("fp32", "bf16"):

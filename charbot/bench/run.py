@@ -200,6 +200,7 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     torch.set_num_threads(cfg.threads)
     try:
         row["reference"] = generation.reference_single(m.checkpoint, ref_chars)
+        row["reference"]["prime_ms"] = generation.reference_prime_ms(m.checkpoint, cfg.repeats)
     finally:
         torch.set_num_threads(torch_threads)
     if script is not None:
