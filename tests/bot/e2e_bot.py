@@ -66,14 +66,14 @@ def write_checkpoints(folder: Path, hidden_size: int = 32, n_layers: int = 1) ->
 
 
 class _ErrorLog(logging.Handler):
-    """Keeps ERROR records from the bot, discord.py and the fake: a swallowed exception should fail a test."""
+    """Keeps ERROR records from the bot, discord.py, asyncio and the fake: a swallowed exception fails a test."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(("charbot", "discord", "fake_discord")):
+        if record.name.startswith(("charbot", "discord", "fake_discord", "asyncio", "aiohttp")):
             self.records.append(record)
 
 
