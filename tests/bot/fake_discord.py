@@ -244,7 +244,14 @@ class _GatewaySession:
 
 
 class FakeDiscord:
-    """The fake server. ``async with FakeDiscord() as fake:`` starts it on a free loopback port."""
+    """The fake server. ``async with FakeDiscord() as fake:`` starts it on a free loopback port.
+
+    Its world: one guild ("Fairy Tale Club") with text channels ``general`` and ``stories``; the bot user
+    (whose id is the application id); ``admin`` (every permission, owner), ``member`` and ``other_member``
+    (ordinary permissions) and ``other_bot``. Drive the bot with :meth:`slash`, :meth:`submit_modal` and
+    :meth:`post_message`; assert on :attr:`requests`, :attr:`heartbeats`, :attr:`original_messages` or
+    per interaction through :class:`FakeInteraction`; wait with :meth:`wait_for_request`/:meth:`wait_until`.
+    """
 
     def __init__(
         self,
