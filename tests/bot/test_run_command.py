@@ -65,3 +65,26 @@ async def test_a_rejected_token_is_one_line(tmp_path, tiny_checkpoint_dir):
     assert bot.returncode == 2
     assert last.startswith("charbot run: error: Discord rejected DISCORD_TOKEN")
     assert "Traceback" not in err.decode() and wrong not in err.decode()
+
+
+async def test_sync_publishes_the_commands_globally_with_their_options_and_admin_defaults():
+    from charbot.bot.config import load_config
+    from charbot.bot.runner import sync_commands
+
+    async with FakeDiscord() as fake:
+        config = load_config(None, {"DISCORD_TOKEN": fake.token, "CHARBOT_DISCORD_API": fake.api_base,
+                                    "CHARBOT_DISCORD_GATEWAY": fake.gateway_url, "CHARBOT_MAX_LENGTH": "1200"})
+        names = await sync_commands(config)
+        published = {c["name"]: c for c in fake.commands[None]}
+    assert set(names) == set(published)
+    assert {"tale", "faq", "novel", "temp", "model", "help", "contribute", "forget", "optout", "listen",
+            "unlisten"} <= set(names)
+    options = {o["name"]: o for o in published["faq"]["options"]}
+    assert set(options) == {"question", "length", "temperature"} and options["question"]["required"]
+    assert options["length"]["max_value"] == 1200 and not options["length"].get("required")
+    assert [o["name"] for o in published["tale"]["options"]][0] == "prompt"
+    manage_guild = str(1 << 5)
+    for admin_only in ("listen", "unlisten"):
+        assert published[admin_only]["default_member_permissions"] == manage_guild
+    assert published["tale"].get("default_member_permissions") is None
+    assert [c["name"] for c in published["contribute"]["options"][0]["choices"]] == ["tale", "faq", "novel"]
