@@ -42,15 +42,14 @@ class FetchResult:
 
 
 def _pick_url(corpus: Corpus, source: str | None, url: str | None) -> str:
-    if url:
-        return url
-    if source is None:
-        return corpus.url
-    for d in corpus.downloads:
-        if d.id == source:
-            return d.url
-    known = ", ".join(d.id for d in corpus.downloads)
-    raise FetchError(f"corpus {corpus.name!r} has no source {source!r} (sources: {known})")
+    """``url`` if given, else the URL of download ``source`` (default: the first)."""
+    chosen = corpus.downloads[0]
+    if source is not None:
+        chosen = next((d for d in corpus.downloads if d.id == source), None)
+        if chosen is None:
+            known = ", ".join(d.id for d in corpus.downloads)
+            raise FetchError(f"corpus {corpus.name!r} has no source {source!r} (sources: {known})")
+    return url or chosen.url
 
 
 def _download(url: str, tmp: Path, timeout: float) -> tuple[int, str]:
@@ -105,7 +104,7 @@ def fetch(
     corpus = get_corpus(name)
     target_dir = Path(dest_dir) if dest_dir is not None else data_dir()
     target = target_dir / corpus.filename
-    where = url or _pick_url(corpus, source, url)
+    where = _pick_url(corpus, source, url)
     if not force:
         present = target if target.is_file() else find_corpus_file(name)
         if present is not None:

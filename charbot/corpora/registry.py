@@ -7,10 +7,10 @@ into the data folder.
 
 Checksums are per download: each corpus lists the places its file can come from. The first
 is a byte-exact copy of the file the shipped checkpoints were trained on, pinned to a git
-commit, with its sha256. The canonical gutenberg.org file is a different edition of the same
-bytes-wise unstable text (Gutenberg regenerates headers and encodings), so no sha256 can be
-promised for it; a file from there is recognised by content instead (its Gutenberg markers,
-the book's first and last words, its length). A file that is neither is refused.
+commit, with its sha256. The canonical gutenberg.org file differs in bytes from those mirrors
+(header, licence, BOM) and changes whenever Gutenberg regenerates it, so no sha256 can be pinned
+for it; a file from there is recognised by content instead (its Gutenberg markers, the book's
+first and last words, its length). A file that is neither is refused.
 """
 
 from __future__ import annotations
