@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from charbot.bench import classic, concurrent, fidelity, generation, training
-from charbot.bench.stats import ratio
+from charbot.bench.stats import median, ratio
 from charbot.model.charset import VOCAB_SIZE
 from charbot.model.checkpoint import Checkpoint, load_checkpoint
 from charbot.model.network import CharLSTM, ModelConfig
@@ -189,33 +189,61 @@ def _corpus_of(m: BenchModel) -> str:
 
 
 def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> dict:
+    """Our engine (each precision) and the classic script, alternated ``repeats`` times; medians.
+
+    Alternating puts both sides under the same background load, so the ratio holds even when
+    the machine is busy and the absolute speeds do not.
+    """
     c = m.checkpoint.config
     say(f"single reply: {m.name}")
     row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
-    for precision in cfg.precisions:
-        row[precision] = generation.engine_single(m.checkpoint, cfg.chars, cfg.repeats, precision=precision,
-                                                  threads=cfg.threads)
+    probes = {p: generation.SingleReply(m.checkpoint, precision=p, threads=cfg.threads) for p in cfg.precisions}
+    speeds: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    firsts: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    classic_runs: list[dict] = []
+    try:
+        for i in range(cfg.repeats):
+            for p, probe in probes.items():
+                speeds[p].append(probe.chars_per_s(cfg.chars, seed=i + 1))
+                firsts[p].append(probe.first_char_ms(seed=i + 1))
+            if script is not None and "classic_error" not in row:
+                try:
+                    classic_runs.append(classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE,
+                                                               cfg.chars, cfg.threads))
+                except classic.BaselineError as exc:
+                    row["classic_error"] = str(exc)
+    finally:
+        for probe in probes.values():
+            probe.close()
+    for p in cfg.precisions:
+        cps = median(speeds[p])
+        row[p] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": median(firsts[p]),
+                  "runs_chars_per_s": speeds[p], "chars": cfg.chars}
+    if classic_runs:
+        cps = median([r["chars_per_s"] for r in classic_runs])
+        row["classic"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps,
+                          "runs_chars_per_s": [r["chars_per_s"] for r in classic_runs],
+                          "argv": classic_runs[0].get("argv")}
     ref_chars = min(cfg.chars, 100 if cfg.quick else 400)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         row["reference"] = generation.reference_single(m.checkpoint, ref_chars)
-        row["reference"]["prime_ms"] = generation.reference_prime_ms(m.checkpoint, cfg.repeats)
+        row["reference"]["prime_ms"] = generation.reference_prime_ms(m.checkpoint)
     finally:
         torch.set_num_threads(torch_threads)
-    if script is not None:
-        try:
-            row["classic"] = classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE, cfg.chars,
-                                                    cfg.threads)
-        except classic.BaselineError as exc:
-            row["classic_error"] = str(exc)
     base = row.get("classic", {}).get("chars_per_s")
-    for precision in cfg.precisions:
-        row[precision]["vs_classic"] = ratio(row[precision]["chars_per_s"], base)
-        row[precision]["vs_reference"] = ratio(row[precision]["chars_per_s"], row["reference"]["chars_per_s"])
+    for p in cfg.precisions:
+        row[p]["vs_classic"] = ratio(row[p]["chars_per_s"], base)
+        row[p]["vs_reference"] = ratio(row[p]["chars_per_s"], row["reference"]["chars_per_s"])
     if torch.cuda.is_available():
         say(f"single reply on GPU: {m.name}")
-        row["cuda"] = generation.engine_single(m.checkpoint, cfg.chars, cfg.repeats, device="cuda")
+        gpu = generation.SingleReply(m.checkpoint, device="cuda")
+        try:
+            cps = median([gpu.chars_per_s(cfg.chars, seed=i + 1) for i in range(max(3, cfg.repeats))])
+            row["cuda"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": gpu.first_char_ms(1)}
+        finally:
+            gpu.close()
     return row
 
 
@@ -228,14 +256,21 @@ def _train(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say:
     for layers, hidden in sizes:
         say(f"training: {layers}x{hidden}, batch {cfg.train_seqs}x{cfg.train_steps}, {cfg.train_seconds:g} s each")
         row: dict = {"size": f"{layers}x{hidden}", "text": str(text)}
-        row["ours"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
-                                            cfg.train_seconds, threads=cfg.threads)
-        if script is not None:
-            try:
-                row["classic"] = classic.classic_train(script, text, hidden, layers, cfg.train_seqs, cfg.train_steps,
-                                                       cfg.train_seconds, cfg.threads)
-            except classic.BaselineError as exc:
-                row["classic_error"] = str(exc)
+        ours_runs, classic_runs = [], []
+        for _ in range(1 if cfg.quick else 2):  # alternate, so both sides meet the same background load
+            ours_runs.append(training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
+                                                   cfg.train_seconds, threads=cfg.threads))
+            if script is not None and "classic_error" not in row:
+                try:
+                    classic_runs.append(classic.classic_train(script, text, hidden, layers, cfg.train_seqs,
+                                                              cfg.train_steps, cfg.train_seconds, cfg.threads))
+                except classic.BaselineError as exc:
+                    row["classic_error"] = str(exc)
+        row["ours"] = {**ours_runs[-1], "chars_per_s": median([r["chars_per_s"] for r in ours_runs]),
+                       "runs_chars_per_s": [r["chars_per_s"] for r in ours_runs]}
+        if classic_runs:
+            row["classic"] = {**classic_runs[-1], "chars_per_s": median([r["chars_per_s"] for r in classic_runs]),
+                              "runs_chars_per_s": [r["chars_per_s"] for r in classic_runs]}
         row["vs_classic"] = ratio(row["ours"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
         if torch.cuda.is_available():
             row["cuda"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
