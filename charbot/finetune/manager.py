@@ -350,7 +350,11 @@ class FinetuneManager:
                     "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note},
             created=utc_now(), served=True, pruned=False,
         )
-        await self.store.record_version(job.id, row, report.to_dict())
+        try:
+            await self.store.record_version(job.id, row, report.to_dict())
+        except BaseException:
+            vdir.remove(number)  # never recorded, so never served: do not leave it lying around
+            raise
         outcome = JobOutcome(job.id, job.corpus, DONE, version=number, report=report)
         try:
             await self._serve(job.corpus, path, number)

@@ -55,8 +55,9 @@ class JobSpec:
 
 
 def child_env(threads: int | None) -> dict[str, str]:
-    """Environment for the child: thread pools capped before torch starts them."""
+    """Environment for the child: thread pools capped before torch starts them, no bot token."""
     env = dict(os.environ)
+    env.pop("DISCORD_TOKEN", None)  # the job never talks to Discord
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)

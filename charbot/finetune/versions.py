@@ -17,6 +17,15 @@ from pathlib import Path
 _NAME = re.compile(r"^v(\d{4,})\.safetensors$")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: reading the umask means setting it, which races with threads
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -64,13 +73,15 @@ class VersionDir:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                os.fchmod(out.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a checkpoint is an ordinary file
                 shutil.copyfileobj(src, out, 1 << 20)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
+            os.link(tmp, dest)  # unlike rename, never replaces: two installers cannot take the same number
+        except FileExistsError:
+            raise FileExistsError(f"{dest}: version {number} already exists") from None
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
         _fsync_dir(self.root)
         return dest
 
