@@ -11,9 +11,9 @@ of in-place kernels:
 - the hidden states of all layers live side by side in one buffer, so that layer ``l``'s
   input and its own state are already one contiguous row: no concatenation per step.
 
-Rows ``0..batch-1`` of the buffers are the active replies. ``precision="bf16"`` keeps the
-two big recurrent matrices in bfloat16 (packed once for oneDNN where available) and
-everything else in float32; it is faster on CPUs with bf16 instructions and shifts each
+Rows ``0..batch-1`` of the buffers are the active replies. The gate matrices are packed
+once for oneDNN on CPU (see :class:`_Linear`). ``precision="bf16"`` keeps them in bfloat16
+and everything else in float32; it is faster on CPUs with bf16 instructions and shifts each
 next-character distribution by a small KL divergence (measured by ``charbot bench``).
 On CUDA the step is captured once per batch size as a CUDA graph and replayed.
 """
@@ -46,26 +46,57 @@ def bf16_matmul_supported() -> bool:
         return False
 
 
-class _BF16Linear:
-    """``x @ W.T`` with W in bfloat16, packed once for oneDNN when it can be; output bfloat16."""
+def _onednn_available() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
 
-    def __init__(self, weight: torch.Tensor, max_batch: int) -> None:
-        self.weight = weight.to(torch.bfloat16).contiguous()
+
+class _Linear:
+    """``x @ W.T`` for one layer's stacked gate weights, in float32 or bfloat16.
+
+    On CPU the weights are packed once for oneDNN, for the largest batch: that is several
+    times faster than a plain matmul for batches (MKL's sgemm is slow on some CPUs), and with
+    one packing every row's result is the same bits whatever the batch size, so a reply's
+    text cannot depend on how many others run beside it. Where oneDNN is missing (or fails a
+    probe) a plain matmul does the same work.
+    """
+
+    def __init__(self, weight: torch.Tensor, max_batch: int, dtype: torch.dtype) -> None:
+        self.weight = weight.to(dtype).contiguous()  # (4H, K)
+        self.weight_t = self.weight.t().contiguous()  # (K, 4H), for the plain path
         self.packed = None
-        if self.weight.device.type == "cpu" and bf16_matmul_supported():
+        usable = _onednn_available() and (dtype == torch.float32 or bf16_matmul_supported())
+        if self.weight.device.type == "cpu" and usable:
             try:
                 packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, max_batch)
-                probe = torch.ones(1, self.weight.shape[1], dtype=torch.bfloat16)
-                got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "")
-                if torch.allclose(got.float(), probe.float() @ self.weight.float().t(), rtol=2e-2, atol=2e-2):
+                probe = torch.linspace(-1, 1, self.weight.shape[1], dtype=dtype).view(1, -1)
+                got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "").float()
+                want = probe.double() @ self.weight.double().t()
+                tol = 1e-4 if dtype == torch.float32 else 2e-2
+                if torch.allclose(got.double(), want, rtol=tol, atol=tol):
                     self.packed = packed
             except (AttributeError, RuntimeError):
                 self.packed = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def add_to(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out += x @ W.T``."""
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        return torch.mm(x, self.weight.t())
+            out.add_(torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], ""))
+        elif self.weight.dtype == torch.float32:
+            out.addmm_(x, self.weight_t)
+        else:
+            out.add_(torch.mm(x, self.weight_t))
+
+    def write(self, x: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = bias + x @ W.T``."""
+        if self.packed is not None:
+            torch.add(bias, torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], ""), out=out)
+        elif self.weight.dtype == torch.float32:
+            torch.addmm(bias, x, self.weight_t, out=out)
+        else:
+            torch.add(bias, torch.mm(x, self.weight_t), out=out)
 
 
 @dataclass
@@ -121,13 +152,9 @@ class FastStep:
         mats = [_reorder_gates(sd["lstm.weight_hh_l0"])]  # (4H, H)
         for k in range(1, L):
             mats.append(_reorder_gates(torch.cat([sd[f"lstm.weight_ih_l{k}"], sd[f"lstm.weight_hh_l{k}"]], dim=1)))
-        self.bias = [None] + [b(k).to(dev, torch.float32) for k in range(1, L)]
-        if precision == "fp32":
-            self.w_t = [m.t().contiguous().to(dev, torch.float32) for m in mats]  # (K, 4H): x @ w_t
-            self.bf16 = None
-        else:
-            self.w_t = None
-            self.bf16 = [_BF16Linear(m.to(dev, torch.float32), max_batch) for m in mats]
+        self.bias = [torch.zeros(0, device=dev)] + [b(k).to(dev, torch.float32) for k in range(1, L)]
+        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        self.linears = [_Linear(m.to(dev, torch.float32), max_batch, dtype) for m in mats]
         self.head_t = sd["head.weight"].t().contiguous().to(dev, torch.float32)  # (H, V)
         self.head_b = sd["head.bias"].to(dev, torch.float32)
 
@@ -204,23 +231,21 @@ class FastStep:
 
     def _compute(self, n: int) -> None:
         v = self._view(n)
-        H = self.hidden
+        H, L = self.hidden, self.n_layers
         torch.index_select(self.table0, 0, v.idx, out=v.gates)
-        if self.w_t is not None:
-            v.gates.addmm_(v.h[0], self.w_t[0])
-        else:
-            v.gates.add_(self.bf16[0](v.hs_lo[:, :H].contiguous()))
+        lo = v.hs_lo  # bf16 copy of the hidden states, the matmuls' input at that precision
+        self.linears[0].add_to(v.h[0] if lo is None else lo[:, :H], v.gates)
         self._cell(v, 0)
-        for layer in range(1, self.n_layers):
-            if self.w_t is not None:
-                torch.addmm(self.bias[layer], v.xh[layer], self.w_t[layer], out=v.gates)
+        for layer in range(1, L):
+            if lo is None:
+                x = v.xh[layer]
             else:
-                v.hs_lo[:, (layer - 1) * H : layer * H].copy_(v.h[layer - 1])
-                lo = v.hs_lo[:, (layer - 1) * H : (layer + 1) * H].contiguous()
-                torch.add(self.bias[layer], self.bf16[layer](lo), out=v.gates)
+                lo[:, (layer - 1) * H : layer * H].copy_(v.h[layer - 1])
+                x = lo[:, (layer - 1) * H : (layer + 1) * H]
+            self.linears[layer].write(x, self.bias[layer], v.gates)
             self._cell(v, layer)
-        if self.hs_lo is not None:
-            v.hs_lo[:, (self.n_layers - 1) * H :].copy_(v.h[-1])
+        if lo is not None:
+            lo[:, (L - 1) * H :].copy_(v.h[-1])
         torch.addmm(self.head_b, v.h[-1], self.head_t, out=v.logits)
 
     def step(self, n: int) -> torch.Tensor:

@@ -102,6 +102,17 @@ def test_bf16_step_stays_within_kl_bound(trained):
     assert kl.mean().item() < BF16_MAX_KL / 10
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_row_gets_the_same_bits_in_any_batch(trained, precision):
+    """With the weights packed once for the largest batch, a row's logits do not depend on
+    how many rows are stepped with it (the fallback matmul only promises near-equality)."""
+    alone, crowd = FastStep(trained, 8, precision=precision), FastStep(trained, 8, precision=precision)
+    if any(lin.packed is None for lin in alone.linears):
+        pytest.skip("oneDNN packing is not available here")
+    texts = [TEXT[i : i + 25] for i in (0, 4, 9, 13, 21)]
+    assert torch.equal(teacher_forced(alone, texts[:1])[:, 0], teacher_forced(crowd, texts)[:, 0])
+
+
 def test_bf16_availability_is_a_plain_answer():
     assert bf16_matmul_supported() in (True, False)
 
