@@ -185,7 +185,6 @@ CORPORA: dict[str, Corpus] = {
             description="Answers in the style of a university COVID-19 FAQ",
             frame=faq_prime,
             stop=("\n\n",),
-            default_temperature=0.5,
             example_prompt="Do I need to wear a mask on campus?",
             notes=("The file holds answers only (no question marks at all); entries are separated by a blank line, "
                    "so a reply ends at the first blank line. 85 KB: a model trained on it alone overfits.",),
