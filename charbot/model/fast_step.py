@@ -155,7 +155,7 @@ class FastStep:
         self.bias = [torch.zeros(0, device=dev)] + [b(k).to(dev, torch.float32) for k in range(1, L)]
         dtype = torch.float32 if precision == "fp32" else torch.bfloat16
         self.linears = [_Linear(m.to(dev, torch.float32), max_batch, dtype) for m in mats]
-        self.head_t = sd["head.weight"].t().contiguous().to(dev, torch.float32)  # (H, V)
+        self.head = _Linear(sd["head.weight"].to(dev, torch.float32), max_batch, torch.float32)  # always fp32
         self.head_b = sd["head.bias"].to(dev, torch.float32)
 
         f32 = {"device": dev, "dtype": torch.float32}
@@ -246,7 +246,7 @@ class FastStep:
             self._cell(v, layer)
         if lo is not None:
             lo[:, (L - 1) * H :].copy_(v.h[-1])
-        torch.addmm(self.head_b, v.h[-1], self.head_t, out=v.logits)
+        self.head.write(v.h[-1], self.head_b, v.logits)
 
     def step(self, n: int) -> torch.Tensor:
         """Advance rows ``0..n-1`` by the characters in ``codes[:n]``; return their logits (CPU)."""
