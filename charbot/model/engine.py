@@ -8,6 +8,9 @@ rest. Each reply keeps its own settings, seeded generator and stop strings, and 
 :func:`sample.pick_next` does (batched by :class:`~charbot.model.fast_sample.BatchSampler`),
 so its text is the one :func:`sample.generate` gives for the same seed, whatever else is
 running (barring float near-ties).
+
+From asyncio: ``await asyncio.wrap_future(engine.submit(...))``, and in ``on_text`` (which
+runs on the worker thread) hand pieces over with ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -177,7 +180,11 @@ class Engine:
                 self._lock.notify()
 
     def close(self, wait: bool = True) -> None:
-        """Stop taking replies; with ``wait`` finish those in flight, else cancel them; stop the worker."""
+        """Stop taking replies and stop the worker.
+
+        With ``wait`` every reply already submitted (running or queued) is finished first;
+        without, each resolves at once with its text so far and finish ``cancelled``.
+        """
         with self._lock:
             self._closing = True
             if not wait:
