@@ -245,3 +245,34 @@ def test_train_into_an_unwritable_place(tmp_path, text_file, capsys):
     code, _, err = run_main(capsys, "train", str(text_file), "--out", str(blocker / "m.safetensors"), "--steps",
                             "5", *TINY)
     one_line_error(code, err, "file")
+
+
+def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path, text_file, capsys):
+    """A real process, a real SIGINT: the run stops at a step boundary, says so, and --resume picks it up."""
+    import signal
+    import time
+
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "charbot.cli", "train", str(text_file), "--out", str(out),
+                             "--steps", "1000000", "--json", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        log = tmp_path / "m.log.json"
+        while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # waiting for the first validation, not timing anything
+        assert log.exists(), proc.stderr.read() if proc.poll() is not None else "no validation within 2 minutes"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "stopping after this step" in stderr and "Traceback" not in stderr
+    first = json.loads(stdout)
+    assert first["stopped"] == "interrupted" and first["steps"] >= 5
+    code, stdout, _ = run_main(capsys, "train", str(text_file), "--out", str(out), "--resume", "--steps",
+                               str(first["steps"] + 3), "--json")
+    assert code == 0
+    second = json.loads(stdout)
+    assert second["stopped"] == "budget" and second["steps"] == first["steps"] + 3
