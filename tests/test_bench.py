@@ -10,6 +10,7 @@ import pytest
 from charbot.bench.classic import BaselineError, find_script, run_classic
 from charbot.bench.stats import percentile
 from charbot.cli import main
+from charbot.model.fast_step import bf16_matmul_supported
 
 
 def test_percentile_interpolates():
@@ -71,6 +72,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     train = results["train"][0]
     assert train["vs_classic"] == pytest.approx(train["ours"]["chars_per_s"] / 1000.0)
     assert train["classic"]["argv"][:2] == ["train", "--text"]
+    if bf16_matmul_supported():
+        assert train["autocast_probe"]["fp32_chars_per_s"] > 0 and train["autocast_probe"]["steps_each"] > 0
     md = (out / "bench.md").read_text()
     for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity"):
         assert heading in md

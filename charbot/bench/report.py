@@ -95,6 +95,13 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['size']} | {o['seqs']}x{o['steps_per_seq']} | {_f(o['chars_per_s'])} | "
                          f"{_f(r.get('classic', {}).get('chars_per_s'))} | "
                          f"{_f(v, 2, 'x')}{_mark(None if v is None else v >= t['train_vs_classic'])} |")
+        for r in results["train"]:
+            probe = r.get("autocast_probe")
+            if probe:
+                lines.append(f"\nProposal, {r['size']}: the same training step under CPU bf16 autocast runs "
+                             f"{_f(probe['bf16_autocast_chars_per_s'])} chars/s against "
+                             f"{_f(probe['fp32_chars_per_s'])} in fp32 ({_f(probe['bf16_autocast_speedup'], 2, 'x')}, "
+                             "measured alternately; train() does not use it yet).")
         gpu = [r for r in results["train"] if "cuda" in r]
         for r in gpu:
             cps = r["cuda"]["chars_per_s"]

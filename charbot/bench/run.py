@@ -16,6 +16,7 @@ from charbot.bench import classic, concurrent, fidelity, generation, training
 from charbot.bench.stats import median, ratio
 from charbot.model.charset import VOCAB_SIZE
 from charbot.model.checkpoint import Checkpoint, load_checkpoint
+from charbot.model.fast_step import bf16_matmul_supported
 from charbot.model.network import CharLSTM, ModelConfig
 
 SECTIONS = ("single", "concurrent", "train", "fidelity")
@@ -272,6 +273,9 @@ def _train(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say:
             row["classic"] = {**classic_runs[-1], "chars_per_s": median([r["chars_per_s"] for r in classic_runs]),
                               "runs_chars_per_s": [r["chars_per_s"] for r in classic_runs]}
         row["vs_classic"] = ratio(row["ours"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
+        if bf16_matmul_supported():
+            row["autocast_probe"] = training.autocast_probe(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
+                                                            cfg.train_seconds / 2, cfg.threads)
         if torch.cuda.is_available():
             row["cuda"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
                                                 cfg.train_seconds, device="cuda")
