@@ -215,7 +215,9 @@ def _target(row: Row) -> tuple[str, str]:
     if row.target_val_bpc is None:
         return "no target set", "-"
     met = row.met
-    return f"<= {row.target_val_bpc:g} bits/char", "-" if met is None else ("yes" if met else "no")
+    nats = row.target_val_bpc * math.log(2)
+    return (f"<= {nats:.2f} nats ({row.target_val_bpc:.3f} bits)/char",
+            "-" if met is None else ("yes" if met else "no"))
 
 
 def _fence(text: str) -> str:

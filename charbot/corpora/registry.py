@@ -16,6 +16,7 @@ first and last words, its length). A file that is neither is refused.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable
@@ -163,6 +164,7 @@ CORPORA: dict[str, Corpus] = {
             frame=tale_prime,
             stop=("\n\n\n\n",),
             example_prompt="The old lighthouse",
+            target_val_bpc=1.25 / math.log(2),  # issue target: <= 1.25 nats/char
             notes=("Tales are separated by four blank lines and start with a title in capitals; sections within a "
                    "tale by two. A reply ends where a tale ends.",),
         ),
@@ -186,6 +188,7 @@ CORPORA: dict[str, Corpus] = {
             frame=faq_prime,
             stop=("\n\n",),
             example_prompt="Do I need to wear a mask on campus?",
+            target_val_bpc=1.45 / math.log(2),  # issue target: <= 1.45 nats/char
             notes=("The file holds answers only (no question marks at all); entries are separated by a blank line, "
                    "so a reply ends at the first blank line. 85 KB: a model trained on it alone overfits.",),
         ),
@@ -220,6 +223,7 @@ CORPORA: dict[str, Corpus] = {
             frame=novel_prime,
             stop=("\n\n\n",),
             example_prompt="Anna looked at him",
+            target_val_bpc=1.25 / math.log(2),  # issue target: <= 1.25 nats/char (notebook: 1.2917)
             notes=("Paragraphs are separated by one blank line and chapters by three, so a reply runs to its length "
                    "limit or to the end of a chapter.",),
         ),
