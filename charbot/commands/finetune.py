@@ -136,6 +136,8 @@ async def _run(args) -> int:  # noqa: ANN001
 
 
 async def _list(args, manager) -> int:  # noqa: ANN001
+    from charbot.model.evaluate import bits
+
     served = await manager.served(args.corpus)
     rows = await manager.store.versions(args.corpus)
     jobs = await manager.store.recent_jobs(args.corpus)
@@ -144,7 +146,7 @@ async def _list(args, manager) -> int:  # noqa: ANN001
         after = r.losses.get("after", {}).get("contributed")
         parent = f"v{r.parent_version}" if r.parent_version else "base"
         lines.append(f"  v{r.version}{' (served)' if r.served else ''}: from {parent}, {r.train_chars:,} chars, "
-                     f"by {r.started_by}, {r.created}" + (f", held-out loss {after:.3f}" if after else ""))
+                     f"by {r.started_by}, {r.created}" + (f", held-out {bits(after):.3f} bits/char" if after else ""))
     for j in jobs:
         lines.append(f"  job {j.id}: {j.state}, by {j.started_by}, {j.created}" + (f": {j.error}" if j.error else ""))
     emit(args, {"corpus": args.corpus, "served": served.version,

@@ -27,6 +27,7 @@ from charbot.finetune.settings import FinetuneSettings
 from charbot.finetune.verify import verify_checkpoint
 from charbot.finetune.versions import VersionDir, versions_to_prune
 from charbot.model.checkpoint import CheckpointError
+from charbot.model.evaluate import bits
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class JobOutcome:
             return f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
         if self.state == CANCELLED:
             return f"Fine-tune of {self.corpus} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
-        return f"Fine-tune of {self.corpus} (job {self.job_id}) failed; the served model is unchanged. {self.error}"
+        text = f"Fine-tune of {self.corpus} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
+        return text + (f"\n{self.report.summary()}" if self.report is not None else "")
 
 
 @dataclass
@@ -332,6 +334,12 @@ class FinetuneManager:
 
     async def _install(self, job: RunningJob, jobdir: Path, report: FinetuneReport) -> JobOutcome:
         """New version number, atomic copy, check on that file, record as served, swap engines."""
+        if not report.after.contributed < report.before.contributed:
+            before, after = bits(report.before.contributed), bits(report.after.contributed)
+            why = (f"it did not get better at the new text (held-out contributions {before:.3f} -> {after:.3f} "
+                   "bits/char), so no version was made; more contributed text usually helps")
+            await self.store.finish_job(job.id, FAILED, why, report.to_dict())
+            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
         vdir = self.versions_dir(job.corpus)
         number = max([await self.store.max_version(job.corpus), *vdir.on_disk(), 0]) + 1
         path = await asyncio.to_thread(vdir.install, jobdir / STAGED, number)

@@ -262,3 +262,22 @@ async def test_a_corrupt_new_checkpoint_is_refused_and_the_old_one_stays(env):
     assert VersionFiles(env).numbers() == []
 
 
+
+
+async def test_a_result_no_better_on_the_new_text_is_not_made_a_version(env):
+    from charbot.finetune.job import FinetuneReport, Losses
+    from charbot.finetune.manager import RunningJob, Served
+
+    manager = await env.open()
+    job_id = await env.fstore.create_job("tale", "discord:30", {})
+    jobdir = env.tmp / "job"
+    jobdir.mkdir()
+    (jobdir / "new.safetensors").write_bytes(env.base.read_bytes())
+    job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0)
+    report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230, 0, "skipped",
+                            Losses(2.0, None), Losses(2.01, None), 12, "early-stop", 3.0)
+    outcome = await manager._install(job, jobdir, report)
+    assert outcome.state == FAILED and "did not get better at the new text" in outcome.error
+    assert "2.885 -> 2.900 bits/char" in outcome.message() and "New text (held-out" in outcome.message()
+    assert (await env.fstore.job(job_id)).state == FAILED
+    assert await env.fstore.versions("tale") == [] and VersionFiles(env).numbers() == []
