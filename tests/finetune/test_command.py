@@ -107,7 +107,7 @@ def _gone(pid: int) -> bool:
     return "State:\tZ" in state
 
 
-def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_recovers(setup, run):
+def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_recovers(setup):
     tmp, db, ckdir = setup
     state = tmp / "state"
     common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(state)]
@@ -141,7 +141,4 @@ def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_r
             assert len(await store.contributions(corpus="tale")) == 8
             assert not (state / "finetune-jobs" / str(row[0])).exists()
 
-    asyncio.run(restart())
-    code, out, err = run("tale", *common, "--minutes", "2", *FAST)  # the next job works
-    assert code == 0, err
-    assert "now serving v1" in out
+    asyncio.run(restart())  # (that the next job then works is shown with a killed bot in tests/bot)
