@@ -6,6 +6,8 @@ terminal front end can print the same thing.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from charbot.finetune.manager import FinetuneManager
 from charbot.model.evaluate import bits
 
@@ -56,8 +58,12 @@ async def versions_text(manager: FinetuneManager, corpora: list[str] | tuple[str
         current = next((r for r in rows if r.version == served.version), None)
         if current is not None:
             parent = f"v{current.parent_version}" if current.parent_version else "base"
-            line += (f" (fine-tuned from {parent} on {current.train_chars:,} contributed characters by "
-                     f"{who(current.started_by)}, {current.created[:10]}")
+            if current.job_id is None:
+                source = Path(current.losses.get("imported_from", "a file")).name
+                line += f" (imported from {source} by {who(current.started_by)}, {current.created[:10]}"
+            else:
+                line += (f" (fine-tuned from {parent} on {current.train_chars:,} contributed characters by "
+                         f"{who(current.started_by)}, {current.created[:10]}")
             after = current.losses.get("after", {})
             before = current.losses.get("before", {})
             if after.get("contributed") and before.get("contributed"):

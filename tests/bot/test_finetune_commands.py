@@ -147,3 +147,18 @@ async def test_bad_finetune_settings_switch_it_off_with_the_reason_and_replies_g
         assert "fine-tuning is switched off on this bot: CHARBOT_KEEP_VERSIONS must be at least 1" in \
             world.private_answer(refused)
         assert await tale(world)
+
+
+async def test_a_version_made_by_the_command_line_beside_the_bot_is_served_without_restart(world: BotUnderTest) -> None:
+    from charbot.finetune.manager import FinetuneManager
+
+    ft = cog(world)
+    # `charbot finetune tale --install FILE` in another process: same database, no engines to swap.
+    cli = FinetuneManager(ft.manager.store, ft.manager.settings, ft._base)
+    served = await cli.import_checkpoint("tale", world.checkpoints["novel"], "cli:op")
+    assert served.version == 1 and world.bot.models.info["tale"].path != str(served.path)
+    assert await ft.sync_served() == ["tale"]
+    assert world.bot.models.info["tale"].path == str(served.path)
+    assert await ft.sync_served() == []
+    model = await world.run("model")
+    assert "serving **v1** (imported from novel.safetensors by op (command line)" in world.private_answer(model)
