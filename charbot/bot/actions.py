@@ -148,7 +148,12 @@ def help_text(chat: bool = False) -> str:
     if chat:
         lines += ["/help: this list", "/quit: leave (or Ctrl-D)"]
     else:
-        lines += ["/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus"]
+        lines += [
+            "/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus",
+            "/finetune start corpus [minutes], /finetune status, /finetune cancel corpus: "
+            "(admins) teach a corpus its contributions, while the bot keeps talking",
+            "/rollback corpus [version]: (admins) serve an earlier version of a corpus's model",
+        ]
     return "\n".join(lines)
 
 
