@@ -19,6 +19,7 @@ from pathlib import Path
 
 from charbot import __version__
 from charbot.corpora.registry import Corpus, data_dir, find_corpus_file, get_corpus
+from charbot.model.checkpoint import fsync_dir
 
 MAX_BYTES = 50_000_000  # the corpora are about 2 MB; anything far larger is not one of them
 CHUNK = 1 << 16
@@ -136,18 +137,7 @@ def fetch(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target_dir)
+    fsync_dir(target_dir)
     return FetchResult(name, target, size, digest, match.id, True, where)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from charbot.model.checkpoint import fsync_dir
+
 _NAME = re.compile(r"^v(\d{4,})\.safetensors$")
 
 
@@ -24,19 +26,6 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # once, at import: reading the umask means setting it, which races with threads
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -82,7 +71,7 @@ class VersionDir:
             raise FileExistsError(f"{dest}: version {number} already exists") from None
         finally:
             Path(tmp).unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return dest
 
     def remove(self, number: int) -> None:

@@ -7,7 +7,9 @@ the same), so nothing the bot posts can ping anyone, whatever the text says.
 import logging
 
 import discord
+from discord import app_commands
 
+from charbot.bot import actions
 from charbot.bot.actions import Answer
 from charbot.bot.errors import UNEXPECTED
 
@@ -34,3 +36,15 @@ async def send_unexpected(interaction: discord.Interaction) -> None:
         await send(interaction, UNEXPECTED)
     except discord.HTTPException:
         log.warning("could not tell the user about an error (interaction %s)", interaction.id)
+
+
+class NotAdmin(app_commands.CheckFailure):
+    """Raised by the admin check; its message is shown to the person."""
+
+
+async def is_admin(interaction: discord.Interaction) -> bool:
+    """The bot's own half of the admin check (Discord's default permissions are the other half)."""
+    has_manage_guild = bool(interaction.permissions and interaction.permissions.manage_guild)
+    if actions.may_administer(interaction.user.id, has_manage_guild, interaction.client.config.admin_ids):
+        return True
+    raise NotAdmin("Only server admins (Manage Server permission) can do that.")

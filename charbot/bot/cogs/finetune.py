@@ -17,8 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from charbot.bot import actions
-from charbot.bot.cogs import NO_MENTIONS, send
+from charbot.bot.cogs import NO_MENTIONS, is_admin, send
 from charbot.bot.cogs.contributions import CORPUS_CHOICES
 from charbot.bot.errors import Refusal
 from charbot.bot.finetune_store import FinetuneStore
@@ -34,17 +33,6 @@ log = logging.getLogger(__name__)
 SYNC_EVERY_S = 30.0  # how soon a version changed by `charbot finetune` beside the bot is served
 MAX_MESSAGE = 1900
 
-
-class NotAdmin(app_commands.CheckFailure):
-    """Raised by the admin check; its message is shown to the person."""
-
-
-async def _is_admin(interaction: discord.Interaction) -> bool:
-    """The bot's own half of the admin check (Discord's default permissions are the other half)."""
-    has_manage_guild = bool(interaction.permissions and interaction.permissions.manage_guild)
-    if actions.may_administer(interaction.user.id, has_manage_guild, interaction.client.config.admin_ids):
-        return True
-    raise NotAdmin("Only server admins (Manage Server permission) can do that.")
 
 
 class Finetune(commands.Cog):
@@ -142,7 +130,7 @@ class Finetune(commands.Cog):
     @finetune.command(name="start", description="(Admins) Fine-tune a corpus's model on its contributions")
     @app_commands.describe(corpus="which model learns", minutes="time budget (early stopping may end it sooner)")
     @app_commands.choices(corpus=CORPUS_CHOICES)
-    @app_commands.check(_is_admin)
+    @app_commands.check(is_admin)
     async def start(
         self, interaction: discord.Interaction, corpus: app_commands.Choice[str],
         minutes: app_commands.Range[float, 0.1, 600.0] = None,
@@ -197,7 +185,7 @@ class Finetune(commands.Cog):
     @finetune.command(name="status", description="(Admins) How the fine-tuning is going, or how it went")
     @app_commands.describe(corpus="only this corpus")
     @app_commands.choices(corpus=CORPUS_CHOICES)
-    @app_commands.check(_is_admin)
+    @app_commands.check(is_admin)
     async def status(self, interaction: discord.Interaction, corpus: app_commands.Choice[str] = None) -> None:
         text = await status_text(self._manager(), corpus.value if corpus else None)
         await send(interaction, text[:MAX_MESSAGE])
@@ -205,7 +193,7 @@ class Finetune(commands.Cog):
     @finetune.command(name="cancel", description="(Admins) Stop a fine-tune; the served model stays as it is")
     @app_commands.describe(corpus="whose fine-tune to stop")
     @app_commands.choices(corpus=CORPUS_CHOICES)
-    @app_commands.check(_is_admin)
+    @app_commands.check(is_admin)
     async def cancel(self, interaction: discord.Interaction, corpus: app_commands.Choice[str]) -> None:
         manager = self._manager()
         job = await manager.cancel(corpus.value, f"cancelled by {who(f'discord:{interaction.user.id}')}")
@@ -226,7 +214,7 @@ class Finetune(commands.Cog):
     @app_commands.choices(corpus=CORPUS_CHOICES)
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
-    @app_commands.check(_is_admin)
+    @app_commands.check(is_admin)
     async def rollback(
         self, interaction: discord.Interaction, corpus: app_commands.Choice[str],
         version: app_commands.Range[int, 0, 1_000_000] = None,

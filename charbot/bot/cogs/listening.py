@@ -7,22 +7,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from charbot.bot import actions, listening
-from charbot.bot.cogs import send_answer
+from charbot.bot.cogs import is_admin, send_answer
 from charbot.bot.cogs.contributions import CORPUS_CHOICES
 
 log = logging.getLogger(__name__)
 
-
-class NotAdmin(app_commands.CheckFailure):
-    """Raised by the admin check; its message is shown to the person."""
-
-
-async def _is_admin(interaction: discord.Interaction) -> bool:
-    """The local half of the admin check (Discord's default permissions are the other half)."""
-    has_manage_guild = bool(interaction.permissions and interaction.permissions.manage_guild)
-    if actions.may_administer(interaction.user.id, has_manage_guild, interaction.client.config.admin_ids):
-        return True
-    raise NotAdmin("Only server admins (Manage Server permission) can do that.")
 
 
 class Listening(commands.Cog):
@@ -34,7 +23,7 @@ class Listening(commands.Cog):
     @app_commands.choices(corpus=CORPUS_CHOICES)
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
-    @app_commands.check(_is_admin)
+    @app_commands.check(is_admin)
     async def listen(self, interaction: discord.Interaction, corpus: app_commands.Choice[str]) -> None:
         answer = await actions.listen(self.bot.store, interaction.guild_id, interaction.channel_id, corpus.value)
         await send_answer(interaction, answer)
@@ -42,7 +31,7 @@ class Listening(commands.Cog):
     @app_commands.command(name="unlisten", description="(Admins) Stop storing messages in this channel")
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
-    @app_commands.check(_is_admin)
+    @app_commands.check(is_admin)
     async def unlisten(self, interaction: discord.Interaction) -> None:
         answer = await actions.unlisten(self.bot.store, interaction.guild_id, interaction.channel_id)
         await send_answer(interaction, answer)
