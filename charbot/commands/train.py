@@ -81,4 +81,4 @@ def run(args) -> int:  # noqa: ANN001
         if result.stopped == "interrupted":
             human += "; continue with --resume"
     emit(args, payload, human)
-    return 0
+    return 130 if result.stopped == "interrupted" else 0  # scripts must not take a cut run for a finished one
