@@ -91,8 +91,9 @@ class Engine:
 
     ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
-    fidelity (see :mod:`charbot.model.fast_step`). ``threads`` sets the worker's torch
-    intra-op threads (default: :func:`default_threads`).
+    fidelity (see :mod:`charbot.model.fast_step`); "auto" is bf16 where the CPU has those
+    instructions, else fp32. ``threads`` sets the worker's torch intra-op threads
+    (default: :func:`default_threads`).
     """
 
     def __init__(
@@ -120,9 +121,9 @@ class Engine:
         self._model = model
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.precision = precision
         self.threads = threads if threads is not None else default_threads()
         self._fast = FastStep(model, max_batch, self.device, precision)
+        self.precision = self._fast.precision  # "auto" resolved
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._lock = threading.Condition()
         self._queue: deque[_Reply] = deque()

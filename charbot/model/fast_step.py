@@ -14,7 +14,8 @@ of in-place kernels:
 Rows ``0..batch-1`` of the buffers are the active replies. The gate matrices are packed
 once for oneDNN on CPU (see :class:`_Linear`). ``precision="bf16"`` keeps them in bfloat16
 and everything else in float32; it is faster on CPUs with bf16 instructions and shifts each
-next-character distribution by a small KL divergence (measured by ``charbot bench``).
+next-character distribution by a small KL divergence (measured by ``charbot bench``);
+``"auto"`` picks it only where the CPU has those instructions.
 On CUDA the step is captured once per batch size as a CUDA graph and replayed.
 """
 
@@ -29,7 +30,7 @@ from charbot.model.network import CharLSTM
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def _reorder_gates(w: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,15 @@ def _onednn_available() -> bool:
         return bool(torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
     except (AttributeError, RuntimeError):
         return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on a CPU with native bfloat16 matrix instructions, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and bf16_matmul_supported() else "fp32"
+    return precision
 
 
 class _Linear:
@@ -134,13 +144,11 @@ class FastStep:
         precision: str = "fp32",
         cuda_graphs: bool = True,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         cfg = model.config
         self.n_layers, self.hidden, self.vocab = cfg.n_layers, cfg.hidden_size, cfg.vocab_size
         self.max_batch = max_batch
         self.device = torch.device(device) if device is not None else model.head.weight.device
-        self.precision = precision
+        self.precision = precision = resolve_precision(precision, self.device)
         L, H, V, dev = self.n_layers, self.hidden, self.vocab, self.device
         sd = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()}
 

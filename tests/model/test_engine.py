@@ -122,6 +122,13 @@ def test_unknown_precision_is_refused(trained):
         FastStep(trained, 1, precision="int3")
 
 
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(trained):
+    want = "bf16" if bf16_matmul_supported() else "fp32"
+    assert FastStep(trained, 1, precision="auto").precision == want
+    with Engine(Checkpoint(trained, trained.config), precision="auto") as eng:
+        assert eng.precision == want
+
+
 def test_batch_sampler_draws_what_pick_next_draws():
     assert batched_draw_matches()
     torch.manual_seed(3)
