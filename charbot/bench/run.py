@@ -16,6 +16,7 @@ from charbot.bench import classic, concurrent, fidelity, generation, training
 from charbot.bench.stats import median, ratio
 from charbot.model.charset import VOCAB_SIZE
 from charbot.model.checkpoint import Checkpoint, load_checkpoint
+from charbot.model.engine import default_threads
 from charbot.model.fast_step import bf16_matmul_supported
 from charbot.model.network import CharLSTM, ModelConfig
 
@@ -120,10 +121,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     """Measure every section in ``cfg.sections``; return the results (see :mod:`report`)."""
     if cfg.quick:
         cfg.shrink()
-    if cfg.threads is None:
-        from charbot.model.train import auto_threads
-
-        cfg.threads = auto_threads()
+    if cfg.threads is None:  # the engine's own default, given to every side so ratios compare code, not threads
+        cfg.threads = default_threads()
     script = classic.find_script(cfg.classic_script)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                      "machine_start": machine(), "classic_script": str(script) if script else None,

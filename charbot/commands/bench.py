@@ -35,7 +35,8 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--train-seconds", type=float, default=20.0, help="seconds of training for each side")
     p.add_argument("--train-text", help="text file to train on (default: the tale corpus)")
     p.add_argument("--classic", help="path of classic_charrnn.py (default: ../shared/baselines/ beside the project)")
-    p.add_argument("--threads", type=int, help="torch threads for every side (default: the free cores)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads for every side (default: the engine's default, 1 on machines with 2 cores)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     add_json_flag(p)
     p.set_defaults(func=run)
