@@ -101,7 +101,8 @@ class CharBot(commands.Bot):
             if self.models is None:
                 t0 = time.perf_counter()
                 self.models = await asyncio.to_thread(
-                    Models.load, self.config.corpora, self.config.checkpoint_dir, self.config.device
+                    Models.load, self.config.corpora, self.config.checkpoint_dir, self.config.device,
+                    precision=self.config.precision,
                 )
                 log.info("models loaded in %.1f s", time.perf_counter() - t0)
             self.replies = ReplyService(self.models, self.config.limits)

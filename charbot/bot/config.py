@@ -90,6 +90,7 @@ class BotConfig:
     dev_guild_id: int | None = None
     admin_ids: frozenset[int] = frozenset()
     device: str = "auto"
+    precision: str = "auto"
     checkpoint_dir: Path | None = None
     corpora: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -100,8 +101,8 @@ class BotConfig:
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{k}={getattr(self, k)!r}"
-            for k in ("database", "dev_guild_id", "admin_ids", "device", "checkpoint_dir", "corpora", "limits",
-                      "discord_api", "discord_gateway", "log_level")
+            for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "checkpoint_dir", "corpora",
+                      "limits", "discord_api", "discord_gateway", "log_level")
         )
         return f"BotConfig(token={'set' if self.token else 'unset'}, {shown})"
 
@@ -202,12 +203,16 @@ def load_config(
     level = (env.get("CHARBOT_LOG_LEVEL") or "INFO").strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"CHARBOT_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    precision = (env.get("CHARBOT_PRECISION") or "auto").strip().lower()
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"CHARBOT_PRECISION must be auto, fp32 or bf16, got {precision!r}")
     return BotConfig(
         token=token,
         database=Path((env.get("CHARBOT_DB") or "charbot.db").strip()).expanduser(),
         dev_guild_id=_int(env, "CHARBOT_DEV_GUILD", None),
         admin_ids=_ids(env, "CHARBOT_ADMINS"),
         device=(env.get("CHARBOT_DEVICE") or "auto").strip(),
+        precision=precision,
         checkpoint_dir=Path(checkpoints).expanduser() if checkpoints else None,
         corpora=_corpora(env),
         limits=limits,

@@ -50,7 +50,8 @@ def _setup(args, corpora: list[str] | None):  # noqa: ANN001, ANN202
 
     config = load_config(args.env_file, require_token=False)
     checkpoints = Path(args.checkpoints) if args.checkpoints else config.checkpoint_dir
-    models = Models.load(corpora or config.corpora, checkpoints, device=args.device or config.device)
+    models = Models.load(corpora or config.corpora, checkpoints, device=args.device or config.device,
+                         precision=config.precision)
     return config, models
 
 
