@@ -703,8 +703,8 @@ class FakeDiscord:
     async def _get_original(self, rec: RecordedRequest) -> web.Response:
         return self._json(self._original_for(rec))
 
-    async def _edit_original(self, rec: RecordedRequest) -> web.Response:
-        message = self._original_for(rec)
+    def _edit(self, message: dict, rec: RecordedRequest) -> web.Response:
+        """Apply an edit, or leave the message exactly as it was if Discord would refuse it."""
         before = dict(message)
         problem = self._apply_edit(message, rec.json, rec.files)
         if problem is not None:
@@ -712,6 +712,9 @@ class FakeDiscord:
             message.update(before)
             return problem
         return self._json(message)
+
+    async def _edit_original(self, rec: RecordedRequest) -> web.Response:
+        return self._edit(self._original_for(rec), rec)
 
     async def _delete_original(self, rec: RecordedRequest) -> web.Response:
         self._original_for(rec)
@@ -754,14 +757,7 @@ class FakeDiscord:
         return self._json(self._followup_for(rec))
 
     async def _edit_followup(self, rec: RecordedRequest) -> web.Response:
-        message = self._followup_for(rec)
-        before = dict(message)
-        problem = self._apply_edit(message, rec.json, rec.files)
-        if problem is not None:
-            message.clear()
-            message.update(before)
-            return problem
-        return self._json(message)
+        return self._edit(self._followup_for(rec), rec)
 
     async def _delete_followup(self, rec: RecordedRequest) -> web.Response:
         message = self._followup_for(rec)
