@@ -150,7 +150,10 @@ def render_reply(
         body, tail = "*(no words came; try again or raise the temperature)*", ""
     if len(head) + len(body) + len(tail) <= limit:
         return head + body + tail
-    tail = TRUNCATED if finish != "cancelled" else CUT_SHORT
+    if finish is None:
+        tail = WORKING  # still being written, even when the text so far already overflows
+    else:
+        tail = TRUNCATED if finish != "cancelled" else CUT_SHORT
     room = limit - len(head) - len(tail)
     lo, hi = 0, len(continuation)
     while lo < hi:

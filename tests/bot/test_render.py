@@ -98,3 +98,11 @@ def test_worst_case_markup_is_cut_to_fit():
     text = render_reply("tale", "*" * 1000, "@everyone " * 400, "stop")
     assert len(text) <= DISCORD_LIMIT
     assert text.endswith("\u2026")
+
+
+def test_an_unfinished_reply_that_already_overflows_still_says_more_is_coming() -> None:
+    from charbot.bot.render import WORKING
+
+    text = render_reply("novel", "Anna looked at him", "and she smiled. " * 300, finish=None)
+    assert len(text) <= 2000
+    assert text.endswith(WORKING)
