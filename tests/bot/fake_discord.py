@@ -803,13 +803,7 @@ class FakeDiscord:
         message = self._channel_message_for(rec)
         if message["author"]["id"] != self.bot_user.id:
             return self._error(403, 50005, "Cannot edit a message authored by another user")
-        before = dict(message)
-        problem = self._apply_edit(message, rec.json, rec.files)
-        if problem is not None:
-            message.clear()
-            message.update(before)
-            return problem
-        return self._json(message)
+        return self._edit(message, rec)
 
     async def _delete_channel_message(self, rec: RecordedRequest) -> web.Response:
         message = self._channel_message_for(rec)
