@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+from charbot.envfile import env_number, read_env
 
 TOKEN_HELP = "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{18,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
@@ -125,23 +125,11 @@ def check_token(raw: str | None) -> Secret:
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    return env_number(env, name, default, int, ConfigError)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    return env_number(env, name, default, float, ConfigError)
 
 
 def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
@@ -184,10 +172,7 @@ def load_config(
     require_token: bool = True,
 ) -> BotConfig:
     """Read settings from ``env_file`` (if it exists) overlaid with ``environ`` (default os.environ)."""
-    env: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    env.update(os.environ if environ is None else environ)
+    env = read_env(env_file, environ)
     token = check_token(env.get("DISCORD_TOKEN")) if require_token else None
     limits = Limits(
         max_prompt_chars=_int(env, "CHARBOT_MAX_PROMPT", Limits.max_prompt_chars),

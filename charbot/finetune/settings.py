@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
-
+from charbot.envfile import env_number, read_env
 from charbot.finetune.job import MIN_CHARS
 
 STATE_DIR_NAME = "charbot-state"  # beside the database unless CHARBOT_STATE_DIR says otherwise
@@ -59,36 +58,23 @@ class FinetuneSettings:
         return self.state_dir / "finetune-jobs"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
-
-
 def load_settings(
     database: str | Path, env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None
 ) -> FinetuneSettings:
     """Settings for a bot or CLI using ``database``; the state folder defaults to ``charbot-state``
     beside the database, so versions travel with the database they are recorded in."""
-    env: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    env.update(os.environ if environ is None else environ)
+    env = read_env(env_file, environ)
     state = (env.get("CHARBOT_STATE_DIR") or "").strip()
     state_dir = Path(state).expanduser() if state else Path(database).expanduser().resolve().parent / STATE_DIR_NAME
-    threads = int(_number(env, "CHARBOT_FINETUNE_THREADS", 1, int))
+    threads = int(env_number(env, "CHARBOT_FINETUNE_THREADS", 1, int, SettingsError))
     return FinetuneSettings(
         state_dir=state_dir,
-        keep_versions=int(_number(env, "CHARBOT_KEEP_VERSIONS", 5, int)),
-        default_minutes=_number(env, "CHARBOT_FINETUNE_MINUTES", 10.0),
-        max_minutes=_number(env, "CHARBOT_FINETUNE_MAX_MINUTES", 60.0),
-        min_chars=int(_number(env, "CHARBOT_FINETUNE_MIN_CHARS", MIN_CHARS, int)),
+        keep_versions=int(env_number(env, "CHARBOT_KEEP_VERSIONS", 5, int, SettingsError)),
+        default_minutes=env_number(env, "CHARBOT_FINETUNE_MINUTES", 10.0, error=SettingsError),
+        max_minutes=env_number(env, "CHARBOT_FINETUNE_MAX_MINUTES", 60.0, error=SettingsError),
+        min_chars=int(env_number(env, "CHARBOT_FINETUNE_MIN_CHARS", MIN_CHARS, int, SettingsError)),
         threads=threads,
-        nice=int(_number(env, "CHARBOT_FINETUNE_NICE", 10, int)),
-        max_running=int(_number(env, "CHARBOT_FINETUNE_MAX_RUNNING", 1, int)),
-        status_interval_s=_number(env, "CHARBOT_FINETUNE_STATUS_INTERVAL", 15.0),
+        nice=int(env_number(env, "CHARBOT_FINETUNE_NICE", 10, int, SettingsError)),
+        max_running=int(env_number(env, "CHARBOT_FINETUNE_MAX_RUNNING", 1, int, SettingsError)),
+        status_interval_s=env_number(env, "CHARBOT_FINETUNE_STATUS_INTERVAL", 15.0, error=SettingsError),
     )
