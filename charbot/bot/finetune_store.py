@@ -104,7 +104,7 @@ class FinetuneStore:
         self, corpus: str, started_by: str, params: dict, guild_id: int | None = None, channel_id: int | None = None
     ) -> int:
         """Record a running job; JobConflict if one already runs for ``corpus`` (in any process)."""
-        (cur,) = await self.store._write([(
+        (cur,) = await self.store.write([(
             "INSERT INTO jobs (corpus, state, started_by, guild_id, channel_id, owner_pid, owner_host, params, "
             "created) "
             "SELECT ?, 'running', ?, ?, ?, ?, ?, ?, ? "
@@ -119,35 +119,35 @@ class FinetuneStore:
         return int(cur.lastrowid)
 
     async def job(self, job_id: int) -> JobRow | None:
-        row = await self.store._fetchone(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        row = await self.store.fetchone(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
 
     async def running_job(self, corpus: str) -> JobRow | None:
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE corpus = ? AND state = 'running'", (corpus,)
         )
         return None if row is None else _job(row)
 
     async def running_jobs(self) -> list[JobRow]:
-        rows = await self.store._fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id")
+        rows = await self.store.fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id")
         return [_job(r) for r in rows]
 
     async def recent_jobs(self, corpus: str | None = None, limit: int = 5) -> list[JobRow]:
         where, params = ("WHERE corpus = ?", (corpus,)) if corpus else ("", ())
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
         return [_job(r) for r in rows]
 
     async def set_progress(self, job_id: int, progress: dict) -> None:
-        await self.store._write([("UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
+        await self.store.write([("UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
                                   (json.dumps(progress), job_id))])
 
     async def finish_job(self, job_id: int, state: str, error: str | None = None, report: dict | None = None) -> None:
         """End a running job as failed or cancelled (success goes through :meth:`record_version`)."""
         if state not in (FAILED, CANCELLED):
             raise ValueError("finish_job records failures and cancellations only")
-        await self.store._write([(
+        await self.store.write([(
             "UPDATE jobs SET state = ?, finished = ?, error = ?, report = COALESCE(?, report) "
             "WHERE id = ? AND state = 'running'",
             (state, utc_now(), error, None if report is None else json.dumps(report), job_id),
@@ -165,7 +165,7 @@ class FinetuneStore:
             if alive or (not same_host and job.owner_host):
                 continue
             where = f"process {job.owner_pid}" if job.owner_pid else "its process"
-            await self.store._write([(
+            await self.store.write([(
                 "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state = 'running'",
                 (utc_now(), f"interrupted: {where} stopped while the job ran (crash, kill or restart); "
                             "the served checkpoint was not changed", job.id),
@@ -189,30 +189,30 @@ class FinetuneStore:
                 "UPDATE jobs SET state = 'done', finished = ?, version = ?, report = ? WHERE id = ?",
                 (utc_now(), row.version, None if report is None else json.dumps(report), job_id),
             ))
-        await self.store._write(statements)
+        await self.store.write(statements)
 
     async def versions(self, corpus: str, include_pruned: bool = False) -> list[VersionRow]:
         extra = "" if include_pruned else " AND pruned = 0"
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             f"SELECT {_VERSION_COLUMNS} FROM checkpoint_versions WHERE corpus = ?{extra} ORDER BY version", (corpus,)
         )
         return [_version(r) for r in rows]
 
     async def version(self, corpus: str, number: int) -> VersionRow | None:
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             f"SELECT {_VERSION_COLUMNS} FROM checkpoint_versions WHERE corpus = ? AND version = ?", (corpus, number)
         )
         return None if row is None else _version(row)
 
     async def served(self, corpus: str) -> VersionRow | None:
         """The version served for ``corpus``; None means the base checkpoint."""
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             f"SELECT {_VERSION_COLUMNS} FROM checkpoint_versions WHERE corpus = ? AND served = 1", (corpus,)
         )
         return None if row is None else _version(row)
 
     async def max_version(self, corpus: str) -> int:
-        row = await self.store._fetchone("SELECT MAX(version) FROM checkpoint_versions WHERE corpus = ?", (corpus,))
+        row = await self.store.fetchone("SELECT MAX(version) FROM checkpoint_versions WHERE corpus = ?", (corpus,))
         return int(row[0]) if row and row[0] is not None else 0
 
     async def set_served(self, corpus: str, number: int) -> None:
@@ -221,10 +221,10 @@ class FinetuneStore:
         if number:
             statements.append(("UPDATE checkpoint_versions SET served = 1 WHERE corpus = ? AND version = ?",
                                (corpus, number)))
-        await self.store._write(statements)
+        await self.store.write(statements)
 
     async def mark_pruned(self, corpus: str, numbers: list[int]) -> None:
-        await self.store._write([
+        await self.store.write([
             ("UPDATE checkpoint_versions SET pruned = 1 WHERE corpus = ? AND version = ? AND served = 0", (corpus, n))
             for n in numbers
         ])
@@ -235,7 +235,7 @@ class FinetuneStore:
         """The contributions to learn from, oldest first, and how many were left out: messages a
         listening channel collected from people who have opted out since (what they sent
         themselves with /contribute stays in, as /optout tells them)."""
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             "SELECT c.text, c.source = 'listen' AND EXISTS (SELECT 1 FROM opt_outs o "
             "WHERE o.guild_id = c.guild_id AND o.user_id = c.user_id) "
             "FROM contributions c WHERE c.corpus = ? ORDER BY c.id",

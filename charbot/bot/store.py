@@ -185,21 +185,24 @@ class Store:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    async def _fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+    # ---- queries: the only way in for this class and its companions (finetune_store) ----
+
+    async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one read; a database error becomes a :class:`StoreError` naming the file."""
         try:
             async with self._db.execute(sql, params) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    async def _fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
-        rows = await self._fetchall(sql, params)
+    async def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
+        rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def _configure(self) -> None:
         ms = int(self.busy_timeout_s * 1000)
         await self._execute(f"PRAGMA busy_timeout = {ms}")
-        row = await self._fetchone("PRAGMA journal_mode = WAL")
+        row = await self.fetchone("PRAGMA journal_mode = WAL")
         self.journal_mode = str(row[0]).lower() if row else "unknown"
         await self._execute("PRAGMA synchronous = FULL")
         await self._execute("PRAGMA foreign_keys = ON")
@@ -210,7 +213,7 @@ class Store:
         await self._execute("INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 0)")
 
     async def schema_version(self) -> int:
-        row = await self._fetchone("SELECT version FROM schema_version WHERE id = 1")
+        row = await self.fetchone("SELECT version FROM schema_version WHERE id = 1")
         return int(row[0]) if row else 0
 
     async def _migrate(self) -> None:
@@ -237,7 +240,7 @@ class Store:
                     continue  # another process applied it while we waited
                 raise StoreError(f"{self.path}: migration {version + 1} failed: {exc}") from None
 
-    async def _write(self, statements: list[tuple[str, tuple]]) -> list[aiosqlite.Cursor]:
+    async def write(self, statements: list[tuple[str, tuple]]) -> list[aiosqlite.Cursor]:
         """Run statements in one committed transaction; return their cursors."""
         try:
             await self._db.execute("BEGIN IMMEDIATE")
@@ -257,14 +260,14 @@ class Store:
     # ---- settings ---------------------------------------------------------------------
 
     async def get_temperature(self, guild_id: int, user_id: int) -> float | None:
-        row = await self._fetchone(
+        row = await self.fetchone(
             "SELECT temperature FROM user_settings WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         )
         return None if row is None or row[0] is None else float(row[0])
 
     async def set_temperature(self, guild_id: int, user_id: int, value: float | None) -> None:
         """Set (or with None, clear) the user's default temperature in this server."""
-        await self._write([(
+        await self.write([(
             "INSERT INTO user_settings (guild_id, user_id, temperature) VALUES (?, ?, ?) "
             "ON CONFLICT (guild_id, user_id) DO UPDATE SET temperature = excluded.temperature",
             (guild_id, user_id, value),
@@ -278,7 +281,7 @@ class Store:
         """Store a contribution and return its id once it is committed to disk."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        (cur,) = await self._write([(
+        (cur,) = await self.write([(
             "INSERT INTO contributions (guild_id, channel_id, user_id, corpus, text, created, source) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (guild_id, channel_id, user_id, corpus, text, utc_now(), source),
@@ -297,18 +300,18 @@ class Store:
         sql = "SELECT id, guild_id, channel_id, user_id, corpus, text, created, source FROM contributions"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = await self._fetchall(sql + " ORDER BY id", tuple(params))
+        rows = await self.fetchall(sql + " ORDER BY id", tuple(params))
         return [Contribution(*row) for row in rows]
 
     async def count_contributions(self, guild_id: int, user_id: int) -> int:
-        row = await self._fetchone(
+        row = await self.fetchone(
             "SELECT COUNT(*) FROM contributions WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         )
         return int(row[0])
 
     async def forget(self, guild_id: int, user_id: int) -> int:
         """Delete the user's contributions in this server; return how many were deleted."""
-        (cur,) = await self._write([
+        (cur,) = await self.write([
             ("DELETE FROM contributions WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)),
         ])
         return int(cur.rowcount)
@@ -318,7 +321,7 @@ class Store:
     async def listen(self, guild_id: int, channel_id: int, corpus: str) -> str | None:
         """Collect this channel's messages for ``corpus``; return the corpus it collected for before."""
         previous = await self.listening_corpus(guild_id, channel_id)
-        await self._write([(
+        await self.write([(
             "INSERT INTO listening_channels (guild_id, channel_id, corpus) VALUES (?, ?, ?) "
             "ON CONFLICT (guild_id, channel_id) DO UPDATE SET corpus = excluded.corpus",
             (guild_id, channel_id, corpus),
@@ -328,19 +331,19 @@ class Store:
     async def unlisten(self, guild_id: int, channel_id: int) -> str | None:
         """Stop collecting in this channel; return the corpus it collected for, or None if it did not."""
         previous = await self.listening_corpus(guild_id, channel_id)
-        await self._write([
+        await self.write([
             ("DELETE FROM listening_channels WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)),
         ])
         return previous
 
     async def listening_corpus(self, guild_id: int, channel_id: int) -> str | None:
-        row = await self._fetchone(
+        row = await self.fetchone(
             "SELECT corpus FROM listening_channels WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
         )
         return None if row is None else str(row[0])
 
     async def listening_channels(self, guild_id: int) -> dict[int, str]:
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT channel_id, corpus FROM listening_channels WHERE guild_id = ? ORDER BY channel_id", (guild_id,)
         )
         return {int(c): str(k) for c, k in rows}
@@ -348,7 +351,7 @@ class Store:
     # ---- opt-outs ---------------------------------------------------------------------
 
     async def is_opted_out(self, guild_id: int, user_id: int) -> bool:
-        row = await self._fetchone(
+        row = await self.fetchone(
             "SELECT 1 FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         )
         return row is not None
@@ -360,5 +363,5 @@ class Store:
             params: tuple = (guild_id, user_id, utc_now())
         else:
             sql, params = "DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        (cur,) = await self._write([(sql, params)])
+        (cur,) = await self.write([(sql, params)])
         return cur.rowcount > 0
