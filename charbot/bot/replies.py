@@ -2,9 +2,9 @@
 
 The generate cog, ``charbot reply`` and ``charbot chat`` all go through :class:`ReplyService`,
 so what the terminal prints is exactly what the bot posts. Generation runs on the engines'
-worker threads; text comes back to the event loop in bunches (at most one pending
-``call_soon_threadsafe`` per reply) and is handed out as rendered message snapshots no more
-often than the edit interval, because Discord rate-limits message edits.
+worker threads; text comes back to the event loop through ``call_soon_threadsafe`` and is
+handed out as rendered message snapshots no more often than the edit interval, because
+Discord rate-limits message edits.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import aclosing
@@ -143,34 +142,6 @@ def sample_settings(request: ReplyRequest, limit: int = DISCORD_LIMIT) -> Sample
     )
 
 
-class _Inbox:
-    """Text pieces from an engine's worker thread, handed to the event loop in bunches.
-
-    The engine emits about one piece per character; a loop callback per piece would cost the
-    loop one wake-up per character of every running reply. Here the worker only schedules a
-    callback when none is pending, and that callback takes everything that came meanwhile.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[str]], None]) -> None:
-        self._loop = loop
-        self._deliver = deliver
-        self._lock = threading.Lock()
-        self._pieces: list[str] = []
-
-    def put(self, piece: str) -> None:
-        """Called on the worker thread."""
-        with self._lock:
-            self._pieces.append(piece)
-            if len(self._pieces) > 1:  # a callback is already on its way and will take this too
-                return
-        self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            pieces, self._pieces = self._pieces, []
-        self._deliver(pieces)
-
-
 class ReplyStream:
     """One reply being generated: iterate :meth:`updates`, and :meth:`close` when done with it."""
 
@@ -181,19 +152,23 @@ class ReplyStream:
         self._pieces: list[str] = []
         self._arrived = asyncio.Event()
         self._closed = False
-        self._inbox = _Inbox(asyncio.get_running_loop(), self._take)
+        loop = asyncio.get_running_loop()
+
+        def add(piece: str) -> None:
+            self._pieces.append(piece)
+            self._arrived.set()
+
+        def on_text(piece: str) -> None:  # called on the engine's worker thread
+            loop.call_soon_threadsafe(add, piece)
+
         prime, self.continues = prime_of(request)
         try:
-            self.future = engine.submit(prime, sample_settings(request), self._inbox.put)
+            self.future = engine.submit(prime, sample_settings(request), on_text)
         except EngineBusy:
             raise Refusal(BUSY) from None
         except EngineClosed:
             raise Refusal(RESTARTING) from None
         self._done = asyncio.wrap_future(self.future)
-
-    def _take(self, pieces: list[str]) -> None:
-        self._pieces.extend(pieces)
-        self._arrived.set()
 
     def cancel(self) -> None:
         """Stop generating; the final update says the reply was cut short."""

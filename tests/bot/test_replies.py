@@ -19,7 +19,6 @@ from charbot.bot.replies import (
     BUSY,
     RESTARTING,
     ReplyService,
-    _Inbox,
     check_temperature,
     make_request,
     prime_of,
@@ -273,19 +272,3 @@ async def test_drain_lets_short_replies_finish(models):
     assert await service.drain(grace_s=30.0) == 0
     await task
     assert finals and finals[0].generation.finish in ("length", "stop")
-
-
-async def test_text_from_the_worker_thread_arrives_whole_in_order_and_in_few_loop_wakeups():
-    batches: list[list[str]] = []
-    inbox = _Inbox(asyncio.get_running_loop(), batches.append)
-    pieces = [f"{i} " for i in range(1000)]
-    worker = threading.Thread(target=lambda: [inbox.put(p) for p in pieces])
-    worker.start()
-    worker.join()  # the loop is blocked meanwhile, as it is while a busy bot handles other events
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert [p for batch in batches for p in batch] == pieces
-    assert len(batches) == 1
-    inbox.put("late")  # once drained, the next piece schedules a new delivery
-    await asyncio.sleep(0)
-    assert batches[-1] == ["late"]
