@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from charbot.cli import build_parser, main
+from charbot.model.checkpoint import load_checkpoint
 from charbot.model.network import ModelConfig
 from charbot.model.train import TrainConfig
 
@@ -87,7 +88,7 @@ def test_cli_defaults_match_the_library_defaults():
     cli = {"n_seqs": args.batch_seqs, "n_steps": args.batch_steps, "lr": args.lr, "warmup_steps": args.warmup,
            "weight_decay": args.weight_decay, "grad_clip": args.clip, "val_fraction": args.val_fraction,
            "eval_every": args.eval_every, "patience": args.patience, "seed": args.seed, "device": args.device,
-           "threads": args.threads}
+           "threads": args.threads, "precision": args.precision}
     assert cli == {k: getattr(t, k) for k in cli}
     assert (args.hidden, args.layers, args.embed, args.dropout) == (m.hidden_size, m.n_layers, m.embed_size, m.dropout)
     assert (args.steps, args.epochs, args.minutes) == (None, None, None)  # so the default budget is one epoch
@@ -276,3 +277,13 @@ def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path, text_file, capsys
     assert code == 0
     second = json.loads(stdout)
     assert second["stopped"] == "budget" and second["steps"] == first["steps"] + 3
+
+
+def test_train_precision_is_chosen_on_the_command_line(tmp_path, text_file, capsys):
+    out = tmp_path / "fp32.safetensors"
+    code, _, _ = run_main(capsys, "train", str(text_file), "--out", str(out), "--steps", "4", "--json",
+                          "--precision", "fp32", *TINY)
+    assert code == 0
+    assert load_checkpoint(out).info["precision"] == "fp32"
+    code, _, err = run_main(capsys, "train", str(text_file), "--out", str(out), "--precision", "fp16", *TINY)
+    assert code == 2 and "fp16" in err

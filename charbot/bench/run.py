@@ -19,6 +19,7 @@ from charbot.model.checkpoint import Checkpoint, load_checkpoint
 from charbot.model.engine import default_threads
 from charbot.model.fast_step import bf16_matmul_supported
 from charbot.model.network import CharLSTM, ModelConfig
+from charbot.model.train import training_precision
 
 SECTIONS = ("single", "concurrent", "train", "fidelity")
 TARGETS = {
@@ -256,25 +257,31 @@ def _train(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say:
     for layers, hidden in sizes:
         say(f"training: {layers}x{hidden}, batch {cfg.train_seqs}x{cfg.train_steps}, {cfg.train_seconds:g} s each")
         row: dict = {"size": f"{layers}x{hidden}", "text": str(text)}
-        ours_runs, classic_runs = [], []
-        for _ in range(1 if cfg.quick else 2):  # alternate, so both sides meet the same background load
-            ours_runs.append(training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
-                                                   cfg.train_seconds, threads=cfg.threads))
+        precisions = ["auto"] + (["fp32"] if training_precision("auto", torch.device("cpu")) != "fp32" else [])
+        ours_runs: dict[str, list[dict]] = {p: [] for p in precisions}
+        classic_runs: list[dict] = []
+        for _ in range(1 if cfg.quick else 2):  # alternate, so every variant meets the same background load
+            for precision in precisions:
+                ours_runs[precision].append(training.our_training(
+                    text, hidden, layers, cfg.train_seqs, cfg.train_steps, cfg.train_seconds, threads=cfg.threads,
+                    precision=precision))
             if script is not None and "classic_error" not in row:
                 try:
                     classic_runs.append(classic.classic_train(script, text, hidden, layers, cfg.train_seqs,
                                                               cfg.train_steps, cfg.train_seconds, cfg.threads))
                 except classic.BaselineError as exc:
                     row["classic_error"] = str(exc)
-        row["ours"] = {**ours_runs[-1], "chars_per_s": median([r["chars_per_s"] for r in ours_runs]),
-                       "runs_chars_per_s": [r["chars_per_s"] for r in ours_runs]}
+        for precision, key in (("auto", "ours"), ("fp32", "ours_fp32")):
+            runs = ours_runs.get(precision)
+            if runs:
+                row[key] = {**runs[-1], "chars_per_s": median([r["chars_per_s"] for r in runs]),
+                            "runs_chars_per_s": [r["chars_per_s"] for r in runs]}
         if classic_runs:
             row["classic"] = {**classic_runs[-1], "chars_per_s": median([r["chars_per_s"] for r in classic_runs]),
                               "runs_chars_per_s": [r["chars_per_s"] for r in classic_runs]}
         row["vs_classic"] = ratio(row["ours"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
-        if bf16_matmul_supported():
-            row["autocast_probe"] = training.autocast_probe(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
-                                                            cfg.train_seconds / 2, cfg.threads)
+        if "ours_fp32" in row:
+            row["fp32_vs_classic"] = ratio(row["ours_fp32"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
         if torch.cuda.is_available():
             row["cuda"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
                                                 cfg.train_seconds, device="cuda")

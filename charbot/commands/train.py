@@ -37,6 +37,9 @@ def register(sub) -> None:  # noqa: ANN001
     t.add_argument("--seed", type=int, default=1337)
     t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores other work leaves free)")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="compute in bf16 (autocast; weights stay fp32) or fp32; auto: bf16 on CUDA and on CPUs "
+                        "with native bfloat16 instructions (default auto)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights and shape")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,6 +63,7 @@ def run(args) -> int:  # noqa: ANN001
             weight_decay=args.weight_decay, grad_clip=args.clip, val_fraction=args.val_fraction,
             eval_every=args.eval_every, patience=args.patience, max_steps=args.steps, epochs=args.epochs,
             minutes=args.minutes, seed=args.seed, device=args.device, threads=args.threads,
+            precision=args.precision,
         )
     model_cfg = ModelConfig(embed_size=args.embed, hidden_size=args.hidden, n_layers=args.layers, dropout=args.dropout)
     result = train(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from charbot.model.checkpoint import CheckpointError, load_checkpoint, read_tensor_file, save_checkpoint
+from charbot.model.fast_step import bf16_matmul_supported
 from charbot.model.network import CharLSTM, ModelConfig
 from charbot.model.textdata import TextData
 from charbot.model.train import (
@@ -20,6 +21,7 @@ from charbot.model.train import (
     plot_path,
     resume_path,
     train,
+    training_precision,
 )
 
 CAT = "the cat sat on the mat. "
@@ -70,6 +72,26 @@ def test_a_tiny_model_really_learns(tmp_path, cat_data):
     assert ck.info["val_loss_nats"] == result.val_loss_nats
     assert ck.info["corpus"] == "cat" and ck.info["steps"] <= 50 and ck.info["stopped"] == "budget"
     assert ck.info["text_sha256"] == cat_data.text_sha256
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_learn_and_the_checkpoint_stays_float32(tmp_path, cat_data, precision):
+    mc = ModelConfig(embed_size=16, hidden_size=64, n_layers=1, dropout=0.0)
+    cfg = TrainConfig(n_seqs=8, n_steps=32, lr=3e-2, warmup_steps=5, max_steps=50, eval_every=25, seed=1,
+                      precision=precision)
+    result = train(cat_data, tmp_path / "cat.safetensors", cfg, mc, progress_bar=False)
+    assert result.val_loss_nats < 0.5, result.history
+    ck = load_checkpoint(tmp_path / "cat.safetensors")
+    assert ck.info["precision"] == precision
+    assert all(p.dtype == torch.float32 for p in ck.model.parameters())
+
+
+def test_auto_precision_is_bf16_only_where_it_is_fast():
+    assert training_precision("auto", torch.device("cuda")) == "bf16"
+    assert training_precision("auto", torch.device("cpu")) == ("bf16" if bf16_matmul_supported() else "fp32")
+    assert training_precision("fp32", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        training_precision("half", torch.device("cpu"))
 
 
 def test_reports_are_written(tmp_path, cat_data, tiny_config):
@@ -329,7 +351,7 @@ def test_auto_threads_is_at_least_one():
 
 @pytest.mark.parametrize("bad", [{"lr": 0}, {"lr": float("nan")}, {"patience": 0}, {"warmup_steps": -1},
                                  {"val_fraction": 1.0}, {"grad_clip": 0}, {"max_steps": 0}, {"minutes": -1},
-                                 {"n_seqs": 0}, {"threads": 0}])
+                                 {"n_seqs": 0}, {"threads": 0}, {"precision": "fp16"}])
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
