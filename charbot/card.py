@@ -260,7 +260,8 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
         f"- Architecture: {architecture(row.config)}; {_fmt(info.get('n_params'), ',.0f')} parameters.",
         f"- Training: {_fmt(info.get('steps'), ',.0f')} steps of {cfg.get('n_seqs', '-')} x {cfg.get('n_steps', '-')} "
         f"characters, {_fmt(info.get('chars_seen'), ',.0f')} characters seen ({_fmt(epochs, '.1f')} epochs), "
-        f"{_duration(info.get('train_seconds'))} on {info.get('device', '-')} (torch {info.get('torch', '-')}), "
+        f"{_duration(info.get('train_seconds'))} on {info.get('device', '-')} (torch {info.get('torch', '-')}) "
+        f"computing in {info.get('precision', 'fp32')}, "
         f"peak learning rate {cfg.get('lr', '-')}"
         + (f", ended by {info['stopped']}." if info.get("stopped") else "."),
     ]

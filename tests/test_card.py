@@ -55,6 +55,7 @@ def test_card_reports_each_shipped_checkpoint_from_its_metadata(shipped):
         assert f"{ck.info['train_chars']:,} characters" in section
         assert f"{ck.info['chars_seen']:,} characters seen" in section
         assert f"on {ck.info['device']}" in section
+        assert f"computing in {ck.info['precision']}" in section
         assert "bfloat16 weights" in section
     assert "trained from scratch" in card.split("## mini:")[1].split("\n## ")[0]
     assert f"fine-tuned from {shipped['base']}" in card.split("## sequel:")[1]
