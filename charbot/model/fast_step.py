@@ -54,11 +54,16 @@ def _onednn_available() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 on a CPU with native bfloat16 matrix instructions, else fp32."""
+def check_precision(precision: str) -> str:
+    """``precision`` itself when it is one of :data:`PRECISIONS`, else a ValueError naming them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on a CPU with native bfloat16 matrix instructions, else fp32."""
+    if check_precision(precision) == "auto":
         return "bf16" if device.type == "cpu" and bf16_matmul_supported() else "fp32"
     return precision
 

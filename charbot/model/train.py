@@ -37,7 +37,7 @@ from charbot.model.checkpoint import (
 )
 from charbot.model.device import pick_device
 from charbot.model.evaluate import bits, evaluate_loss
-from charbot.model.fast_step import PRECISIONS, bf16_matmul_supported
+from charbot.model.fast_step import check_precision, resolve_precision
 from charbot.model.network import CharLSTM, ModelConfig
 from charbot.model.textdata import TextData
 
@@ -100,8 +100,7 @@ class TrainConfig:
             raise ValueError("eval_max_chars must be at least 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         for name in ("max_steps", "epochs", "minutes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -175,11 +174,9 @@ def training_precision(precision: str, device: torch.device) -> str:
     the same held-out loss per step (tale, side by side: 1.2383 vs 1.2377 nats after 2,500
     steps of 16 x 100); weights, optimizer state and validation always stay float32.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" or bf16_matmul_supported() else "fp32"
-    return precision
+    if check_precision(precision) == "auto" and device.type == "cuda":
+        return "bf16"
+    return resolve_precision(precision, device)  # on CPU, the engine's rule: bf16 where it is native
 
 
 def auto_threads() -> int:
@@ -407,6 +404,7 @@ def _train(
         best_val, bad_evals, history = saved["best_val"], saved["bad_evals"], saved["history"]
     last_eval_step = max((h["step"] for h in history if h.get("val_loss") is not None), default=-1)
 
+    precision = training_precision(cfg.precision, device)
     info_base = {
         "corpus": data.name,
         "corpus_sha256": data.source_sha256,
@@ -417,14 +415,13 @@ def _train(
         "dropped_chars": data.dropped,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
-        "precision": training_precision(cfg.precision, device),
+        "precision": precision,
         "torch": torch.__version__,
         "train_config": asdict(cfg),
         "parent": parent,
         "n_params": model.n_params(),
     }
     val_eval = val_codes if cfg.eval_max_chars is None else val_codes[: cfg.eval_max_chars + 1]
-    precision = training_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
     def fraction(elapsed: float) -> float:
