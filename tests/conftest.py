@@ -13,14 +13,14 @@ os.environ.setdefault("CHARBOT_TEST", "1")
 
 @pytest.fixture
 def tiny_config():
-    from charbot.model.network import ModelConfig
+    from model.network import ModelConfig
 
     return ModelConfig(embed_size=8, hidden_size=32, n_layers=2, dropout=0.0)
 
 
 @pytest.fixture
 def tiny_model(tiny_config):
-    from charbot.model.network import CharLSTM
+    from model.network import CharLSTM
 
     torch.manual_seed(0)
     return CharLSTM(tiny_config).eval()
@@ -38,9 +38,9 @@ def tiny_checkpoint_dir(tmp_path, tiny_config):
     Untrained means near-uniform gibberish, but the same seed always gives the same text, which is
     what tests of the bot and its CLI need; point CHARBOT_CHECKPOINT_DIR or ``--checkpoints`` here.
     """
-    from charbot.corpora.registry import CORPORA
-    from charbot.model.checkpoint import save_checkpoint
-    from charbot.model.network import CharLSTM
+    from corpora.registry import CORPORA
+    from model.checkpoint import save_checkpoint
+    from model.network import CharLSTM
 
     folder = tmp_path / "checkpoints"
     for i, name in enumerate(CORPORA):

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from charbot.bench.classic import BaselineError, find_script, run_classic
-from charbot.bench.stats import percentile
-from charbot.cli import main
-from charbot.model.fast_step import bf16_matmul_supported
+from bot.bench.classic import BaselineError, find_script, run_classic
+from bot.bench.stats import percentile
+from bot.cli import main
+from model.fast_step import bf16_matmul_supported
 
 
 def test_percentile_interpolates():

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from charbot.card import CardError, build_card
-from charbot.cli import main
-from charbot.corpora import registry
-from charbot.heldout import heldout_codes
-from charbot.model.checkpoint import load_checkpoint
-from charbot.model.evaluate import bits, evaluate_loss
-from charbot.ship import ship
+from bot.cli import main
+from corpora import registry
+from corpora.card import CardError, build_card
+from corpora.heldout import heldout_codes
+from corpora.ship import ship
+from model.checkpoint import load_checkpoint
+from model.evaluate import bits, evaluate_loss
 from tests.corpora.mini import register_mini, train_tiny
 
 

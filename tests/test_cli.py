@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from charbot.cli import build_parser, main
-from charbot.model.checkpoint import load_checkpoint
-from charbot.model.network import ModelConfig
-from charbot.model.train import TrainConfig
+from bot.cli import build_parser, main
+from model.checkpoint import load_checkpoint
+from model.network import ModelConfig
+from model.train import TrainConfig
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--dropout", "0", "--batch-seqs", "4",
         "--batch-steps", "16", "--eval-every", "5", "--lr", "0.01", "--warmup", "2", "--quiet"]
@@ -71,7 +71,7 @@ def test_every_sub_command_has_help(capsys):
 
 
 def test_installed_entry_point_help():
-    done = subprocess.run([sys.executable, "-m", "charbot.cli", "--help"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage: charbot" in done.stdout
 
 
@@ -154,7 +154,7 @@ def test_init_from_through_the_cli(tmp_path, text_file, trained, capsys):
     code, stdout, _ = run_main(capsys, "train", str(text_file), "--out", str(tuned), "--init-from", str(out),
                                "--steps", "5", "--json", *TINY)
     assert code == 0 and json.loads(stdout)["steps"] == 5
-    from charbot.model.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     assert load_checkpoint(tuned).info["parent"]["path"] == str(out)
 
@@ -197,7 +197,7 @@ def test_eval_corrupt_checkpoint_json(tmp_path, text_file, capsys):
 
 
 def test_errors_in_a_real_process_have_no_traceback(tmp_path, text_file):
-    done = subprocess.run([sys.executable, "-m", "charbot.cli", "eval", str(tmp_path / "nope.safetensors"),
+    done = subprocess.run([sys.executable, "-m", "bot", "eval", str(tmp_path / "nope.safetensors"),
                            str(text_file)], capture_output=True, text=True, timeout=120)
     one_line_error(done.returncode, done.stderr, "nope.safetensors")
 
@@ -254,7 +254,7 @@ def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path, text_file, capsys
     import time
 
     out = tmp_path / "m.safetensors"
-    proc = subprocess.Popen([sys.executable, "-m", "charbot.cli", "train", str(text_file), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "train", str(text_file), "--out", str(out),
                              "--steps", "1000000", "--json", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from charbot.envfile import env_number, read_env
+from bot.envfile import env_number, read_env
 
 
 def test_the_environment_wins_over_the_file_and_the_file_does_not_leak_into_os_environ(tmp_path, monkeypatch):

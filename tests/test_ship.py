@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from charbot.cli import main
-from charbot.heldout import NotThisCorpus, heldout_codes
-from charbot.model.checkpoint import load_checkpoint
-from charbot.model.evaluate import evaluate_loss
-from charbot.ship import ShipRefused, ship
+from bot.cli import main
+from corpora.heldout import NotThisCorpus, heldout_codes
+from corpora.ship import ShipRefused, ship
+from model.checkpoint import load_checkpoint
+from model.evaluate import evaluate_loss
 from tests.corpora.mini import register_mini, train_tiny
 
 

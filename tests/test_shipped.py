@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from charbot import shipped
-from charbot.corpora.registry import CORPORA, CorpusMissing, get_corpus
-from charbot.heldout import measure_heldout
-from charbot.model.checkpoint import load_checkpoint
-from charbot.model.sample import SampleSettings, generate
-from charbot.shipped import ShippedMissing, shipped_checkpoint, shipped_path
+from corpora import shipped
+from corpora.heldout import measure_heldout
+from corpora.registry import CORPORA, CorpusMissing, get_corpus
+from corpora.shipped import ShippedMissing, shipped_checkpoint, shipped_path
+from model.checkpoint import load_checkpoint
+from model.sample import SampleSettings, generate
 
 
 def test_checkpoints_live_in_the_project_unless_the_environment_says_otherwise(monkeypatch, tmp_path):

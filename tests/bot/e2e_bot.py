@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 import discord
 import torch
 
-from charbot.bot.client import CharBot
-from charbot.bot.config import BotConfig, load_config
-from charbot.bot.endpoints import discord_endpoints
-from charbot.bot.store import Store
-from charbot.model.checkpoint import save_checkpoint
-from charbot.model.network import CharLSTM, ModelConfig
+from bot.client import CharBot
+from bot.config import BotConfig, load_config
+from bot.endpoints import discord_endpoints
+from bot.store import Store
+from model.checkpoint import save_checkpoint
+from model.network import CharLSTM, ModelConfig
 from tests.bot.fake_discord import (
     CALLBACK_MESSAGE,
     EPHEMERAL,
@@ -73,7 +73,7 @@ class _ErrorLog(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(("charbot", "discord", "fake_discord", "asyncio", "aiohttp")):
+        if record.name.startswith(("bot", "model", "corpora", "discord", "fake_discord", "asyncio", "aiohttp")):
             self.records.append(record)
 
 

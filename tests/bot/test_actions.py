@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from charbot.bot import actions
-from charbot.bot.config import Limits
-from charbot.bot.errors import Refusal
-from charbot.bot.models import ModelInfo
-from charbot.bot.store import Store
-from charbot.corpora.registry import CORPORA
+from bot import actions
+from bot.config import Limits
+from bot.engines import ModelInfo
+from bot.errors import Refusal
+from bot.store import Store
+from corpora.registry import CORPORA
 
 LIMITS = Limits(max_contribution_chars=100)
 G, OTHER_G, CH, U, OTHER_U = 1, 2, 10, 100, 200

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from charbot.bot.chat import LOCAL_GUILD, LOCAL_USER, parse_generation
-from charbot.bot.errors import Refusal
-from charbot.bot.render import DISCORD_LIMIT
-from charbot.bot.store import Store
-from charbot.cli import main
+from bot.cli import main
+from bot.cli.chat import LOCAL_GUILD, LOCAL_USER, parse_generation
+from bot.errors import Refusal
+from bot.render import DISCORD_LIMIT
+from bot.store import Store
 
 
 @pytest.fixture(autouse=True)

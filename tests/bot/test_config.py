@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
-from charbot.bot.config import ConfigError, Limits, Secret, load_config, setup_logging
-from charbot.cli import main
+from bot.cli import main
+from bot.config import ConfigError, Limits, Secret, load_config, setup_logging
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
@@ -146,7 +146,7 @@ def test_cli_prints_one_line_for_a_missing_token(tmp_path, monkeypatch, capsys):
 def test_env_example_documents_every_setting_and_loads_as_the_defaults():
     from pathlib import Path
 
-    from charbot.bot.config import BotConfig
+    from bot.config import BotConfig
 
     example = Path(__file__).resolve().parents[2] / ".env.example"
     lines = example.read_text().splitlines()
@@ -154,7 +154,7 @@ def test_env_example_documents_every_setting_and_loads_as_the_defaults():
     for i, line in enumerate(lines):
         if line and not line.startswith("#"):
             assert lines[i - 1].startswith("#") or lines[i - 2].startswith("#"), f"{line!r} has no comment"
-    import charbot.bot.config as config_module
+    import bot.config as config_module
 
     source = Path(config_module.__file__).read_text()
     for name in names:

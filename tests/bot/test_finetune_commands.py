@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from charbot.bot.cogs.finetune import Finetune
+from bot.cogs.finetune import Finetune
 from tests.bot.e2e_bot import BotUnderTest, eventually
 from tests.bot.fake_discord import EPHEMERAL, MANAGE_GUILD
 from tests.finetune.conftest import contributed_texts
@@ -117,8 +117,8 @@ async def _async(value):  # eventually() polls coroutines
 
 
 async def test_stopping_the_bot_mid_job_cancels_it_and_changes_nothing(tmp_path) -> None:
-    from charbot.bot.finetune_store import FinetuneStore
-    from charbot.bot.store import Store
+    from bot.store import Store
+    from bot.store.finetune import FinetuneStore
     from tests.bot.e2e_bot import bot_on_fake
 
     async with bot_on_fake(tmp_path) as world:
@@ -150,7 +150,7 @@ async def test_bad_finetune_settings_switch_it_off_with_the_reason_and_replies_g
 
 
 async def test_a_version_made_by_the_command_line_beside_the_bot_is_served_without_restart(world: BotUnderTest) -> None:
-    from charbot.finetune.manager import FinetuneManager
+    from bot.finetune.manager import FinetuneManager
 
     ft = cog(world)
     # `charbot finetune tale --install FILE` in another process: same database, no engines to swap.

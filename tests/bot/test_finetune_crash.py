@@ -9,7 +9,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from charbot.bot.render import WORKING
+from bot.render import WORKING
 from tests.bot.fake_discord import FakeDiscord
 from tests.bot.test_run_command import start_bot
 from tests.finetune.conftest import contributed_texts
@@ -41,7 +41,7 @@ def posts(fake: FakeDiscord) -> list[str]:
 async def test_a_bot_killed_mid_job_serves_the_old_model_and_after_restart_the_job_is_failed_and_the_next_works(
     tmp_path, tiny_checkpoint_dir
 ):
-    from charbot.bot.store import Store
+    from bot.store import Store
 
     db = tmp_path / "bot.db"
     async with await Store.open(db) as store:

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from charbot.bot.config import Limits
-from charbot.bot.listening import IncomingMessage, collect, usable_text
-from charbot.bot.store import Store
+from bot.collect import IncomingMessage, collect, usable_text
+from bot.config import Limits
+from bot.store import Store
 
 LIMITS = Limits(max_contribution_chars=50)
 G, LISTENING, QUIET, AUTHOR = 1, 10, 11, 100

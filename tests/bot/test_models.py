@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from charbot.bot.config import Limits
-from charbot.bot.models import Models, checkpoint_path, file_version
-from charbot.bot.replies import ReplyService, make_request
-from charbot.model.checkpoint import CheckpointError
+from bot.config import Limits
+from bot.engines import Models, checkpoint_path, file_version
+from bot.replies import ReplyService, make_request
+from model.checkpoint import CheckpointError
 
 
 def test_every_corpus_gets_an_engine_and_its_facts(tiny_checkpoint_dir):

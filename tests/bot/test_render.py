@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charbot.bot.render import (
+from bot.render import (
     CUT_SHORT,
     DISCORD_LIMIT,
     ZWSP,
@@ -101,7 +101,7 @@ def test_worst_case_markup_is_cut_to_fit():
 
 
 def test_an_unfinished_reply_that_already_overflows_still_says_more_is_coming() -> None:
-    from charbot.bot.render import WORKING
+    from bot.render import WORKING
 
     text = render_reply("novel", "Anna looked at him", "and she smiled. " * 300, finish=None)
     assert len(text) <= 2000

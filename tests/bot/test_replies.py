@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charbot.bot.config import Limits
-from charbot.bot.errors import Refusal
-from charbot.bot.models import Models
-from charbot.bot.render import CUT_SHORT, DISCORD_LIMIT
-from charbot.bot.replies import (
+from bot.config import Limits
+from bot.engines import Models
+from bot.errors import Refusal
+from bot.render import CUT_SHORT, DISCORD_LIMIT
+from bot.replies import (
     BUSY,
     RESTARTING,
     ReplyService,
@@ -25,10 +25,10 @@ from charbot.bot.replies import (
     resolve_temperature,
     sample_settings,
 )
-from charbot.corpora.registry import CORPORA
-from charbot.model.charset import CHARS
-from charbot.model.checkpoint import save_checkpoint
-from charbot.model.network import CharLSTM
+from corpora.registry import CORPORA
+from model.charset import CHARS
+from model.checkpoint import save_checkpoint
+from model.network import CharLSTM
 
 LIMITS = Limits(edit_interval_s=0.0, cooldown_s=0.0)
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from charbot.bot.render import CUT_SHORT
+from bot.render import CUT_SHORT
 from tests.bot.fake_discord import FakeDiscord
 
 
@@ -27,7 +27,7 @@ async def start_bot(
         CHARBOT_DISCORD_GATEWAY=fake.gateway_url, CHARBOT_COOLDOWN="0", **extra,
     )
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "charbot.cli", "run", env=env, cwd=tmp_path,
+        sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
 
@@ -68,8 +68,8 @@ async def test_a_rejected_token_is_one_line(tmp_path, tiny_checkpoint_dir):
 
 
 async def test_sync_publishes_the_commands_globally_with_their_options_and_admin_defaults():
-    from charbot.bot.config import load_config
-    from charbot.bot.runner import sync_commands
+    from bot.config import load_config
+    from bot.serve import sync_commands
 
     async with FakeDiscord() as fake:
         config = load_config(None, {"DISCORD_TOKEN": fake.token, "CHARBOT_DISCORD_API": fake.api_base,

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from charbot.bot import store as store_module
-from charbot.bot.store import DatabaseLocked, Store, StoreError
+from bot.store import DatabaseLocked, Store, StoreError
+from bot.store import database as store_module
 
 
 async def test_migrations_apply_once_and_reopening_changes_nothing(tmp_path):

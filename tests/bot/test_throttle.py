@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from charbot.bot.throttle import Cooldown
+from bot.throttle import Cooldown
 
 
 def test_one_request_per_interval_and_never_two_at_once():

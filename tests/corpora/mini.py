@@ -7,10 +7,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from charbot.corpora import registry
-from charbot.corpora.clean import clean_plain
-from charbot.corpora.prompts import novel_prime
-from charbot.corpora.registry import Corpus, Download
+from corpora import registry
+from corpora.clean import clean_plain
+from corpora.prompts import novel_prime
+from corpora.registry import Corpus, Download
 
 
 def made_up_text(seed: int = 0, sentences: int = 160) -> str:
@@ -69,9 +69,9 @@ def register_mini(monkeypatch, tmp_path: Path, name: str = "mini", seed: int = 0
 
 def train_tiny(name: str, out: Path, steps: int = 6, init_from: Path | None = None) -> Path:
     """A tiny model trained for a few steps on registered corpus ``name`` (about a second on CPU)."""
-    from charbot.corpora.registry import load_corpus
-    from charbot.model.network import ModelConfig
-    from charbot.model.train import TrainConfig, train
+    from corpora.registry import load_corpus
+    from model.network import ModelConfig
+    from model.train import TrainConfig, train
 
     cfg = TrainConfig(n_seqs=4, n_steps=16, max_steps=steps, eval_every=3, warmup_steps=2, patience=100,
                       device="cpu", seed=3)

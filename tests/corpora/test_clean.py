@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from charbot.corpora.clean import clean_gutenberg, clean_plain
-from charbot.corpora.registry import CORPORA, load_corpus
+from corpora.clean import clean_gutenberg, clean_plain
+from corpora.registry import CORPORA, load_corpus
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"the team's corpora are not at {SHARED}")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from charbot.cli import main
-from charbot.corpora import registry
-from charbot.corpora.clean import clean_gutenberg
-from charbot.corpora.fetch import FetchError, fetch
-from charbot.corpora.registry import ContentCheck, Download, load_corpus
+from bot.cli import main
+from corpora import registry
+from corpora.clean import clean_gutenberg
+from corpora.fetch import FetchError, fetch
+from corpora.registry import ContentCheck, Download, load_corpus
 from tests.corpora.mini import register_mini
 
 

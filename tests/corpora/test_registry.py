@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from charbot.cli import main
-from charbot.corpora import registry
-from charbot.corpora.registry import CORPORA, CorpusMissing, CorpusUnverified, find_corpus_file, load_corpus
+from bot.cli import main
+from corpora import registry
+from corpora.registry import CORPORA, CorpusMissing, CorpusUnverified, find_corpus_file, load_corpus
 from tests.corpora.mini import register_mini
 
 

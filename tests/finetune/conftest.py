@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from charbot.model.checkpoint import save_checkpoint
-from charbot.model.network import CharLSTM, ModelConfig
-from charbot.model.textdata import TextData
-from charbot.model.train import TrainConfig, train
+from model.checkpoint import save_checkpoint
+from model.network import CharLSTM, ModelConfig
+from model.textdata import TextData
+from model.train import TrainConfig, train
 
 WORDS = ("the old lighthouse keeper counted ships while gulls argued over herring on the pier "
          "and every evening his lamp swept the grey water").split()

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from charbot.bot.finetune_store import FinetuneStore
-from charbot.bot.store import Store
-from charbot.finetune.manager import FinetuneManager
-from charbot.finetune.settings import FinetuneSettings
-from charbot.model.checkpoint import load_checkpoint
+from bot.finetune.manager import FinetuneManager
+from bot.finetune.settings import FinetuneSettings
+from bot.store import Store
+from bot.store.finetune import FinetuneStore
+from model.checkpoint import load_checkpoint
 from tests.finetune.conftest import contributed_texts
 
 FAST = ["--max-epochs", "3", "--lr", "1e-2", "--threads", "1"]
@@ -43,14 +43,14 @@ def setup(tmp_path, base_checkpoint):
 
 
 def charbot(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "charbot.cli", "finetune", *args, "--env-file", "/nonexistent"],
+    return subprocess.Popen([sys.executable, "-m", "bot", "finetune", *args, "--env-file", "/nonexistent"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 @pytest.fixture
 def run(capsys):
     """``charbot finetune ...`` in this process: exit code, stdout, stderr."""
-    from charbot.cli import main
+    from bot.cli import main
 
     def call(*args: str) -> tuple[int, str, str]:
         code = main(["finetune", *args, "--env-file", "/nonexistent"])

@@ -6,7 +6,10 @@ import math
 
 import pytest
 
-from charbot.finetune.job import (
+from model.batches import BatchPlan
+from model.checkpoint import load_checkpoint
+from model.evaluate import evaluate_loss
+from model.finetune import (
     FinetuneConfig,
     JobCancelled,
     TooLittleText,
@@ -15,9 +18,6 @@ from charbot.finetune.job import (
     finetune,
     train_config,
 )
-from charbot.model.batches import BatchPlan
-from charbot.model.checkpoint import load_checkpoint
-from charbot.model.evaluate import evaluate_loss
 from tests.finetune.conftest import contributed_texts
 
 FAST = dict(minutes=2, max_epochs=15, lr=1e-2, corpus_eval_chars=2000, threads=1)  # tiny models want a high lr
@@ -49,7 +49,7 @@ def test_finetune_lowers_heldout_loss_and_reports_both_figures(base_checkpoint, 
 
 
 def test_missing_corpus_file_is_said_and_the_figure_skipped(base_checkpoint, tmp_path, monkeypatch):
-    import charbot.corpora.registry as registry
+    import corpora.registry as registry
 
     monkeypatch.setattr(registry, "search_dirs", lambda: [tmp_path / "nowhere"])
     report = finetune(contributed_texts(), base_checkpoint, "tale", tmp_path / "new.safetensors",

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from charbot.bot.finetune_store import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict
-from charbot.bot.models import Models
-from charbot.bot.store import Store
-from charbot.finetune.manager import FinetuneManager, FinetuneRefused
-from charbot.finetune.settings import FinetuneSettings
-from charbot.model.sample import SampleSettings
+from bot.engines import Models
+from bot.finetune.manager import FinetuneManager, FinetuneRefused
+from bot.finetune.settings import FinetuneSettings
+from bot.store import Store
+from bot.store.finetune import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict
+from model.sample import SampleSettings
 from tests.finetune.conftest import contributed_texts
 
 QUICK = {"max_epochs": 15, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to learn the new text
@@ -238,7 +238,7 @@ CORRUPTING_CHILD = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from charbot.finetune import runner
+from bot.finetune import job as runner
 code = runner.main(sys.argv[1:])
 staged = Path(sys.argv[1]) / runner.STAGED
 data = bytearray(staged.read_bytes())
@@ -265,8 +265,8 @@ async def test_a_corrupt_new_checkpoint_is_refused_and_the_old_one_stays(env):
 
 
 async def test_a_result_no_better_on_the_new_text_is_not_made_a_version(env):
-    from charbot.finetune.job import FinetuneReport, Losses
-    from charbot.finetune.manager import RunningJob, Served
+    from bot.finetune.manager import RunningJob, Served
+    from model.finetune import FinetuneReport, Losses
 
     manager = await env.open()
     job_id = await env.fstore.create_job("tale", "discord:30", {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charbot.finetune.settings import SettingsError, load_settings
+from bot.finetune.settings import SettingsError, load_settings
 
 
 def test_defaults_keep_versions_beside_the_database_and_the_job_gentle(tmp_path):

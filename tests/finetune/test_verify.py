@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charbot.finetune.verify import verify_checkpoint
-from charbot.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.verify import verify_checkpoint
 
 
 def test_a_good_checkpoint_passes(random_checkpoint):

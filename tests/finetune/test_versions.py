@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charbot.finetune.versions import VersionDir, versions_to_prune
+from bot.finetune.versions import VersionDir, versions_to_prune
 
 
 def test_install_numbers_and_lists_versions(tmp_path):

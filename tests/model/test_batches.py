@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charbot.model.batches import BatchPlan
+from model.batches import BatchPlan
 
 
 def plan(n: int = 1000, n_seqs: int = 4, n_steps: int = 10, seed: int = 0) -> BatchPlan:

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charbot.model.charset import CHARS, VOCAB_SIZE, decode, encode, normalize
+from model.charset import CHARS, VOCAB_SIZE, decode, encode, normalize
 
 
 def test_charset_is_newline_plus_printable_ascii():

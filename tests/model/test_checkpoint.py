@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from charbot.model import checkpoint as ckmod
-from charbot.model.charset import VOCAB_SIZE
-from charbot.model.checkpoint import (
+from model import checkpoint as ckmod
+from model.charset import VOCAB_SIZE
+from model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_tensor_file,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charbot.model.device import pick_device
+from model.device import pick_device
 
 
 def test_auto_and_cpu():

@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charbot.model import engine as engine_mod
-from charbot.model.charset import encode
-from charbot.model.checkpoint import Checkpoint
-from charbot.model.engine import Engine, EngineBusy, EngineClosed
-from charbot.model.fast_sample import BatchSampler, batched_draw_matches
-from charbot.model.fast_step import FastStep, bf16_matmul_supported
-from charbot.model.network import CharLSTM, ModelConfig
-from charbot.model.sample import SampleSettings, generate, pick_next
+from model import engine as engine_mod
+from model.charset import encode
+from model.checkpoint import Checkpoint
+from model.engine import Engine, EngineBusy, EngineClosed
+from model.fast_sample import BatchSampler, batched_draw_matches
+from model.fast_step import FastStep, bf16_matmul_supported
+from model.network import CharLSTM, ModelConfig
+from model.sample import SampleSettings, generate, pick_next
 
 TEXT = "the cat sat on the mat. the dog ate the log. " * 40
 BF16_MAX_KL = 5e-4  # nats per character; bf16 rounding of the recurrent weights and their inputs

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charbot.model.charset import VOCAB_SIZE, encode, normalize
-from charbot.model.evaluate import bits, evaluate_loss, scored_chars, stream_layout
+from model.charset import VOCAB_SIZE, encode, normalize
+from model.evaluate import bits, evaluate_loss, scored_chars, stream_layout
 
 TEXT = normalize("It was the best of times, it was the worst of times.\n" * 30).text
 
@@ -71,7 +71,7 @@ def test_training_mode_is_restored(tiny_model):
 def test_dropout_does_not_leak_into_evaluation(tiny_config):
     from dataclasses import replace
 
-    from charbot.model.network import CharLSTM
+    from model.network import CharLSTM
 
     torch.manual_seed(0)
     model = CharLSTM(replace(tiny_config, dropout=0.5)).train()

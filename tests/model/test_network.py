@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charbot.model.charset import VOCAB_SIZE
-from charbot.model.network import CharLSTM, ModelConfig
+from model.charset import VOCAB_SIZE
+from model.network import CharLSTM, ModelConfig
 
 
 def test_forward_shapes(tiny_model, tiny_config):

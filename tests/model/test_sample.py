@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from charbot.model.charset import CHARS, VOCAB_SIZE, decode, encode
-from charbot.model.sample import (
+from model.charset import CHARS, VOCAB_SIZE, decode, encode
+from model.sample import (
     Generation,
     SampleSettings,
     StopWatcher,
@@ -103,7 +103,7 @@ def test_prime_state_matters(lively):
 
 
 def test_long_prime_is_read_in_chunks_with_the_state_carried(lively, monkeypatch):
-    import charbot.model.sample as sample_mod
+    import model.sample as sample_mod
 
     prime = "the quick brown fox jumps over the lazy dog. " * 3
     whole = one(lively, prime, temperature=0, max_chars=20).text

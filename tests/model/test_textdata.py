@@ -7,8 +7,8 @@ import hashlib
 import pytest
 import torch
 
-from charbot.model.charset import encode
-from charbot.model.textdata import TextData
+from model.charset import encode
+from model.textdata import TextData
 
 
 def test_from_file_normalizes_and_records_the_raw_checksum(tmp_path):

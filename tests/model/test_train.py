@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from charbot.model.checkpoint import CheckpointError, load_checkpoint, read_tensor_file, save_checkpoint
-from charbot.model.fast_step import bf16_matmul_supported
-from charbot.model.network import CharLSTM, ModelConfig
-from charbot.model.textdata import TextData
-from charbot.model.train import (
+from model.checkpoint import CheckpointError, load_checkpoint, read_tensor_file, save_checkpoint
+from model.fast_step import bf16_matmul_supported
+from model.network import CharLSTM, ModelConfig
+from model.textdata import TextData
+from model.train import (
     RESUME_FORMAT,
     TrainConfig,
     auto_threads,

@@ -1,0 +1,162 @@
+"""What the non-generating commands do, as plain text answers (no Discord objects).
+
+/temp, /contribute, /forget, /optout, /listen, /unlisten, /model and /help: the cogs send
+these answers and ``charbot chat`` prints them, so both behave the same. Bad input raises
+:class:`~bot.errors.Refusal` with a message for the person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Limits
+from bot.engines import ModelInfo
+from bot.errors import Refusal
+from bot.render import neutralize_mentions, style_for
+from bot.replies import check_temperature
+from bot.store import Store
+from corpora.registry import CORPORA
+from model.charset import normalize
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply to a command; ``ephemeral`` answers are shown only to the person who asked."""
+
+    text: str
+    ephemeral: bool = True
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def check_corpus(corpus: str) -> str:
+    if corpus not in CORPORA:
+        raise Refusal(f"There is no corpus called {neutralize_mentions(corpus)!r}; choose one of {', '.join(CORPORA)}.")
+    return corpus
+
+
+def corpus_defaults() -> str:
+    return ", ".join(f"{name} {c.default_temperature:g}" for name, c in CORPORA.items())
+
+
+async def temp(store: Store, guild_id: int, user_id: int, value: float | None = None, reset: bool = False) -> Answer:
+    """Show, set or clear the caller's default temperature in this server."""
+    if reset:
+        await store.set_temperature(guild_id, user_id, None)
+        return Answer(f"Your default temperature here is cleared; each corpus uses its own ({corpus_defaults()}).")
+    if value is None:
+        current = await store.get_temperature(guild_id, user_id)
+        if current is None:
+            return Answer(f"You have no default temperature in this server; each corpus uses its own "
+                          f"({corpus_defaults()}). Set one with `/temp 0.5` (0 = predictable, 2 = wild).")
+        return Answer(f"Your default temperature in this server is {current:g}. A command's own temperature "
+                      "option still wins; `/temp reset` clears it.")
+    t = check_temperature(value)
+    await store.set_temperature(guild_id, user_id, t)
+    return Answer(f"Your default temperature in this server is now {t:g}.")
+
+
+async def contribute(
+    store: Store, guild_id: int, channel_id: int, user_id: int, corpus: str, text: str, source: str, limits: Limits
+) -> Answer:
+    """Store a text offered for a corpus; the answer is sent only once it is on disk."""
+    check_corpus(corpus)
+    text = text.strip()
+    if not text:
+        raise Refusal("There was no text to save; write something, then send it.")
+    if len(text) > limits.max_contribution_chars:
+        raise Refusal(f"That text is {len(text):,} characters; the limit is {limits.max_contribution_chars:,}. "
+                      "Send it in parts.")
+    if not normalize(text).text.strip():
+        raise Refusal("I can only learn from plain letters, digits and punctuation, and that text had none.")
+    cid = await store.add_contribution(guild_id, channel_id, user_id, corpus, text, source)
+    return Answer(f"Thank you! Saved your text ({_plural(len(text), 'character')}) for **{corpus}** as "
+                  f"contribution #{cid}. `/forget` deletes everything you contributed in this server.")
+
+
+async def forget(store: Store, guild_id: int, user_id: int) -> Answer:
+    n = await store.forget(guild_id, user_id)
+    if n == 0:
+        return Answer("You have no contributions stored in this server; nothing to delete.")
+    return Answer(f"Deleted {_plural(n, 'contribution')} of yours from this server.")
+
+
+async def optout(store: Store, guild_id: int, user_id: int, undo: bool = False) -> Answer:
+    """Stop (or with ``undo``, resume) storing the caller's messages in listening channels."""
+    changed = await store.set_opt_out(guild_id, user_id, not undo)
+    kept = await store.count_contributions(guild_id, user_id)
+    if undo:
+        head = "You're opted back in" if changed else "You were not opted out"
+        return Answer(f"{head}: messages you write in listening channels here may be stored to train the models.")
+    head = "Done" if changed else "You were already opted out"
+    tail = ""
+    if kept:
+        tail = f" You have {_plural(kept, 'contribution')} stored here; `/forget` deletes what you contributed."
+    return Answer(f"{head}: I won't store your messages in listening channels in this server. "
+                  f"Texts you send yourself with `/contribute` are still kept.{tail}")
+
+
+async def listen(store: Store, guild_id: int, channel_id: int, corpus: str) -> Answer:
+    check_corpus(corpus)
+    before = await store.listen(guild_id, channel_id, corpus)
+    if before == corpus:
+        return Answer(f"This channel is already collecting messages for **{corpus}**.")
+    was = f" (instead of {before})" if before else ""
+    return Answer(f"From now on, messages people write in this channel are stored for **{corpus}**{was}. "
+                  "Bots, commands and people who used `/optout` are skipped; `/unlisten` stops it.", ephemeral=False)
+
+
+async def unlisten(store: Store, guild_id: int, channel_id: int) -> Answer:
+    before = await store.unlisten(guild_id, channel_id)
+    if before is None:
+        return Answer("This channel was not collecting messages.")
+    return Answer(f"Stopped collecting messages in this channel (it collected for **{before}**).", ephemeral=False)
+
+
+def model_text(info: dict[str, ModelInfo]) -> str:
+    """One line per corpus: which checkpoint, how good on held-out text, how big, on what device."""
+    lines = []
+    for name, corpus in CORPORA.items():
+        m = info.get(name)
+        if m is None:
+            lines.append(f"**{name}**: not loaded on this bot")
+            continue
+        bpc = "not measured" if m.val_bpc is None else f"{m.val_bpc:.3f} bits/char on held-out text"
+        tuned = " (fine-tuned)" if m.parent else ""
+        lines.append(f"**{name}** ({corpus.description}): version `{m.version}`{tuned}, {bpc}, "
+                     f"{m.n_params:,} parameters, on {m.device}")
+    return "\n".join(lines)
+
+
+def help_text(chat: bool = False) -> str:
+    """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``)."""
+    options = "--temperature T --length N --seed S" if chat else "[temperature] [length]"
+    lines = [
+        f"/{name} {style_for(name).prompt_label} {options}: {corpus.description}"
+        for name, corpus in CORPORA.items()
+    ]
+    lines += [
+        "/temp [value]: show or set your default temperature here (0 = predictable, 2 = wild); /temp reset clears it",
+        "/model: which model each corpus runs and how good it is",
+        "/contribute corpus text: offer a text to teach a corpus" if chat
+        else "/contribute corpus: offer a text to teach a corpus",
+        "/forget: delete everything you contributed here",
+        "/optout: stop your messages in listening channels from being stored (/optout undo to resume)",
+    ]
+    if chat:
+        lines += ["/help: this list", "/quit: leave (or Ctrl-D)"]
+    else:
+        lines += [
+            "/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus",
+            "/finetune start corpus [minutes], /finetune status, /finetune cancel corpus: "
+            "(admins) teach a corpus its contributions, while the bot keeps talking",
+            "/rollback corpus [version]: (admins) serve an earlier version of a corpus's model",
+        ]
+    return "\n".join(lines)
+
+
+def may_administer(user_id: int, has_manage_guild: bool, admin_ids: frozenset[int]) -> bool:
+    """Admins are the configured user IDs and anyone with Manage Server in this server."""
+    return user_id in admin_ids or has_manage_guild

@@ -1,0 +1,123 @@
+"""Many replies at once through the bot's reply path, with the event loop's responsiveness.
+
+Replies go through :class:`bot.replies.ReplyService` (what the Discord cog and
+``charbot reply`` use), without Discord. If the bot package is not importable, they go
+straight through ``Engine.submit`` from asyncio the way the service does it. A ticker task
+sleeps 5 ms at a time and records how late it wakes: that lateness is what every other
+coroutine of the bot (Discord heartbeats, other commands) would suffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from bot.bench.stats import percentile
+from model.checkpoint import Checkpoint
+from model.engine import Engine
+from model.sample import SampleSettings
+
+TICK_S = 0.005
+
+ReplyFn = Callable[[int], Awaitable[int]]  # seed -> characters generated
+
+
+def _bot_reply_fn(engine: Engine, corpus: str, chars: int, n: int) -> tuple[ReplyFn, str] | None:
+    try:
+        from bot.config import Limits
+        from bot.engines import Models
+        from bot.replies import ReplyRequest, ReplyService
+    except ImportError:
+        return None
+    models = Models()
+    models.engines[corpus] = engine
+    limits = Limits(max_pending=max(32, n), cooldown_s=0.0, max_length=max(chars, 400), default_length=min(chars, 400))
+    service = ReplyService(models, limits)
+
+    async def reply(seed: int) -> int:
+        request = ReplyRequest(corpus=corpus, prompt="", temperature=0.8, length=chars, seed=seed)
+        update = await service.reply(request)
+        return len(update.generation.text)
+
+    return reply, "bot.replies.ReplyService.reply"
+
+
+def _engine_reply_fn(engine: Engine, chars: int) -> tuple[ReplyFn, str]:
+    async def reply(seed: int) -> int:
+        loop = asyncio.get_running_loop()
+        pieces: list[str] = []
+        fut = engine.submit("", SampleSettings(seed=seed, max_chars=chars),
+                            lambda piece: loop.call_soon_threadsafe(pieces.append, piece))
+        gen = await asyncio.wrap_future(fut)
+        return len(gen.text)
+
+    return reply, "Engine.submit + asyncio.wrap_future"
+
+
+async def _ticker(stop: asyncio.Event, lags: list[float]) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(TICK_S)
+        lags.append(time.perf_counter() - t0 - TICK_S)
+
+
+async def _wave(reply: ReplyFn, n: int, seed0: int) -> tuple[list[float], int, float]:
+    start = time.perf_counter()
+    latencies: list[float] = []
+
+    async def one(seed: int) -> int:
+        got = await reply(seed)
+        latencies.append(time.perf_counter() - start)
+        return got
+
+    counts = await asyncio.gather(*(one(seed0 + i) for i in range(n)))
+    return latencies, sum(counts), time.perf_counter() - start
+
+
+async def _measure(reply: ReplyFn, n: int, rounds: int) -> dict:
+    await reply(10**6)  # warm-up: first step of each batch size, imports, thread start
+    stop = asyncio.Event()
+    lags: list[float] = []
+    ticker = asyncio.create_task(_ticker(stop, lags))
+    latencies: list[float] = []
+    chars, wall = 0, 0.0
+    for r in range(rounds):
+        lat, got, seconds = await _wave(reply, n, seed0=1000 * r)
+        latencies += lat
+        chars += got
+        wall += seconds
+    stop.set()
+    await ticker
+    return {
+        "replies": n, "rounds": rounds, "chars": chars, "seconds": wall,
+        "aggregate_chars_per_s": chars / wall,
+        "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99),
+        "loop_lag_p99_ms": 1000 * percentile(lags, 99), "loop_lag_max_ms": 1000 * max(lags, default=0.0),
+        "ticks": len(lags),
+    }
+
+
+def concurrent_replies(
+    ck: Checkpoint,
+    counts: tuple[int, ...] = (1, 8, 32),
+    chars: int = 400,
+    corpus: str = "tale",
+    device: str = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+    min_replies: int = 32,
+    via_bot: bool = True,
+) -> list[dict]:
+    """One row per count: aggregate chars/s, reply latency p50/p99, event-loop lag p99."""
+    rows = []
+    with Engine(ck, device=device, max_batch=max(64, max(counts)), max_queue=max(256, max(counts)),
+                precision=precision, threads=threads) as engine:
+        for n in counts:
+            made = _bot_reply_fn(engine, corpus, chars, n) if via_bot else None
+            reply, path = made if made is not None else _engine_reply_fn(engine, chars)
+            rounds = max(1, min(3, -(-min_replies // n)))
+            row = asyncio.run(_measure(reply, n, rounds))
+            row.update({"path": path, "precision": precision, "device": device, "chars_per_reply": chars})
+            rows.append(row)
+    return rows

@@ -1,0 +1,92 @@
+"""How faithful the fast paths are: bf16 KL against fp32, and how often texts agree exactly.
+
+Exact agreement can only fail at float near-ties (two candidates whose noisy scores differ in
+the last bits), so the rates here show how rare those are at real sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bot.bench.stats import percentile
+from model.charset import encode, normalize
+from model.checkpoint import Checkpoint
+from model.engine import Engine
+from model.fast_step import FastStep
+from model.sample import SampleSettings, generate
+
+FALLBACK_TEXT = (
+    "Once upon a time there lived a king and a queen who had no children, and they were very sad. "
+    "\"Wash your hands often with soap and water for at least 20 seconds,\" the notice said. "
+    "Everything was in confusion in the Oblonskys' house. The wife had discovered that the husband "
+    "was carrying on an intrigue with a French girl, who had been a governess in their family.\n\n"
+)
+
+
+def sample_text(ck: Checkpoint, chars: int) -> tuple[str, str]:
+    """Text to read the model on: its corpus's held-out part when available, else a fixed mix."""
+    corpus = ck.info.get("corpus")
+    try:
+        from corpora.registry import CORPORA, held_out_codes
+
+        if corpus in CORPORA:
+            codes = held_out_codes(corpus)
+            if len(codes) >= chars:
+                from model.charset import decode
+
+                return decode(codes[:chars]), f"{corpus} held-out"
+    except Exception:  # noqa: BLE001 - any trouble finding the corpus means: use the fixed text
+        pass
+    text = normalize(FALLBACK_TEXT).text
+    return (text * (chars // len(text) + 1))[:chars], "fixed English sample"
+
+
+@torch.no_grad()
+def _teacher_forced(fast: FastStep, codes: torch.Tensor) -> torch.Tensor:
+    zeros = torch.zeros(fast.n_layers, 1, fast.hidden)
+    fast.set_row(0, (zeros, zeros), torch.zeros(fast.vocab))
+    out = []
+    for code in codes.tolist():
+        fast.codes[0] = code
+        out.append(fast.step(1)[0].clone())
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def kl_against_reference(ck: Checkpoint, chars: int = 2000, precision: str = "bf16") -> dict:
+    """Per-character KL(reference || fast step at ``precision``) over real text, in nats."""
+    text, source = sample_text(ck, chars)
+    codes = encode(text)
+    ref = F.log_softmax(ck.model(codes.view(1, -1))[0][0].float(), -1)
+    fast = F.log_softmax(_teacher_forced(FastStep(ck.model, 1, precision=precision), codes), -1)
+    kl = (ref.exp() * (ref - fast)).sum(-1).clamp_min(0).tolist()
+    agree = (ref.argmax(-1) == fast.argmax(-1)).float().mean().item()
+    return {"precision": precision, "text": source, "chars": len(codes), "kl_mean": sum(kl) / len(kl),
+            "kl_p99": percentile(kl, 99), "kl_max": max(kl), "top1_agreement": agree,
+            "max_prob_diff": (ref.exp() - fast.exp()).abs().max().item()}
+
+
+def agreement(ck: Checkpoint, seeds: int, chars: int, crowd: int = 16, precision: str = "fp32") -> dict:
+    """How many of ``seeds`` replies are identical: engine vs ``sample.generate``, alone vs in a crowd."""
+    settings = [SampleSettings(seed=s, max_chars=chars, temperature=0.8) for s in range(seeds)]
+    prime = "The "
+    ref = [generate(ck.model, [prime], s)[0].text for s in settings]
+    with Engine(ck, max_batch=max(crowd, seeds), precision=precision) as eng:
+        alone = [eng.submit(prime, s).result().text for s in settings]
+        extra = [SampleSettings(seed=10_000 + i, max_chars=chars) for i in range(max(0, crowd - seeds))]
+        futures = [eng.submit(prime, s) for s in settings + extra]
+        crowded = [f.result().text for f in futures[:seeds]]
+
+    def first_split(a: str, b: str) -> int | None:
+        if a == b:
+            return None
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+    return {
+        "precision": precision, "replies": seeds, "chars": chars, "crowd": crowd,
+        "engine_equals_generate": sum(a == b for a, b in zip(alone, ref, strict=True)),
+        "alone_equals_crowd": sum(a == b for a, b in zip(alone, crowded, strict=True)),
+        "first_divergence_vs_generate": [first_split(a, b) for a, b in zip(alone, ref, strict=True) if a != b],
+        "first_divergence_alone_vs_crowd": [first_split(a, b) for a, b in zip(alone, crowded, strict=True) if a != b],
+    }

@@ -1,0 +1,150 @@
+"""Write a bench run as ``bench.json`` (everything) and ``bench.md`` (the tables people read)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from model.checkpoint import atomic_write_bytes
+
+
+def _f(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def _load(machine: dict) -> str:
+    load = machine.get("load_avg")
+    return "/".join(f"{x:.2f}" for x in load) if load else "?"
+
+
+def _mark(ok: bool | None) -> str:
+    return "" if ok is None else (" (met)" if ok else " (missed)")
+
+
+def markdown(results: dict) -> str:
+    t = results["targets"]
+    m0, m1 = results["machine_start"], results.get("machine_end", {})
+    lines = [
+        "# charbot bench",
+        "",
+        f"{m0['when']} - torch {m0['torch']} - {m0['cpu_count']} CPUs - GPU: {m0['cuda'] or 'none'} - "
+        f"{results['config']['threads']} torch thread(s) - load average {_load(m0)} at start, "
+        f"{_load(m1)} at end - {'quick' if results['config']['quick'] else 'full'} run, "
+        f"{_f(results.get('seconds'), 0)} s",
+        "",
+        "Ratios compare figures taken in this run on this machine; absolute speeds move with the load.",
+    ]
+    for note in results.get("notes", []):
+        lines += ["", f"Note: {note}"]
+    for section, error in results.get("errors", {}).items():
+        lines += ["", f"The {section} section failed: {error}"]
+    if results.get("single"):
+        lines += ["", "## Single reply", "",
+                  f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s).", "",
+                  "First character: time to the first character of an 85-character prompt primed inside the batch "
+                  "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
+                  "| model | size | engine fp32 chars/s (ms/char) | engine bf16 chars/s (ms/char) | first char (fp32) "
+                  "| nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | fp32 / classic | bf16 / classic |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in results["single"]:
+            cells = [r["model"], r["size"]]
+            for p in ("fp32", "bf16"):
+                cells.append(f"{_f(r[p]['chars_per_s'])} ({_f(r[p]['ms_per_char'], 3)})" if p in r else "-")
+            cells.append(_f(r["fp32"]["first_char_ms"], 1, " ms") if "fp32" in r else "-")
+            cells.append(_f(r["reference"].get("prime_ms"), 1, " ms"))
+            cells.append(_f(r["reference"]["chars_per_s"]))
+            cells.append(_f(r.get("classic", {}).get("chars_per_s")))
+            for p in ("fp32", "bf16"):
+                v = r.get(p, {}).get("vs_classic")
+                cells.append(_f(v, 1, "x") + _mark(None if v is None else v >= t["single_vs_classic"]))
+            lines.append("| " + " | ".join(cells) + " |")
+        gpu = [r for r in results["single"] if "cuda" in r]
+        if gpu:
+            lines += ["", f"GPU single reply (target at most {t['gpu_ms_per_char']:g} ms/char):", "",
+                      "| model | chars/s | ms/char |", "|---|---|---|"]
+            for r in gpu:
+                ms = r["cuda"]["ms_per_char"]
+                lines.append(f"| {r['model']} | {_f(r['cuda']['chars_per_s'])} | {_f(ms, 3)}"
+                             f"{_mark(ms <= t['gpu_ms_per_char'])} |")
+    if results.get("concurrent"):
+        lines += ["", "## Concurrent replies", "",
+                  f"Target with 32 replies: at least {t['concurrent32_chars_per_s']:,.0f} chars/s in aggregate, "
+                  f"event-loop lag p99 at most {t['loop_lag_p99_ms']:g} ms. "
+                  f"Path: {results['concurrent'][0]['path']}.", "",
+                  "| model | precision | replies | aggregate chars/s | latency p50 | latency p99 | loop lag p99 |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in results["concurrent"]:
+            big = r["replies"] >= 32
+            lines.append(
+                f"| {r['model']} | {r['precision']} | {r['replies']} | {_f(r['aggregate_chars_per_s'])}"
+                f"{_mark(r['aggregate_chars_per_s'] >= t['concurrent32_chars_per_s'] if big else None)} | "
+                f"{_f(r['latency_p50_s'], 2, ' s')} | {_f(r['latency_p99_s'], 2, ' s')} | "
+                f"{_f(r['loop_lag_p99_ms'], 1, ' ms')}{_mark(r['loop_lag_p99_ms'] <= t['loop_lag_p99_ms'])} |")
+    if results.get("train"):
+        lines += ["", "## Training", "", f"Target: at least {t['train_vs_classic']:g}x the classic recipe. Ours is "
+                  "`train()` as a user runs it (precision auto: bf16 autocast where the CPU has native bf16, "
+                  "float32 weights and validation), and in plain fp32 for comparison.", "",
+                  "| size | batch | ours | precision | chars/s | classic chars/s | ours / classic |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in results["train"]:
+            if "ours" not in r:
+                lines.append(f"| - | - | {r.get('error', '-')} | - | - | - | - |")
+                continue
+            classic_cps = _f(r.get("classic", {}).get("chars_per_s"))
+            for key, vs, name in (("ours", "vs_classic", "default"), ("ours_fp32", "fp32_vs_classic", "fp32")):
+                if key not in r:
+                    continue
+                o, v = r[key], r.get(vs)
+                target = None if v is None or key != "ours" else v >= t["train_vs_classic"]
+                lines.append(f"| {r['size']} | {o['seqs']}x{o['steps_per_seq']} | {name} | {o.get('precision', '-')} | "
+                             f"{_f(o['chars_per_s'])} | {classic_cps} | {_f(v, 2, 'x')}{_mark(target)} |")
+        gpu = [r for r in results["train"] if "cuda" in r]
+        for r in gpu:
+            cps = r["cuda"]["chars_per_s"]
+            lines.append(f"\nGPU training {r['size']}: {_f(cps)} chars/s{_mark(cps >= t['gpu_train_chars_per_s'])}")
+    if results.get("fidelity"):
+        lines += ["", "## Fidelity", "",
+                  "KL(reference || fast step) per character in nats over real text; texts compared exactly.", "",
+                  "| model | text | fp32 KL max | bf16 KL mean | bf16 KL p99 | bf16 KL max | bf16 top-1 agreement "
+                  "| engine = generate | alone = in a crowd |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in results["fidelity"]:
+            k32, k16 = r["kl"]
+            a = r["agreement"]
+            lines.append(
+                f"| {r['model']} | {k16['text']} | {k32['kl_max']:.1e} | {k16['kl_mean']:.1e} | {k16['kl_p99']:.1e} | "
+                f"{k16['kl_max']:.1e} | {k16['top1_agreement']:.2%} | {a['engine_equals_generate']}/{a['replies']} | "
+                f"{a['alone_equals_crowd']}/{a['replies']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict, out: str | Path) -> tuple[Path, Path]:
+    """Write ``bench.json`` and ``bench.md`` under ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "bench.json", out / "bench.md"
+    text = json.dumps(_finite(results), indent=1, allow_nan=False, default=_jsonable)
+    atomic_write_bytes(js, (text + "\n").encode())
+    atomic_write_bytes(md, markdown(results).encode())
+    return js, md
+
+
+def _finite(value: object) -> object:
+    """The results with NaN and infinities as null, so the JSON is valid for every reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

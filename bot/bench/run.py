@@ -1,0 +1,289 @@
+"""One benchmark run: every section, side by side, with the machine's state recorded."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bot.bench import classic, concurrent, fidelity, generation, training
+from bot.bench.stats import median, ratio
+from model.charset import VOCAB_SIZE
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.engine import default_threads
+from model.fast_step import bf16_matmul_supported
+from model.network import CharLSTM, ModelConfig
+from model.train import training_precision
+
+SECTIONS = ("single", "concurrent", "train", "fidelity")
+TARGETS = {
+    "single_vs_classic": 25.0,
+    "concurrent32_chars_per_s": 15_000.0,
+    "loop_lag_p99_ms": 20.0,
+    "train_vs_classic": 1.3,
+    "gpu_ms_per_char": 0.1,
+    "gpu_train_chars_per_s": 1_500_000.0,
+}
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. ``quick`` shrinks every count so the run takes seconds (for CI)."""
+
+    out: Path = Path("bench")
+    quick: bool = False
+    models: list[str] | None = None  # checkpoint paths; None: the shipped ones
+    sizes: list[tuple[int, int]] = field(default_factory=lambda: [(2, 512)])  # (layers, hidden), random weights
+    chars: int = 400
+    repeats: int = 3
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    train_seconds: float = 20.0
+    train_text: Path | None = None
+    train_seqs: int = 128
+    train_steps: int = 100
+    classic_script: Path | None = None
+    threads: int | None = None
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    sections: tuple[str, ...] = SECTIONS
+    agreement_seeds: int = 8
+    agreement_chars: int = 200
+    kl_chars: int = 2000
+
+    def shrink(self) -> None:
+        """The quick version of this run."""
+        self.chars = min(self.chars, 80)
+        self.repeats = 1
+        self.concurrency = tuple(min(n, 4) for n in self.concurrency[:2]) or (1,)
+        self.train_seconds = min(self.train_seconds, 2.0)
+        self.train_seqs, self.train_steps = min(self.train_seqs, 8), min(self.train_steps, 20)
+        self.agreement_seeds, self.agreement_chars, self.kl_chars = 2, 40, 200
+
+
+@dataclass
+class BenchModel:
+    name: str
+    source: str
+    checkpoint: Checkpoint
+
+    @property
+    def size(self) -> str:
+        return f"{self.checkpoint.config.n_layers}x{self.checkpoint.config.hidden_size}"
+
+
+def shipped_paths() -> list[Path]:
+    """The shipped checkpoints (``corpora.shipped``'s folder, else ``checkpoints/``)."""
+    try:
+        from corpora.shipped import checkpoint_dir
+
+        folder = checkpoint_dir()
+    except ImportError:
+        folder = classic.PROJECT_ROOT / "checkpoints"
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def load_models(cfg: BenchConfig) -> list[BenchModel]:
+    paths = shipped_paths() if cfg.models is None else [Path(p) for p in cfg.models]
+    models = [BenchModel(p.name.removesuffix(".safetensors"), str(p), load_checkpoint(p)) for p in paths]
+    for layers, hidden in cfg.sizes:
+        torch.manual_seed(0)
+        config = ModelConfig(hidden_size=hidden, n_layers=layers, embed_size=min(64, hidden), dropout=0.0)
+        model = CharLSTM(config).eval()
+        models.append(BenchModel(f"reference {layers}x{hidden}", "random weights", Checkpoint(model, config)))
+    return models
+
+
+def default_train_text() -> Path | None:
+    try:
+        from corpora.registry import find_corpus_file
+
+        return find_corpus_file("tale")
+    except (ImportError, KeyError):
+        return None
+
+
+def machine() -> dict:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "load_avg": load,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
+    """Measure every section in ``cfg.sections``; return the results (see :mod:`report`)."""
+    if cfg.quick:
+        cfg.shrink()
+    if cfg.threads is None:  # the engine's own default, given to every side so ratios compare code, not threads
+        cfg.threads = default_threads()
+    script = classic.find_script(cfg.classic_script)
+    results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+                     "machine_start": machine(), "classic_script": str(script) if script else None,
+                     "targets": TARGETS, "notes": []}
+    if script is None:
+        results["notes"].append("classic baseline script not found: ratios are missing")
+    models = load_models(cfg)
+    say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
+        + f"; {cfg.threads} thread(s)")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    results["section_seconds"] = timings
+    results["errors"] = {}
+    sections: dict[str, Callable[[], object]] = {
+        "single": lambda: [_single(m, cfg, script, say) for m in models],
+        "concurrent": lambda: _concurrent(models, cfg, say),
+        "train": lambda: _train(models, cfg, script, say),
+        "fidelity": lambda: _fidelity(models, cfg, say),
+    }
+    for name, measure in sections.items():
+        if name not in cfg.sections:
+            continue
+        mark = time.perf_counter()
+        try:
+            results[name] = measure()
+        except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others' figures
+            say(f"{name}: failed: {exc}")
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+        timings[name] = time.perf_counter() - mark
+    results["seconds"] = time.perf_counter() - started
+    results["machine_end"] = machine()
+    return results
+
+
+def _concurrent(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for m in models:
+        for precision in cfg.precisions:
+            say(f"concurrent: {m.name} {precision}")
+            got = concurrent.concurrent_replies(
+                m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
+                threads=cfg.threads, min_replies=1 if cfg.quick else 32)
+            rows += [{"model": m.name, "size": m.size, **row} for row in got]
+    return rows
+
+
+def _fidelity(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for m in models:
+        say(f"fidelity: {m.name}")
+        kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in ("fp32", "bf16")]
+        agree = fidelity.agreement(m.checkpoint, cfg.agreement_seeds, cfg.agreement_chars)
+        rows.append({"model": m.name, "size": m.size, "kl": kls, "agreement": agree})
+    return rows
+
+
+def _corpus_of(m: BenchModel) -> str:
+    corpus = m.checkpoint.info.get("corpus")
+    try:
+        from corpora.registry import CORPORA
+    except ImportError:
+        return "tale"
+    return corpus if corpus in CORPORA else "tale"
+
+
+def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> dict:
+    """Our engine (each precision) and the classic script, alternated ``repeats`` times; medians.
+
+    Alternating puts both sides under the same background load, so the ratio holds even when
+    the machine is busy and the absolute speeds do not.
+    """
+    c = m.checkpoint.config
+    say(f"single reply: {m.name}")
+    row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
+    probes = {p: generation.SingleReply(m.checkpoint, precision=p, threads=cfg.threads) for p in cfg.precisions}
+    speeds: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    firsts: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    classic_runs: list[dict] = []
+    try:
+        for i in range(cfg.repeats):
+            for p, probe in probes.items():
+                speeds[p].append(probe.chars_per_s(cfg.chars, seed=i + 1))
+                firsts[p].append(probe.first_char_ms(seed=i + 1))
+            if script is not None and "classic_error" not in row:
+                try:
+                    classic_runs.append(classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE,
+                                                               cfg.chars, cfg.threads))
+                except classic.BaselineError as exc:
+                    row["classic_error"] = str(exc)
+    finally:
+        for probe in probes.values():
+            probe.close()
+    for p in cfg.precisions:
+        cps = median(speeds[p])
+        row[p] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": median(firsts[p]),
+                  "runs_chars_per_s": speeds[p], "chars": cfg.chars}
+    if classic_runs:
+        cps = median([r["chars_per_s"] for r in classic_runs])
+        row["classic"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps,
+                          "runs_chars_per_s": [r["chars_per_s"] for r in classic_runs],
+                          "argv": classic_runs[0].get("argv")}
+    ref_chars = min(cfg.chars, 100 if cfg.quick else 400)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        row["reference"] = generation.reference_single(m.checkpoint, ref_chars)
+        row["reference"]["prime_ms"] = generation.reference_prime_ms(m.checkpoint)
+    finally:
+        torch.set_num_threads(torch_threads)
+    base = row.get("classic", {}).get("chars_per_s")
+    for p in cfg.precisions:
+        row[p]["vs_classic"] = ratio(row[p]["chars_per_s"], base)
+        row[p]["vs_reference"] = ratio(row[p]["chars_per_s"], row["reference"]["chars_per_s"])
+    if torch.cuda.is_available():
+        say(f"single reply on GPU: {m.name}")
+        gpu = generation.SingleReply(m.checkpoint, device="cuda")
+        try:
+            cps = median([gpu.chars_per_s(cfg.chars, seed=i + 1) for i in range(max(3, cfg.repeats))])
+            row["cuda"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": gpu.first_char_ms(1)}
+        finally:
+            gpu.close()
+    return row
+
+
+def _train(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> list[dict]:
+    text = cfg.train_text or default_train_text()
+    if text is None:
+        return [{"error": "no training text: pass --train-text FILE"}]
+    rows = []
+    sizes = sorted({(m.checkpoint.config.n_layers, m.checkpoint.config.hidden_size) for m in models})
+    for layers, hidden in sizes:
+        say(f"training: {layers}x{hidden}, batch {cfg.train_seqs}x{cfg.train_steps}, {cfg.train_seconds:g} s each")
+        row: dict = {"size": f"{layers}x{hidden}", "text": str(text)}
+        precisions = ["auto"] + (["fp32"] if training_precision("auto", torch.device("cpu")) != "fp32" else [])
+        ours_runs: dict[str, list[dict]] = {p: [] for p in precisions}
+        classic_runs: list[dict] = []
+        for _ in range(1 if cfg.quick else 2):  # alternate, so every variant meets the same background load
+            for precision in precisions:
+                ours_runs[precision].append(training.our_training(
+                    text, hidden, layers, cfg.train_seqs, cfg.train_steps, cfg.train_seconds, threads=cfg.threads,
+                    precision=precision))
+            if script is not None and "classic_error" not in row:
+                try:
+                    classic_runs.append(classic.classic_train(script, text, hidden, layers, cfg.train_seqs,
+                                                              cfg.train_steps, cfg.train_seconds, cfg.threads))
+                except classic.BaselineError as exc:
+                    row["classic_error"] = str(exc)
+        for precision, key in (("auto", "ours"), ("fp32", "ours_fp32")):
+            runs = ours_runs.get(precision)
+            if runs:
+                row[key] = {**runs[-1], "chars_per_s": median([r["chars_per_s"] for r in runs]),
+                            "runs_chars_per_s": [r["chars_per_s"] for r in runs]}
+        if classic_runs:
+            row["classic"] = {**classic_runs[-1], "chars_per_s": median([r["chars_per_s"] for r in classic_runs]),
+                              "runs_chars_per_s": [r["chars_per_s"] for r in classic_runs]}
+        row["vs_classic"] = ratio(row["ours"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
+        if "ours_fp32" in row:
+            row["fp32_vs_classic"] = ratio(row["ours_fp32"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
+        if torch.cuda.is_available():
+            row["cuda"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
+                                                cfg.train_seconds, device="cuda")
+        rows.append(row)
+    return rows

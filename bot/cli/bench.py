@@ -1,0 +1,70 @@
+"""``charbot bench``: measure generation, concurrency, training and fidelity in one run."""
+
+from __future__ import annotations
+
+import sys
+
+from bot.cli.common import UserError, add_json_flag, emit
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        layers, hidden = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {text!r}: write it as LAYERSxHIDDEN, e.g. 2x512") from None
+    if layers < 1 or hidden < 1:
+        raise UserError(f"--size {text!r}: layers and hidden size must be at least 1")
+    return layers, hidden
+
+
+def register(sub) -> None:  # noqa: ANN001
+    from bot.bench.run import SECTIONS
+
+    p = sub.add_parser(
+        "bench", help="measure generation and training speed against the classic recipe",
+        description="Measure single-reply and concurrent generation, training speed and the fast paths' fidelity, "
+                    "each side by side with the classic notebook recipe in the same run. Writes bench.json and "
+                    "bench.md into --out.")
+    p.add_argument("--out", default="bench", help="folder for bench.json and bench.md (default: bench)")
+    p.add_argument("--quick", action="store_true", help="small counts and short runs (seconds; for CI)")
+    p.add_argument("--models", nargs="*", metavar="CHECKPOINT",
+                   help="checkpoints to measure (default: the shipped ones; give none for only --size models)")
+    p.add_argument("--size", action="append", default=None, metavar="LxH",
+                   help="a random-weight reference model of this size (repeatable; default 2x512)")
+    p.add_argument("--chars", type=int, default=400, help="characters per reply (default 400)")
+    p.add_argument("--train-seconds", type=float, default=20.0, help="seconds of training for each side")
+    p.add_argument("--train-text", help="text file to train on (default: the tale corpus)")
+    p.add_argument("--classic", help="path of classic_charrnn.py (default: ../shared/baselines/ beside the project)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads for every side (default: the engine's default, 1 on machines with 2 cores)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:  # noqa: ANN001
+    from pathlib import Path
+
+    from bot.bench.report import write_report
+    from bot.bench.run import SECTIONS, BenchConfig, run_bench
+
+    if args.chars < 1:
+        raise UserError("--chars must be at least 1")
+    if args.train_seconds <= 0:
+        raise UserError("--train-seconds must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be at least 1")
+    if args.train_text and not Path(args.train_text).is_file():
+        raise UserError(f"{args.train_text}: no such file")
+    cfg = BenchConfig(
+        out=Path(args.out), quick=args.quick, models=args.models,
+        sizes=[_size(s) for s in args.size] if args.size else [(2, 512)],
+        chars=args.chars, train_seconds=args.train_seconds,
+        train_text=Path(args.train_text) if args.train_text else None,
+        classic_script=Path(args.classic) if args.classic else None, threads=args.threads,
+        sections=tuple(args.only) if args.only else SECTIONS,
+    )
+    results = run_bench(cfg, say=lambda line: print(line, file=sys.stderr))
+    js, md = write_report(results, cfg.out)
+    emit(args, {"json": str(js), "markdown": str(md), "errors": results["errors"]}, md.read_text())
+    return 1 if results["errors"] else 0

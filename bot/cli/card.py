@@ -1,0 +1,81 @@
+"""``charbot card``: write checkpoints/MODEL_CARD.md from the shipped checkpoints."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from bot.cli.common import UserError, add_json_flag, emit
+
+
+def register(sub) -> None:  # noqa: ANN001
+    p = sub.add_parser(
+        "card",
+        help="generate the model card (checkpoints/MODEL_CARD.md) from the shipped checkpoints",
+        description="Write the model card from the shipped checkpoints' metadata: architecture, parameters, "
+        "training data and time, characters seen, device, held-out loss measured now (the function `charbot eval` "
+        "uses), target, parent, and three samples (temperatures 0.5, 0.8, 1.0) from a fixed seed and prime.",
+    )
+    p.add_argument("--dir", help="folder of the shipped checkpoints (default: $CHARBOT_CHECKPOINT_DIR or checkpoints/)")
+    p.add_argument("--out", help="where to write the card (default: MODEL_CARD.md in that folder); '-' prints it")
+    p.add_argument("--experiments", metavar="JSON",
+                   help="extra rows: a JSON list of {label, checkpoint | corpus + val_loss_nats, note}")
+    p.add_argument("--target", action="append", default=[], metavar="NAME=BPC",
+                   help="held-out target in bits/char for a corpus (repeatable), e.g. --target tale=2.0")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the samples (default 1234)")
+    p.add_argument("--length", type=int, default=300, help="characters per sample at most (default 300)")
+    p.add_argument("--device", default="cpu", help="device for samples and measurement (default cpu, as recorded)")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def parse_targets(items: list[str]) -> dict[str, float]:
+    targets = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name or not number > 0:
+            raise UserError(f"--target {item!r}: expected NAME=BITS_PER_CHAR, e.g. tale=2.0")
+        targets[name] = number
+    return targets
+
+
+def card_command(args) -> str:  # noqa: ANN001
+    """The command line that makes this card, as the card quotes it."""
+    parts = ["charbot", "card"]
+    for flag, value in (("--dir", args.dir), ("--experiments", args.experiments)):
+        if value:
+            parts += [flag, value]
+    for item in args.target:
+        parts += ["--target", item]
+    if args.seed != 1234:
+        parts += ["--seed", str(args.seed)]
+    if args.length != 300:
+        parts += ["--length", str(args.length)]
+    return shlex.join(parts)
+
+
+def run(args) -> int:  # noqa: ANN001
+    from corpora.card import build_card, write_card
+    from corpora.registry import CORPORA
+    from corpora.shipped import CARD_NAME
+
+    targets = parse_targets(args.target)
+    unknown = [n for n in targets if n not in CORPORA]
+    if unknown:
+        raise UserError(f"--target: unknown corpus {unknown[0]!r} (corpora: {', '.join(CORPORA)})")
+    if args.length < 1:
+        raise UserError("--length must be at least 1")
+    command = card_command(args)
+    text = build_card(args.dir, experiments=args.experiments, targets=targets, seed=args.seed, length=args.length,
+                      device=args.device, command=command)
+    if args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    out = write_card(text, args.out or (Path(args.dir) / CARD_NAME if args.dir else None))
+    emit(args, {"card": str(out), "chars": len(text)}, f"wrote {out}")
+    return 0

@@ -1,0 +1,154 @@
+"""``charbot finetune``: fine-tune a corpus's served checkpoint on its contributions, from a terminal.
+
+The same job the bot's /finetune runs (same process, same checks, same versions and database
+records), so an operator can run it on a bigger machine against a copy of the database and
+ship the result with ``--out``; ``--install`` adds such a file as the next version. A running
+bot using the same database notices a version changed here and serves it within a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from bot.cli.common import UserError, add_json_flag, emit
+
+STATUS_EVERY_S = 5.0
+
+
+def register(sub) -> None:  # noqa: ANN001
+    from corpora.registry import CORPORA
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune a corpus's served model on the text people contributed",
+        description="Fine-tune the checkpoint served for CORPUS on its contributions in the bot's database. "
+        "10% of the contributed text is held out; the loss on it and on the corpus's own held-out text is "
+        "reported before and after. The result becomes the next numbered version and is served.",
+    )
+    p.add_argument("corpus", choices=list(CORPORA), help="which model learns")
+    p.add_argument("--db", help="database file (default: CHARBOT_DB from .env, else charbot.db)")
+    p.add_argument("--minutes", type=float, help="time budget (default: CHARBOT_FINETUNE_MINUTES, else 10)")
+    p.add_argument("--out", help="also copy the new checkpoint here, e.g. to ship it to the bot's machine")
+    p.add_argument("--install", metavar="CHECKPOINT",
+                   help="no training: check CHECKPOINT (made with --out elsewhere) and serve it as the next version")
+    p.add_argument("--rollback", type=int, metavar="VERSION", help="no training: serve VERSION again (0 = base)")
+    p.add_argument("--list", action="store_true", help="no training: list the versions and recent jobs")
+    p.add_argument("--state-dir", help="where versions live (default: CHARBOT_STATE_DIR, else charbot-state/ "
+                   "beside the database)")
+    p.add_argument("--checkpoints", help="folder holding the base <corpus>.safetensors (default: "
+                   "CHARBOT_CHECKPOINT_DIR, else the shipped checkpoints/ folder)")
+    t = p.add_argument_group("training (defaults suit fine-tuning: low learning rate, early stopping)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    t.add_argument("--max-epochs", type=float, help="at most this many passes over the text (default 40)")
+    t.add_argument("--patience", type=int, help="stop after N validations without improvement (default 3)")
+    t.add_argument("--min-chars", type=int, help="refuse less contributed text than this (default 2000)")
+    t.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    t.add_argument("--threads", type=int, help="CPU threads (default: the free cores)")
+    t.add_argument("--nice", type=int, default=0, help="lower the job's priority by N (default 0)")
+    p.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:  # noqa: ANN001
+    return asyncio.run(_run(args))
+
+
+def _settings(args):  # noqa: ANN001, ANN202
+    from dataclasses import replace
+
+    from bot.config import load_config
+    from bot.finetune.settings import load_settings
+
+    config = load_config(args.env_file, require_token=False)
+    db = Path(args.db).expanduser() if args.db else config.database
+    if not db.is_file():
+        raise UserError(f"{db}: no such database (give the bot's database with --db)")
+    settings = load_settings(db, args.env_file)
+    overrides = {k: v for k, v in (("lr", args.lr), ("max_epochs", args.max_epochs), ("patience", args.patience),
+                                   ("device", args.device)) if v is not None}
+    settings = replace(
+        settings, config={**settings.config, **overrides}, threads=args.threads, nice=args.nice,
+        state_dir=Path(args.state_dir).expanduser() if args.state_dir else settings.state_dir,
+        min_chars=args.min_chars if args.min_chars is not None else settings.min_chars,
+        max_minutes=max(settings.max_minutes, args.minutes or 0),
+    )
+    checkpoints = Path(args.checkpoints).expanduser() if args.checkpoints else config.checkpoint_dir
+    return db, settings, checkpoints
+
+
+async def _run(args) -> int:  # noqa: ANN001
+    from bot.engines import checkpoint_path
+    from bot.finetune.manager import FinetuneManager, FinetuneRefused
+    from bot.store import Store
+    from bot.store.finetune import DONE, FinetuneStore
+
+    db, settings, checkpoints = _settings(args)
+    store = await Store.open(db)
+    manager = FinetuneManager(FinetuneStore(store), settings, lambda corpus: checkpoint_path(corpus, checkpoints))
+    who = f"cli:{getpass.getuser()}"
+    try:
+        await manager.recover()
+        if args.list:
+            return await _list(args, manager)
+        if args.install or args.rollback is not None:
+            if args.install:
+                served = await manager.import_checkpoint(args.corpus, Path(args.install), who)
+            else:
+                _, served = await manager.rollback(args.corpus, args.rollback)
+            emit(args, {"corpus": args.corpus, "version": served.version, "path": str(served.path)},
+                 f"{args.corpus}: now serving {served.label} ({served.path})")
+            return 0
+        job = await manager.start(args.corpus, who, args.minutes)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(manager.cancel(args.corpus, "interrupted")))
+        show = not (args.quiet or args.json)
+        while job.task is not None and not job.task.done():
+            await asyncio.wait({job.task}, timeout=STATUS_EVERY_S)
+            if show and not job.task.done():
+                print(job.status(), file=sys.stderr)
+        loop.remove_signal_handler(signal.SIGINT)
+        outcome = await manager.wait(job)
+    except FinetuneRefused as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        await manager.close()
+        await store.close()
+    path = None
+    if outcome.state == DONE:
+        path = manager.versions_dir(args.corpus).path(outcome.version)
+        if args.out:
+            Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, Path(args.out).expanduser())
+    payload = {"job": outcome.job_id, "corpus": outcome.corpus, "state": outcome.state, "version": outcome.version,
+               "path": str(path) if path else None, "out": args.out if path else None, "error": outcome.error,
+               "report": outcome.report.to_dict() if outcome.report else None}
+    human = outcome.message()
+    if path is not None:
+        human += f"\nCheckpoint: {path}" + (f" (copied to {args.out})" if args.out else "")
+    emit(args, payload, human)
+    return 0 if outcome.state == DONE else (130 if outcome.state == "cancelled" else 1)
+
+
+async def _list(args, manager) -> int:  # noqa: ANN001
+    from model.evaluate import bits
+
+    served = await manager.served(args.corpus)
+    rows = await manager.store.versions(args.corpus)
+    jobs = await manager.store.recent_jobs(args.corpus)
+    lines = [f"{args.corpus}: serving {served.label} ({served.path})"]
+    for r in rows:
+        after = r.losses.get("after", {}).get("contributed")
+        parent = f"v{r.parent_version}" if r.parent_version else "base"
+        lines.append(f"  v{r.version}{' (served)' if r.served else ''}: from {parent}, {r.train_chars:,} chars, "
+                     f"by {r.started_by}, {r.created}" + (f", held-out {bits(after):.3f} bits/char" if after else ""))
+    for j in jobs:
+        lines.append(f"  job {j.id}: {j.state}, by {j.started_by}, {j.created}" + (f": {j.error}" if j.error else ""))
+    emit(args, {"corpus": args.corpus, "served": served.version,
+                "versions": [r.__dict__ for r in rows], "jobs": [j.__dict__ for j in jobs]}, "\n".join(lines))
+    return 0

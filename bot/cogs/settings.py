@@ -1,0 +1,34 @@
+"""/temp, /model and /help: per-person settings and what the bot runs."""
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import actions
+from bot.cogs import send, send_answer
+
+
+class Settings(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="temp", description="Show or set your default temperature in this server")
+    @app_commands.describe(value="0 = predictable ... 2 = wild; leave out to see yours",
+                           reset="forget your default (each corpus uses its own)")
+    @app_commands.guild_only()
+    async def temp(self, interaction: discord.Interaction, value: float = None, reset: bool = False) -> None:
+        answer = await actions.temp(self.bot.store, interaction.guild_id, interaction.user.id, value, reset)
+        await send_answer(interaction, answer)
+
+    @app_commands.command(name="model", description="Which model each corpus runs, and how good it is")
+    @app_commands.guild_only()
+    async def model(self, interaction: discord.Interaction) -> None:
+        text = actions.model_text(self.bot.models.info)
+        finetune = self.bot.get_cog("Finetune")  # bot.cogs.finetune: checkpoint versions, when loaded
+        if finetune is not None and (versions := await finetune.versions_text()):
+            text += "\n" + versions
+        await send(interaction, text[:2000])
+
+    @app_commands.command(name="help", description="What I can do")
+    async def help(self, interaction: discord.Interaction) -> None:
+        await send(interaction, actions.help_text())

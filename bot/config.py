@@ -1,0 +1,233 @@
+"""Bot settings from ``.env`` and the environment, checked once at start with one-line errors.
+
+The ``.env`` file is read with python-dotenv without copying it into ``os.environ``, so the
+token is not inherited by child processes; variables already in the environment win over the
+file. The token is wrapped in :class:`Secret`, whose repr and str never show it, and
+:class:`RedactingFormatter` removes it from every log line in case a library prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.envfile import env_number, read_env
+
+TOKEN_HELP = "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token"
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{18,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it and says how to fix it."""
+
+
+class Secret:
+    """A value that must never be printed or logged; ``reveal()`` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> None:  # pickling would write the token somewhere
+        raise TypeError("a Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for, and how hard the bot may be pushed."""
+
+    max_prompt_chars: int = 500
+    default_length: int = 400
+    max_length: int = 1500
+    max_contribution_chars: int = 4000
+    cooldown_s: float = 5.0
+    max_pending: int = 32
+    edit_interval_s: float = 1.5
+    shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompt_chars", "default_length", "max_length", "max_contribution_chars", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.default_length > self.max_length:
+            raise ConfigError(f"default length {self.default_length} is over the maximum length {self.max_length}")
+        if self.max_length > 1900:
+            raise ConfigError("max length must be at most 1900 characters (Discord messages hold 2000)")
+        if self.max_prompt_chars > 1000:
+            raise ConfigError("max prompt length must be at most 1000 characters")
+        for name in ("cooldown_s", "edit_interval_s", "shutdown_grace_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} cannot be negative")
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """Everything the bot and the local CLI read from the environment."""
+
+    token: Secret | None = field(default=None, repr=False)
+    database: Path = Path("charbot.db")
+    dev_guild_id: int | None = None
+    admin_ids: frozenset[int] = frozenset()
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_dir: Path | None = None
+    corpora: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    discord_api: str | None = None
+    discord_gateway: str | None = None
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={getattr(self, k)!r}"
+            for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "checkpoint_dir", "corpora",
+                      "limits", "discord_api", "discord_gateway", "log_level")
+        )
+        return f"BotConfig(token={'set' if self.token else 'unset'}, {shown})"
+
+    __str__ = __repr__
+
+
+def check_token(raw: str | None) -> Secret:
+    """The bot token as a Secret, or a ConfigError that never quotes the token."""
+    if raw is None or not raw.strip():
+        raise ConfigError(f"DISCORD_TOKEN is not set: put DISCORD_TOKEN=... in .env ({TOKEN_HELP})")
+    token = raw.strip().strip("'\"").strip()
+    if token.lower().startswith("bot "):
+        raise ConfigError("DISCORD_TOKEN must be the bare token, without the 'Bot ' prefix")
+    if not _TOKEN_RE.match(token):
+        raise ConfigError(
+            f"DISCORD_TOKEN does not look like a bot token (expected three dot-separated parts, "
+            f"got {len(token)} characters); {TOKEN_HELP}"
+        )
+    return Secret(token)
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    return env_number(env, name, default, int, ConfigError)
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return env_number(env, name, default, float, ConfigError)
+
+
+def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
+    raw = (env.get(name) or "").replace(" ", "")
+    ids = set()
+    for part in filter(None, raw.split(",")):
+        if not part.isdigit():
+            raise ConfigError(f"{name} must be comma-separated Discord user IDs (digits), got {part!r}")
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def _loopback_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """A test-only endpoint override; refused unless it is on this machine, so the token stays here."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {raw!r}")
+    if parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(f"{name} may only point at this machine (127.0.0.1/localhost), for testing; got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _corpora(env: Mapping[str, str]) -> tuple[str, ...]:
+    from corpora.registry import CORPORA
+
+    raw = (env.get("CHARBOT_CORPORA") or "").replace(" ", "")
+    names = tuple(filter(None, raw.split(","))) or tuple(CORPORA)
+    unknown = [n for n in names if n not in CORPORA]
+    if unknown:
+        raise ConfigError(f"CHARBOT_CORPORA: unknown corpus {', '.join(unknown)} (known: {', '.join(CORPORA)})")
+    return names
+
+
+def load_config(
+    env_file: str | os.PathLike | None = ".env",
+    environ: Mapping[str, str] | None = None,
+    require_token: bool = True,
+) -> BotConfig:
+    """Read settings from ``env_file`` (if it exists) overlaid with ``environ`` (default os.environ)."""
+    env = read_env(env_file, environ)
+    token = check_token(env.get("DISCORD_TOKEN")) if require_token else None
+    limits = Limits(
+        max_prompt_chars=_int(env, "CHARBOT_MAX_PROMPT", Limits.max_prompt_chars),
+        default_length=_int(env, "CHARBOT_DEFAULT_LENGTH", Limits.default_length),
+        max_length=_int(env, "CHARBOT_MAX_LENGTH", Limits.max_length),
+        max_contribution_chars=_int(env, "CHARBOT_MAX_CONTRIBUTION", Limits.max_contribution_chars),
+        cooldown_s=_float(env, "CHARBOT_COOLDOWN", Limits.cooldown_s),
+        max_pending=_int(env, "CHARBOT_MAX_PENDING", Limits.max_pending),
+        edit_interval_s=_float(env, "CHARBOT_EDIT_INTERVAL", Limits.edit_interval_s),
+        shutdown_grace_s=_float(env, "CHARBOT_SHUTDOWN_GRACE", Limits.shutdown_grace_s),
+    )
+    checkpoints = (env.get("CHARBOT_CHECKPOINT_DIR") or "").strip()
+    level = (env.get("CHARBOT_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"CHARBOT_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    precision = (env.get("CHARBOT_PRECISION") or "auto").strip().lower()
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"CHARBOT_PRECISION must be auto, fp32 or bf16, got {precision!r}")
+    return BotConfig(
+        token=token,
+        database=Path((env.get("CHARBOT_DB") or "charbot.db").strip()).expanduser(),
+        dev_guild_id=_int(env, "CHARBOT_DEV_GUILD", None),
+        admin_ids=_ids(env, "CHARBOT_ADMINS"),
+        device=(env.get("CHARBOT_DEVICE") or "auto").strip(),
+        precision=precision,
+        checkpoint_dir=Path(checkpoints).expanduser() if checkpoints else None,
+        corpora=_corpora(env),
+        limits=limits,
+        discord_api=_loopback_url(env, "CHARBOT_DISCORD_API", ("http", "https")),
+        discord_gateway=_loopback_url(env, "CHARBOT_DISCORD_GATEWAY", ("ws", "wss")),
+        log_level=level,
+    )
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that replaces the secrets it knows with ``[redacted]`` in every line."""
+
+    def __init__(self, fmt: str, secrets: list[Secret]) -> None:
+        super().__init__(fmt)
+        self._values = [s.reveal() for s in secrets if s and s.reveal()]
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for value in self._values:
+            text = text.replace(value, "[redacted]")
+        return text
+
+
+def setup_logging(config: BotConfig, stream=None) -> logging.Handler:  # noqa: ANN001
+    """Log to stderr (or ``stream``) at the configured level, with the token redacted."""
+    handler = logging.StreamHandler(stream)
+    secrets = [config.token] if config.token else []
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(config.log_level)
+    logging.getLogger("discord.http").setLevel(max(logging.INFO, root.level))
+    return handler

@@ -1,0 +1,469 @@
+"""Fine-tuning jobs from start to served version; one code path for the bot and ``charbot finetune``.
+
+The order of the steps is what makes a crash at any moment harmless: the job is recorded as
+running, the training runs in a child process on a copy of the contributions, the result is
+copied in under a new version number, checked on that very file, and only then recorded as
+served in one transaction, after which the live engine is swapped. Until that transaction the
+database still names the old checkpoint, so a killed job or bot changes nothing that is
+served; :meth:`FinetuneManager.recover` marks such a job failed at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bot.finetune.job import STAGED, JobProcess, JobSpec, describe_exit
+from bot.finetune.settings import FinetuneSettings
+from bot.finetune.versions import VersionDir, versions_to_prune
+from bot.store import utc_now
+from bot.store.finetune import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict, JobRow, VersionRow
+from model.checkpoint import CheckpointError
+from model.evaluate import bits
+from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
+from model.verify import verify_checkpoint
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SAVE_S = 10.0
+CANCEL_GRACE_S = 30.0
+
+# Called with (corpus, checkpoint path, version number; 0 = base) when a new checkpoint must be served.
+ServeCallback = Callable[[str, Path, int], Awaitable[None]]
+
+
+class FinetuneRefused(Exception):
+    """A request the manager turns down; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """The checkpoint serving a corpus: ``version`` 0 is the configured base checkpoint."""
+
+    corpus: str
+    version: int
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}" if self.version else "base"
+
+
+@dataclass
+class JobOutcome:
+    """How a job ended, with what an admin should be told."""
+
+    job_id: int
+    corpus: str
+    state: str
+    version: int | None = None
+    report: FinetuneReport | None = None
+    error: str | None = None
+
+    def message(self) -> str:
+        if self.state == DONE and self.report is not None:
+            return f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
+        if self.state == CANCELLED:
+            return f"Fine-tune of {self.corpus} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
+        text = f"Fine-tune of {self.corpus} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
+        return text + (f"\n{self.report.summary()}" if self.report is not None else "")
+
+
+@dataclass
+class RunningJob:
+    """A job this process supervises: what the status message shows."""
+
+    id: int
+    corpus: str
+    started_by: str
+    parent: Served
+    contributions: int
+    chars: int
+    minutes: float
+    channel_id: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "starting"
+    progress: dict | None = None
+    process: JobProcess | None = None
+    task: asyncio.Task | None = None
+    cancel_reason: str | None = None
+
+    def status(self) -> str:
+        """One line: phase, step, losses, speed and time left."""
+        elapsed = time.monotonic() - self.started
+        head = (f"Fine-tuning {self.corpus} (job {self.id}, from {self.parent.label}, {self.chars:,} characters "
+                f"from {self.contributions} contributions, up to {self.minutes:g} min): {self.phase}")
+        p = self.progress
+        if self.phase != "training" or not p:
+            return f"{head}, {elapsed:.0f} s so far."
+        parts = [f"step {p['step']}", f"loss {p['train_loss']:.3f}"]
+        if p.get("best_val_loss") is not None:
+            parts.append(f"held-out {p['best_val_loss']:.3f}")
+        parts.append(f"{p['chars_per_s']:,} chars/s")
+        parts.append(f"{100 * p['fraction']:.0f}%")
+        if p.get("eta_s") is not None:
+            parts.append(f"about {p['eta_s'] / 60:.1f} min left (early stopping may end it sooner)")
+        return f"{head}: " + ", ".join(parts) + "."
+
+
+class FinetuneManager:
+    """Starts, supervises, cancels and installs fine-tuning jobs; rolls versions back."""
+
+    def __init__(
+        self,
+        store: FinetuneStore,
+        settings: FinetuneSettings,
+        base_checkpoint: Callable[[str], Path],
+        on_serve: ServeCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.base_checkpoint = base_checkpoint
+        self.on_serve = on_serve
+        self.jobs: dict[str, RunningJob] = {}
+        self._lock = asyncio.Lock()
+
+    # ---- what is served -----------------------------------------------------------------
+
+    def versions_dir(self, corpus: str) -> VersionDir:
+        return VersionDir.of(self.settings.state_dir, corpus)
+
+    async def served(self, corpus: str) -> Served:
+        """The checkpoint the database says is served for ``corpus``."""
+        row = await self.store.served(corpus)
+        if row is None:
+            return Served(corpus, 0, Path(self.base_checkpoint(corpus)))
+        return Served(corpus, row.version, Path(row.path))
+
+    async def recover(self) -> list[JobRow]:
+        """At start: fail jobs a crash interrupted, and clear what they left on disk."""
+        stale = await self.store.fail_interrupted()
+        for job in stale:
+            log.warning("fine-tuning job %d (%s) was interrupted; marked failed", job.id, job.corpus)
+        running = {j.id for j in await self.store.running_jobs()}
+        jobs_dir = self.settings.jobs_dir
+        if jobs_dir.is_dir():
+            for d in jobs_dir.iterdir():
+                if d.is_dir() and d.name.isdigit() and int(d.name) not in running:
+                    shutil.rmtree(d, ignore_errors=True)
+        versions_root = self.settings.state_dir / "versions"
+        if versions_root.is_dir():
+            for d in versions_root.iterdir():
+                if d.is_dir():
+                    VersionDir(d).remove_temporaries()
+        return stale
+
+    async def restore_served(self, corpora: list[str] | tuple[str, ...]) -> list[str]:
+        """At start: serve each corpus's recorded version (the engines load the base ones first).
+        A recorded version that no longer passes its check is reported, and the base is served
+        and recorded as served, so what /model shows is what answers."""
+        notes = []
+        for corpus in corpora:
+            served = await self.served(corpus)
+            if served.version == 0:
+                continue
+            try:
+                await asyncio.to_thread(verify_checkpoint, served.path)
+            except CheckpointError as exc:
+                await self.store.set_served(corpus, 0)
+                notes.append(f"{corpus} {served.label} cannot be served ({exc.problem}); serving the base checkpoint")
+                log.error("%s", notes[-1])
+                continue
+            await self._serve(corpus, served.path, served.version)
+            notes.append(f"{corpus}: serving {served.label} ({served.path})")
+            log.info("%s", notes[-1])
+        return notes
+
+    # ---- starting a job -----------------------------------------------------------------
+
+    async def start(
+        self,
+        corpus: str,
+        started_by: str,
+        minutes: float | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+    ) -> RunningJob:
+        """Check the request, record the job and start its process; FinetuneRefused says why not."""
+        s = self.settings
+        minutes = s.default_minutes if minutes is None else float(minutes)
+        if not 0 < minutes <= s.max_minutes:
+            raise FinetuneRefused(f"minutes must be more than 0 and at most {s.max_minutes:g}; got {minutes:g}")
+        async with self._lock:
+            if corpus in self.jobs:
+                raise FinetuneRefused(f"a fine-tune of {corpus} is already running (job {self.jobs[corpus].id}); "
+                                      "see /finetune status, or /finetune cancel it")
+            if len(self.jobs) >= s.max_running:
+                others = ", ".join(f"{j.corpus} (job {j.id})" for j in self.jobs.values())
+                raise FinetuneRefused(f"only {s.max_running} fine-tune may run at a time so replies stay quick; "
+                                      f"running now: {others}")
+            texts, opted_out = await self.store.training_texts(corpus)
+            data = contributed_data(texts, corpus)
+            try:
+                check_enough(data, s.min_chars)
+            except TooLittleText as exc:
+                left_out = ""
+                if opted_out:
+                    left_out = f" ({opted_out} messages collected from people who opted out are left out)"
+                raise FinetuneRefused(f"not enough text for {corpus}: {exc}{left_out}. "
+                                      "Contribute more with /contribute, then try again.") from None
+            parent = await self.served(corpus)
+            if not parent.path.is_file():
+                raise FinetuneRefused(f"the served checkpoint of {corpus} ({parent.path}) is missing")
+            config = {**s.config, "minutes": minutes, "min_chars": s.min_chars}
+            FinetuneConfig(**config)  # a bad override fails here, before anything is recorded
+            params = {"minutes": minutes, "parent_version": parent.version, "parent_path": str(parent.path),
+                      "contributions": len(texts), "chars": len(data.text), "config": config}
+            try:
+                job_id = await self.store.create_job(corpus, started_by, params, guild_id, channel_id)
+            except JobConflict as exc:
+                raise FinetuneRefused(f"{exc}; see /finetune status") from None
+            job = RunningJob(job_id, corpus, started_by, parent, len(texts), len(data.text), minutes, channel_id)
+            jobdir = s.jobs_dir / str(job_id)
+            try:
+                jobdir.mkdir(parents=True, exist_ok=True)
+                JobSpec(corpus, str(parent.path), config, s.nice, s.threads).write(jobdir, texts)
+                job.process = await JobProcess.start(jobdir, s.threads, list(s.command) if s.command else None)
+            except Exception as exc:
+                await self.store.finish_job(job_id, FAILED, f"could not start the training process: {exc}")
+                shutil.rmtree(jobdir, ignore_errors=True)
+                raise FinetuneRefused(f"could not start the training process: {exc}") from None
+            self.jobs[corpus] = job
+            job.task = asyncio.create_task(self._supervise(job, jobdir), name=f"finetune-{corpus}-{job_id}")
+            log.info("fine-tuning job %d started for %s by %s (pid %d)", job_id, corpus, started_by,
+                     job.process.pid)
+            return job
+
+    # ---- while it runs ------------------------------------------------------------------
+
+    def running(self, corpus: str) -> RunningJob | None:
+        return self.jobs.get(corpus)
+
+    async def cancel(self, corpus: str, reason: str = "cancelled by an admin") -> RunningJob | None:
+        """Ask the job for ``corpus`` to stop; it ends as cancelled and changes nothing."""
+        job = self.jobs.get(corpus)
+        if job is None or job.process is None:
+            return None
+        job.cancel_reason = job.cancel_reason or reason
+        job.phase = "cancelling"
+        await job.process.cancel()
+        return job
+
+    async def wait(self, job: RunningJob) -> JobOutcome:
+        assert job.task is not None
+        return await asyncio.shield(job.task)
+
+    async def close(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """At shutdown: cancel every job and wait a little for each to stop, then kill it."""
+        jobs = list(self.jobs.values())
+        for job in jobs:
+            await self.cancel(job.corpus, "the bot shut down")
+        for job in jobs:
+            if job.task is None:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(job.task), grace_s)
+            except (asyncio.TimeoutError, Exception):
+                if job.process is not None:
+                    job.process.kill()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(job.task, 5)
+
+    async def _supervise(self, job: RunningJob, jobdir: Path) -> JobOutcome:
+        proc = job.process
+        assert proc is not None
+        final: dict | None = None
+        last_saved = 0.0
+        try:
+            async for event in proc.events():
+                kind = event["event"]
+                if kind == "started":
+                    with contextlib.suppress(Exception):
+                        await self.store.set_progress(job.id, {"pid": event["pid"]})
+                elif kind == "phase":
+                    job.phase = "cancelling" if job.cancel_reason else event["phase"]
+                elif kind == "progress":
+                    job.progress = {k: v for k, v in event.items() if k != "event"} | {"pid": proc.pid}
+                    if time.monotonic() - last_saved > PROGRESS_SAVE_S:
+                        last_saved = time.monotonic()
+                        with contextlib.suppress(Exception):
+                            await self.store.set_progress(job.id, job.progress)
+                elif kind in ("done", "cancelled", "refused", "error"):
+                    final = event
+            code = await proc.wait()
+            if final is not None and final["event"] == "done" and code == 0:
+                job.phase = "checking the new checkpoint"
+                outcome = await self._install(job, jobdir, FinetuneReport.from_dict(final["report"]))
+            elif (final is not None and final["event"] == "cancelled") or (job.cancel_reason and code >= 0):
+                outcome = JobOutcome(job.id, job.corpus, CANCELLED, error=job.cancel_reason)
+                await self.store.finish_job(job.id, CANCELLED, job.cancel_reason)
+            else:
+                if final is not None and final["event"] in ("refused", "error"):
+                    why = final["message"]
+                else:
+                    why = describe_exit(code)
+                    tail = proc.stderr_tail()
+                    if tail and code > 0:
+                        why += f": {tail.splitlines()[-1]}"
+                outcome = JobOutcome(job.id, job.corpus, FAILED, error=why)
+                await self.store.finish_job(job.id, FAILED, why)
+        except asyncio.CancelledError:
+            proc.kill()
+            with contextlib.suppress(Exception):
+                await self.store.finish_job(job.id, FAILED, "the bot stopped while the job ran")
+            raise
+        except Exception as exc:
+            log.exception("fine-tuning job %d failed", job.id)
+            proc.kill()
+            outcome = JobOutcome(job.id, job.corpus, FAILED, error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                await self.store.finish_job(job.id, FAILED, outcome.error)
+        finally:
+            self.jobs.pop(job.corpus, None)
+            shutil.rmtree(jobdir, ignore_errors=True)
+        log.info("fine-tuning job %d for %s ended: %s %s", job.id, job.corpus, outcome.state, outcome.error or "")
+        return outcome
+
+    # ---- installing the result ----------------------------------------------------------
+
+    async def _install(self, job: RunningJob, jobdir: Path, report: FinetuneReport) -> JobOutcome:
+        """New version number, atomic copy, check on that file, record as served, swap engines."""
+        if not report.after.contributed < report.before.contributed:
+            before, after = bits(report.before.contributed), bits(report.after.contributed)
+            why = (f"it did not get better at the new text (held-out contributions {before:.3f} -> {after:.3f} "
+                   "bits/char), so no version was made; more contributed text usually helps")
+            await self.store.finish_job(job.id, FAILED, why, report.to_dict())
+            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
+        vdir = self.versions_dir(job.corpus)
+        number = max([await self.store.max_version(job.corpus), *vdir.on_disk(), 0]) + 1
+        path = await asyncio.to_thread(vdir.install, jobdir / STAGED, number)
+        try:
+            await asyncio.to_thread(verify_checkpoint, path)
+        except CheckpointError as exc:
+            vdir.remove(number)
+            why = f"the new checkpoint failed its check and was not served: {exc.problem}"
+            await self.store.finish_job(job.id, FAILED, why, report.to_dict())
+            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
+        row = VersionRow(
+            corpus=job.corpus, version=number, path=str(path), parent_version=job.parent.version or None,
+            parent_path=str(job.parent.path), job_id=job.id, started_by=job.started_by,
+            contributions=job.contributions, train_chars=report.train_chars, heldout_chars=report.heldout_chars,
+            losses={"before": asdict(report.before), "after": asdict(report.after),
+                    "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note},
+            created=utc_now(), served=True, pruned=False,
+        )
+        try:
+            await self.store.record_version(job.id, row, report.to_dict())
+        except BaseException:
+            vdir.remove(number)  # never recorded, so never served: do not leave it lying around
+            raise
+        outcome = JobOutcome(job.id, job.corpus, DONE, version=number, report=report)
+        try:
+            await self._serve(job.corpus, path, number)
+        except Exception as exc:
+            log.exception("could not serve %s v%d", job.corpus, number)
+            await self.store.set_served(job.corpus, job.parent.version)
+            outcome.error = f"v{number} was saved but could not be loaded for serving ({exc}); still serving " \
+                            f"{job.parent.label}"
+            outcome.state = FAILED
+            return outcome
+        await self._prune(job.corpus)
+        return outcome
+
+    async def _serve(self, corpus: str, path: Path, version: int) -> None:
+        if self.on_serve is not None:
+            await self.on_serve(corpus, path, version)
+
+    async def _prune(self, corpus: str) -> list[int]:
+        """Delete version files beyond the newest ``keep_versions`` (never the served one)."""
+        rows = await self.store.versions(corpus)
+        served = {r.version for r in rows if r.served}
+        doomed = versions_to_prune([r.version for r in rows], self.settings.keep_versions, served)
+        if doomed:
+            await self.store.mark_pruned(corpus, doomed)
+            vdir = self.versions_dir(corpus)
+            for n in doomed:
+                vdir.remove(n)
+        return doomed
+
+    async def import_checkpoint(self, corpus: str, source: Path, started_by: str) -> Served:
+        """Add a checkpoint made elsewhere (``charbot finetune --out`` on a bigger machine) as the
+        next version and serve it; it passes the same check as one made here."""
+        if corpus in self.jobs:
+            raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first")
+        try:
+            ck, _ = await asyncio.to_thread(verify_checkpoint, source)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"{source} cannot be served: {exc.problem}") from None
+        parent = await self.served(corpus)
+        vdir = self.versions_dir(corpus)
+        number = max([await self.store.max_version(corpus), *vdir.on_disk(), 0]) + 1
+        path = await asyncio.to_thread(vdir.install, source, number)
+        try:
+            await asyncio.to_thread(verify_checkpoint, path)
+        except CheckpointError as exc:
+            vdir.remove(number)
+            raise FinetuneRefused(f"the copy of {source} failed its check: {exc.problem}") from None
+        made = ck.info.get("finetune") or {}
+        row = VersionRow(
+            corpus=corpus, version=number, path=str(path), parent_version=parent.version or None,
+            parent_path=str(parent.path), job_id=None, started_by=started_by, contributions=0,
+            train_chars=int(made.get("train_chars") or 0), heldout_chars=int(made.get("heldout_chars") or 0),
+            losses={k: made[k] for k in ("before", "after", "corpus_heldout_chars", "corpus_note") if k in made}
+            | {"imported_from": str(source)},
+            created=utc_now(), served=True, pruned=False,
+        )
+        await self.store.record_version(None, row)
+        served = Served(corpus, number, path)
+        try:
+            await self._serve(corpus, path, number)
+        except Exception:
+            await self.store.set_served(corpus, parent.version)
+            raise
+        await self._prune(corpus)
+        return served
+
+    # ---- rollback -----------------------------------------------------------------------
+
+    async def rollback(self, corpus: str, version: int | None = None) -> tuple[Served, Served]:
+        """Serve an earlier version (default: the served one's parent; 0 = the base checkpoint).
+        Returns (before, after). The target is checked before anything changes."""
+        if corpus in self.jobs:
+            raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first with /finetune cancel")
+        current = await self.served(corpus)
+        if version is None:
+            if current.version == 0:
+                raise FinetuneRefused(f"{corpus} already serves its base checkpoint; there is nothing to roll back")
+            row = await self.store.version(corpus, current.version)
+            version = (row.parent_version or 0) if row else 0
+        if version < 0:
+            raise FinetuneRefused("version numbers are 0 (the base checkpoint) or more")
+        if version == current.version:
+            raise FinetuneRefused(f"{corpus} already serves {current.label}")
+        if version == 0:
+            target = Served(corpus, 0, Path(self.base_checkpoint(corpus)))
+        else:
+            row = await self.store.version(corpus, version)
+            if row is None or row.pruned:
+                have = ", ".join(f"v{r.version}" for r in await self.store.versions(corpus)) or "none"
+                why = "was deleted to keep disk use down" if row else "does not exist"
+                raise FinetuneRefused(f"{corpus} v{version} {why}; available: base (0), {have}")
+            target = Served(corpus, version, Path(row.path))
+        try:
+            await asyncio.to_thread(verify_checkpoint, target.path)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"{corpus} {target.label} cannot be served: {exc}") from None
+        await self.store.set_served(corpus, version)
+        try:
+            await self._serve(corpus, target.path, version)
+        except Exception:
+            await self.store.set_served(corpus, current.version)
+            raise
+        log.info("%s rolled back from %s to %s", corpus, current.label, target.label)
+        return current, target

@@ -1,0 +1,17 @@
+"""Everything the bot keeps in its database, and the schema migrations that build it.
+
+``database`` holds the connection, the migrations and the bot's everyday tables (settings,
+contributions, listening channels, opt-outs); ``finetune`` the fine-tuning jobs and versions.
+"""
+
+from bot.store.database import (
+    MIGRATIONS,
+    SOURCES,
+    Contribution,
+    DatabaseLocked,
+    Store,
+    StoreError,
+    utc_now,
+)
+
+__all__ = ["MIGRATIONS", "SOURCES", "Contribution", "DatabaseLocked", "Store", "StoreError", "utc_now"]

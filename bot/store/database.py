@@ -1,0 +1,367 @@
+"""The bot's database: per-user settings, contributions, listening channels and opt-outs.
+
+SQLite through aiosqlite so the event loop never blocks on disk. WAL lets readers and the
+writer proceed together; ``synchronous=FULL`` means a contribution the bot has acknowledged
+is on disk even if the machine loses power right after. The schema grows through the ordered
+MIGRATIONS list: each entry is one SQL script, applied once, in order, in its own transaction,
+and the number applied is kept in ``schema_version``. Append new scripts at the end; never edit
+or reorder the ones already shipped. All queries are parameterized.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiosqlite
+
+MIGRATIONS: list[str] = [
+    # 1: the core tables of the bot.
+    """
+    CREATE TABLE user_settings (
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        temperature REAL CHECK (temperature IS NULL OR (temperature >= 0 AND temperature <= 2)),
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE contributions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id   INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        corpus     TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        created    TEXT NOT NULL,
+        source     TEXT NOT NULL CHECK (source IN ('modal', 'listen', 'cli'))
+    );
+    CREATE INDEX contributions_by_user ON contributions (guild_id, user_id);
+    CREATE INDEX contributions_by_corpus ON contributions (corpus, guild_id);
+    CREATE TABLE listening_channels (
+        guild_id   INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        corpus     TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id)
+    );
+    CREATE TABLE opt_outs (
+        guild_id INTEGER NOT NULL,
+        user_id  INTEGER NOT NULL,
+        created  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    """,
+    # 2: fine-tuning jobs and the numbered checkpoint versions they make (bot.finetune).
+    # At most one running job per corpus, and at most one served version per corpus (none
+    # served means the configured base checkpoint is).
+    """
+    CREATE TABLE jobs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL DEFAULT 'finetune',
+        corpus     TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+        started_by TEXT NOT NULL,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        owner_pid  INTEGER,
+        owner_host TEXT,
+        params     TEXT NOT NULL,
+        created    TEXT NOT NULL,
+        finished   TEXT,
+        progress   TEXT,
+        report     TEXT,
+        version    INTEGER,
+        error      TEXT
+    );
+    CREATE UNIQUE INDEX one_running_job_per_corpus ON jobs (corpus) WHERE state = 'running';
+    CREATE TABLE checkpoint_versions (
+        corpus         TEXT NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        path           TEXT NOT NULL,
+        parent_version INTEGER,
+        parent_path    TEXT NOT NULL,
+        job_id         INTEGER REFERENCES jobs (id),
+        started_by     TEXT NOT NULL,
+        contributions  INTEGER NOT NULL,
+        train_chars    INTEGER NOT NULL,
+        heldout_chars  INTEGER NOT NULL,
+        losses         TEXT NOT NULL,
+        created        TEXT NOT NULL,
+        served         INTEGER NOT NULL DEFAULT 0 CHECK (served IN (0, 1)),
+        pruned         INTEGER NOT NULL DEFAULT 0 CHECK (pruned IN (0, 1)),
+        PRIMARY KEY (corpus, version)
+    );
+    CREATE UNIQUE INDEX one_served_version_per_corpus ON checkpoint_versions (corpus) WHERE served = 1;
+    """,
+]
+
+SOURCES = ("modal", "listen", "cli")
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says which file and what to do."""
+
+
+class DatabaseLocked(StoreError):
+    """Another connection held the database longer than the busy timeout."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One stored text offered for a corpus."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    corpus: str
+    text: str
+    created: str
+    source: str
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC timestamp with seconds, sortable as text."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class Store:
+    """One open database. Use ``await Store.open(path)`` and ``await store.close()``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str, busy_timeout_s: float) -> None:
+        self._db = db
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+
+    @classmethod
+    async def open(cls, path: str | Path, busy_timeout_s: float = 5.0) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        path = str(path)
+        if path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StoreError(f"{path}: cannot create the database, folder {parent} does not exist")
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        store = cls(db, path, busy_timeout_s)
+        try:
+            await store._configure()
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- plumbing ---------------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
+            return DatabaseLocked(
+                f"{self.path}: the database is locked by another program (is a second charbot using it?); "
+                f"gave up after {self.busy_timeout_s:g} s, try again"
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            return StoreError(f"{self.path}: this file is not a charbot database (not SQLite)")
+        return StoreError(f"{self.path}: database error: {exc}")
+
+    async def _execute(self, sql: str, params: tuple = ()) -> aiosqlite.Cursor:
+        try:
+            return await self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    # ---- queries: the only way in for this class and its companions (finetune_store) ----
+
+    async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one read; a database error becomes a :class:`StoreError` naming the file."""
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    async def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def _configure(self) -> None:
+        ms = int(self.busy_timeout_s * 1000)
+        await self._execute(f"PRAGMA busy_timeout = {ms}")
+        row = await self.fetchone("PRAGMA journal_mode = WAL")
+        self.journal_mode = str(row[0]).lower() if row else "unknown"
+        await self._execute("PRAGMA synchronous = FULL")
+        await self._execute("PRAGMA foreign_keys = ON")
+        await self._execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+        )
+        await self._execute("INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 0)")
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("SELECT version FROM schema_version WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        """Apply the migrations not yet applied, each atomically with its version bump."""
+        while True:
+            version = await self.schema_version()
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path}: database schema version {version} is newer than this charbot knows "
+                    f"({len(MIGRATIONS)}); upgrade charbot"
+                )
+            if version == len(MIGRATIONS):
+                return
+            script = MIGRATIONS[version]
+            try:
+                bump = f"UPDATE schema_version SET version = {version + 1} WHERE id = 1"
+                await self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\n;{bump};\nCOMMIT;")
+            except sqlite3.Error as exc:
+                try:
+                    await self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if await self.schema_version() > version:
+                    continue  # another process applied it while we waited
+                raise StoreError(f"{self.path}: migration {version + 1} failed: {exc}") from None
+
+    async def write(self, statements: list[tuple[str, tuple]]) -> list[aiosqlite.Cursor]:
+        """Run statements in one committed transaction; return their cursors."""
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            cursors = [await self._db.execute(sql, params) for sql, params in statements]
+            await self._db.execute("COMMIT")
+            return cursors
+        except sqlite3.Error as exc:
+            try:
+                await self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise self._error(exc) from None
+
+    # ---- settings ---------------------------------------------------------------------
+
+    async def get_temperature(self, guild_id: int, user_id: int) -> float | None:
+        row = await self.fetchone(
+            "SELECT temperature FROM user_settings WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def set_temperature(self, guild_id: int, user_id: int, value: float | None) -> None:
+        """Set (or with None, clear) the user's default temperature in this server."""
+        await self.write([(
+            "INSERT INTO user_settings (guild_id, user_id, temperature) VALUES (?, ?, ?) "
+            "ON CONFLICT (guild_id, user_id) DO UPDATE SET temperature = excluded.temperature",
+            (guild_id, user_id, value),
+        )])
+
+    # ---- contributions ----------------------------------------------------------------
+
+    async def add_contribution(
+        self, guild_id: int, channel_id: int, user_id: int, corpus: str, text: str, source: str
+    ) -> int:
+        """Store a contribution and return its id once it is committed to disk."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        (cur,) = await self.write([(
+            "INSERT INTO contributions (guild_id, channel_id, user_id, corpus, text, created, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (guild_id, channel_id, user_id, corpus, text, utc_now(), source),
+        )])
+        return int(cur.lastrowid)
+
+    async def contributions(
+        self, guild_id: int | None = None, corpus: str | None = None, user_id: int | None = None
+    ) -> list[Contribution]:
+        """Contributions matching every filter given, oldest first."""
+        where, params = [], []
+        for column, value in (("guild_id", guild_id), ("corpus", corpus), ("user_id", user_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT id, guild_id, channel_id, user_id, corpus, text, created, source FROM contributions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self.fetchall(sql + " ORDER BY id", tuple(params))
+        return [Contribution(*row) for row in rows]
+
+    async def count_contributions(self, guild_id: int, user_id: int) -> int:
+        row = await self.fetchone(
+            "SELECT COUNT(*) FROM contributions WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        return int(row[0])
+
+    async def forget(self, guild_id: int, user_id: int) -> int:
+        """Delete the user's contributions in this server; return how many were deleted."""
+        (cur,) = await self.write([
+            ("DELETE FROM contributions WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)),
+        ])
+        return int(cur.rowcount)
+
+    # ---- listening channels -----------------------------------------------------------
+
+    async def listen(self, guild_id: int, channel_id: int, corpus: str) -> str | None:
+        """Collect this channel's messages for ``corpus``; return the corpus it collected for before."""
+        previous = await self.listening_corpus(guild_id, channel_id)
+        await self.write([(
+            "INSERT INTO listening_channels (guild_id, channel_id, corpus) VALUES (?, ?, ?) "
+            "ON CONFLICT (guild_id, channel_id) DO UPDATE SET corpus = excluded.corpus",
+            (guild_id, channel_id, corpus),
+        )])
+        return previous
+
+    async def unlisten(self, guild_id: int, channel_id: int) -> str | None:
+        """Stop collecting in this channel; return the corpus it collected for, or None if it did not."""
+        previous = await self.listening_corpus(guild_id, channel_id)
+        await self.write([
+            ("DELETE FROM listening_channels WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)),
+        ])
+        return previous
+
+    async def listening_corpus(self, guild_id: int, channel_id: int) -> str | None:
+        row = await self.fetchone(
+            "SELECT corpus FROM listening_channels WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
+        )
+        return None if row is None else str(row[0])
+
+    async def listening_channels(self, guild_id: int) -> dict[int, str]:
+        rows = await self.fetchall(
+            "SELECT channel_id, corpus FROM listening_channels WHERE guild_id = ? ORDER BY channel_id", (guild_id,)
+        )
+        return {int(c): str(k) for c, k in rows}
+
+    # ---- opt-outs ---------------------------------------------------------------------
+
+    async def is_opted_out(self, guild_id: int, user_id: int) -> bool:
+        row = await self.fetchone(
+            "SELECT 1 FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        return row is not None
+
+    async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> bool:
+        """Record the user's choice; return True if it changed anything."""
+        if opted_out:
+            sql = "INSERT OR IGNORE INTO opt_outs (guild_id, user_id, created) VALUES (?, ?, ?)"
+            params: tuple = (guild_id, user_id, utc_now())
+        else:
+            sql, params = "DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        (cur,) = await self.write([(sql, params)])
+        return cur.rowcount > 0

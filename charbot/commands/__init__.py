@@ -1,1 +1,0 @@
-"""Sub-commands of the ``charbot`` command line, one module per job."""

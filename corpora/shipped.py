@@ -1,0 +1,43 @@
+"""Where the shipped checkpoints live: ``checkpoints/<corpus>.safetensors`` at the project root.
+
+``$CHARBOT_CHECKPOINT_DIR`` points elsewhere (an installed package has no project root, and
+a deployment may keep its weights on another disk). Only the path is decided here; loading
+and verifying is :func:`model.checkpoint.load_checkpoint`'s job.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR_ENV = "CHARBOT_CHECKPOINT_DIR"
+CARD_NAME = "MODEL_CARD.md"
+
+
+class ShippedMissing(FileNotFoundError):
+    """No shipped checkpoint for a corpus; the message says where it looked and how to make one."""
+
+
+def checkpoint_dir() -> Path:
+    """``$CHARBOT_CHECKPOINT_DIR``, else ``checkpoints/`` at the project root."""
+    env = os.environ.get(CHECKPOINT_DIR_ENV)
+    return Path(env).expanduser() if env else PROJECT_ROOT / "checkpoints"
+
+
+def shipped_path(name: str) -> Path:
+    """Where the shipped checkpoint of corpus ``name`` is (or would be) stored."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{name!r} is not a corpus name")
+    return checkpoint_dir() / f"{name}.safetensors"
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The path of corpus ``name``'s shipped checkpoint; ShippedMissing with a how-to if absent."""
+    path = shipped_path(name)
+    if not path.is_file():
+        raise ShippedMissing(
+            f"no shipped checkpoint for {name!r}: {path} does not exist; ship a trained run with "
+            f"`charbot ship RUN.safetensors {name}`, or set {CHECKPOINT_DIR_ENV} to the folder holding {path.name}"
+        )
+    return path

@@ -1,0 +1,310 @@
+"""A hand-fused single-character LSTM step for a batch of replies, for the generation engine.
+
+Calling ``nn.LSTM`` on a one-character sequence spends almost all its time on overhead. Here
+the weights are rearranged once and every buffer is allocated once, so a step is a handful
+of in-place kernels:
+
+- the input is one character, so layer 0's input projection (embedding, ``W_ih`` and both
+  biases) is precomputed as a table with one row per character;
+- each higher layer multiplies ``[h_below, h_own]`` by one stacked ``[W_ih; W_hh]`` matrix;
+- gates are reordered to (i, f, o, g) so one sigmoid and one tanh cover them;
+- the hidden states of all layers live side by side in one buffer, so that layer ``l``'s
+  input and its own state are already one contiguous row: no concatenation per step.
+
+Rows ``0..batch-1`` of the buffers are the active replies. The gate matrices are packed
+once for oneDNN on CPU (see :class:`_Linear`). ``precision="bf16"`` keeps them in bfloat16
+and everything else in float32; it is faster on CPUs with bf16 instructions and shifts each
+next-character distribution by a small KL divergence (measured by ``charbot bench``);
+``"auto"`` picks it only where the CPU has those instructions.
+On CUDA the step is captured once per batch size as a CUDA graph and replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from model.network import CharLSTM
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def _reorder_gates(w: torch.Tensor) -> torch.Tensor:
+    """PyTorch stores gates as (i, f, g, o); put the three sigmoid gates first: (i, f, o, g)."""
+    i, f, g, o = w.chunk(4, dim=0)
+    return torch.cat([i, f, o, g], dim=0)
+
+
+def bf16_matmul_supported() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions oneDNN can use."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_available() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` itself when it is one of :data:`PRECISIONS`, else a ValueError naming them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on a CPU with native bfloat16 matrix instructions, else fp32."""
+    if check_precision(precision) == "auto":
+        return "bf16" if device.type == "cpu" and bf16_matmul_supported() else "fp32"
+    return precision
+
+
+class _Linear:
+    """``x @ W.T`` for one layer's stacked gate weights, in float32 or bfloat16.
+
+    On CPU the weights are packed once for oneDNN, for the largest batch: that is several
+    times faster than a plain matmul for batches (MKL's sgemm is slow on some CPUs), and with
+    one packing every row's result is the same bits whatever the batch size, so a reply's
+    text cannot depend on how many others run beside it. Where oneDNN is missing (or fails a
+    probe) a plain matmul does the same work.
+    """
+
+    def __init__(self, weight: torch.Tensor, max_batch: int, dtype: torch.dtype) -> None:
+        self.weight = weight.to(dtype).contiguous()  # (4H, K)
+        self.weight_t = self.weight.t().contiguous()  # (K, 4H), for the plain path
+        self.packed = None
+        usable = _onednn_available() and (dtype == torch.float32 or bf16_matmul_supported())
+        if self.weight.device.type == "cpu" and usable:
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, max_batch)
+                probe = torch.linspace(-1, 1, self.weight.shape[1], dtype=dtype).view(1, -1)
+                got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "").float()
+                want = probe.double() @ self.weight.double().t()
+                tol = 1e-4 if dtype == torch.float32 else 2e-2
+                if torch.allclose(got.double(), want, rtol=tol, atol=tol):
+                    self.packed = packed
+            except (AttributeError, RuntimeError):
+                self.packed = None
+
+    def add_to(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out += x @ W.T``."""
+        if self.packed is not None:
+            out.add_(torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], ""))
+        elif self.weight.dtype == torch.float32:
+            out.addmm_(x, self.weight_t)
+        else:
+            out.add_(torch.mm(x, self.weight_t))
+
+    def write(self, x: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = bias + x @ W.T``."""
+        if self.packed is not None:
+            torch.add(bias, torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], ""), out=out)
+        elif self.weight.dtype == torch.float32:
+            torch.addmm(bias, x, self.weight_t, out=out)
+        else:
+            torch.add(bias, torch.mm(x, self.weight_t), out=out)
+
+
+@dataclass
+class _Views:
+    """Slices of the preallocated buffers for one batch size, made once and reused."""
+
+    idx: torch.Tensor
+    gates: torch.Tensor
+    sig: torch.Tensor
+    i: torch.Tensor
+    f: torch.Tensor
+    o: torch.Tensor
+    g: torch.Tensor
+    hs: torch.Tensor
+    hs_lo: torch.Tensor | None
+    h: list[torch.Tensor]
+    xh: list[torch.Tensor]
+    c: list[torch.Tensor]
+    logits: torch.Tensor
+
+
+class FastStep:
+    """The LSTM of a :class:`CharLSTM` as a fused, preallocated single-character step.
+
+    Usage: put a reply's primed state in a row with :meth:`set_row`, write the characters
+    just drawn into :attr:`codes` (a NumPy view of the input buffer) and call :meth:`step`;
+    the next-character logits of each row are then in :attr:`logits` (float32, CPU).
+    """
+
+    def __init__(
+        self,
+        model: CharLSTM,
+        max_batch: int,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        cuda_graphs: bool = True,
+    ) -> None:
+        cfg = model.config
+        self.n_layers, self.hidden, self.vocab = cfg.n_layers, cfg.hidden_size, cfg.vocab_size
+        self.max_batch = max_batch
+        self.device = torch.device(device) if device is not None else model.head.weight.device
+        self.precision = precision = resolve_precision(precision, self.device)
+        L, H, V, dev = self.n_layers, self.hidden, self.vocab, self.device
+        sd = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()}
+
+        def b(k: int) -> torch.Tensor:
+            return _reorder_gates(sd[f"lstm.bias_ih_l{k}"] + sd[f"lstm.bias_hh_l{k}"])
+
+        table = sd["embed.weight"] @ _reorder_gates(sd["lstm.weight_ih_l0"]).t() + b(0)
+        self.table0 = table.to(dev, torch.float32).contiguous()  # (V, 4H)
+        mats = [_reorder_gates(sd["lstm.weight_hh_l0"])]  # (4H, H)
+        for k in range(1, L):
+            mats.append(_reorder_gates(torch.cat([sd[f"lstm.weight_ih_l{k}"], sd[f"lstm.weight_hh_l{k}"]], dim=1)))
+        self.bias = [torch.zeros(0, device=dev)] + [b(k).to(dev, torch.float32) for k in range(1, L)]
+        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        self.linears = [_Linear(m.to(dev, torch.float32), max_batch, dtype) for m in mats]
+        self.head = _Linear(sd["head.weight"].to(dev, torch.float32), max_batch, torch.float32)  # always fp32
+        self.head_b = sd["head.bias"].to(dev, torch.float32)
+
+        f32 = {"device": dev, "dtype": torch.float32}
+        self.hs = torch.zeros(max_batch, L * H, **f32)  # [h_0 | h_1 | ...] per row
+        self.cs = torch.zeros(L, max_batch, H, **f32)
+        self.gates = torch.empty(max_batch, 4 * H, **f32)
+        self.hs_lo = torch.zeros(max_batch, L * H, device=dev, dtype=torch.bfloat16) if precision == "bf16" else None
+        self._logits_dev = torch.zeros(max_batch, V, **f32)
+        pin = dev.type == "cuda"
+        self.idx_host = torch.zeros(max_batch, dtype=torch.long, pin_memory=pin)
+        self._idx_dev = self.idx_host if dev.type == "cpu" else torch.zeros(max_batch, dtype=torch.long, device=dev)
+        self.codes = self.idx_host.numpy()
+        self.logits = torch.zeros(max_batch, V, pin_memory=pin) if dev.type != "cpu" else self._logits_dev
+        self._views: dict[int, _Views] = {}
+        self.use_graphs = cuda_graphs and dev.type == "cuda"
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    # ---- rows -------------------------------------------------------------------------
+
+    def set_row(self, row: int, state: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor) -> None:
+        """Load a primed reply into ``row``: ``state`` as from ``nn.LSTM`` (layers, 1, hidden)."""
+        h, c = (t.detach() for t in state)
+        logits = logits.detach()
+        self.hs[row].copy_(h.reshape(-1))
+        self.cs[:, row].copy_(c.reshape(self.n_layers, self.hidden))
+        if self.hs_lo is not None:
+            self.hs_lo[row].copy_(self.hs[row])
+        self.logits[row].copy_(logits.reshape(-1))
+        if self._logits_dev is not self.logits:
+            self._logits_dev[row].copy_(logits.reshape(-1))
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy row ``src`` over row ``dst`` (used to keep active rows packed at the top)."""
+        self.hs[dst].copy_(self.hs[src])
+        self.cs[:, dst].copy_(self.cs[:, src])
+        if self.hs_lo is not None:
+            self.hs_lo[dst].copy_(self.hs_lo[src])
+        self.logits[dst].copy_(self.logits[src])
+        self.codes[dst] = self.codes[src]
+
+    def state(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A copy of row ``row``'s state, shaped like ``nn.LSTM``'s (layers, 1, hidden)."""
+        h = self.hs[row].reshape(self.n_layers, 1, self.hidden).clone()
+        return h, self.cs[:, row : row + 1].clone()
+
+    # ---- the step ---------------------------------------------------------------------
+
+    def _view(self, n: int) -> _Views:
+        v = self._views.get(n)
+        if v is None:
+            H, L = self.hidden, self.n_layers
+            gates = self.gates[:n]
+            hs = self.hs[:n]
+            v = _Views(
+                idx=self._idx_dev[:n], gates=gates, sig=gates[:, : 3 * H],
+                i=gates[:, :H], f=gates[:, H : 2 * H], o=gates[:, 2 * H : 3 * H], g=gates[:, 3 * H :],
+                hs=hs, hs_lo=self.hs_lo[:n] if self.hs_lo is not None else None,
+                h=[hs[:, k * H : (k + 1) * H] for k in range(L)],
+                xh=[hs[:, max(0, k - 1) * H : (k + 1) * H] for k in range(L)],
+                c=[self.cs[k, :n] for k in range(L)],
+                logits=self._logits_dev[:n],
+            )
+            self._views[n] = v
+        return v
+
+    def _cell(self, v: _Views, layer: int) -> None:
+        v.sig.sigmoid_()
+        v.g.tanh_()
+        c, h = v.c[layer], v.h[layer]
+        c.mul_(v.f).addcmul_(v.i, v.g)
+        torch.tanh(c, out=h)
+        h.mul_(v.o)
+
+    def _compute(self, n: int) -> None:
+        v = self._view(n)
+        H, L = self.hidden, self.n_layers
+        torch.index_select(self.table0, 0, v.idx, out=v.gates)
+        lo = v.hs_lo  # bf16 copy of the hidden states, the matmuls' input at that precision
+        self.linears[0].add_to(v.h[0] if lo is None else lo[:, :H], v.gates)
+        self._cell(v, 0)
+        for layer in range(1, L):
+            if lo is None:
+                x = v.xh[layer]
+            else:
+                lo[:, (layer - 1) * H : layer * H].copy_(v.h[layer - 1])
+                x = lo[:, (layer - 1) * H : (layer + 1) * H]
+            self.linears[layer].write(x, self.bias[layer], v.gates)
+            self._cell(v, layer)
+        if lo is not None:
+            lo[:, (L - 1) * H :].copy_(v.h[-1])
+        self.head.write(v.h[-1], self.head_b, v.logits)
+
+    def step(self, n: int) -> torch.Tensor:
+        """Advance rows ``0..n-1`` by the characters in ``codes[:n]``; return their logits (CPU)."""
+        if n < 1:
+            raise ValueError("step needs at least one row")
+        if self.device.type == "cpu":
+            self._compute(n)
+            return self.logits[:n]
+        self._idx_dev[:n].copy_(self.idx_host[:n], non_blocking=True)
+        graph = self._graphs.get(n) if self.use_graphs else None
+        if graph is None and self.use_graphs:
+            try:
+                graph = self._capture(n)
+            except RuntimeError:  # capture is an optimisation: run the same step eagerly instead
+                log.warning("CUDA graph capture failed; stepping without graphs", exc_info=True)
+                self.use_graphs = False
+        if graph is not None:
+            graph.replay()
+        else:
+            self._compute(n)
+        self.logits[:n].copy_(self._logits_dev[:n], non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return self.logits[:n]
+
+    def _capture(self, n: int) -> torch.cuda.CUDAGraph:
+        """Record the step for ``n`` rows once; the recording reads and writes the same buffers.
+
+        Capturing runs the step, which would advance the rows: their state is saved and put
+        back so capture has no visible effect.
+        """
+        saved = (self.hs[:n].clone(), self.cs[:, :n].clone(), None if self.hs_lo is None else self.hs_lo[:n].clone())
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._compute(n)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._compute(n)
+        finally:
+            self.hs[:n].copy_(saved[0])
+            self.cs[:, :n].copy_(saved[1])
+            if saved[2] is not None:
+                self.hs_lo[:n].copy_(saved[2])
+        self._graphs[n] = graph
+        return graph

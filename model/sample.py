@@ -1,0 +1,240 @@
+"""Sampling: prime, temperature, top-k, top-p, seed, length and stop strings.
+
+:func:`stream` runs several requests at once, each with its own settings and its own seeded
+random generator, and yields text as it is produced; :func:`generate` collects it. This is
+the reference path built on the plain ``nn.LSTM`` forward; the fast engine reuses
+:func:`pick_next` so both draw the same character from the same distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from model.charset import decode, encode, normalize
+from model.network import CharLSTM
+
+MAX_TEMPERATURE = 2.0
+PRIME_CHUNK = 1024
+SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How one reply is drawn. ``temperature`` 0 means always the likeliest character."""
+
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    max_chars: int = 400
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if not _is_number(t) or not math.isfinite(t) or not 0 <= t <= MAX_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} "
+                f"(0 = always the likeliest character), got {t!r}"
+            )
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise ValueError(f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be a number in (0, 1] (1 = off), got {self.top_p!r}")
+        if not _is_int(self.max_chars) or self.max_chars < 1:
+            raise ValueError(f"max_chars must be a whole number >= 1, got {self.max_chars!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not SEED_RANGE[0] <= self.seed < SEED_RANGE[1]):
+            raise ValueError(f"seed must be a whole number from -2**63 to 2**64-1, got {self.seed!r}")
+        stops = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stops, (tuple, list)) or any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError(f"stop strings must be non-empty text, got {self.stop!r}")
+        normalized = tuple(normalize(s).text for s in stops)
+        for raw, norm in zip(stops, normalized, strict=True):
+            if not norm:  # an empty stop string would end every reply before its first character
+                raise ValueError(f"stop string {raw!r} has no characters the model can write")
+        object.__setattr__(self, "stop", normalized)
+
+
+@dataclass
+class Generation:
+    """One finished reply: the normalized prime, the new text, why it ended, the seed used."""
+
+    prime: str
+    text: str
+    finish: str  # "length" or "stop"
+    seed: int
+    dropped: int = 0
+    settings: SampleSettings = field(default_factory=SampleSettings)
+
+
+def pick_next(logits: torch.Tensor, settings: SampleSettings, generator: torch.Generator) -> int:
+    """Draw the next character code from one row of logits under ``settings``."""
+    if settings.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / settings.temperature
+    if settings.top_k and settings.top_k < logits.numel():
+        # by index, not by ``logits >= kth``: ties at the k-th value must not let more than k through
+        keep_k = torch.zeros_like(logits, dtype=torch.bool)
+        keep_k[torch.topk(logits, settings.top_k).indices] = True
+        logits = logits.masked_fill(~keep_k, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if settings.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_p, dim=-1) - sorted_p
+        keep = before < settings.top_p
+        keep[0] = True
+        mask = torch.zeros_like(probs, dtype=torch.bool)
+        mask[order[keep]] = True
+        probs = probs.masked_fill(~mask, 0.0)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def prime_codes(prime: str) -> tuple[str, int, torch.Tensor]:
+    """Normalized prime, characters dropped, and the codes the model reads (newline if empty)."""
+    norm = normalize(prime)
+    context = norm.text if norm.text else "\n"
+    return norm.text, norm.dropped, encode(context)
+
+
+class StopWatcher:
+    """Finds stop strings in generated text and tells how much can safely be streamed.
+
+    Text that might be the start of a stop string is held back until it is known not to be,
+    so a streamed reply never shows a stop string that the final reply leaves out.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self.text = ""
+        self.sent = 0
+
+    def add(self, piece: str) -> tuple[str, bool]:
+        """Append ``piece``; return (text now safe to emit, whether a stop string was hit)."""
+        self.text += piece
+        found = [at for at in (self.text.find(s, self.sent) for s in self.stops) if at != -1]
+        if found:  # the earliest stop string wins, whatever order they were given in
+            self.text = self.text[: min(found)]
+            out = self.text[self.sent :]
+            self.sent = len(self.text)
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        safe_end = len(self.text) - hold
+        out = self.text[self.sent : safe_end]
+        self.sent = max(self.sent, safe_end)
+        return out, False
+
+    def flush(self) -> str:
+        out = self.text[self.sent :]
+        self.sent = len(self.text)
+        return out
+
+
+@torch.no_grad()
+def _prime_state(model: CharLSTM, codes: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    device = model.head.weight.device
+    state = None
+    logits = None
+    for start in range(0, len(codes), PRIME_CHUNK):
+        logits, state = model(codes[start : start + PRIME_CHUNK].view(1, -1).to(device), state)
+    return logits[0, -1], state
+
+
+@torch.no_grad()
+def stream(
+    model: CharLSTM,
+    prompts: Sequence[str],
+    settings: SampleSettings | Sequence[SampleSettings] = SampleSettings(),
+    results: list[Generation] | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Yield ``(request index, new text)`` as characters are produced, for all prompts at once.
+
+    If ``results`` is given it is filled with one :class:`Generation` per prompt by the end.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string")
+    n = len(prompts)
+    if isinstance(settings, SampleSettings):
+        settings = [settings] * n
+    if len(settings) != n:
+        raise ValueError("give one SampleSettings per prompt, or one for all")
+    if n == 0:
+        if results is not None:
+            results[:] = []
+        return
+    model.eval()
+    seeds = [s.seed if s.seed is not None else secrets.randbits(63) for s in settings]
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    primes, dropped, logits, hs, cs = [], [], [], [], []
+    for p in prompts:
+        text, lost, codes = prime_codes(p)
+        last, (h, c) = _prime_state(model, codes)
+        primes.append(text)
+        dropped.append(lost)
+        logits.append(last)
+        hs.append(h)
+        cs.append(c)
+    h, c = torch.cat(hs, dim=1), torch.cat(cs, dim=1)
+    logits_b = torch.stack(logits).cpu()
+    watchers = [StopWatcher(s.stop) for s in settings]
+    counts = [0] * n
+    finish = ["length"] * n
+    active = list(range(n))
+    device = model.head.weight.device
+    while active:
+        chosen, still = [], []
+        for row, i in enumerate(active):
+            code = pick_next(logits_b[row], settings[i], gens[i])
+            counts[i] += 1
+            piece, hit = watchers[i].add(decode([code]))
+            if piece:
+                yield i, piece
+            if hit:
+                finish[i] = "stop"
+            elif counts[i] >= settings[i].max_chars:
+                rest = watchers[i].flush()
+                if rest:
+                    yield i, rest
+            else:
+                still.append(row)
+                chosen.append(code)
+        if not still:
+            break
+        keep = torch.tensor(still, device=device)
+        h, c = h.index_select(1, keep), c.index_select(1, keep)
+        active = [active[row] for row in still]
+        x = torch.tensor(chosen, device=device).view(-1, 1)
+        out, (h, c) = model(x, (h, c))
+        logits_b = out[:, -1].float().cpu()
+    if results is not None:
+        results[:] = [
+            Generation(primes[i], watchers[i].text, finish[i], seeds[i], dropped[i], settings[i]) for i in range(n)
+        ]
+
+
+def generate(
+    model: CharLSTM,
+    prompts: Sequence[str],
+    settings: SampleSettings | Sequence[SampleSettings] = SampleSettings(),
+) -> list[Generation]:
+    """Generate one reply per prompt (see :func:`stream`)."""
+    results: list[Generation] = []
+    for _ in stream(model, prompts, settings, results):
+        pass
+    return results
