@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
+from model.checkpoint import save_checkpoint
+from model.network import CharLSTM, ModelConfig
+from model.textdata import TextData
+from model.train import TrainConfig, train
+
 torch.set_num_threads(1)
-os.environ.setdefault("CHARBOT_TEST", "1")
 
 
 @pytest.fixture
@@ -48,3 +50,22 @@ def tiny_checkpoint_dir(tmp_path, tiny_config):
         save_checkpoint(folder / f"{name}.safetensors", CharLSTM(tiny_config).eval(),
                         {"corpus": name, "val_loss_nats": 3.0 + i, "n_params": CharLSTM(tiny_config).n_params()})
     return folder
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint(tmp_path_factory) -> str:
+    """A tiny model trained briefly on other text, standing in for a corpus's served checkpoint."""
+    path = tmp_path_factory.mktemp("base") / "tale.safetensors"
+    torch.manual_seed(0)
+    data = TextData.from_text("tale", "Once upon a time a princess sat by the well and wept. " * 80)
+    cfg = TrainConfig(n_seqs=8, n_steps=32, max_steps=150, lr=1e-2, eval_every=50, warmup_steps=5, threads=1)
+    train(data, path, cfg, ModelConfig(embed_size=8, hidden_size=32, n_layers=1, dropout=0.0), progress_bar=False)
+    return str(path)
+
+
+@pytest.fixture
+def random_checkpoint(tmp_path) -> str:
+    path = tmp_path / "random.safetensors"
+    torch.manual_seed(1)
+    save_checkpoint(path, CharLSTM(ModelConfig(embed_size=8, hidden_size=16, n_layers=1, dropout=0.0)))
+    return str(path)

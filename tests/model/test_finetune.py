@@ -18,7 +18,7 @@ from model.finetune import (
     finetune,
     train_config,
 )
-from tests.finetune.conftest import contributed_texts
+from tests.helpers import contributed_texts
 
 FAST = dict(minutes=2, max_epochs=15, lr=1e-2, corpus_eval_chars=2000, threads=1)  # tiny models want a high lr
 

@@ -9,7 +9,7 @@ import pytest
 from bot.cogs.finetune import Finetune
 from tests.bot.e2e_bot import BotUnderTest, eventually
 from tests.bot.fake_discord import EPHEMERAL, MANAGE_GUILD
-from tests.finetune.conftest import contributed_texts
+from tests.helpers import contributed_texts
 
 ADMIN_ONLY = "Only server admins"
 ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}

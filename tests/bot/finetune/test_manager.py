@@ -17,7 +17,7 @@ from bot.finetune.settings import FinetuneSettings
 from bot.store import Store
 from bot.store.finetune import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict
 from model.sample import SampleSettings
-from tests.finetune.conftest import contributed_texts
+from tests.helpers import contributed_texts
 
 QUICK = {"max_epochs": 15, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to learn the new text
 SHORT = {"max_epochs": 3, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to make a different version

@@ -7,29 +7,13 @@ CHARBOT_DISCORD_GATEWAY settings, exactly as a deployment talks to Discord.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 
 import pytest
 
 from bot.render import CUT_SHORT
 from tests.bot.fake_discord import FakeDiscord
-
-
-async def start_bot(
-    fake: FakeDiscord, tmp_path, checkpoints, token: str | None = None, **extra: str
-) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARBOT_", "DISCORD_"))}
-    env.update(
-        DISCORD_TOKEN=token or fake.token, CHARBOT_DB=str(tmp_path / "bot.db"), CHARBOT_CHECKPOINT_DIR=str(checkpoints),
-        CHARBOT_DEV_GUILD=fake.guild_id, CHARBOT_DEVICE="cpu", CHARBOT_DISCORD_API=fake.api_base,
-        CHARBOT_DISCORD_GATEWAY=fake.gateway_url, CHARBOT_COOLDOWN="0", **extra,
-    )
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+from tests.helpers import start_bot
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])

@@ -20,7 +20,7 @@ from bot.finetune.settings import FinetuneSettings
 from bot.store import Store
 from bot.store.finetune import FinetuneStore
 from model.checkpoint import load_checkpoint
-from tests.finetune.conftest import contributed_texts
+from tests.helpers import contributed_texts
 
 FAST = ["--max-epochs", "3", "--lr", "1e-2", "--threads", "1"]
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from bot.render import WORKING
 from tests.bot.fake_discord import FakeDiscord
-from tests.bot.test_run_command import start_bot
-from tests.finetune.conftest import contributed_texts
+from tests.helpers import contributed_texts, start_bot
 
 
 def db_rows(db: Path, sql: str) -> list[tuple]:
