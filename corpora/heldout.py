@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from corpora.registry import get_corpus, load_corpus
+from corpora.registry import CORPORA, get_corpus, load_corpus
 from model.checkpoint import Checkpoint
 from model.evaluate import bits, evaluate_loss
 
@@ -56,3 +56,15 @@ def measure_heldout(ck: Checkpoint, name: str, codes: torch.Tensor | None = None
     if codes is None:
         codes, fraction = heldout_codes(ck.info, name, ck.path or "checkpoint")
     return HeldOutLoss(name, evaluate_loss(ck.model, codes), len(codes) - 1, fraction)
+
+
+def corpus_heldout(corpus: str, max_chars: int) -> tuple[torch.Tensor | None, str | None]:
+    """The start of the corpus's own held-out split (for fine-tuning's "old style" figure), or None and why not."""
+    if corpus not in CORPORA:
+        return None, f"{corpus!r} is not a registered corpus"
+    try:
+        data = load_corpus(corpus)
+    except FileNotFoundError:
+        return None, f"the corpus file {CORPORA[corpus].filename} is not on this machine"
+    _, val = data.split(CORPORA[corpus].val_fraction)
+    return val[: max_chars + 1], None

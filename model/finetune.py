@@ -167,22 +167,6 @@ def train_config(cfg: FinetuneConfig, train_chars: int) -> TrainConfig:
     )
 
 
-def corpus_heldout(corpus: str, max_chars: int) -> tuple[torch.Tensor | None, str | None]:
-    """The start of the corpus's own held-out split, or None and why it is not available."""
-    try:
-        from corpora.registry import CORPORA, load_corpus
-    except ImportError:  # pragma: no cover - the registry ships with charbot
-        return None, "the corpora registry is not installed"
-    if corpus not in CORPORA:
-        return None, f"{corpus!r} is not a registered corpus"
-    try:
-        data = load_corpus(corpus)
-    except FileNotFoundError:
-        return None, f"the corpus file {CORPORA[corpus].filename} is not on this machine"
-    _, val = data.split(CORPORA[corpus].val_fraction)
-    return val[: max_chars + 1], None
-
-
 def measure(model: CharLSTM, contributed: torch.Tensor, corpus: torch.Tensor | None) -> Losses:
     """Loss on the held-out contributions and on the corpus's held-out text."""
     return Losses(evaluate_loss(model, contributed), evaluate_loss(model, corpus) if corpus is not None else None)
@@ -195,11 +179,17 @@ def finetune(
     out: str | Path,
     cfg: FinetuneConfig | None = None,
     *,
+    corpus_codes: torch.Tensor | None = None,
+    corpus_note: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> FinetuneReport:
     """Fine-tune the checkpoint ``base`` on ``texts``; the best weights go to ``out``.
+
+    ``corpus_codes`` is the start of the corpus's own held-out split (see
+    :func:`corpora.heldout.corpus_heldout`), measured before and after to show how much of the
+    old style the model kept; when it is None, ``corpus_note`` says why.
 
     Raises :class:`TooLittleText` before any work, and :class:`JobCancelled` when
     ``should_stop`` turned true (``out`` may then hold a partial result: discard it).
@@ -214,7 +204,6 @@ def finetune(
     device = pick_device(cfg.device)
 
     phase("measuring before")
-    corpus_codes, note = corpus_heldout(corpus, cfg.corpus_eval_chars)
     base_ck = load_checkpoint(base, device=device)
     before = measure(base_ck.model, held_codes, corpus_codes)
     del base_ck
@@ -233,7 +222,7 @@ def finetune(
     report = FinetuneReport(
         corpus=corpus, base=str(base), out=str(out), contributed_chars=len(data.text), train_chars=len(train_codes),
         heldout_chars=len(held_codes), corpus_heldout_chars=len(corpus_codes) if corpus_codes is not None else 0,
-        corpus_note=note, before=before, after=after, steps=result.steps, stopped=result.stopped,
+        corpus_note=corpus_note, before=before, after=after, steps=result.steps, stopped=result.stopped,
         seconds=result.elapsed_s, dropped_chars=data.dropped,
         history=[{"step": h["step"], "val_loss": h["val_loss"]} for h in result.history if h.get("val_loss")],
     )

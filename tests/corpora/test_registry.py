@@ -102,3 +102,16 @@ def test_train_by_name_of_a_missing_corpus_is_one_clear_line(monkeypatch, tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "charbot corpora fetch mini" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_corpus_heldout_is_the_start_of_the_split_or_says_why_not(tmp_path, monkeypatch):
+    import corpora.registry as registry
+    from corpora.heldout import corpus_heldout
+
+    codes, note = corpus_heldout("tale", 2000)
+    assert note is None and len(codes) == 2001
+    _, val = registry.load_corpus("tale").split(registry.CORPORA["tale"].val_fraction)
+    assert codes.equal(val[:2001])
+    assert corpus_heldout("nope", 10) == (None, "'nope' is not a registered corpus")
+    monkeypatch.setattr(registry, "search_dirs", lambda: [tmp_path / "nowhere"])
+    assert corpus_heldout("tale", 10) == (None, "the corpus file fairy-tales.txt is not on this machine")

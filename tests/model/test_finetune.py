@@ -18,6 +18,7 @@ from model.finetune import (
     finetune,
     train_config,
 )
+from model.textdata import TextData
 from tests.helpers import contributed_texts
 
 FAST = dict(minutes=2, max_epochs=15, lr=1e-2, corpus_eval_chars=2000, threads=1)  # tiny models want a high lr
@@ -27,14 +28,15 @@ def test_finetune_lowers_heldout_loss_and_reports_both_figures(base_checkpoint, 
     texts = contributed_texts()
     phases = []
     progress = []
+    old_style = TextData.from_text("tale", "Once upon a time a princess sat by the well and wept. " * 40).codes()
     report = finetune(texts, base_checkpoint, "tale", tmp_path / "new.safetensors", FinetuneConfig(**FAST),
-                      on_progress=progress.append, on_phase=phases.append)
+                      corpus_codes=old_style, on_progress=progress.append, on_phase=phases.append)
     assert phases == ["measuring before", "training", "measuring after"]
     assert progress and progress[-1].step == report.steps
     assert report.after.contributed < report.before.contributed * 0.9
-    # The corpus file is on this machine, so the old-style figure is there too.
+    # Given the corpus's held-out text, the old-style figure is there too.
     assert report.before.corpus is not None and report.after.corpus is not None
-    assert report.corpus_heldout_chars == 2001 and report.corpus_note is None
+    assert report.corpus_heldout_chars == len(old_style) and report.corpus_note is None
     summary = report.summary()
     assert "New text (held-out contributions)" in summary and "Old style (tale held-out" in summary
 
@@ -48,12 +50,10 @@ def test_finetune_lowers_heldout_loss_and_reports_both_figures(base_checkpoint, 
     assert new.info["parent"]["path"] == base_checkpoint
 
 
-def test_missing_corpus_file_is_said_and_the_figure_skipped(base_checkpoint, tmp_path, monkeypatch):
-    import corpora.registry as registry
-
-    monkeypatch.setattr(registry, "search_dirs", lambda: [tmp_path / "nowhere"])
+def test_without_the_corpus_text_the_reason_is_said_and_the_figure_skipped(base_checkpoint, tmp_path):
+    note = "the corpus file fairy-tales.txt is not on this machine"
     report = finetune(contributed_texts(), base_checkpoint, "tale", tmp_path / "new.safetensors",
-                      FinetuneConfig(**{**FAST, "max_epochs": 1}))
+                      FinetuneConfig(**{**FAST, "max_epochs": 1}), corpus_codes=None, corpus_note=note)
     assert report.before.corpus is None and report.after.corpus is None
     assert "fairy-tales.txt is not on this machine" in report.corpus_note
     assert "Old style: not measured (the corpus file fairy-tales.txt is not on this machine)" in report.summary()
