@@ -4,6 +4,10 @@ The ``.env`` file is read with python-dotenv without copying it into ``os.enviro
 token is not inherited by child processes; variables already in the environment win over the
 file. The token is wrapped in :class:`Secret`, whose repr and str never show it, and
 :class:`RedactingFormatter` removes it from every log line in case a library prints it.
+
+:func:`read_env` and :func:`env_number` are the one ``.env`` reader and number parser: the
+fine-tuning settings (read apart, so ``charbot finetune`` needs no Discord settings) and the
+commands that only need a folder (``card``, ``ship``, ``bench``) use them too.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bot.envfile import env_number, read_env
+from dotenv import dotenv_values
 
 TOKEN_HELP = "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{18,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
@@ -25,6 +29,32 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it and says how to fix it."""
+
+
+def read_env(env_file: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env_file`` (if it exists) overlaid with ``environ`` (default: ``os.environ``)."""
+    env: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    return env
+
+
+def env_number(
+    env: Mapping[str, str],
+    name: str,
+    default: float | None,
+    kind: type[int] | type[float] = float,
+    error: type[Exception] = ValueError,
+) -> float | None:
+    """``env[name]`` as ``kind``, ``default`` when unset or blank; ``error`` names the variable."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise error(f"{name} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
 
 
 class Secret:

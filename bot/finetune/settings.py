@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.envfile import env_number, read_env
+from bot.config import env_number, read_env
 from model.finetune import MIN_CHARS
 
 STATE_DIR_NAME = "charbot-state"  # beside the database unless CHARBOT_STATE_DIR says otherwise

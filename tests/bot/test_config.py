@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import pickle
 
 import pytest
 
 from bot.cli import main
-from bot.config import ConfigError, Limits, Secret, load_config, setup_logging
+from bot.config import ConfigError, Limits, Secret, env_number, load_config, read_env, setup_logging
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
@@ -161,3 +162,29 @@ def test_env_example_documents_every_setting_and_loads_as_the_defaults():
         assert f'"{name}"' in source, f"{name} is documented but never read"
     loaded = load_config(example, {}, require_token=False)
     assert repr(loaded) == repr(BotConfig(corpora=loaded.corpora))
+
+
+def test_the_environment_wins_over_the_file_and_the_file_does_not_leak_into_os_environ(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("CHARBOT_A=1\nCHARBOT_B=file\n")
+    monkeypatch.delenv("CHARBOT_A", raising=False)
+    env = read_env(env_file, {"CHARBOT_B": "process"})
+    assert env["CHARBOT_A"] == "1" and env["CHARBOT_B"] == "process"
+    assert "CHARBOT_A" not in os.environ
+    assert read_env(tmp_path / "missing.env", {}) == {}
+
+
+class Custom(ValueError):
+    pass
+
+
+def test_numbers_default_when_blank_and_bad_ones_name_the_variable_with_the_callers_error():
+    env = {"N": " 12 ", "F": "0.5", "BLANK": "  ", "BAD": "twelve"}
+    assert env_number(env, "N", 3, int) == 12
+    assert env_number(env, "F", 1.0) == 0.5
+    assert env_number(env, "BLANK", 7, int) == 7
+    assert env_number(env, "UNSET", None, int) is None
+    with pytest.raises(Custom, match="BAD must be a whole number, got 'twelve'"):
+        env_number(env, "BAD", 1, int, Custom)
+    with pytest.raises(Custom, match="F must be a whole number"):
+        env_number(env, "F", 1, int, Custom)
