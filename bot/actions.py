@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from bot.config import Limits
 from bot.engines import ModelInfo
 from bot.errors import Refusal
-from bot.render import neutralize_mentions, style_for
+from bot.render import neutralize_mentions
 from bot.replies import check_temperature
 from bot.store import Store
 from corpora.registry import CORPORA
@@ -134,7 +134,7 @@ def help_text(chat: bool = False) -> str:
     """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``)."""
     options = "--temperature T --length N --seed S" if chat else "[temperature] [length]"
     lines = [
-        f"/{name} {style_for(name).prompt_label} {options}: {corpus.description}"
+        f"/{name} {corpus.style.prompt_label} {options}: {corpus.description}"
         for name, corpus in CORPORA.items()
     ]
     lines += [

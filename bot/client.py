@@ -8,8 +8,6 @@ it Discord sends empty message text). Slash commands need no intent.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import logging
 import platform
 import time
@@ -19,25 +17,24 @@ import torch
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs import send, send_unexpected
 from bot.config import BotConfig
 from bot.engines import Models
 from bot.errors import Refusal
+from bot.interactions import send, send_unexpected
 from bot.replies import ReplyService
 from bot.store import DatabaseLocked, Store, StoreError
 from model import __version__
 
 log = logging.getLogger(__name__)
 
-# Extensions (modules with ``async def setup(bot)``) loaded when they exist: other parts of charbot add
-# commands here without editing this file.
-EXTENSIONS = ("bot.cogs.finetune",)
-
-COGS = (
-    "bot.cogs.generate:Generate",
-    "bot.cogs.settings:Settings",
-    "bot.cogs.contributions:Contributions",
-    "bot.cogs.listening:Listening",
+# The cogs, by module name (each has ``async def setup(bot)``), in the order their commands are registered.
+# Loaded by name, so this module imports no cog and no cog needs to import it (they type the bot as commands.Bot).
+EXTENSIONS = (
+    "bot.cogs.generate",
+    "bot.cogs.general",
+    "bot.cogs.contributions",
+    "bot.cogs.listening",
+    "bot.cogs.finetune",
 )
 
 
@@ -110,13 +107,8 @@ class CharBot(commands.Bot):
             log.info("charbot %s, Python %s, torch %s, discord.py %s; serving %s on %s; database %s", __version__,
                      platform.python_version(), torch.__version__, discord.__version__,
                      ", ".join(self.models.engines), device, self.config.database)
-        for spec in COGS:
-            module, _, name = spec.partition(":")
-            cog_cls = getattr(importlib.import_module(module), name)
-            await self.add_cog(cog_cls(self))
         for extension in EXTENSIONS:
-            if importlib.util.find_spec(extension) is not None:
-                await self.load_extension(extension)
+            await self.load_extension(extension)
         if self.serve and self.config.dev_guild_id:
             guild = discord.Object(self.config.dev_guild_id)
             self.tree.copy_global_to(guild=guild)

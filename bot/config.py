@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -251,7 +252,7 @@ class RedactingFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(config: BotConfig, stream=None) -> logging.Handler:  # noqa: ANN001
+def setup_logging(config: BotConfig, stream: TextIO | None = None) -> logging.Handler:
     """Log to stderr (or ``stream``) at the configured level, with the token redacted."""
     handler = logging.StreamHandler(stream)
     secrets = [config.token] if config.token else []

@@ -7,7 +7,6 @@ and engine the bot would. Checkpoints are ``<folder>/<corpus>.safetensors``, the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corpora.shipped import shipped_path
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from model.device import pick_device
 from model.engine import Engine
 
@@ -45,11 +44,7 @@ def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
 
 def file_version(path: Path) -> str:
     """A short content hash: two files with the same version hold the same weights."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def _bpc(info: dict) -> float | None:

@@ -11,7 +11,9 @@ keeps ``@everyone`` from even looking like a ping). Messages never exceed Discor
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from corpora.registry import get_corpus
+from model.sample import Finish
 
 DISCORD_LIMIT = 2000
 ZWSP = "\u200b"
@@ -24,29 +26,6 @@ _BLOCK_MARKUP = r"([ ]*)(#{1,3}|-#|-|>{1,3}|\d+\.)(?= )"  # headings, subtext, l
 _LINE_START_MARKUP = re.compile(rf"(?m)^{_BLOCK_MARKUP}")
 _AFTER_NEWLINE_MARKUP = re.compile(rf"(?<=\n){_BLOCK_MARKUP}")
 _MENTION = re.compile(r"@(everyone|here)|<(@[!&]?|#)(?=\d)")
-
-
-@dataclass(frozen=True)
-class ReplyStyle:
-    """How one corpus's replies are laid out.
-
-    "prose": the prompt in bold, then the generated text; glued to it when the model continued
-    the user's own words, on the next line when the words became a title or heading instead.
-    "question": the question quoted in bold on its own line, then the answer.
-    """
-
-    layout: str = "prose"
-    prompt_required: bool = False
-    prompt_label: str = "prompt"
-
-
-STYLES: dict[str, ReplyStyle] = {
-    "faq": ReplyStyle(layout="question", prompt_required=True, prompt_label="question"),
-}
-
-
-def style_for(corpus: str) -> ReplyStyle:
-    return STYLES.get(corpus, ReplyStyle())
 
 
 def neutralize_mentions(text: str) -> str:
@@ -83,8 +62,8 @@ def safe_text(text: str, at_line_start: bool = True) -> str:
 
 
 def _head(corpus: str, prompt: str, limit: int, continues: bool = True) -> str:
-    """The user's words, set apart; long prompts are shortened so the reply keeps room."""
-    style = style_for(corpus)
+    """The user's words, set apart as the corpus's style says; long prompts are shortened so the reply keeps room."""
+    style = get_corpus(corpus).style
     prompt = prompt.strip() if style.layout == "question" else prompt.rstrip()
     if not prompt.strip():
         return ""
@@ -122,15 +101,15 @@ def render_reply(
     corpus: str,
     prompt: str,
     continuation: str,
-    finish: str | None = None,
+    finish: Finish | None = None,
     limit: int = DISCORD_LIMIT,
     continues: bool = True,
 ) -> str:
     """The message for ``prompt`` and the text generated so far.
 
     ``finish`` is None while generating (a trailing ellipsis shows more is coming), else the
-    engine's reason: "stop" (ended naturally), "length" (hit its length: ellipsis), or
-    "cancelled" (cut by a shutdown: said so). ``continues`` says whether the model continued
+    engine's reason: ``STOP`` (ended naturally), ``LENGTH`` (hit its length: ellipsis), or
+    ``CANCELLED`` (cut by a shutdown: said so). ``continues`` says whether the model continued
     the user's words (see :func:`prime_continues`). The result is never longer than ``limit``.
     """
     head = _head(corpus, prompt, limit, continues)
@@ -139,21 +118,21 @@ def render_reply(
     starts_line = not head or head.endswith("\n")
     if finish is None:
         tail = WORKING
-    elif finish == "cancelled":
+    elif finish == Finish.CANCELLED:
         tail = CUT_SHORT
-    elif finish == "length" and continuation and not continuation[-1].isspace():
+    elif finish == Finish.LENGTH and continuation and not continuation[-1].isspace():
         tail = TRUNCATED
     else:
         tail = ""
     body = safe_text(continuation.rstrip() if finish is not None else continuation, starts_line)
-    if not body.strip() and finish is not None and finish != "cancelled":
+    if not body.strip() and finish is not None and finish != Finish.CANCELLED:
         body, tail = "*(no words came; try again or raise the temperature)*", ""
     if len(head) + len(body) + len(tail) <= limit:
         return head + body + tail
     if finish is None:
         tail = WORKING  # still being written, even when the text so far already overflows
     else:
-        tail = TRUNCATED if finish != "cancelled" else CUT_SHORT
+        tail = TRUNCATED if finish != Finish.CANCELLED else CUT_SHORT
     room = limit - len(head) - len(tail)
     lo, hi = 0, len(continuation)
     while lo < hi:

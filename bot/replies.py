@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bot.config import Limits
 from bot.engines import Models
 from bot.errors import Refusal
-from bot.render import CUT_SHORT, DISCORD_LIMIT, head_length, prime_continues, render_reply, style_for
+from bot.render import CUT_SHORT, DISCORD_LIMIT, head_length, prime_continues, render_reply
 from bot.throttle import Cooldown
 from corpora.registry import CORPORA
 from model.charset import normalize
@@ -85,7 +85,7 @@ def check_length(value: int | None, limits: Limits) -> int:
 
 def check_prompt(corpus: str, prompt: str | None, limits: Limits) -> str:
     """The prompt, or a Refusal saying what is wrong with it."""
-    style = style_for(corpus)
+    style = CORPORA[corpus].style
     prompt = prompt or ""
     if len(prompt) > limits.max_prompt_chars:
         raise Refusal(

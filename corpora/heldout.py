@@ -1,13 +1,24 @@
-"""The held-out loss of a checkpoint on the corpus it was trained on, measured like ``charbot eval``.
+"""The held-out split: which characters of a text a checkpoint never trained on, and its loss there.
 
-Shipping, the model card and the shipped-checkpoint tests all quote this one number, so they
-share this function: the checkpoint's own held-out split (its ``val_fraction`` of the cleaned
-corpus text, checked by the text's sha256) and :func:`model.evaluate.evaluate_loss`
-with its default stream layout, exactly what ``charbot eval CKPT NAME`` computes on CPU.
+Evaluation, shipping, the model card, fine-tuning and the benchmark all decide "the held-out
+codes" here, so no two of them can disagree about it. The cut itself is
+:meth:`model.textdata.TextData.split`, the one training makes; this module only decides its
+fraction and its text:
+
+- for a checkpoint, the fraction it records (training writes ``val_fraction`` into every
+  checkpoint), else training's default (:class:`model.train.TrainConfig`); its text must be the
+  one it was trained on (checked by the cleaned text's sha256);
+- for a corpus on its own (fine-tuning's "old style" figure, the benchmark's sample text), the
+  corpus's registered ``val_fraction``, whose default is training's.
+
+The loss is :func:`model.evaluate.evaluate_loss` with its default stream layout, exactly what
+``charbot eval CKPT NAME`` computes on CPU, so shipping, the card and the shipped-checkpoint
+tests quote one number.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +26,8 @@ import torch
 from corpora.registry import CORPORA, get_corpus, load_corpus
 from model.checkpoint import Checkpoint
 from model.evaluate import bits, evaluate_loss
+from model.textdata import TextData
+from model.train import TrainConfig
 
 
 class NotThisCorpus(ValueError):
@@ -35,36 +48,58 @@ class HeldOutLoss:
         return bits(self.loss_nats)
 
 
-def heldout_codes(info: dict, name: str, label: str = "checkpoint") -> tuple[torch.Tensor, float]:
+def trained_fraction(info: Mapping[str, object]) -> float:
+    """The fraction of its text the checkpoint with metadata ``info`` held out while training."""
+    return float(info.get("val_fraction", TrainConfig.val_fraction))
+
+
+def trained_on(info: Mapping[str, object], data: TextData) -> bool:
+    """Whether the checkpoint with metadata ``info`` was trained on exactly this cleaned text."""
+    return info.get("text_sha256") == data.text_sha256
+
+
+def heldout_split(info: Mapping[str, object], data: TextData) -> tuple[torch.Tensor, float]:
+    """Codes of ``data``'s tail that the checkpoint with ``info`` held out, and the fraction.
+
+    The caller decides whether that tail means anything (see :func:`trained_on`): ``charbot eval
+    --split val`` measures it on any text.
+    """
+    fraction = trained_fraction(info)
+    _, val = data.split(fraction)
+    return val, fraction
+
+
+def heldout_codes(info: Mapping[str, object], name: str, label: str = "checkpoint") -> tuple[torch.Tensor, float]:
     """Codes of corpus ``name``'s held-out split as the checkpoint with ``info`` was trained with it."""
-    corpus = get_corpus(name)
     data = load_corpus(name)
-    if info.get("text_sha256") != data.text_sha256:
+    if not trained_on(info, data):
         raise NotThisCorpus(
             f"{label} was not trained on corpus {name!r} as cleaned here (its text sha256 "
             f"{str(info.get('text_sha256'))[:12]}..., the corpus's {data.text_sha256[:12]}...), "
             f"so the corpus's held-out split is not held out for it"
         )
-    fraction = float(info.get("val_fraction", corpus.val_fraction))
-    _, val = data.split(fraction)
-    return val, fraction
+    return heldout_split(info, data)
 
 
 def measure_heldout(ck: Checkpoint, name: str, codes: torch.Tensor | None = None) -> HeldOutLoss:
     """Held-out loss of ``ck`` on corpus ``name`` (``codes``: the split, if already loaded)."""
-    fraction = float(ck.info.get("val_fraction", get_corpus(name).val_fraction))
     if codes is None:
-        codes, fraction = heldout_codes(ck.info, name, ck.path or "checkpoint")
-    return HeldOutLoss(name, evaluate_loss(ck.model, codes), len(codes) - 1, fraction)
+        codes, _ = heldout_codes(ck.info, name, ck.path or "checkpoint")
+    return HeldOutLoss(name, evaluate_loss(ck.model, codes), len(codes) - 1, trained_fraction(ck.info))
+
+
+def corpus_split(name: str) -> torch.Tensor:
+    """Codes of corpus ``name``'s own held-out split (its registered ``val_fraction``)."""
+    _, val = load_corpus(name).split(get_corpus(name).val_fraction)
+    return val
 
 
 def corpus_heldout(corpus: str, max_chars: int) -> tuple[torch.Tensor | None, str | None]:
-    """The start of the corpus's own held-out split (for fine-tuning's "old style" figure), or None and why not."""
+    """The start of the corpus's own held-out split (at most ``max_chars`` scored), or None and why not."""
     if corpus not in CORPORA:
         return None, f"{corpus!r} is not a registered corpus"
     try:
-        data = load_corpus(corpus)
+        val = corpus_split(corpus)
     except FileNotFoundError:
         return None, f"the corpus file {CORPORA[corpus].filename} is not on this machine"
-    _, val = data.split(CORPORA[corpus].val_fraction)
     return val[: max_chars + 1], None

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpora.clean import clean_gutenberg, clean_plain
+from corpora.paths import PROJECT_ROOT, SHARED_ROOT
 from corpora.prompts import faq_prime, novel_prime, tale_prime
+from corpora.style import ReplyStyle
 from model.textdata import TextData
+from model.train import TrainConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR_ENV = "CHARBOT_DATA_DIR"
-SHARED_DIR = PROJECT_ROOT.parent / "shared" / "corpora"
+SHARED_DIR = SHARED_ROOT / "corpora"
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class Corpus:
     description: str
     frame: Callable[[str], str]
     stop: tuple[str, ...] = ()
-    val_fraction: float = 0.1
+    val_fraction: float = TrainConfig.val_fraction  # training's default: the split its checkpoints held out
     default_temperature: float = 0.8
+    style: ReplyStyle = ReplyStyle()
     example_prompt: str = ""
     target_val_bpc: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -187,6 +190,7 @@ CORPORA: dict[str, Corpus] = {
             description="Answers in the style of a university COVID-19 FAQ",
             frame=faq_prime,
             stop=("\n\n",),
+            style=ReplyStyle(layout="question", prompt_required=True, prompt_label="question"),
             example_prompt="Do I need to wear a mask on campus?",
             target_val_bpc=1.45 / math.log(2),  # issue target: <= 1.45 nats/char
             notes=("The file holds answers only (no question marks at all); entries are separated by a blank line, "
@@ -290,10 +294,3 @@ def load_corpus(name: str) -> TextData:
     text = raw.decode("utf-8-sig")
     return TextData.from_text(name, corpus.clean(text), hashlib.sha256(raw).hexdigest())
 
-
-
-def held_out_codes(name: str, val_fraction: float | None = None):  # noqa: ANN201 - a torch.Tensor
-    """Character codes of the corpus's held-out split (by default the registry's ``val_fraction``)."""
-    corpus = get_corpus(name)
-    _, val = load_corpus(name).split(val_fraction if val_fraction is not None else corpus.val_fraction)
-    return val

@@ -9,7 +9,6 @@ loaded back the way every user loads it) and shipping is refused when it moved b
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +19,7 @@ import torch
 from corpora.heldout import heldout_codes, measure_heldout
 from corpora.registry import get_corpus
 from corpora.shipped import shipped_path
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from model.evaluate import bits
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -46,14 +45,6 @@ class ShipResult:
     @property
     def shift(self) -> float:
         return self.loss_after - self.loss_before
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ship(
@@ -101,7 +92,7 @@ def ship(
         "val_loss_fp32_nats": before.loss_nats,
         "storage_dtype": str(DTYPES[dtype]).removeprefix("torch."),
         "shipped_from": str(run_checkpoint),
-        "shipped_from_sha256": _file_sha256(run_checkpoint),
+        "shipped_from_sha256": file_sha256(run_checkpoint),
         "shipped_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     save_checkpoint(dest, stored.model, info, dtype=DTYPES[dtype])

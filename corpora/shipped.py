@@ -1,16 +1,20 @@
 """Where the shipped checkpoints live: ``checkpoints/<corpus>.safetensors`` at the project root.
 
-``$CHARBOT_CHECKPOINT_DIR`` points elsewhere (an installed package has no project root, and
-a deployment may keep its weights on another disk). Only the path is decided here; loading
-and verifying is :func:`model.checkpoint.load_checkpoint`'s job.
+``CHARBOT_CHECKPOINT_DIR`` points elsewhere (an installed package has no project root, and
+a deployment may keep its weights on another disk). The commands pass their settings (``.env``
+overlaid with the environment, as the bot reads them: the ``.env`` reader is the bot's, and
+corpora imports nothing of the bot); without settings the environment alone is read. Only the
+path is decided here; loading and verifying is :func:`model.checkpoint.load_checkpoint`'s job.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from corpora.paths import PROJECT_ROOT
+
 CHECKPOINT_DIR_ENV = "CHARBOT_CHECKPOINT_DIR"
 CARD_NAME = "MODEL_CARD.md"
 
@@ -19,17 +23,17 @@ class ShippedMissing(FileNotFoundError):
     """No shipped checkpoint for a corpus; the message says where it looked and how to make one."""
 
 
-def checkpoint_dir() -> Path:
-    """``$CHARBOT_CHECKPOINT_DIR``, else ``checkpoints/`` at the project root."""
-    env = os.environ.get(CHECKPOINT_DIR_ENV)
-    return Path(env).expanduser() if env else PROJECT_ROOT / "checkpoints"
+def checkpoint_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``CHARBOT_CHECKPOINT_DIR`` from ``env`` (default: ``os.environ``), else ``checkpoints/`` at the project root."""
+    folder = ((os.environ if env is None else env).get(CHECKPOINT_DIR_ENV) or "").strip()
+    return Path(folder).expanduser() if folder else PROJECT_ROOT / "checkpoints"
 
 
-def shipped_path(name: str) -> Path:
+def shipped_path(name: str, env: Mapping[str, str] | None = None) -> Path:
     """Where the shipped checkpoint of corpus ``name`` is (or would be) stored."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"{name!r} is not a corpus name")
-    return checkpoint_dir() / f"{name}.safetensors"
+    return checkpoint_dir(env) / f"{name}.safetensors"
 
 
 def shipped_checkpoint(name: str) -> Path:

@@ -55,13 +55,25 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks so a large checkpoint is never held whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _read_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-_UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it, which races with threads
+# The permissions of a newly created ordinary file: mkstemp makes 0600, and a checkpoint should be
+# as readable as any other file. The umask is read once, at import: os.umask can only be read by
+# setting it, which races with threads.
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -71,7 +83,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a checkpoint is an ordinary file
+            os.fchmod(f.fileno(), FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import secrets
 import threading
 from collections import deque
@@ -29,29 +28,14 @@ import torch
 
 from model.charset import CHARS
 from model.checkpoint import Checkpoint
-from model.device import pick_device
+from model.device import cpu_threads, pick_device
 from model.fast_sample import BatchSampler
 from model.fast_step import FastStep
-from model.sample import Generation, SampleSettings, StopWatcher, prime_codes
+from model.sample import PRIME_CHUNK, Finish, Generation, SampleSettings, StopWatcher, prime_codes
 
 log = logging.getLogger(__name__)
 
-PRIME_CHUNK = 1024
 PRIME_IN_BATCH = 1024  # longer primes run their head through nn.LSTM first
-
-
-def default_threads() -> int:
-    """Torch threads for an engine's worker: one on small machines, a few on big ones.
-
-    One reply's step is too small to split well, and on a machine with two cores the event
-    loop (and often other engines) needs the other core: oversubscribed torch threads wait on
-    each other and a step can become ten times slower.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else min(4, cores // 2)
 
 
 class EngineBusy(RuntimeError):
@@ -93,7 +77,7 @@ class Engine:
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`model.fast_step`); "auto" is bf16 where the CPU has those
     instructions, else fp32. ``threads`` sets the worker's torch intra-op threads
-    (default: :func:`default_threads`).
+    (default: :func:`model.device.cpu_threads` for generation).
     """
 
     def __init__(
@@ -121,7 +105,7 @@ class Engine:
         self._model = model
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.threads = threads if threads is not None else default_threads()
+        self.threads = threads if threads is not None else cpu_threads("generation")
         self._fast = FastStep(model, max_batch, self.device, precision)
         self.precision = self._fast.precision  # "auto" resolved
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
@@ -211,8 +195,8 @@ class Engine:
             log.exception("on_text callback failed; no more text will be sent to it")
             reply.on_text = None
 
-    def _finish(self, reply: _Reply, finish: str) -> None:
-        if finish != "stop":
+    def _finish(self, reply: _Reply, finish: Finish) -> None:
+        if finish != Finish.STOP:
             self._emit(reply, reply.watcher.flush())
         with self._lock:
             self._by_future.pop(reply.future, None)
@@ -263,7 +247,7 @@ class Engine:
                     self._by_future.pop(reply.future, None)
                 continue
             if reply.cancel_requested:
-                self._finish(reply, "cancelled")
+                self._finish(reply, Finish.CANCELLED)
                 continue
             try:
                 self._join(reply, len(self._active))
@@ -305,7 +289,7 @@ class Engine:
         keep: list[int] = []
         for row, reply in enumerate(self._active):
             if cancelled[row]:
-                self._finish(reply, "cancelled")
+                self._finish(reply, Finish.CANCELLED)
                 continue
             code = picks.get(row)
             if code is None:  # still reading its prime
@@ -315,9 +299,9 @@ class Engine:
             piece, hit = reply.watcher.add(CHARS[code])
             self._emit(reply, piece)
             if hit:
-                self._finish(reply, "stop")
+                self._finish(reply, Finish.STOP)
             elif reply.count >= reply.settings.max_chars:
-                self._finish(reply, "length")
+                self._finish(reply, Finish.LENGTH)
             else:
                 codes[row] = code
                 keep.append(row)

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
+from model.device import bf16_matmul_supported, resolve_precision
 from model.network import CharLSTM
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def _reorder_gates(w: torch.Tensor) -> torch.Tensor:
@@ -39,33 +38,11 @@ def _reorder_gates(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([i, f, o, g], dim=0)
 
 
-def bf16_matmul_supported() -> bool:
-    """Whether this CPU has native bfloat16 matrix instructions oneDNN can use."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _onednn_available() -> bool:
     try:
         return bool(torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
     except (AttributeError, RuntimeError):
         return False
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` itself when it is one of :data:`PRECISIONS`, else a ValueError naming them."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 on a CPU with native bfloat16 matrix instructions, else fp32."""
-    if check_precision(precision) == "auto":
-        return "bf16" if device.type == "cpu" and bf16_matmul_supported() else "fp32"
-    return precision
 
 
 class _Linear:

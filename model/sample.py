@@ -12,6 +12,7 @@ import math
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 
@@ -67,13 +68,28 @@ class SampleSettings:
         object.__setattr__(self, "stop", normalized)
 
 
+class Finish(str, Enum):
+    """Why a reply ended: it reached its length, wrote a stop string, or was cancelled.
+
+    A ``str``, so it compares equal to, formats as and serializes to the plain word it stands
+    for: logs, JSON output and model cards read "length", never "Finish.LENGTH".
+    """
+
+    LENGTH = "length"
+    STOP = "stop"
+    CANCELLED = "cancelled"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
 @dataclass
 class Generation:
     """One finished reply: the normalized prime, the new text, why it ended, the seed used."""
 
     prime: str
     text: str
-    finish: str  # "length" or "stop"
+    finish: Finish
     seed: int
     dropped: int = 0
     settings: SampleSettings = field(default_factory=SampleSettings)
@@ -194,7 +210,7 @@ def stream(
     logits_b = torch.stack(logits).cpu()
     watchers = [StopWatcher(s.stop) for s in settings]
     counts = [0] * n
-    finish = ["length"] * n
+    finish = [Finish.LENGTH] * n
     active = list(range(n))
     device = model.head.weight.device
     while active:
@@ -206,7 +222,7 @@ def stream(
             if piece:
                 yield i, piece
             if hit:
-                finish[i] = "stop"
+                finish[i] = Finish.STOP
             elif counts[i] >= settings[i].max_chars:
                 rest = watchers[i].flush()
                 if rest:

@@ -1,11 +1,12 @@
 """Training with truncated BPTT: contiguous batches, carried state, AdamW, warm-up and decay.
 
-One function, :func:`train`, read top to bottom. The training state (weights, optimizer,
-hidden state, RNG, data position, history) goes to ``<out>.resume.safetensors`` at every
-validation and on interruption (Ctrl-C, SIGTERM), so a stopped run resumes where it was (a
-killed one from its last validation), and a resumed CPU run equals an uninterrupted one with
-the same seed. The best weights by
-validation loss are kept under ``out`` itself.
+:func:`train`, at the bottom, reads top to bottom: set up (or resume) a run, then loop over
+optimizer steps, validating, saving and reporting every so often, then wrap up; each of those
+steps is a function above it, sharing one :class:`_Run`. The training state (weights,
+optimizer, hidden state, RNG, data position, history) goes to ``<out>.resume.safetensors`` at
+every validation and on interruption (Ctrl-C, SIGTERM), so a stopped run resumes where it was
+(a killed one from its last validation), and a resumed CPU run equals an uninterrupted one
+with the same seed. The best weights by validation loss are kept under ``out`` itself.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from model.batches import BatchPlan
 from model.checkpoint import (
+    Checkpoint,
     CheckpointError,
     atomic_write_bytes,
     load_checkpoint,
@@ -35,11 +39,13 @@ from model.checkpoint import (
     save_checkpoint,
     write_tensor_file,
 )
-from model.device import pick_device
+from model.device import check_precision, cpu_threads, pick_device, training_precision
 from model.evaluate import bits, evaluate_loss
-from model.fast_step import check_precision, resolve_precision
 from model.network import CharLSTM, ModelConfig
 from model.textdata import TextData
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 RESUME_FORMAT = "charbot-train-state"
 WARMUP_MAX_FRACTION = 0.05
@@ -57,7 +63,7 @@ class TrainConfig:
 
     Budgets (``max_steps``, ``epochs``, ``minutes``) count the whole run, resumed parts
     included; the first one reached ends it. ``threads`` None means: as many as the cores
-    other processes leave free (see :func:`auto_threads`).
+    other processes leave free (see :func:`model.device.cpu_threads`).
     """
 
     n_seqs: int = 16
@@ -166,36 +172,6 @@ def lr_at(cfg: TrainConfig, step: int, fraction: float) -> float:
     return decayed * warm
 
 
-def training_precision(precision: str, device: torch.device) -> str:
-    """What the forward and backward passes compute in: ``fp32`` or ``bf16`` (autocast).
-
-    ``auto`` is bf16 on CUDA and on CPUs with native bfloat16 matrix instructions, where it
-    trains faster (1.66x fp32 at 128 x 100 on a 2-core EPYC, 1.05x at 16 x 100) and reaches
-    the same held-out loss per step (tale, side by side: 1.2383 vs 1.2377 nats after 2,500
-    steps of 16 x 100); weights, optimizer state and validation always stay float32.
-    """
-    if check_precision(precision) == "auto" and device.type == "cuda":
-        return "bf16"
-    return resolve_precision(precision, device)  # on CPU, the engine's rule: bf16 where it is native
-
-
-def auto_threads() -> int:
-    """Torch CPU threads for a run: the cores that other processes leave free, at least one.
-
-    Torch's default of one thread per core is several times slower, not faster, when other
-    work shares the cores: every parallel operation waits for its slowest thread.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
-    return max(1, min(cores, cores - int(busy + 0.5)))
-
-
 class _StopFlag:
     """Turns SIGTERM/SIGINT into a request to stop at the next step boundary (main thread only)."""
 
@@ -209,7 +185,7 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:  # a second Ctrl-C means now
             raise KeyboardInterrupt
         self.requested = True
@@ -284,6 +260,316 @@ def _plot(out: Path, history: list[dict], title: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class _Run:
+    """One training run as the loop sees it: what it trains, fixed once set up, and how far it
+    has got, which :func:`_save_state` writes at every validation and :func:`_restore` reads back."""
+
+    data: TextData
+    out: Path
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    parent: dict | None  # what a fine-tuned run started from
+    device: torch.device
+    model: CharLSTM
+    opt: torch.optim.Optimizer
+    plan: BatchPlan
+    per_epoch: int  # batches
+    max_steps: int | None  # the step budget from max_steps and epochs; None when only minutes count
+    val_codes: torch.Tensor
+    val_eval: torch.Tensor  # what each validation scores: val_codes cut to eval_max_chars
+    autocast: AbstractContextManager
+    info: dict  # the facts every checkpoint of the run records
+    h_state: tuple[torch.Tensor, torch.Tensor]
+    step: int = 0
+    epoch: int = 0
+    index: int = 0  # batch within the epoch
+    chars_seen: int = 0
+    elapsed_before: float = 0.0  # training seconds of the earlier parts of a resumed run
+    best_val: float | None = None
+    bad_evals: int = 0  # validations since the best one
+    history: list[dict] = field(default_factory=list)
+    last_eval_step: int = -1
+
+    def fraction(self, elapsed: float) -> float:
+        """The share of the budget spent, 0 to 1: of the steps or the minutes, whichever is further."""
+        parts = []
+        if self.max_steps is not None:
+            parts.append(self.step / self.max_steps)
+        if self.cfg.minutes is not None:
+            parts.append(elapsed / (self.cfg.minutes * 60))
+        return min(1.0, max(parts))
+
+
+def _start(
+    data: TextData,
+    out: Path,
+    cfg: TrainConfig | None,
+    model_cfg: ModelConfig | None,
+    resume: bool,
+    init_from: str | Path | None,
+    threads: int | None,
+) -> _Run:
+    """Set up the run: a new one, one fine-tuned from ``init_from``, or one resumed from its state."""
+    if resume:
+        tensors, saved, cfg, model_cfg = _read_resume_state(resume_path(out), data, cfg)
+        run = _set_up(data, out, cfg, model_cfg, saved.get("parent"), None, threads)
+        _restore(run, tensors, saved)
+        return run
+    init, parent = None, None
+    if init_from is not None:
+        init = load_checkpoint(init_from)
+        model_cfg = init.config
+        parent = {"path": str(init_from), "corpus": init.info.get("corpus"),
+                  "val_loss_nats": init.info.get("val_loss_nats")}
+    return _set_up(data, out, cfg, model_cfg, parent, init, threads)
+
+
+def _read_resume_state(
+    rpath: Path, data: TextData, cfg: TrainConfig | None
+) -> tuple[dict[str, torch.Tensor], dict, TrainConfig, ModelConfig]:
+    """The saved state and configuration of a run; a ``cfg`` passed along only replaces its budget."""
+    if not rpath.exists():
+        raise FileNotFoundError(f"{rpath}: no training state to resume from")
+    tensors, saved = read_tensor_file(rpath, expect_format=RESUME_FORMAT)
+    if saved.get("data_sha256") != data.text_sha256:
+        raise CheckpointError(rpath, f"was made for different text than {data.name}")
+    try:
+        saved_cfg = TrainConfig(**saved["train_config"])
+        model_cfg = ModelConfig(**saved["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(rpath, f"invalid saved configuration: {exc}") from None
+    saved_cfg.threads = None
+    if cfg is not None:
+        saved_cfg.max_steps, saved_cfg.epochs, saved_cfg.minutes = cfg.max_steps, cfg.epochs, cfg.minutes
+    return tensors, saved, saved_cfg, model_cfg
+
+
+def _set_up(
+    data: TextData,
+    out: Path,
+    cfg: TrainConfig | None,
+    model_cfg: ModelConfig | None,
+    parent: dict | None,
+    init: Checkpoint | None,
+    threads: int | None,
+) -> _Run:
+    """A run at step 0: the data split, device and threads, seeded weights (or ``init``'s),
+    optimizer, batch plan and budget."""
+    if not data.text:
+        raise ValueError(f"{data.name}: no text to train on ({data.dropped:,} characters could not be used)")
+    cfg = cfg or TrainConfig()
+    if threads is not None:
+        cfg = replace(cfg, threads=threads)
+    model_cfg = model_cfg or ModelConfig()
+    train_codes, val_codes = data.split(cfg.val_fraction)
+    if len(val_codes) < 2:
+        raise ValueError(f"{data.name}: held-out split too small ({len(val_codes)} characters)")
+
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif device.type == "cpu":
+        torch.set_num_threads(min(torch.get_num_threads(), cpu_threads("training")))
+    torch.manual_seed(cfg.seed)
+    model = CharLSTM(model_cfg)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    try:
+        plan = BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, seed=cfg.seed)
+    except ValueError as exc:
+        raise ValueError(f"{data.name}: training part {exc}") from None
+    per_epoch = plan.batches_per_epoch()
+    max_steps = cfg.max_steps
+    if cfg.epochs is not None:
+        by_epochs = max(1, math.ceil(cfg.epochs * per_epoch))
+        max_steps = by_epochs if max_steps is None else min(max_steps, by_epochs)
+
+    precision = training_precision(cfg.precision, device)
+    info = {
+        "corpus": data.name,
+        "corpus_sha256": data.source_sha256,
+        "text_sha256": data.text_sha256,
+        "train_chars": len(train_codes),
+        "val_chars": len(val_codes),
+        "val_fraction": cfg.val_fraction,
+        "dropped_chars": data.dropped,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "torch": torch.__version__,
+        "train_config": asdict(cfg),
+        "parent": parent,
+        "n_params": model.n_params(),
+    }
+    return _Run(
+        data=data,
+        out=out,
+        cfg=cfg,
+        model_cfg=model_cfg,
+        parent=parent,
+        device=device,
+        model=model,
+        opt=opt,
+        plan=plan,
+        per_epoch=per_epoch,
+        max_steps=max_steps,
+        val_codes=val_codes,
+        val_eval=val_codes if cfg.eval_max_chars is None else val_codes[: cfg.eval_max_chars + 1],
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext(),
+        info=info,
+        h_state=model.init_state(cfg.n_seqs, device),
+    )
+
+
+def _restore(run: _Run, tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    """Put a run back where its state file left it: weights, optimizer, hidden and random state,
+    position in the data, and the record so far."""
+    run.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    _restore_optimizer(run.opt, tensors, saved["optimizer"])
+    run.h_state = (tensors["hidden.h"].to(run.device), tensors["hidden.c"].to(run.device))
+    torch.set_rng_state(tensors["rng.cpu"])
+    if run.device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], run.device)
+    run.step, run.epoch, run.index = saved["step"], saved["epoch"], saved["index"]
+    run.chars_seen, run.elapsed_before = saved["chars_seen"], saved["elapsed_s"]
+    run.best_val, run.bad_evals, run.history = saved["best_val"], saved["bad_evals"], saved["history"]
+    run.last_eval_step = max((h["step"] for h in run.history if h.get("val_loss") is not None), default=-1)
+
+
+def _optimizer_step(run: _Run, lr: float) -> float:
+    """Train on the next batch at ``lr``; return its loss.
+
+    The hidden state carries over from the batch before (truncated BPTT: detached, so the
+    gradient stops at the batch boundary) and starts from zero with each epoch.
+    """
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    x, y = run.plan.batch(run.epoch, run.index)
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    h_state = (run.h_state[0].detach(), run.h_state[1].detach())
+    with run.autocast:
+        logits, run.h_state = run.model(x, h_state)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.opt.step()
+    run.step += 1
+    run.chars_seen += x.numel()
+    run.index += 1
+    if run.index == run.per_epoch:
+        run.epoch, run.index = run.epoch + 1, 0
+        run.h_state = run.model.init_state(run.cfg.n_seqs, run.device)
+    return loss.item()
+
+
+def _validate(run: _Run, elapsed: float) -> float:
+    """The held-out loss of the current weights; a new best is saved under ``out`` at once."""
+    val_loss = evaluate_loss(run.model, run.val_eval)
+    if not math.isfinite(val_loss):
+        raise FloatingPointError(f"validation loss became {val_loss} at step {run.step}; try a lower learning rate")
+    run.last_eval_step = run.step
+    if run.best_val is None or val_loss < run.best_val:
+        run.best_val, run.bad_evals = val_loss, 0
+        _save_best(run, elapsed)
+    else:
+        run.bad_evals += 1
+    return val_loss
+
+
+def _save_best(run: _Run, elapsed: float) -> None:
+    save_checkpoint(run.out, run.model, {**run.info, "steps": run.step, "chars_seen": run.chars_seen,
+                                         "best_val_loss": run.best_val, "train_seconds": elapsed,
+                                         "created": datetime.now(timezone.utc).isoformat()})
+
+
+def _save_state(run: _Run, elapsed: float) -> None:
+    """Everything :func:`_restore` needs to go on as if the run had never stopped."""
+    tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
+    opt_tensors, opt_meta = _optimizer_tensors(run.opt)
+    tensors.update(opt_tensors)
+    tensors["hidden.h"], tensors["hidden.c"] = run.h_state[0].detach(), run.h_state[1].detach()
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if run.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(run.device)
+    header = {
+        "format": RESUME_FORMAT,
+        "data_sha256": run.data.text_sha256,
+        "train_config": asdict(run.cfg),
+        "model_config": run.model_cfg.to_dict(),
+        "optimizer": opt_meta,
+        "step": run.step,
+        "epoch": run.epoch,
+        "index": run.index,
+        "chars_seen": run.chars_seen,
+        "elapsed_s": elapsed,
+        "best_val": run.best_val,
+        "bad_evals": run.bad_evals,
+        "history": run.history,
+        "parent": run.parent,
+    }
+    write_tensor_file(resume_path(run.out), tensors, header)
+
+
+def _write_reports(run: _Run, elapsed: float, status: str) -> None:
+    _write_log(run.out, {"status": status, "info": run.info, "model_config": run.model_cfg.to_dict(),
+                         "step": run.step, "chars_seen": run.chars_seen, "elapsed_s": elapsed,
+                         "best_val_loss": run.best_val, "history": run.history})
+    _plot(run.out, run.history, f"{run.data.name}: {run.model_cfg.n_layers}x{run.model_cfg.hidden_size} LSTM")
+
+
+def _wrap_up(run: _Run, elapsed: float, stopped: str) -> TrainResult:
+    """End the run: validate the last weights if that is still owed, save the state for a later
+    resume, and give the best checkpoint its loss on the whole held-out part."""
+    if stopped != "interrupted" and run.last_eval_step != run.step:
+        # the budget ran out between validations: the last weights still deserve their chance
+        val_loss = evaluate_loss(run.model, run.val_eval)
+        run.history.append({"step": run.step, "chars": run.chars_seen, "train_loss": None, "val_loss": val_loss,
+                            "lr": None, "elapsed_s": round(elapsed, 2)})
+        if math.isfinite(val_loss) and (run.best_val is None or val_loss < run.best_val):
+            run.best_val = val_loss
+            _save_best(run, elapsed)
+    _save_state(run, elapsed)
+    val_full = None
+    if run.best_val is not None:  # this run has written ``out``; an older file there is left alone otherwise
+        best = load_checkpoint(run.out, device=run.device)
+        # the best weights were validated on exactly these characters already when nothing was cut off
+        val_full = run.best_val if len(run.val_eval) == len(run.val_codes) else evaluate_loss(best.model, run.val_codes)
+        info = {**best.info, "val_loss_nats": val_full, "val_bpc": bits(val_full), "stopped": stopped}
+        save_checkpoint(run.out, best.model, info)
+    _write_reports(run, elapsed, stopped)
+    return TrainResult(str(run.out), run.step, run.chars_seen, run.best_val, val_full, stopped, elapsed, run.history)
+
+
+def _open_bar(fraction: float) -> tqdm:
+    from tqdm import tqdm
+
+    return tqdm(total=1000, initial=int(fraction * 1000), bar_format="{percentage:3.0f}%|{bar}| {desc}", leave=True)
+
+
+def _bar_text(elapsed: float, eta: float | None, step: int, train_loss: float, val: float | None,
+              best: float | None, speed: float) -> str:
+    from tqdm import tqdm
+
+    left = tqdm.format_interval(eta) if eta is not None else "?"
+    vals = f" val {val:.3f} (best {best:.3f})" if val is not None and best is not None else ""
+    return (f"{tqdm.format_interval(elapsed)}<{left} step {step} loss {train_loss:.3f}{vals} "
+            f"{speed:,.0f} char/s")
+
+
+def _close_bar(bar: tqdm, run: _Run, stopped: str, elapsed: float) -> None:
+    from tqdm import tqdm
+
+    if stopped == "budget":  # the bar last moved at a logged step; the budget ran out after it
+        bar.n = 1000
+        last = "; validating the last weights" if run.last_eval_step != run.step else ""
+        bar.set_description_str(f"{tqdm.format_interval(elapsed)} step {run.step}{last}", refresh=True)
+    bar.close()
+
+
 def train(
     data: TextData,
     out: str | Path,
@@ -327,265 +613,68 @@ def _train(
     progress_bar: bool,
     threads: int | None,
 ) -> TrainResult:
-    rpath = resume_path(out)
     # find out now, not at the first validation minutes later, that the checkpoint cannot be written
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"{out.parent}: cannot write checkpoints into this folder")
-    state_tensors: dict[str, torch.Tensor] = {}
-    saved: dict = {}
-    parent: dict | None = None
-    if resume:
-        if not rpath.exists():
-            raise FileNotFoundError(f"{rpath}: no training state to resume from")
-        state_tensors, saved = read_tensor_file(rpath, expect_format=RESUME_FORMAT)
-        if saved.get("data_sha256") != data.text_sha256:
-            raise CheckpointError(rpath, f"was made for different text than {data.name}")
-        try:
-            saved_cfg = TrainConfig(**saved["train_config"])
-            model_cfg = ModelConfig(**saved["model_config"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(rpath, f"invalid saved configuration: {exc}") from None
-        saved_cfg.threads = None
-        if cfg is not None:
-            saved_cfg.max_steps, saved_cfg.epochs, saved_cfg.minutes = cfg.max_steps, cfg.epochs, cfg.minutes
-        cfg = saved_cfg
-        parent = saved.get("parent")
-    elif init_from is not None:
-        ck = load_checkpoint(init_from)
-        model_cfg = ck.config
-        parent = {"path": str(init_from), "corpus": ck.info.get("corpus"),
-                  "val_loss_nats": ck.info.get("val_loss_nats")}
-    if not data.text:
-        raise ValueError(f"{data.name}: no text to train on ({data.dropped:,} characters could not be used)")
-    cfg = cfg or TrainConfig()
-    if threads is not None:
-        cfg = replace(cfg, threads=threads)
-    model_cfg = model_cfg or ModelConfig()
-    train_codes, val_codes = data.split(cfg.val_fraction)
-    if len(val_codes) < 2:
-        raise ValueError(f"{data.name}: held-out split too small ({len(val_codes)} characters)")
+    run = _start(data, out, cfg, model_cfg, resume, init_from, threads)
+    cfg = run.cfg
 
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    elif device.type == "cpu":
-        torch.set_num_threads(min(torch.get_num_threads(), auto_threads()))
-    torch.manual_seed(cfg.seed)
-    model = CharLSTM(model_cfg)
-    if init_from is not None:
-        model.load_state_dict(ck.model.state_dict())
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    try:
-        plan = BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, seed=cfg.seed)
-    except ValueError as exc:
-        raise ValueError(f"{data.name}: training part {exc}") from None
-    per_epoch = plan.batches_per_epoch()
-    max_steps = cfg.max_steps
-    if cfg.epochs is not None:
-        by_epochs = max(1, math.ceil(cfg.epochs * per_epoch))
-        max_steps = by_epochs if max_steps is None else min(max_steps, by_epochs)
-
-    step, epoch, index, chars_seen, elapsed_before = 0, 0, 0, 0, 0.0
-    best_val: float | None = None
-    bad_evals = 0
-    history: list[dict] = []
-    h_state = model.init_state(cfg.n_seqs, device)
-    if resume:
-        model.load_state_dict({k[len("model."):]: v for k, v in state_tensors.items() if k.startswith("model.")})
-        _restore_optimizer(opt, state_tensors, saved["optimizer"])
-        h_state = (state_tensors["hidden.h"].to(device), state_tensors["hidden.c"].to(device))
-        torch.set_rng_state(state_tensors["rng.cpu"])
-        if device.type == "cuda" and "rng.cuda" in state_tensors:
-            torch.cuda.set_rng_state(state_tensors["rng.cuda"], device)
-        step, epoch, index = saved["step"], saved["epoch"], saved["index"]
-        chars_seen, elapsed_before = saved["chars_seen"], saved["elapsed_s"]
-        best_val, bad_evals, history = saved["best_val"], saved["bad_evals"], saved["history"]
-    last_eval_step = max((h["step"] for h in history if h.get("val_loss") is not None), default=-1)
-
-    precision = training_precision(cfg.precision, device)
-    info_base = {
-        "corpus": data.name,
-        "corpus_sha256": data.source_sha256,
-        "text_sha256": data.text_sha256,
-        "train_chars": len(train_codes),
-        "val_chars": len(val_codes),
-        "val_fraction": cfg.val_fraction,
-        "dropped_chars": data.dropped,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": torch.get_num_threads(),
-        "precision": precision,
-        "torch": torch.__version__,
-        "train_config": asdict(cfg),
-        "parent": parent,
-        "n_params": model.n_params(),
-    }
-    val_eval = val_codes if cfg.eval_max_chars is None else val_codes[: cfg.eval_max_chars + 1]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-    def fraction(elapsed: float) -> float:
-        parts = []
-        if max_steps is not None:
-            parts.append(step / max_steps)
-        if cfg.minutes is not None:
-            parts.append(elapsed / (cfg.minutes * 60))
-        return min(1.0, max(parts))
-
-    def save_best(elapsed: float) -> None:
-        save_checkpoint(out, model, {**info_base, "steps": step, "chars_seen": chars_seen,
-                                     "best_val_loss": best_val, "train_seconds": elapsed,
-                                     "created": datetime.now(timezone.utc).isoformat()})
-
-    def save_state(elapsed: float) -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        opt_tensors, opt_meta = _optimizer_tensors(opt)
-        tensors.update(opt_tensors)
-        tensors["hidden.h"], tensors["hidden.c"] = h_state[0].detach(), h_state[1].detach()
-        tensors["rng.cpu"] = torch.get_rng_state()
-        if device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-        header = {
-            "format": RESUME_FORMAT,
-            "data_sha256": data.text_sha256,
-            "train_config": asdict(cfg),
-            "model_config": model_cfg.to_dict(),
-            "optimizer": opt_meta,
-            "step": step,
-            "epoch": epoch,
-            "index": index,
-            "chars_seen": chars_seen,
-            "elapsed_s": elapsed,
-            "best_val": best_val,
-            "bad_evals": bad_evals,
-            "history": history,
-            "parent": parent,
-        }
-        write_tensor_file(rpath, tensors, header)
-
-    def write_reports(elapsed: float, status: str) -> None:
-        _write_log(out, {"status": status, "info": info_base, "model_config": model_cfg.to_dict(),
-                         "step": step, "chars_seen": chars_seen, "elapsed_s": elapsed,
-                         "best_val_loss": best_val, "history": history})
-        _plot(out, history, f"{data.name}: {model_cfg.n_layers}x{model_cfg.hidden_size} LSTM")
-
-    frac_start = fraction(elapsed_before)
-    bar = None
-    if progress_bar:
-        from tqdm import tqdm
-
-        bar = tqdm(total=1000, initial=int(frac_start * 1000), bar_format="{percentage:3.0f}%|{bar}| {desc}",
-                   leave=True)
+    frac_start = run.fraction(run.elapsed_before)
+    bar = _open_bar(frac_start) if progress_bar else None
     stopped = "budget"
     run_start = time.perf_counter()
     overhead = 0.0  # seconds spent validating and saving, left out of the training speed
     window_loss, window_n = 0.0, 0
-    chars_at_start = chars_seen
+    chars_at_start = run.chars_seen
     last_val: float | None = None
-    model.train()
+    run.model.train()
     with _StopFlag() as flag:
         while True:
-            elapsed = elapsed_before + time.perf_counter() - run_start
-            frac = fraction(elapsed)
+            elapsed = run.elapsed_before + time.perf_counter() - run_start
+            frac = run.fraction(elapsed)
             if frac >= 1.0:
                 break
             if flag.requested or (should_stop is not None and should_stop()):
                 stopped = "interrupted"
                 break
-            lr = lr_at(cfg, step, frac)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = plan.batch(epoch, index)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            h_state = (h_state[0].detach(), h_state[1].detach())
-            with autocast:
-                logits, h_state = model(x, h_state)
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            chars_seen += x.numel()
-            index += 1
-            if index == per_epoch:
-                epoch, index = epoch + 1, 0
-                h_state = model.init_state(cfg.n_seqs, device)
-            window_loss += loss.item()
+            lr = lr_at(cfg, run.step, frac)
+            window_loss += _optimizer_step(run, lr)
             window_n += 1
-            is_last = max_steps is not None and step >= max_steps
-            do_eval = step % cfg.eval_every == 0 or is_last
-            if step % cfg.log_every == 0 or do_eval:
-                t_log = time.perf_counter()
-                elapsed = elapsed_before + t_log - run_start
-                train_loss = window_loss / window_n
-                window_loss, window_n = 0.0, 0
-                val_loss = None
-                if do_eval:
-                    val_loss = evaluate_loss(model, val_eval)
-                    if not math.isfinite(val_loss):
-                        raise FloatingPointError(
-                            f"validation loss became {val_loss} at step {step}; try a lower learning rate"
-                        )
-                    last_val, last_eval_step = val_loss, step
-                    if best_val is None or val_loss < best_val:
-                        best_val, bad_evals = val_loss, 0
-                        save_best(elapsed)
-                    else:
-                        bad_evals += 1
-                    overhead += time.perf_counter() - t_log
-                speed = (chars_seen - chars_at_start) / max(1e-9, time.perf_counter() - run_start - overhead)
-                history.append({"step": step, "chars": chars_seen, "train_loss": train_loss,
+            is_last = run.max_steps is not None and run.step >= run.max_steps
+            do_eval = run.step % cfg.eval_every == 0 or is_last
+            if run.step % cfg.log_every != 0 and not do_eval:
+                continue
+
+            t_log = time.perf_counter()
+            elapsed = run.elapsed_before + t_log - run_start
+            train_loss = window_loss / window_n
+            window_loss, window_n = 0.0, 0
+            val_loss = None
+            if do_eval:
+                val_loss = last_val = _validate(run, elapsed)
+                overhead += time.perf_counter() - t_log
+            speed = (run.chars_seen - chars_at_start) / max(1e-9, time.perf_counter() - run_start - overhead)
+            run.history.append({"step": run.step, "chars": run.chars_seen, "train_loss": train_loss,
                                 "val_loss": val_loss, "lr": lr, "elapsed_s": round(elapsed, 2)})
-                frac = fraction(elapsed)
-                eta = (elapsed - elapsed_before) * (1 - frac) / (frac - frac_start) if frac > frac_start else None
-                if bar is not None:
-                    bar.n = int(frac * 1000)
-                    bar.set_description_str(_bar_text(elapsed, eta, step, train_loss, last_val, best_val, speed),
-                                            refresh=True)
-                if on_progress is not None:
-                    on_progress(Progress(step, chars_seen, frac, train_loss, val_loss, best_val, lr, speed,
-                                         elapsed, eta))
-                if do_eval:
-                    t_save = time.perf_counter()
-                    save_state(elapsed)
-                    write_reports(elapsed, "running")
-                    overhead += time.perf_counter() - t_save
-                    if bad_evals >= cfg.patience:
-                        stopped = "early-stop"
-                        break
-    elapsed = elapsed_before + time.perf_counter() - run_start
+            frac = run.fraction(elapsed)
+            eta = (elapsed - run.elapsed_before) * (1 - frac) / (frac - frac_start) if frac > frac_start else None
+            if bar is not None:
+                bar.n = int(frac * 1000)
+                bar.set_description_str(_bar_text(elapsed, eta, run.step, train_loss, last_val, run.best_val, speed),
+                                        refresh=True)
+            if on_progress is not None:
+                on_progress(Progress(run.step, run.chars_seen, frac, train_loss, val_loss, run.best_val, lr, speed,
+                                     elapsed, eta))
+            if do_eval:
+                t_save = time.perf_counter()
+                _save_state(run, elapsed)
+                _write_reports(run, elapsed, "running")
+                overhead += time.perf_counter() - t_save
+                if run.bad_evals >= cfg.patience:
+                    stopped = "early-stop"
+                    break
+    elapsed = run.elapsed_before + time.perf_counter() - run_start
     if bar is not None:
-        if stopped == "budget":  # the bar last moved at a logged step; the budget ran out after it
-            bar.n = 1000
-            last = "; validating the last weights" if last_eval_step != step else ""
-            bar.set_description_str(f"{tqdm.format_interval(elapsed)} step {step}{last}", refresh=True)
-        bar.close()
-    if stopped != "interrupted" and last_eval_step != step:
-        # the budget ran out between validations: the last weights still deserve their chance
-        val_loss = evaluate_loss(model, val_eval)
-        history.append({"step": step, "chars": chars_seen, "train_loss": None, "val_loss": val_loss,
-                        "lr": None, "elapsed_s": round(elapsed, 2)})
-        if math.isfinite(val_loss) and (best_val is None or val_loss < best_val):
-            best_val = val_loss
-            save_best(elapsed)
-    save_state(elapsed)
-    val_full = None
-    if best_val is not None:  # this run has written ``out``; an older file there is left alone otherwise
-        best = load_checkpoint(out, device=device)
-        # the best weights were validated on exactly these characters already when nothing was cut off
-        val_full = best_val if len(val_eval) == len(val_codes) else evaluate_loss(best.model, val_codes)
-        info = {**best.info, "val_loss_nats": val_full, "val_bpc": bits(val_full), "stopped": stopped}
-        save_checkpoint(out, best.model, info)
-    write_reports(elapsed, stopped)
-    return TrainResult(str(out), step, chars_seen, best_val, val_full, stopped, elapsed, history)
-
-
-def _bar_text(elapsed: float, eta: float | None, step: int, train_loss: float, val: float | None,
-              best: float | None, speed: float) -> str:
-    from tqdm import tqdm
-
-    left = tqdm.format_interval(eta) if eta is not None else "?"
-    vals = f" val {val:.3f} (best {best:.3f})" if val is not None and best is not None else ""
-    return (f"{tqdm.format_interval(elapsed)}<{left} step {step} loss {train_loss:.3f}{vals} "
-            f"{speed:,.0f} char/s")
+        _close_bar(bar, run, stopped, elapsed)
+    return _wrap_up(run, elapsed, stopped)

@@ -6,9 +6,14 @@ One module, so no test module imports another test module.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import random
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 WORDS = ("the old lighthouse keeper counted ships while gulls argued over herring on the pier "
          "and every evening his lamp swept the grey water").split()
@@ -18,6 +23,27 @@ def contributed_texts(n: int = 8, words: int = 60, seed: int = 0) -> list[str]:
     """Sentences in a vocabulary the base model never saw: learnable, but new to it."""
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "." for _ in range(n)]
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], *, what: str, timeout: float = 20.0,
+                     interval: float = 0.01) -> T:
+    """Poll ``check`` (plain or async) until it returns something truthy, and return that.
+
+    For effects no event announces (a database row, a child process's progress); waits on the
+    fake Discord use its own ``wait_until``, which wakes on each request instead of polling.
+    On timeout the assertion names ``what`` was awaited.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 async def start_bot(fake, tmp_path, checkpoints, token: str | None = None, **extra: str) -> asyncio.subprocess.Process:

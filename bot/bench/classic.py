@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CLASSIC_SCRIPT = PROJECT_ROOT.parent / "shared" / "baselines" / "classic_charrnn.py"
+from corpora.paths import SHARED_ROOT
+
+CLASSIC_SCRIPT = SHARED_ROOT / "baselines" / "classic_charrnn.py"
 
 
 class BaselineError(RuntimeError):

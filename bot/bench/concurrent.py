@@ -1,10 +1,9 @@
 """Many replies at once through the bot's reply path, with the event loop's responsiveness.
 
 Replies go through :class:`bot.replies.ReplyService` (what the Discord cog and
-``charbot reply`` use), without Discord. If the bot package is not importable, they go
-straight through ``Engine.submit`` from asyncio the way the service does it. A ticker task
-sleeps 5 ms at a time and records how late it wakes: that lateness is what every other
-coroutine of the bot (Discord heartbeats, other commands) would suffer.
+``charbot reply`` use), without Discord. A ticker task sleeps 5 ms at a time and records
+how late it wakes: that lateness is what every other coroutine of the bot (Discord
+heartbeats, other commands) would suffer.
 """
 
 from __future__ import annotations
@@ -14,22 +13,20 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.bench.stats import percentile
+from bot.config import Limits
+from bot.engines import Models
+from bot.replies import ReplyRequest, ReplyService
 from model.checkpoint import Checkpoint
 from model.engine import Engine
-from model.sample import SampleSettings
 
 TICK_S = 0.005
+REPLY_PATH = "bot.replies.ReplyService.reply"  # what the figures measure, recorded in each row
 
 ReplyFn = Callable[[int], Awaitable[int]]  # seed -> characters generated
 
 
-def _bot_reply_fn(engine: Engine, corpus: str, chars: int, n: int) -> tuple[ReplyFn, str] | None:
-    try:
-        from bot.config import Limits
-        from bot.engines import Models
-        from bot.replies import ReplyRequest, ReplyService
-    except ImportError:
-        return None
+def _bot_reply_fn(engine: Engine, corpus: str, chars: int, n: int) -> ReplyFn:
+    """One reply as the bot makes it, served by ``engine``, with limits that let ``n`` run at once."""
     models = Models()
     models.engines[corpus] = engine
     limits = Limits(max_pending=max(32, n), cooldown_s=0.0, max_length=max(chars, 400), default_length=min(chars, 400))
@@ -40,19 +37,7 @@ def _bot_reply_fn(engine: Engine, corpus: str, chars: int, n: int) -> tuple[Repl
         update = await service.reply(request)
         return len(update.generation.text)
 
-    return reply, "bot.replies.ReplyService.reply"
-
-
-def _engine_reply_fn(engine: Engine, chars: int) -> tuple[ReplyFn, str]:
-    async def reply(seed: int) -> int:
-        loop = asyncio.get_running_loop()
-        pieces: list[str] = []
-        fut = engine.submit("", SampleSettings(seed=seed, max_chars=chars),
-                            lambda piece: loop.call_soon_threadsafe(pieces.append, piece))
-        gen = await asyncio.wrap_future(fut)
-        return len(gen.text)
-
-    return reply, "Engine.submit + asyncio.wrap_future"
+    return reply
 
 
 async def _ticker(stop: asyncio.Event, lags: list[float]) -> None:
@@ -107,17 +92,15 @@ def concurrent_replies(
     precision: str = "fp32",
     threads: int | None = None,
     min_replies: int = 32,
-    via_bot: bool = True,
 ) -> list[dict]:
     """One row per count: aggregate chars/s, reply latency p50/p99, event-loop lag p99."""
     rows = []
     with Engine(ck, device=device, max_batch=max(64, max(counts)), max_queue=max(256, max(counts)),
                 precision=precision, threads=threads) as engine:
         for n in counts:
-            made = _bot_reply_fn(engine, corpus, chars, n) if via_bot else None
-            reply, path = made if made is not None else _engine_reply_fn(engine, chars)
+            reply = _bot_reply_fn(engine, corpus, chars, n)
             rounds = max(1, min(3, -(-min_replies // n)))
             row = asyncio.run(_measure(reply, n, rounds))
-            row.update({"path": path, "precision": precision, "device": device, "chars_per_reply": chars})
+            row.update({"path": REPLY_PATH, "precision": precision, "device": device, "chars_per_reply": chars})
             rows.append(row)
     return rows

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from bot.bench.stats import percentile
-from model.charset import encode, normalize
+from corpora.heldout import corpus_heldout
+from model.charset import decode, encode, normalize
 from model.checkpoint import Checkpoint
 from model.engine import Engine
 from model.fast_step import FastStep
@@ -27,17 +28,9 @@ FALLBACK_TEXT = (
 def sample_text(ck: Checkpoint, chars: int) -> tuple[str, str]:
     """Text to read the model on: its corpus's held-out part when available, else a fixed mix."""
     corpus = ck.info.get("corpus")
-    try:
-        from corpora.registry import CORPORA, held_out_codes
-
-        if corpus in CORPORA:
-            codes = held_out_codes(corpus)
-            if len(codes) >= chars:
-                from model.charset import decode
-
-                return decode(codes[:chars]), f"{corpus} held-out"
-    except Exception:  # noqa: BLE001 - any trouble finding the corpus means: use the fixed text
-        pass
+    codes, _ = corpus_heldout(corpus, chars) if isinstance(corpus, str) else (None, None)
+    if codes is not None and len(codes) >= chars:
+        return decode(codes[:chars]), f"{corpus} held-out"
     text = normalize(FALLBACK_TEXT).text
     return (text * (chars // len(text) + 1))[:chars], "fixed English sample"
 

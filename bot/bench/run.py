@@ -14,12 +14,12 @@ import torch
 
 from bot.bench import classic, concurrent, fidelity, generation, training
 from bot.bench.stats import median, ratio
+from corpora.registry import CORPORA, find_corpus_file
+from corpora.shipped import checkpoint_dir
 from model.charset import VOCAB_SIZE
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.engine import default_threads
-from model.fast_step import bf16_matmul_supported
+from model.device import cpu_threads, training_precision
 from model.network import CharLSTM, ModelConfig
-from model.train import training_precision
 
 SECTIONS = ("single", "concurrent", "train", "fidelity")
 TARGETS = {
@@ -39,6 +39,7 @@ class BenchConfig:
     out: Path = Path("bench")
     quick: bool = False
     models: list[str] | None = None  # checkpoint paths; None: the shipped ones
+    checkpoint_dir: Path | None = None  # where the shipped ones are; None: corpora.shipped.checkpoint_dir()
     sizes: list[tuple[int, int]] = field(default_factory=lambda: [(2, 512)])  # (layers, hidden), random weights
     chars: int = 400
     repeats: int = 3
@@ -76,19 +77,14 @@ class BenchModel:
         return f"{self.checkpoint.config.n_layers}x{self.checkpoint.config.hidden_size}"
 
 
-def shipped_paths() -> list[Path]:
-    """The shipped checkpoints (``corpora.shipped``'s folder, else ``checkpoints/``)."""
-    try:
-        from corpora.shipped import checkpoint_dir
-
-        folder = checkpoint_dir()
-    except ImportError:
-        folder = classic.PROJECT_ROOT / "checkpoints"
+def shipped_paths(folder: Path | None = None) -> list[Path]:
+    """The shipped checkpoints in ``folder`` (default: :func:`corpora.shipped.checkpoint_dir`)."""
+    folder = folder if folder is not None else checkpoint_dir()
     return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
 def load_models(cfg: BenchConfig) -> list[BenchModel]:
-    paths = shipped_paths() if cfg.models is None else [Path(p) for p in cfg.models]
+    paths = shipped_paths(cfg.checkpoint_dir) if cfg.models is None else [Path(p) for p in cfg.models]
     models = [BenchModel(p.name.removesuffix(".safetensors"), str(p), load_checkpoint(p)) for p in paths]
     for layers, hidden in cfg.sizes:
         torch.manual_seed(0)
@@ -99,12 +95,8 @@ def load_models(cfg: BenchConfig) -> list[BenchModel]:
 
 
 def default_train_text() -> Path | None:
-    try:
-        from corpora.registry import find_corpus_file
-
-        return find_corpus_file("tale")
-    except (ImportError, KeyError):
-        return None
+    """The tale corpus's raw file, if it is on this machine (both sides of the comparison read the same file)."""
+    return find_corpus_file("tale")
 
 
 def machine() -> dict:
@@ -123,7 +115,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     if cfg.quick:
         cfg.shrink()
     if cfg.threads is None:  # the engine's own default, given to every side so ratios compare code, not threads
-        cfg.threads = default_threads()
+        cfg.threads = cpu_threads("generation")
     script = classic.find_script(cfg.classic_script)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                      "machine_start": machine(), "classic_script": str(script) if script else None,
@@ -149,7 +141,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
         mark = time.perf_counter()
         try:
             results[name] = measure()
-        except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others' figures
+        except Exception as exc:  # one broken section must not lose the others' figures
             say(f"{name}: failed: {exc}")
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
         timings[name] = time.perf_counter() - mark
@@ -181,11 +173,8 @@ def _fidelity(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], N
 
 
 def _corpus_of(m: BenchModel) -> str:
+    """The corpus whose reply path the model is measured through (random-weight models: tale's)."""
     corpus = m.checkpoint.info.get("corpus")
-    try:
-        from corpora.registry import CORPORA
-    except ImportError:
-        return "tale"
     return corpus if corpus in CORPORA else "tale"
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from model.device import training_precision
 from model.network import ModelConfig
 from model.textdata import TextData
-from model.train import Progress, TrainConfig, train, training_precision
+from model.train import Progress, TrainConfig, train
 
 
 def our_training(
@@ -37,7 +38,7 @@ def our_training(
     data = TextData.from_file(text)
     seen: list[Progress] = []
     cfg = TrainConfig(n_seqs=seqs, n_steps=steps, lr=1e-3, warmup_steps=1, eval_every=10**9, log_every=1,
-                      max_steps=10**9, device=device, threads=threads, val_fraction=0.1, precision=precision)
+                      max_steps=10**9, device=device, threads=threads, precision=precision)
     model_cfg = ModelConfig(hidden_size=hidden, n_layers=layers, dropout=dropout)
     started: list[float] = []
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "bot.cli.ship",
     "bot.cli.card",
     "bot.cli.run",
+    "bot.cli.sync",
     "bot.cli.bench",
     "bot.cli.finetune",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from bot.cli.common import UserError, add_json_flag, emit
+from bot.cli.common import UserError, add_env_file_flag, add_json_flag, emit
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -17,7 +18,7 @@ def _size(text: str) -> tuple[int, int]:
     return layers, hidden
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     from bot.bench.run import SECTIONS
 
     p = sub.add_parser(
@@ -28,7 +29,8 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--out", default="bench", help="folder for bench.json and bench.md (default: bench)")
     p.add_argument("--quick", action="store_true", help="small counts and short runs (seconds; for CI)")
     p.add_argument("--models", nargs="*", metavar="CHECKPOINT",
-                   help="checkpoints to measure (default: the shipped ones; give none for only --size models)")
+                   help="checkpoints to measure (default: the shipped ones, in CHARBOT_CHECKPOINT_DIR from the "
+                        "environment or .env, else checkpoints/; give none for only --size models)")
     p.add_argument("--size", action="append", default=None, metavar="LxH",
                    help="a random-weight reference model of this size (repeatable; default 2x512)")
     p.add_argument("--chars", type=int, default=400, help="characters per reply (default 400)")
@@ -38,15 +40,18 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--threads", type=int,
                    help="torch threads for every side (default: the engine's default, 1 on machines with 2 cores)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    add_env_file_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bot.bench.report import write_report
     from bot.bench.run import SECTIONS, BenchConfig, run_bench
+    from bot.config import read_env
+    from corpora.shipped import checkpoint_dir
 
     if args.chars < 1:
         raise UserError("--chars must be at least 1")
@@ -58,6 +63,7 @@ def run(args) -> int:  # noqa: ANN001
         raise UserError(f"{args.train_text}: no such file")
     cfg = BenchConfig(
         out=Path(args.out), quick=args.quick, models=args.models,
+        checkpoint_dir=checkpoint_dir(read_env(args.env_file)),
         sizes=[_size(s) for s in args.size] if args.size else [(2, 512)],
         chars=args.chars, train_seconds=args.train_seconds,
         train_text=Path(args.train_text) if args.train_text else None,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from bot.cli.common import UserError, add_json_flag, emit
+from bot.cli.common import UserError, add_env_file_flag, add_json_flag, emit
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "card",
         help="generate the model card (checkpoints/MODEL_CARD.md) from the shipped checkpoints",
@@ -17,7 +18,8 @@ def register(sub) -> None:  # noqa: ANN001
         "training data and time, characters seen, device, held-out loss measured now (the function `charbot eval` "
         "uses), target, parent, and three samples (temperatures 0.5, 0.8, 1.0) from a fixed seed and prime.",
     )
-    p.add_argument("--dir", help="folder of the shipped checkpoints (default: $CHARBOT_CHECKPOINT_DIR or checkpoints/)")
+    p.add_argument("--dir", help="folder of the shipped checkpoints (default: CHARBOT_CHECKPOINT_DIR from the "
+                   "environment or .env, else checkpoints/)")
     p.add_argument("--out", help="where to write the card (default: MODEL_CARD.md in that folder); '-' prints it")
     p.add_argument("--experiments", metavar="JSON",
                    help="extra rows: a JSON list of {label, checkpoint | corpus + val_loss_nats, note}")
@@ -26,6 +28,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--seed", type=int, default=1234, help="seed of the samples (default 1234)")
     p.add_argument("--length", type=int, default=300, help="characters per sample at most (default 300)")
     p.add_argument("--device", default="cpu", help="device for samples and measurement (default cpu, as recorded)")
+    add_env_file_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -44,7 +47,7 @@ def parse_targets(items: list[str]) -> dict[str, float]:
     return targets
 
 
-def card_command(args) -> str:  # noqa: ANN001
+def card_command(args: argparse.Namespace) -> str:
     """The command line that makes this card, as the card quotes it."""
     parts = ["charbot", "card"]
     for flag, value in (("--dir", args.dir), ("--experiments", args.experiments)):
@@ -52,6 +55,8 @@ def card_command(args) -> str:  # noqa: ANN001
             parts += [flag, value]
     for item in args.target:
         parts += ["--target", item]
+    if args.env_file != ".env":
+        parts += ["--env-file", args.env_file]
     if args.seed != 1234:
         parts += ["--seed", str(args.seed)]
     if args.length != 300:
@@ -59,10 +64,11 @@ def card_command(args) -> str:  # noqa: ANN001
     return shlex.join(parts)
 
 
-def run(args) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace) -> int:
+    from bot.config import read_env
     from corpora.card import build_card, write_card
     from corpora.registry import CORPORA
-    from corpora.shipped import CARD_NAME
+    from corpora.shipped import CARD_NAME, checkpoint_dir
 
     targets = parse_targets(args.target)
     unknown = [n for n in targets if n not in CORPORA]
@@ -71,11 +77,12 @@ def run(args) -> int:  # noqa: ANN001
     if args.length < 1:
         raise UserError("--length must be at least 1")
     command = card_command(args)
-    text = build_card(args.dir, experiments=args.experiments, targets=targets, seed=args.seed, length=args.length,
+    folder = Path(args.dir) if args.dir else checkpoint_dir(read_env(args.env_file))
+    text = build_card(folder, experiments=args.experiments, targets=targets, seed=args.seed, length=args.length,
                       device=args.device, command=command)
     if args.out == "-":
         sys.stdout.write(text)
         return 0
-    out = write_card(text, args.out or (Path(args.dir) / CARD_NAME if args.dir else None))
+    out = write_card(text, args.out or folder / CARD_NAME)
     emit(args, {"card": str(out), "chars": len(text)}, f"wrote {out}")
     return 0

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.textdata import TextData
 
 
 class UserError(Exception):
     """A mistake the user can fix; printed as one line without a traceback."""
 
 
-def emit(args, payload: dict, human: str) -> None:  # noqa: ANN001
+def emit(args: argparse.Namespace, payload: dict, human: str) -> None:
     """Print ``payload`` as JSON with ``--json``, else the human-readable text."""
     if getattr(args, "json", False):
         print(json.dumps(payload))
@@ -19,21 +24,23 @@ def emit(args, payload: dict, human: str) -> None:  # noqa: ANN001
         print(human)
 
 
-def add_json_flag(parser) -> None:  # noqa: ANN001
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
 
-def load_text(name_or_path: str):  # noqa: ANN201
+def add_env_file_flag(parser: argparse.ArgumentParser) -> None:
+    """``--env-file``: the settings file read as the bot reads it (the environment wins over it)."""
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+
+
+def load_text(name_or_path: str) -> TextData:
     """A TextData from a file path, or from a registered corpus name (cleaned)."""
+    from corpora.registry import CORPORA, load_corpus
     from model.textdata import TextData
 
     path = Path(name_or_path)
     if path.exists():  # a folder too: from_file says what is wrong with it
         return TextData.from_file(path)
-    try:
-        from corpora.registry import CORPORA, load_corpus
-    except ImportError:  # pragma: no cover - the registry ships with charbot
-        CORPORA, load_corpus = {}, None
     if name_or_path in CORPORA:
         return load_corpus(name_or_path)
     known = ", ".join(sorted(CORPORA)) or "none"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 
 from bot.cli.common import UserError, add_json_flag, emit
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("corpora", help="list the corpora and fetch their files",
                        description="The training texts the bot's personas are trained on. The raw files are not "
                        "part of the project: they are found in $CHARBOT_DATA_DIR (default: data/ in the project) or "
@@ -55,7 +56,7 @@ def corpus_status(name: str) -> dict:
     return row
 
 
-def run_list(args) -> int:  # noqa: ANN001
+def run_list(args: argparse.Namespace) -> int:
     from corpora.registry import CORPORA, data_dir, search_dirs
 
     rows = [corpus_status(name) for name in CORPORA]
@@ -76,7 +77,7 @@ def run_list(args) -> int:  # noqa: ANN001
     return 0
 
 
-def run_fetch(args) -> int:  # noqa: ANN001
+def run_fetch(args: argparse.Namespace) -> int:
     from corpora.fetch import fetch
     from corpora.registry import CORPORA
 

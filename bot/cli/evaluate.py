@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from bot.cli.common import add_json_flag, emit, load_text
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="mean cross-entropy of a checkpoint on a text (nats and bits per character)",
@@ -22,9 +24,10 @@ def register(sub) -> None:  # noqa: ANN001
     p.set_defaults(func=run)
 
 
-def run(args) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace) -> int:
     import time
 
+    from corpora.heldout import heldout_split, trained_on
     from model.checkpoint import load_checkpoint
     from model.device import pick_device
     from model.evaluate import bits, evaluate_loss, scored_chars
@@ -33,9 +36,9 @@ def run(args) -> int:  # noqa: ANN001
     data = load_text(args.text)
     split = args.split
     if split == "auto":
-        split = "val" if ck.info.get("text_sha256") == data.text_sha256 else "all"
+        split = "val" if trained_on(ck.info, data) else "all"
     if split == "val":
-        _, codes = data.split(ck.info.get("val_fraction", 0.1))
+        codes, _ = heldout_split(ck.info, data)
     else:
         codes = data.codes()
     t0 = time.perf_counter()

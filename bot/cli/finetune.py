@@ -8,19 +8,25 @@ bot using the same database notices a version changed here and serves it within 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.cli.common import UserError, add_json_flag, emit
+
+if TYPE_CHECKING:
+    from bot.finetune.manager import FinetuneManager
+    from bot.finetune.settings import FinetuneSettings
 
 STATUS_EVERY_S = 5.0
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     from corpora.registry import CORPORA
 
     p = sub.add_parser(
@@ -55,11 +61,11 @@ def register(sub) -> None:  # noqa: ANN001
     p.set_defaults(func=run)
 
 
-def run(args) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
 
 
-def _settings(args):  # noqa: ANN001, ANN202
+def _settings(args: argparse.Namespace) -> tuple[Path, FinetuneSettings, Path]:
     from dataclasses import replace
 
     from bot.config import load_config
@@ -82,7 +88,7 @@ def _settings(args):  # noqa: ANN001, ANN202
     return db, settings, checkpoints
 
 
-async def _run(args) -> int:  # noqa: ANN001
+async def _run(args: argparse.Namespace) -> int:
     from bot.engines import checkpoint_path
     from bot.finetune.manager import FinetuneManager, FinetuneRefused
     from bot.store import Store
@@ -135,7 +141,7 @@ async def _run(args) -> int:  # noqa: ANN001
     return 0 if outcome.state == DONE else (130 if outcome.state == "cancelled" else 1)
 
 
-async def _list(args, manager) -> int:  # noqa: ANN001
+async def _list(args: argparse.Namespace, manager: FinetuneManager) -> int:
     from model.evaluate import bits
 
     served = await manager.served(args.corpus)

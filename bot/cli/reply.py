@@ -6,13 +6,19 @@ print is exactly what the bot would post.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from bot.cli.common import UserError
 
+if TYPE_CHECKING:
+    from bot.config import BotConfig
+    from bot.engines import Models
 
-def register(sub) -> None:  # noqa: ANN001
+
+def register(sub: argparse._SubParsersAction) -> None:
     from corpora.registry import CORPORA
 
     p = sub.add_parser("reply", help="print one reply exactly as the bot would post it",
@@ -34,14 +40,14 @@ def register(sub) -> None:  # noqa: ANN001
     c.set_defaults(func=run_chat)
 
 
-def _common(p) -> None:  # noqa: ANN001
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", help="folder holding <corpus>.safetensors (default: CHARBOT_CHECKPOINT_DIR, "
                    "else the shipped checkpoints/ folder)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: CHARBOT_DEVICE, else auto)")
     p.add_argument("--env-file", default=".env", help="settings file (default: .env)")
 
 
-def _setup(args, corpora: list[str] | None):  # noqa: ANN001, ANN202
+def _setup(args: argparse.Namespace, corpora: list[str] | None) -> tuple[BotConfig, Models]:
     """Settings and models; ``corpora`` None means every corpus the bot serves."""
     from pathlib import Path
 
@@ -55,7 +61,7 @@ def _setup(args, corpora: list[str] | None):  # noqa: ANN001, ANN202
     return config, models
 
 
-def run_reply(args) -> int:  # noqa: ANN001
+def run_reply(args: argparse.Namespace) -> int:
     from bot.errors import Refusal
     from bot.replies import ReplyService, make_request
 
@@ -76,7 +82,7 @@ def run_reply(args) -> int:  # noqa: ANN001
     return 0
 
 
-def run_chat(args) -> int:  # noqa: ANN001
+def run_chat(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from bot.cli.chat import ChatSession, run_chat

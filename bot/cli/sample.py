@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 
@@ -18,7 +19,7 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text from a checkpoint",
                        description="Generate text. The prime is normalized like all input and continued.")
     p.add_argument("checkpoint")
@@ -35,7 +36,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.set_defaults(func=run)
 
 
-def run(args) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace) -> int:
     from model.checkpoint import load_checkpoint
     from model.device import pick_device
     from model.sample import SampleSettings, stream

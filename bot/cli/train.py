@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from bot.cli.common import UserError, add_json_flag, emit, load_text
 
 
-def register(sub) -> None:  # noqa: ANN001
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a char-LSTM on a text file or a named corpus",
@@ -47,7 +49,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.set_defaults(func=run)
 
 
-def run(args) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace) -> int:
     from model.evaluate import bits
     from model.network import ModelConfig
     from model.train import TrainConfig, train

@@ -7,8 +7,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
-from bot.cogs import send, send_answer, send_unexpected
 from bot.errors import Refusal
+from bot.interactions import send, send_answer, send_unexpected
 from corpora.registry import CORPORA
 
 log = logging.getLogger(__name__)
@@ -68,3 +68,7 @@ class Contributions(commands.Cog):
     async def optout(self, interaction: discord.Interaction, undo: bool = False) -> None:
         answer = await actions.optout(self.bot.store, interaction.guild_id, interaction.user.id, undo)
         await send_answer(interaction, answer)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Contributions(bot))

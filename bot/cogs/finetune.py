@@ -17,13 +17,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs import NO_MENTIONS, is_admin, send
 from bot.cogs.contributions import CORPUS_CHOICES
 from bot.engines import checkpoint_path
 from bot.errors import Refusal
 from bot.finetune.manager import FinetuneManager, FinetuneRefused, RunningJob
 from bot.finetune.messages import status_text, versions_text, who
 from bot.finetune.settings import SettingsError, load_settings
+from bot.interactions import NO_MENTIONS, is_admin, send
 from bot.store.finetune import FinetuneStore
 from model.checkpoint import CheckpointError
 from model.verify import verify_checkpoint
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 SYNC_EVERY_S = 30.0  # how soon a version changed by `charbot finetune` beside the bot is served
 MAX_MESSAGE = 1900
-
 
 
 class Finetune(commands.Cog):

@@ -8,21 +8,16 @@ callback's annotations.)
 
 import logging
 from contextlib import aclosing
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs import NO_MENTIONS
 from bot.config import Limits
 from bot.errors import UNEXPECTED
-from bot.render import style_for
+from bot.interactions import NO_MENTIONS
 from bot.replies import make_request
 from corpora.registry import CORPORA
-
-if TYPE_CHECKING:
-    from bot.client import CharBot
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +25,7 @@ log = logging.getLogger(__name__)
 class Generate(commands.Cog):
     """The storytelling commands."""
 
-    def __init__(self, bot: "CharBot") -> None:
+    def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
         self.added: list[app_commands.Command] = []
 
@@ -81,7 +76,7 @@ class Generate(commands.Cog):
 
 def build_command(cog: Generate, corpus: str, limits: Limits) -> app_commands.Command:
     """The slash command for ``corpus``: a prompt (called question for faq), a length and a temperature."""
-    style = style_for(corpus)
+    style = CORPORA[corpus].style
     default_t = CORPORA[corpus].default_temperature
 
     async def callback(
@@ -101,3 +96,7 @@ def build_command(cog: Generate, corpus: str, limits: Limits) -> app_commands.Co
         callback = app_commands.rename(prompt=style.prompt_label)(callback)
     command = app_commands.Command(name=corpus, description=CORPORA[corpus].description[:100], callback=callback)
     return app_commands.guild_only(command)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Generate(bot))

@@ -7,11 +7,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions, collect
-from bot.cogs import is_admin, send_answer
 from bot.cogs.contributions import CORPUS_CHOICES
+from bot.interactions import is_admin, send_answer
 
 log = logging.getLogger(__name__)
-
 
 
 class Listening(commands.Cog):
@@ -54,3 +53,7 @@ class Listening(commands.Cog):
             return
         if cid is not None:
             log.debug("stored message %s as contribution #%s", message.id, cid)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Listening(bot))

@@ -21,6 +21,10 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.train import Progress
 
 SPEC = "spec.json"
 TEXTS = "texts.json"
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = FinetuneConfig(**{**spec.config, "threads": spec.threads})
 
-        def progress(p) -> None:  # noqa: ANN001
+        def progress(p: Progress) -> None:
             channel.emit("progress", step=p.step, fraction=round(p.fraction, 4), train_loss=p.train_loss,
                          val_loss=p.val_loss, best_val_loss=p.best_val_loss, chars_per_s=round(p.chars_per_s),
                          elapsed_s=round(p.elapsed_s, 1), eta_s=None if p.eta_s is None else round(p.eta_s, 1))

@@ -42,6 +42,14 @@ class FinetuneRefused(Exception):
     """A request the manager turns down; the message says why and what to do."""
 
 
+class NotServed(Exception):
+    """A new version was recorded but the live engine could not load it; its parent is served again."""
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
 @dataclass(frozen=True)
 class Served:
     """The checkpoint serving a corpus: ``version`` 0 is the configured base checkpoint."""
@@ -340,41 +348,68 @@ class FinetuneManager:
                    "bits/char), so no version was made; more contributed text usually helps")
             await self.store.finish_job(job.id, FAILED, why, report.to_dict())
             return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
-        vdir = self.versions_dir(job.corpus)
-        number = max([await self.store.max_version(job.corpus), *vdir.on_disk(), 0]) + 1
-        path = await asyncio.to_thread(vdir.install, jobdir / STAGED, number)
+
+        def row(number: int, path: Path) -> VersionRow:
+            return VersionRow(
+                corpus=job.corpus, version=number, path=str(path), parent_version=job.parent.version or None,
+                parent_path=str(job.parent.path), job_id=job.id, started_by=job.started_by,
+                contributions=job.contributions, train_chars=report.train_chars, heldout_chars=report.heldout_chars,
+                losses={"before": asdict(report.before), "after": asdict(report.after),
+                        "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note},
+                created=utc_now(), served=True, pruned=False,
+            )
+
         try:
-            await asyncio.to_thread(verify_checkpoint, path)
+            served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict())
         except CheckpointError as exc:
-            vdir.remove(number)
             why = f"the new checkpoint failed its check and was not served: {exc.problem}"
             await self.store.finish_job(job.id, FAILED, why, report.to_dict())
             return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
-        row = VersionRow(
-            corpus=job.corpus, version=number, path=str(path), parent_version=job.parent.version or None,
-            parent_path=str(job.parent.path), job_id=job.id, started_by=job.started_by,
-            contributions=job.contributions, train_chars=report.train_chars, heldout_chars=report.heldout_chars,
-            losses={"before": asdict(report.before), "after": asdict(report.after),
-                    "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note},
-            created=utc_now(), served=True, pruned=False,
-        )
+        except NotServed as exc:
+            return JobOutcome(job.id, job.corpus, FAILED, version=exc.version, report=report, error=str(exc))
+        return JobOutcome(job.id, job.corpus, DONE, version=served.version, report=report)
+
+    async def _add_version(
+        self,
+        corpus: str,
+        source: Path,
+        parent: Served,
+        row: Callable[[int, Path], VersionRow],
+        job_id: int | None = None,
+        report: dict | None = None,
+    ) -> Served:
+        """Make ``source`` the next version and serve it: the one path from a checkpoint file to a
+        served version, for a finished job and an imported file alike.
+
+        The file is copied in under a new number and checked on that very copy (a bad copy is
+        deleted and its CheckpointError raised), then recorded as served, with its job marked done,
+        in one transaction; only then is the live engine swapped. If the engine cannot load it,
+        the parent is recorded as served again and NotServed is raised: the version stays on
+        record (the database says what happened) but nothing serves it.
+        """
+        vdir = self.versions_dir(corpus)
+        number = max([await self.store.max_version(corpus), *vdir.on_disk(), 0]) + 1
+        path = await asyncio.to_thread(vdir.install, source, number)
         try:
-            await self.store.record_version(job.id, row, report.to_dict())
+            await asyncio.to_thread(verify_checkpoint, path)
+        except CheckpointError:
+            vdir.remove(number)
+            raise
+        try:
+            await self.store.record_version(job_id, row(number, path), report)
         except BaseException:
             vdir.remove(number)  # never recorded, so never served: do not leave it lying around
             raise
-        outcome = JobOutcome(job.id, job.corpus, DONE, version=number, report=report)
+        served = Served(corpus, number, path)
         try:
-            await self._serve(job.corpus, path, number)
+            await self._serve(corpus, path, number)
         except Exception as exc:
-            log.exception("could not serve %s v%d", job.corpus, number)
-            await self.store.set_served(job.corpus, job.parent.version)
-            outcome.error = f"v{number} was saved but could not be loaded for serving ({exc}); still serving " \
-                            f"{job.parent.label}"
-            outcome.state = FAILED
-            return outcome
-        await self._prune(job.corpus)
-        return outcome
+            log.exception("could not serve %s %s", corpus, served.label)
+            await self.store.set_served(corpus, parent.version)
+            raise NotServed(f"{served.label} was saved but could not be loaded for serving ({exc}); still serving "
+                            f"{parent.label}", number) from exc
+        await self._prune(corpus)
+        return served
 
     async def _serve(self, corpus: str, path: Path, version: int) -> None:
         if self.on_serve is not None:
@@ -402,32 +437,22 @@ class FinetuneManager:
         except CheckpointError as exc:
             raise FinetuneRefused(f"{source} cannot be served: {exc.problem}") from None
         parent = await self.served(corpus)
-        vdir = self.versions_dir(corpus)
-        number = max([await self.store.max_version(corpus), *vdir.on_disk(), 0]) + 1
-        path = await asyncio.to_thread(vdir.install, source, number)
-        try:
-            await asyncio.to_thread(verify_checkpoint, path)
-        except CheckpointError as exc:
-            vdir.remove(number)
-            raise FinetuneRefused(f"the copy of {source} failed its check: {exc.problem}") from None
         made = ck.info.get("finetune") or {}
-        row = VersionRow(
-            corpus=corpus, version=number, path=str(path), parent_version=parent.version or None,
-            parent_path=str(parent.path), job_id=None, started_by=started_by, contributions=0,
-            train_chars=int(made.get("train_chars") or 0), heldout_chars=int(made.get("heldout_chars") or 0),
-            losses={k: made[k] for k in ("before", "after", "corpus_heldout_chars", "corpus_note") if k in made}
-            | {"imported_from": str(source)},
-            created=utc_now(), served=True, pruned=False,
-        )
-        await self.store.record_version(None, row)
-        served = Served(corpus, number, path)
+
+        def row(number: int, path: Path) -> VersionRow:
+            return VersionRow(
+                corpus=corpus, version=number, path=str(path), parent_version=parent.version or None,
+                parent_path=str(parent.path), job_id=None, started_by=started_by, contributions=0,
+                train_chars=int(made.get("train_chars") or 0), heldout_chars=int(made.get("heldout_chars") or 0),
+                losses={k: made[k] for k in ("before", "after", "corpus_heldout_chars", "corpus_note") if k in made}
+                | {"imported_from": str(source)},
+                created=utc_now(), served=True, pruned=False,
+            )
+
         try:
-            await self._serve(corpus, path, number)
-        except Exception:
-            await self.store.set_served(corpus, parent.version)
-            raise
-        await self._prune(corpus)
-        return served
+            return await self._add_version(corpus, source, parent, row)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"the copy of {source} failed its check: {exc.problem}") from None
 
     # ---- rollback -----------------------------------------------------------------------
 

@@ -14,18 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.checkpoint import fsync_dir
+from model.checkpoint import FILE_MODE, fsync_dir
 
 _NAME = re.compile(r"^v(\d{4,})\.safetensors$")
-
-
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # once, at import: reading the umask means setting it, which races with threads
 
 
 @dataclass(frozen=True)
@@ -62,7 +53,7 @@ class VersionDir:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                os.fchmod(out.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a checkpoint is an ordinary file
+                os.fchmod(out.fileno(), FILE_MODE)  # mkstemp makes 0600; a checkpoint is an ordinary file
                 shutil.copyfileobj(src, out, 1 << 20)
                 out.flush()
                 os.fsync(out.fileno())

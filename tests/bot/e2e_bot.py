@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import discord
 import torch
@@ -37,20 +37,6 @@ from tests.bot.fake_discord import (
 )
 
 CORPORA = ("tale", "faq", "novel")
-T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 20.0, what: str = "a condition") -> T:
-    """Poll ``check`` until it returns something truthy; for effects (database rows) no event announces."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise FakeDiscordError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def write_checkpoints(folder: Path, hidden_size: int = 32, n_layers: int = 1) -> dict[str, Path]:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 from pathlib import Path
 
+from bot.client import EXTENSIONS
 from tests.bot.e2e_bot import bot_on_fake, write_checkpoints
 
 HEARTBEAT_MS = 50
 # Generous on purpose (40 heartbeat intervals): this only proves the event loop is never blocked for long,
 # on a shared, busy CPU; a bot that generated on the event loop would stall for the whole reply.
 MAX_GAP_S = 2.0
+
+
+def test_every_cog_module_is_an_extension_the_client_loads() -> None:
+    cogs = Path(__file__).resolve().parents[2] / "bot" / "cogs"
+    assert set(EXTENSIONS) == {f"bot.cogs.{p.stem}" for p in cogs.glob("*.py") if p.stem != "__init__"}
+    for name in EXTENSIONS:
+        assert inspect.iscoroutinefunction(importlib.import_module(name).setup), name
 
 
 async def test_heartbeats_keep_flowing_while_a_long_reply_is_written(tmp_path: Path) -> None:

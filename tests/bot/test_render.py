@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +16,7 @@ from bot.render import (
     prime_continues,
     render_reply,
 )
+from corpora.registry import CORPORA
 
 
 def test_continued_words_are_bold_and_the_story_is_glued_to_them():
@@ -106,3 +109,12 @@ def test_an_unfinished_reply_that_already_overflows_still_says_more_is_coming() 
     text = render_reply("novel", "Anna looked at him", "and she smiled. " * 300, finish=None)
     assert len(text) <= 2000
     assert text.endswith(WORKING)
+
+
+def test_the_layout_is_the_one_the_corpus_carries(monkeypatch):
+    """No table of corpus names here: a corpus registered with the question style is laid out as one."""
+    monkeypatch.setitem(CORPORA, "quiz", replace(CORPORA["tale"], name="quiz", style=CORPORA["faq"].style))
+    quiz = render_reply("quiz", "  Why? ", "Because.", None, continues=False)
+    assert quiz == render_reply("faq", "  Why? ", "Because.", None, continues=False)
+    assert quiz.startswith("> **Why?**\n")
+    assert quiz != render_reply("tale", "  Why? ", "Because.", None, continues=False)

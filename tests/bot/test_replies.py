@@ -29,6 +29,7 @@ from corpora.registry import CORPORA
 from model.charset import CHARS
 from model.checkpoint import save_checkpoint
 from model.network import CharLSTM
+from tests.helpers import eventually
 
 LIMITS = Limits(edit_interval_s=0.0, cooldown_s=0.0)
 
@@ -226,11 +227,8 @@ async def test_closing_a_stream_early_cancels_its_generation(models):
     async with aclosing(service.stream(make_request("novel", "Anna", LIMITS, length=1500, seed=1))) as updates:
         async for _ in updates:
             break
-    for _ in range(200):
-        if engine.pending() == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert engine.pending() == 0 and service.in_flight() == 0
+    await eventually(lambda: engine.pending() == 0, timeout=2, what="the engine to drop the closed stream's work")
+    assert service.in_flight() == 0
 
 
 async def test_drain_cuts_running_replies_and_says_so_then_refuses_new_ones(models, monkeypatch):
@@ -246,8 +244,7 @@ async def test_drain_cuts_running_replies_and_says_so_then_refuses_new_ones(mode
 
     task = asyncio.create_task(consume())
     await asyncio.sleep(0)
-    while service.in_flight() == 0:
-        await asyncio.sleep(0.001)
+    await eventually(service.in_flight, what="the reply to start")
     cut = await service.drain(grace_s=0.0)
     await task
     assert cut == 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import pytest
 
 from corpora import registry
 from corpora.clean import clean_plain
@@ -38,8 +40,8 @@ class Mini:
     data_dir: Path
 
 
-def register_mini(monkeypatch, tmp_path: Path, name: str = "mini", seed: int = 0, write: bool = True,  # noqa: ANN001
-                  hide_shared: bool = True) -> Mini:
+def register_mini(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str = "mini", seed: int = 0,
+                  write: bool = True, hide_shared: bool = True) -> Mini:
     """Register corpus ``name`` (a made-up text) with its sha256, in a data folder of its own.
 
     ``CHARBOT_DATA_DIR`` points at that folder and, with ``hide_shared``, the shared corpora
@@ -67,14 +69,20 @@ def register_mini(monkeypatch, tmp_path: Path, name: str = "mini", seed: int = 0
     return Mini(name, corpus, path, raw, data_dir)
 
 
-def train_tiny(name: str, out: Path, steps: int = 6, init_from: Path | None = None) -> Path:
-    """A tiny model trained for a few steps on registered corpus ``name`` (about a second on CPU)."""
+def train_tiny(name: str, out: Path, steps: int = 6, init_from: Path | None = None,
+               val_fraction: float | None = None) -> Path:
+    """A tiny model trained for a few steps on registered corpus ``name`` (about a second on CPU).
+
+    ``val_fraction``: hold out this much instead of training's default.
+    """
     from corpora.registry import load_corpus
     from model.network import ModelConfig
     from model.train import TrainConfig, train
 
     cfg = TrainConfig(n_seqs=4, n_steps=16, max_steps=steps, eval_every=3, warmup_steps=2, patience=100,
                       device="cpu", seed=3)
+    if val_fraction is not None:
+        cfg = replace(cfg, val_fraction=val_fraction)
     model_cfg = ModelConfig(embed_size=8, hidden_size=24, n_layers=2, dropout=0.0)
     train(load_corpus(name), out, cfg, None if init_from else model_cfg, init_from=init_from, progress_bar=False)
     return out

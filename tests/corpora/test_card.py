@@ -24,21 +24,25 @@ def shipped(tmp_path_factory):
     Trained once for the module (a few seconds); tests must leave the files as they found them.
     """
     tmp_path = tmp_path_factory.mktemp("card")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        for name in list(registry.CORPORA):
-            monkeypatch.delitem(registry.CORPORA, name)
-        register_mini(monkeypatch, tmp_path, name="mini", seed=0)
-        register_mini(monkeypatch, tmp_path, name="sequel", seed=1)
-        register_mini(monkeypatch, tmp_path, name="later", seed=2)
-        ckdir = tmp_path / "checkpoints"
-        monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(ckdir))
-        runs = tmp_path / "runs"
-        base = train_tiny("mini", runs / "mini.safetensors")
-        tuned = train_tiny("sequel", runs / "sequel-tuned.safetensors", steps=3, init_from=base)
-        scratch = train_tiny("sequel", runs / "sequel-scratch.safetensors", steps=3)
-        ship(base, "mini")
-        ship(tuned, "sequel")
-        yield {"dir": ckdir, "base": base, "tuned": tuned, "scratch": scratch, "tmp": tmp_path}
+    registered = dict(registry.CORPORA)
+    registry.CORPORA.clear()  # in place: other modules hold this very dict
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            register_mini(monkeypatch, tmp_path, name="mini", seed=0)
+            register_mini(monkeypatch, tmp_path, name="sequel", seed=1)
+            register_mini(monkeypatch, tmp_path, name="later", seed=2)
+            ckdir = tmp_path / "checkpoints"
+            monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(ckdir))
+            runs = tmp_path / "runs"
+            base = train_tiny("mini", runs / "mini.safetensors")
+            tuned = train_tiny("sequel", runs / "sequel-tuned.safetensors", steps=3, init_from=base)
+            scratch = train_tiny("sequel", runs / "sequel-scratch.safetensors", steps=3)
+            ship(base, "mini")
+            ship(tuned, "sequel")
+            yield {"dir": ckdir, "base": base, "tuned": tuned, "scratch": scratch, "tmp": tmp_path}
+    finally:  # back in their own order: /help and refusals list the corpora in it
+        registry.CORPORA.clear()
+        registry.CORPORA.update(registered)
 
 
 def test_card_reports_each_shipped_checkpoint_from_its_metadata(shipped):
@@ -143,3 +147,13 @@ def test_card_command_writes_model_card_md(shipped, capsys):
     assert text.startswith("# charbot model card") and "`charbot card --target mini=9 --length 40`" in text
     assert main(["card", "--target", "mini"]) == 2
     assert "NAME=BITS_PER_CHAR" in capsys.readouterr().err
+
+
+def test_card_command_reads_the_checkpoint_folder_from_the_env_file(shipped, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CHARBOT_CHECKPOINT_DIR")
+    env = tmp_path / "settings.env"
+    env.write_text(f"CHARBOT_CHECKPOINT_DIR={shipped['dir']}\n")
+    assert main(["card", "--env-file", str(env), "--length", "20", "--out", "-"]) == 0
+    card = capsys.readouterr().out
+    assert f"from the checkpoints in `{shipped['dir']}`" in card and "## mini:" in card and "Not shipped yet" in card
+    assert f"`charbot card --env-file {env} --length 20`" in card

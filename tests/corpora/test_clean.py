@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from corpora.clean import clean_gutenberg, clean_plain
-from corpora.registry import CORPORA, load_corpus
+from corpora.registry import CORPORA, SHARED_DIR, load_corpus
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"the team's corpora are not at {SHARED}")
+needs_shared = pytest.mark.skipif(not SHARED_DIR.is_dir(), reason=f"the team's corpora are not at {SHARED_DIR}")
 
 STORY = ("THE KETTLE\r\n\r\nThere was once a kettle that sang.\r\nIt sang all day.\r\n\r\n\r\n"
          "THE END OF IT\r\n\r\nNo more.\r\n")
@@ -52,7 +49,7 @@ def test_a_story_line_that_mentions_gutenberg_is_not_a_marker():
 
 @needs_shared
 def test_anna_karenina_loses_its_licence_footer_and_keeps_the_novel():
-    raw = (SHARED / "anna.txt").read_text(encoding="utf-8")
+    raw = (SHARED_DIR / "anna.txt").read_text(encoding="utf-8")
     assert "*** END OF THIS PROJECT GUTENBERG EBOOK ANNA KARENINA ***" in raw
     text = load_corpus("novel").text
     assert "gutenberg" not in text.lower() and "\r" not in text
@@ -87,7 +84,7 @@ def test_a_canonical_gutenberg_download_of_the_same_book_cleans_to_the_same_text
     """Wrapped in a Gutenberg header and licence, the mirror's book cleans to the mirror's text and
     is recognised as the Gutenberg edition by the content check."""
     corpus = CORPORA[name]
-    raw = (SHARED / corpus.filename).read_text(encoding="utf-8")
+    raw = (SHARED_DIR / corpus.filename).read_text(encoding="utf-8")
     book = corpus.clean(raw)
     canonical = (HEADER.replace("THE KETTLE", "THE BOOK") + book.replace("\n", "\r\n") + FOOTER
                  + "Project Gutenberg licence text. " * 500)
@@ -99,7 +96,7 @@ def test_a_canonical_gutenberg_download_of_the_same_book_cleans_to_the_same_text
 @needs_shared
 def test_a_truncated_book_is_not_recognised():
     corpus = CORPORA["novel"]
-    raw = (SHARED / corpus.filename).read_bytes()
+    raw = (SHARED_DIR / corpus.filename).read_bytes()
     assert corpus.identify(raw).id == "mirror"
     assert corpus.identify(raw[: len(raw) // 2]) is None
     wrapped_half = (HEADER + raw[: len(raw) // 2].decode() + FOOTER).encode()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from corpora.registry import CORPORA, load_corpus
+from corpora.registry import CORPORA, SHARED_DIR, load_corpus
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"the team's corpora are not at {SHARED}")
+needs_shared = pytest.mark.skipif(not SHARED_DIR.is_dir(), reason=f"the team's corpora are not at {SHARED_DIR}")
 
 tale, faq, novel = CORPORA["tale"], CORPORA["faq"], CORPORA["novel"]
 

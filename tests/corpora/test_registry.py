@@ -8,7 +8,10 @@ import pytest
 
 from bot.cli import main
 from corpora import registry
+from corpora.paths import PROJECT_ROOT
 from corpora.registry import CORPORA, CorpusMissing, CorpusUnverified, find_corpus_file, load_corpus
+from corpora.style import ReplyStyle
+from model.train import TrainConfig
 from tests.corpora.mini import register_mini
 
 
@@ -20,9 +23,18 @@ def test_every_corpus_says_where_it_comes_from_and_how_it_is_used():
         assert c.prime(c.example_prompt).strip()
 
 
+def test_each_corpus_carries_its_reply_style():
+    assert CORPORA["faq"].style == ReplyStyle(layout="question", prompt_required=True, prompt_label="question")
+    assert CORPORA["tale"].style == CORPORA["novel"].style == ReplyStyle(layout="prose", prompt_label="prompt")
+
+
+def test_a_corpus_holds_out_what_training_holds_out_unless_it_says_otherwise():
+    assert all(c.val_fraction == TrainConfig().val_fraction for c in CORPORA.values())
+
+
 def test_data_dir_comes_from_the_environment_else_the_project(monkeypatch, tmp_path):
     monkeypatch.delenv(registry.DATA_DIR_ENV, raising=False)
-    assert registry.data_dir() == registry.PROJECT_ROOT / "data"
+    assert registry.data_dir() == PROJECT_ROOT / "data"
     monkeypatch.setenv(registry.DATA_DIR_ENV, str(tmp_path))
     assert registry.search_dirs()[0] == tmp_path
     assert registry.search_dirs()[1] == registry.SHARED_DIR
@@ -103,15 +115,3 @@ def test_train_by_name_of_a_missing_corpus_is_one_clear_line(monkeypatch, tmp_pa
     assert err.count("\n") == 1 and "charbot corpora fetch mini" in err
     assert not (tmp_path / "x.safetensors").exists()
 
-
-def test_corpus_heldout_is_the_start_of_the_split_or_says_why_not(tmp_path, monkeypatch):
-    import corpora.registry as registry
-    from corpora.heldout import corpus_heldout
-
-    codes, note = corpus_heldout("tale", 2000)
-    assert note is None and len(codes) == 2001
-    _, val = registry.load_corpus("tale").split(registry.CORPORA["tale"].val_fraction)
-    assert codes.equal(val[:2001])
-    assert corpus_heldout("nope", 10) == (None, "'nope' is not a registered corpus")
-    monkeypatch.setattr(registry, "search_dirs", lambda: [tmp_path / "nowhere"])
-    assert corpus_heldout("tale", 10) == (None, "the corpus file fairy-tales.txt is not on this machine")

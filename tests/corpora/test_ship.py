@@ -75,3 +75,16 @@ def test_ship_command_errors_are_one_line(run, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["ship", str(run), "poems"]) == 2
     assert "unknown corpus 'poems'" in capsys.readouterr().err
+
+
+def test_ship_reads_the_checkpoint_folder_from_the_env_file(run, tmp_path, monkeypatch, capsys):
+    """As the bot reads it: CHARBOT_CHECKPOINT_DIR from --env-file, the environment winning over the file."""
+    monkeypatch.delenv("CHARBOT_CHECKPOINT_DIR")
+    env = tmp_path / "settings.env"
+    env.write_text(f"CHARBOT_CHECKPOINT_DIR={tmp_path / 'from-file'}\n")
+    assert main(["ship", str(run), "mini", "--env-file", str(env), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "from-file" / "mini.safetensors")
+    assert (tmp_path / "from-file" / "mini.safetensors").is_file()
+    monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(tmp_path / "from-environ"))
+    assert main(["ship", str(run), "mini", "--env-file", str(env), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "from-environ" / "mini.safetensors")

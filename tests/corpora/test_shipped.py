@@ -6,6 +6,7 @@ import pytest
 
 from corpora import shipped
 from corpora.heldout import measure_heldout
+from corpora.paths import PROJECT_ROOT
 from corpora.registry import CORPORA, CorpusMissing, get_corpus
 from corpora.shipped import ShippedMissing, shipped_checkpoint, shipped_path
 from model.checkpoint import load_checkpoint
@@ -14,11 +15,20 @@ from model.sample import SampleSettings, generate
 
 def test_checkpoints_live_in_the_project_unless_the_environment_says_otherwise(monkeypatch, tmp_path):
     monkeypatch.delenv(shipped.CHECKPOINT_DIR_ENV, raising=False)
-    assert shipped_path("tale") == shipped.PROJECT_ROOT / "checkpoints" / "tale.safetensors"
+    assert shipped_path("tale") == PROJECT_ROOT / "checkpoints" / "tale.safetensors"
     monkeypatch.setenv(shipped.CHECKPOINT_DIR_ENV, str(tmp_path))
     assert shipped_path("faq") == tmp_path / "faq.safetensors"
     (tmp_path / "faq.safetensors").write_bytes(b"x")
     assert shipped_checkpoint("faq") == tmp_path / "faq.safetensors"
+
+
+def test_given_settings_decide_the_folder_and_the_environment_is_not_read(monkeypatch, tmp_path):
+    """The commands pass their .env overlaid with the environment; whatever they pass is all that counts."""
+    monkeypatch.setenv(shipped.CHECKPOINT_DIR_ENV, str(tmp_path / "from-environ"))
+    given = {shipped.CHECKPOINT_DIR_ENV: str(tmp_path / "given")}
+    assert shipped_path("tale", given) == tmp_path / "given" / "tale.safetensors"
+    assert shipped.checkpoint_dir({}) == PROJECT_ROOT / "checkpoints"
+    assert shipped.checkpoint_dir({shipped.CHECKPOINT_DIR_ENV: "  "}) == PROJECT_ROOT / "checkpoints"
 
 
 def test_a_missing_checkpoint_says_where_it_looked_and_how_to_make_it(monkeypatch, tmp_path):

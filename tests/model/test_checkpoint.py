@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -13,7 +14,9 @@ from safetensors.torch import save_file
 from model import checkpoint as ckmod
 from model.charset import VOCAB_SIZE
 from model.checkpoint import (
+    FILE_MODE,
     CheckpointError,
+    file_sha256,
     load_checkpoint,
     read_tensor_file,
     save_checkpoint,
@@ -207,7 +210,15 @@ def test_overwrite_replaces_the_file_and_keeps_normal_permissions(saved, tiny_mo
     save_checkpoint(saved, tiny_model, {"round": 2})
     assert load_checkpoint(saved).info == {"round": 2}
     assert saved.stat().st_mode & 0o644 == 0o644  # readable by the bot's user too, not mkstemp's 0600
+    assert saved.stat().st_mode & 0o777 == FILE_MODE
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
+
+
+def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path):
+    path = tmp_path / "big.bin"
+    data = bytes(range(256)) * 5000  # more than one 1 MiB block
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_save_creates_missing_folders(tmp_path, tiny_model):

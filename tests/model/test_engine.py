@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from model import engine as engine_mod
 from model.charset import encode
 from model.checkpoint import Checkpoint
+from model.device import bf16_matmul_supported
 from model.engine import Engine, EngineBusy, EngineClosed
 from model.fast_sample import BatchSampler, batched_draw_matches
-from model.fast_step import FastStep, bf16_matmul_supported
+from model.fast_step import FastStep
 from model.network import CharLSTM, ModelConfig
 from model.sample import SampleSettings, generate, pick_next
 
@@ -111,10 +112,6 @@ def test_a_row_gets_the_same_bits_in_any_batch(trained, precision):
         pytest.skip("oneDNN packing is not available here")
     texts = [TEXT[i : i + 25] for i in (0, 4, 9, 13, 21)]
     assert torch.equal(teacher_forced(alone, texts[:1])[:, 0], teacher_forced(crowd, texts)[:, 0])
-
-
-def test_bf16_availability_is_a_plain_answer():
-    assert bf16_matmul_supported() in (True, False)
 
 
 def test_unknown_precision_is_refused(trained):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from model.charset import CHARS, VOCAB_SIZE, decode, encode
 from model.sample import (
+    Finish,
     Generation,
     SampleSettings,
     StopWatcher,
@@ -53,6 +55,13 @@ def test_same_seed_same_text(tiny_model):
     b = one(tiny_model, "Once", temperature=1.0, max_chars=80, seed=42)
     assert a.text == b.text and len(a.text) == 80
     assert a.seed == 42 and a.finish == "length"
+
+
+def test_finish_reads_as_its_plain_word():
+    """Logs, ``--json`` output and model cards show the reason exactly as the bare strings did."""
+    assert [f"{f}" for f in Finish] == ["length", "stop", "cancelled"]
+    assert str(Finish.STOP) == "stop" and Finish.CANCELLED == "cancelled"
+    assert json.dumps({"finish": Finish.LENGTH}) == '{"finish": "length"}'
 
 
 def test_different_seeds_differ(tiny_model):

@@ -9,19 +9,16 @@ import pytest
 import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint, read_tensor_file, save_checkpoint
-from model.fast_step import bf16_matmul_supported
 from model.network import CharLSTM, ModelConfig
 from model.textdata import TextData
 from model.train import (
     RESUME_FORMAT,
     TrainConfig,
-    auto_threads,
     log_path,
     lr_at,
     plot_path,
     resume_path,
     train,
-    training_precision,
 )
 
 CAT = "the cat sat on the mat. "
@@ -84,14 +81,6 @@ def test_both_precisions_learn_and_the_checkpoint_stays_float32(tmp_path, cat_da
     ck = load_checkpoint(tmp_path / "cat.safetensors")
     assert ck.info["precision"] == precision
     assert all(p.dtype == torch.float32 for p in ck.model.parameters())
-
-
-def test_auto_precision_is_bf16_only_where_it_is_fast():
-    assert training_precision("auto", torch.device("cuda")) == "bf16"
-    assert training_precision("auto", torch.device("cpu")) == ("bf16" if bf16_matmul_supported() else "fp32")
-    assert training_precision("fp32", torch.device("cuda")) == "fp32"
-    with pytest.raises(ValueError, match="precision"):
-        training_precision("half", torch.device("cpu"))
 
 
 def test_reports_are_written(tmp_path, cat_data, tiny_config):
@@ -343,10 +332,6 @@ def test_threads_are_restored_after_training(tmp_path, cat_data, tiny_config):
     before = torch.get_num_threads()
     train(cat_data, tmp_path / "m.safetensors", small_cfg(max_steps=5), tiny_config, progress_bar=False, threads=1)
     assert torch.get_num_threads() == before
-
-
-def test_auto_threads_is_at_least_one():
-    assert auto_threads() >= 1
 
 
 @pytest.mark.parametrize("bad", [{"lr": 0}, {"lr": float("nan")}, {"patience": 0}, {"warmup_steps": -1},

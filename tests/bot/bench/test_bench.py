@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
+from bot.bench import classic
 from bot.bench.classic import BaselineError, find_script, run_classic
+from bot.bench.run import BenchConfig, load_models
 from bot.bench.stats import percentile
 from bot.cli import main
-from model.fast_step import bf16_matmul_supported
+from corpora.paths import PROJECT_ROOT
+from model.device import bf16_matmul_supported
 
 
 def test_percentile_interpolates():
@@ -28,9 +32,18 @@ print(json.dumps({"what": "classic-" + what, "chars_per_s": 100.0 if what == "sa
 """
 
 
-def test_classic_baseline_is_found_beside_the_project():
-    script = find_script()
-    assert script is None or script.name == "classic_charrnn.py" and script.parent.name == "baselines"
+def test_classic_baseline_is_the_given_script_else_the_one_beside_the_project(tmp_path, monkeypatch):
+    assert classic.CLASSIC_SCRIPT.relative_to(PROJECT_ROOT.parent) == Path("shared/baselines/classic_charrnn.py")
+    given = tmp_path / "mine.py"
+    assert find_script(given) is None
+    given.write_text("")
+    assert find_script(given) == given
+    default = tmp_path / "shared" / "baselines" / "classic_charrnn.py"
+    monkeypatch.setattr(classic, "CLASSIC_SCRIPT", default)
+    assert find_script() is None
+    default.parent.mkdir(parents=True)
+    default.write_text("")
+    assert find_script() == default
 
 
 def test_classic_failure_is_reported(tmp_path):
@@ -86,3 +99,27 @@ def test_bench_refuses_bad_options(tmp_path, capsys):
     assert "LAYERSxHIDDEN" in capsys.readouterr().err
     assert main(["bench", "--train-text", str(tmp_path / "missing.txt"), "--out", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_bench_measures_the_shipped_checkpoints_of_the_folder_it_is_given(tiny_checkpoint_dir):
+    models = load_models(BenchConfig(checkpoint_dir=tiny_checkpoint_dir, sizes=[]))
+    assert [(m.name, m.source) for m in models] == [
+        (name, str(tiny_checkpoint_dir / f"{name}.safetensors")) for name in ("faq", "novel", "tale")]
+
+
+class _Configured(Exception):
+    """Raised in place of the run, carrying the configuration the command built."""
+
+
+def test_bench_reads_the_checkpoint_folder_from_the_env_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHARBOT_CHECKPOINT_DIR", raising=False)
+    env = tmp_path / "bench.env"
+    env.write_text(f"CHARBOT_CHECKPOINT_DIR={tmp_path / 'weights'}\n")
+
+    def configured(cfg: BenchConfig, say: object) -> None:
+        raise _Configured(cfg)
+
+    monkeypatch.setattr("bot.bench.run.run_bench", configured)
+    with pytest.raises(_Configured) as got:
+        main(["bench", "--env-file", str(env), "--out", str(tmp_path / "bench")])
+    assert got.value.args[0].checkpoint_dir == tmp_path / "weights"

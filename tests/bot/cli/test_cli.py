@@ -14,6 +14,7 @@ from bot.cli import build_parser, main
 from model.checkpoint import load_checkpoint
 from model.network import ModelConfig
 from model.train import TrainConfig
+from tests.helpers import eventually
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--dropout", "0", "--batch-seqs", "4",
         "--batch-steps", "16", "--eval-every", "5", "--lr", "0.01", "--warmup", "2", "--quiet"]
@@ -248,21 +249,22 @@ def test_train_into_an_unwritable_place(tmp_path, text_file, capsys):
     one_line_error(code, err, "file")
 
 
-def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path, text_file, capsys):
+async def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path, text_file, capsys):
     """A real process, a real SIGINT: the run stops at a step boundary, says so, and --resume picks it up."""
     import signal
-    import time
 
     out = tmp_path / "m.safetensors"
     proc = subprocess.Popen([sys.executable, "-m", "bot", "train", str(text_file), "--out", str(out),
                              "--steps", "1000000", "--json", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 120
         log = tmp_path / "m.log.json"
-        while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)  # waiting for the first validation, not timing anything
-        assert log.exists(), proc.stderr.read() if proc.poll() is not None else "no validation within 2 minutes"
+
+        def validated() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            return log.exists()
+
+        await eventually(validated, timeout=120, interval=0.1, what="the first validation")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from bot.finetune.settings import FinetuneSettings
 from bot.store import Store
 from bot.store.finetune import FinetuneStore
 from model.checkpoint import load_checkpoint
-from tests.helpers import contributed_texts
+from tests.helpers import contributed_texts, eventually
 
 FAST = ["--max-epochs", "3", "--lr", "1e-2", "--threads", "1"]
 
@@ -107,26 +106,24 @@ def _gone(pid: int) -> bool:
     return "State:\tZ" in state
 
 
-def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_recovers(setup):
+async def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_recovers(setup):
     tmp, db, ckdir = setup
     state = tmp / "state"
     common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(state)]
     owner = charbot("tale", *common, "--minutes", "5", "--max-epochs", "100000", "--patience", "100000",
                     "--lr", "1e-2", "--threads", "1")
-    deadline = time.monotonic() + 120
-    while True:  # until the job is training
+
+    def training() -> tuple | None:
+        assert owner.poll() is None, owner.stderr.read()
         row = _job_row(db)
-        if row and row[2] and "step" in json.loads(row[2]):
-            break
-        assert owner.poll() is None and time.monotonic() < deadline, owner.stderr.read() if owner.poll() else "slow"
-        time.sleep(0.1)
+        return row if row and row[2] and "step" in json.loads(row[2]) else None
+
+    row = await eventually(training, timeout=120, interval=0.1, what="the job to be training")
     child = json.loads(row[2])["pid"]
     os.kill(owner.pid, signal.SIGKILL)  # the whole "bot": the process that owns the job
     owner.wait()
-    deadline = time.monotonic() + 60
-    while not _gone(child):  # the training process notices and stops by itself
-        assert time.monotonic() < deadline, "the training process outlived its owner"
-        time.sleep(0.1)
+    await eventually(lambda: _gone(child), timeout=60, interval=0.1,
+                     what="the training process to stop by itself once its owner was gone")
     assert _job_row(db)[1] == "running"  # nobody recorded the end yet
 
     async def restart() -> None:
@@ -141,4 +138,4 @@ def test_killing_the_owning_process_mid_job_changes_nothing_served_and_restart_r
             assert len(await store.contributions(corpus="tale")) == 8
             assert not (state / "finetune-jobs" / str(row[0])).exists()
 
-    asyncio.run(restart())  # (that the next job then works is shown with a killed bot in tests/bot)
+    await restart()  # (that the next job then works is shown with a killed bot in tests/bot)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from bot.cogs.finetune import Finetune
-from tests.bot.e2e_bot import BotUnderTest, eventually
+from tests.bot.e2e_bot import BotUnderTest
 from tests.bot.fake_discord import EPHEMERAL, MANAGE_GUILD
-from tests.helpers import contributed_texts
+from tests.helpers import contributed_texts, eventually
 
 ADMIN_ONLY = "Only server admins"
 ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}
@@ -75,16 +75,16 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
     started = await world.run("finetune start", {"corpus": "tale", "minutes": 5}, user=world.fake.admin)
     assert "Started fine-tuning **tale** (job 1)" in world.private_answer(started)
     job = ft.manager.jobs["tale"]
-    await eventually(lambda: _async(job.progress is not None), timeout=120, what="training to start")
+    await eventually(lambda: job.progress is not None, timeout=120, what="training to start")
     assert await tale(world) == base_reply
     assert not job.task.done(), "the job should still be running while the reply was written"
     status = await world.run("finetune status", user=world.fake.admin)
     assert "Fine-tuning tale (job 1, from base" in world.private_answer(status)
-    await eventually(lambda: _async(any("step" in p for p in channel_posts(world))), timeout=60,
+    await eventually(lambda: any("step" in p for p in channel_posts(world)), timeout=60,
                      what="the status message to show training progress")
     cancelled = await world.run("finetune cancel", {"corpus": "tale"}, user=world.fake.admin)
     assert "Stopping the fine-tune of **tale** (job 1)" in world.private_answer(cancelled)
-    await eventually(lambda: _async(any("was cancelled" in p for p in channel_posts(world))), timeout=60,
+    await eventually(lambda: any("was cancelled" in p for p in channel_posts(world)), timeout=60,
                      what="the cancellation to be posted")
     assert any(p == "Fine-tuning tale (job 1): cancelled." for p in channel_posts(world))
     assert await tale(world) == base_reply
@@ -92,7 +92,7 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
     # A short job: its result is posted in the channel and served at once, without a restart.
     ft.manager.settings = replace(ft.manager.settings, config=QUICK)
     await world.run("finetune start", {"corpus": "tale", "minutes": 2}, user=world.fake.admin)
-    report = await eventually(lambda: _async(next((p for p in channel_posts(world) if "now serving v1" in p), None)),
+    report = await eventually(lambda: next((p for p in channel_posts(world) if "now serving v1" in p), None),
                               timeout=120, what="the fine-tune result")
     assert f"<@{world.fake.admin.id}> Fine-tune of tale finished: now serving v1." in report
     assert "New text (held-out contributions):" in report and "bits/char" in report
@@ -112,10 +112,6 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
     assert refused.original["flags"] & EPHEMERAL
 
 
-async def _async(value):  # eventually() polls coroutines
-    return value
-
-
 async def test_stopping_the_bot_mid_job_cancels_it_and_changes_nothing(tmp_path) -> None:
     from bot.store import Store
     from bot.store.finetune import FinetuneStore
@@ -127,7 +123,7 @@ async def test_stopping_the_bot_mid_job_cancels_it_and_changes_nothing(tmp_path)
         ft.manager.settings = replace(ft.manager.settings, config=ENDLESS)
         await world.run("finetune start", {"corpus": "tale", "minutes": 5}, user=world.fake.admin)
         job = ft.manager.jobs["tale"]
-        await eventually(lambda: _async(job.progress is not None), timeout=120, what="training to start")
+        await eventually(lambda: job.progress is not None, timeout=120, what="training to start")
         child = job.process.proc
     assert child.returncode is not None, "the training process outlived the bot"
     async with await Store.open(tmp_path / "charbot.db") as store:

@@ -10,8 +10,8 @@ import sqlite3
 from pathlib import Path
 
 from bot.render import WORKING
-from tests.bot.fake_discord import FakeDiscord
-from tests.helpers import contributed_texts, start_bot
+from tests.bot.fake_discord import FakeDiscord, RecordedRequest
+from tests.helpers import contributed_texts, eventually, start_bot
 
 
 def db_rows(db: Path, sql: str) -> list[tuple]:
@@ -19,16 +19,7 @@ def db_rows(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-async def until(check, timeout: float, what: str):  # noqa: ANN001, ANN201
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not (result := check()):
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-    return result
-
-
-def finished(request) -> bool:  # noqa: ANN001
+def finished(request: RecordedRequest) -> bool:
     """The edit that completes a reply (unfinished ones end with the working marker)."""
     return request.method == "PATCH" and not request.json["content"].endswith(WORKING)
 
@@ -55,8 +46,8 @@ async def test_a_bot_killed_mid_job_serves_the_old_model_and_after_restart_the_j
             await before.wait_for(finished, timeout=30)
             base_reply = before.original["content"]
             await fake.slash("finetune start", {"corpus": "tale", "minutes": 5}, user=fake.admin)
-            progress = await until(lambda: db_rows(db, "SELECT progress FROM jobs WHERE progress LIKE '%step%'"),
-                                   120, "the job to be training")
+            progress = await eventually(lambda: db_rows(db, "SELECT progress FROM jobs WHERE progress LIKE '%step%'"),
+                                        timeout=120, interval=0.1, what="the job to be training")
             child = json.loads(progress[0][0])["pid"]
             bot.send_signal(signal.SIGKILL)
             await bot.wait()
@@ -64,7 +55,8 @@ async def test_a_bot_killed_mid_job_serves_the_old_model_and_after_restart_the_j
             if bot.returncode is None:
                 bot.kill()
                 await bot.wait()
-        await until(lambda: not _alive(child), 60, "the training process to stop once its bot was gone")
+        await eventually(lambda: not _alive(child), timeout=60, interval=0.1,
+                         what="the training process to stop once its bot was gone")
         assert db_rows(db, "SELECT state FROM jobs") == [("running",)]  # nobody could record the end
         assert len(db_rows(db, "SELECT id FROM contributions")) == 12
         assert db_rows(db, "SELECT COUNT(*) FROM checkpoint_versions") == [(0,)]
@@ -80,7 +72,7 @@ async def test_a_bot_killed_mid_job_serves_the_old_model_and_after_restart_the_j
             await again.wait_for(finished, timeout=30)
             assert again.original["content"] == base_reply  # still the old model
             await fake.slash("finetune start", {"corpus": "tale", "minutes": 0.5}, user=fake.admin)
-            await until(lambda: any("now serving v1" in p for p in posts(fake)), 120, "the next job's result")
+            await fake.wait_until(lambda: any("now serving v1" in p for p in posts(fake)), 120, "the next job's result")
             bot.send_signal(signal.SIGTERM)
             await asyncio.wait_for(bot.communicate(), 60)
         finally:

@@ -17,20 +17,12 @@ from bot.finetune.settings import FinetuneSettings
 from bot.store import Store
 from bot.store.finetune import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict
 from model.sample import SampleSettings
-from tests.helpers import contributed_texts
+from tests.helpers import contributed_texts, eventually
 
 QUICK = {"max_epochs": 15, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to learn the new text
 SHORT = {"max_epochs": 3, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to make a different version
 ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}
 GUILD, CHANNEL, ADMIN = 10, 20, 30
-
-
-async def _wait_for(predicate, timeout: float = 120.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < end, "timed out waiting"
-        await asyncio.sleep(0.05)
 
 
 class Env:
@@ -214,7 +206,7 @@ async def test_a_killed_job_leaves_the_served_model_and_the_next_job_works(env):
     await env.contribute(texts)
     before_text = env.sample()
     job = await manager.start("tale", "discord:30", minutes=5)
-    await _wait_for(lambda: job.progress is not None)
+    await eventually(lambda: job.progress is not None, timeout=120, interval=0.05, what="training to start")
     assert "step" in job.status() and "chars/s" in job.status()
     pid = job.process.pid
     assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 1  # niced
@@ -262,6 +254,36 @@ async def test_a_corrupt_new_checkpoint_is_refused_and_the_old_one_stays(env):
     assert VersionFiles(env).numbers() == []
 
 
+async def test_a_version_the_engine_cannot_load_stays_on_record_and_the_parent_stays_served(env):
+    """A finished job and an imported file go the same way from file to served version, failures included."""
+    from bot.finetune.manager import NotServed, RunningJob, Served
+    from model.finetune import FinetuneReport, Losses
+
+    manager = await env.open()
+
+    async def cannot_load(corpus: str, path: Path, version: int) -> None:
+        raise RuntimeError("out of memory")
+
+    manager.on_serve = cannot_load
+    with pytest.raises(NotServed, match=r"^v1 was saved but could not be loaded for serving \(out of memory\); "
+                                        r"still serving base$"):
+        await manager.import_checkpoint("tale", env.base, "cli:op")
+
+    job_id = await env.fstore.create_job("tale", "discord:30", {})
+    jobdir = env.tmp / "job"
+    jobdir.mkdir()
+    (jobdir / "new.safetensors").write_bytes(env.base.read_bytes())
+    job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0)
+    report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230, 0, "skipped",
+                            Losses(2.0, None), Losses(1.5, None), 12, "early-stop", 3.0)
+    outcome = await manager._install(job, jobdir, report)
+    assert (outcome.state, outcome.version) == (FAILED, 2)
+    assert outcome.error == "v2 was saved but could not be loaded for serving (out of memory); still serving base"
+
+    assert (await manager.served("tale")).version == 0
+    assert [(r.version, r.served, r.job_id) for r in await env.fstore.versions("tale")] == [
+        (1, False, None), (2, False, job_id)]
+    assert VersionFiles(env).numbers() == ["v0001.safetensors", "v0002.safetensors"]
 
 
 async def test_a_result_no_better_on_the_new_text_is_not_made_a_version(env):

@@ -5,10 +5,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
-from bot.cogs import send, send_answer
+from bot.interactions import send, send_answer
 
 
-class Settings(commands.Cog):
+class General(commands.Cog):
+    """Commands for everyone that are not about one corpus."""
+
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
 
@@ -32,3 +34,7 @@ class Settings(commands.Cog):
     @app_commands.command(name="help", description="What I can do")
     async def help(self, interaction: discord.Interaction) -> None:
         await send(interaction, actions.help_text())
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(General(bot))
