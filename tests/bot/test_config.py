@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import pickle
+import re
 
 import pytest
 
@@ -155,13 +156,18 @@ def test_env_example_documents_every_setting_and_loads_as_the_defaults():
     for i, line in enumerate(lines):
         if line and not line.startswith("#"):
             assert lines[i - 1].startswith("#") or lines[i - 2].startswith("#"), f"{line!r} has no comment"
-    import bot.config as config_module
-
-    source = Path(config_module.__file__).read_text()
+    root = example.parent
+    source = "".join(p.read_text() for pkg in ("bot", "corpora", "model") for p in (root / pkg).rglob("*.py"))
     for name in names:
         assert f'"{name}"' in source, f"{name} is documented but never read"
+    read = set(re.findall(r'"((?:CHARBOT|DISCORD)_[A-Z_]+)"', source)) - {"CHARBOT_DATA_DIR"}  # an environment path
+    assert read <= set(names), f"settings read but not in .env.example: {sorted(read - set(names))}"
     loaded = load_config(example, {}, require_token=False)
     assert repr(loaded) == repr(BotConfig(corpora=loaded.corpora))
+    from bot.finetune.settings import load_settings
+
+    db = root / "charbot.db"
+    assert load_settings(db, example, {}) == load_settings(db, None, {})
 
 
 def test_the_environment_wins_over_the_file_and_the_file_does_not_leak_into_os_environ(tmp_path, monkeypatch):

@@ -1,0 +1,103 @@
+"""The tree's rules, checked from the source: imports run one way, and no package imports back.
+
+``model`` is the toolkit and imports neither ``corpora`` nor ``bot``; ``corpora`` imports only
+``model``; ``bot`` may import both. And inside the tree no module imports from a package that
+imports that module back (``client.py`` loading the cogs while a cog imports ``client.py``),
+because such a pair can only be understood, tested and changed together.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("model", "corpora", "bot")
+MAY_IMPORT = {"model": {"model"}, "corpora": {"model", "corpora"}, "bot": {"model", "corpora", "bot"}}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports, at any depth (imports inside functions count too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from bot import actions` imports the module bot.actions; `from bot.x import f` imports bot.x
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            raise AssertionError(f"{path}: relative import; the project uses absolute imports only")
+        else:
+            continue
+        found.update(n for n in names if n in known)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imports_of(path, set(modules)) for name, path in modules.items()}
+
+
+def test_every_package_is_found(graph):
+    assert {"model.train", "corpora.registry", "bot.client", "bot.cli"} <= set(graph)
+
+
+def test_imports_run_one_way(graph):
+    wrong = [f"{mod} imports {dep}" for mod, deps in graph.items() for dep in deps
+             if dep.split(".")[0] not in MAY_IMPORT[mod.split(".")[0]]]
+    assert not wrong, "imports running the wrong way:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_module_imports_a_package_that_imports_it_back(graph):
+    packages = {m for m in graph if project_modules()[m].name == "__init__.py"}
+
+    def inside(mod: str, pkg: str) -> bool:
+        return mod == pkg or mod.startswith(pkg + ".")
+
+    loops = []
+    for pkg in packages:
+        members = [m for m in graph if inside(m, pkg)]
+        for outsider in (m for m in graph if not inside(m, pkg)):
+            into = sorted(d for d in graph[outsider] if inside(d, pkg))
+            back = sorted(m for m in members if outsider in graph[m])
+            if into and back:
+                loops.append(f"{outsider} imports {into[0]}, and {back[0]} imports {outsider}")
+    assert not loops, "modules and packages importing each other:\n" + "\n".join(sorted(set(loops)))
+
+
+def test_the_checker_sees_a_wrong_way_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from bot.replies import ReplyService\n")
+    assert imports_of(bad, {"bot.replies", "bot"}) == {"bot.replies"}
+
+
+TOP_LEVEL = {".ci", ".env.example", ".gitignore", "Makefile", "Procfile", "README.md", "bot", "checkpoints", "corpora",
+             "model", "pyproject.toml", "tests"}
+
+
+def test_the_top_level_is_the_design_cards():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert {line.split("/")[0] for line in done.stdout.splitlines()} == TOP_LEVEL
+
+
+def test_tests_mirror_the_tree():
+    """Every test folder stands for a package of the source (tests/bot/cogs for bot/cogs, and so on)."""
+    folders = {p.relative_to(ROOT / "tests").as_posix() for p in (ROOT / "tests").rglob("*") if p.is_dir()
+               and p.name != "__pycache__"}
+    packages = {module_name(p).replace(".", "/") for p in project_modules().values() if p.name == "__init__.py"}
+    assert folders <= packages, f"test folders with no package beside them: {sorted(folders - packages)}"
