@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "bot.cli.evaluate",
     "bot.cli.sample",
     "bot.cli.reply",
+    "bot.cli.chat",
     "bot.cli.corpora",
     "bot.cli.ship",
     "bot.cli.card",

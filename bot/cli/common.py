@@ -1,4 +1,4 @@
-"""Small helpers the sub-commands share: errors, JSON output, resolving texts by name or path."""
+"""Small helpers the sub-commands share: errors, JSON output, texts by name or path, the bot's models."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bot.config import BotConfig
+    from bot.engines import Models
     from model.textdata import TextData
 
 
@@ -49,3 +51,27 @@ def load_text(name_or_path: str) -> TextData:
 
 def stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that load the bot's models (`reply`, `chat`)."""
+    p.add_argument("--checkpoints", help="folder holding <corpus>.safetensors (default: CHARBOT_CHECKPOINT_DIR, "
+                   "else the shipped checkpoints/ folder)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: CHARBOT_DEVICE, else auto)")
+    add_env_file_flag(p)
+
+
+def load_models(args: argparse.Namespace, corpora: list[str] | None) -> tuple[BotConfig, Models]:
+    """Settings and models; ``corpora`` None means every corpus the bot serves."""
+    from pathlib import Path
+
+    from bot.config import load_config
+    from bot.engines import Models
+
+    config = load_config(args.env_file, require_token=False)
+    checkpoints = Path(args.checkpoints) if args.checkpoints else config.checkpoint_dir
+    models = Models.load(corpora or config.corpora, checkpoints, device=args.device or config.device,
+                         precision=config.precision)
+    return config, models
+
+

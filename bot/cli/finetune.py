@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.common import UserError, add_json_flag, emit
+from bot.cli.common import UserError, add_env_file_flag, add_json_flag, emit
 
 if TYPE_CHECKING:
     from bot.finetune.manager import FinetuneManager
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
     t.add_argument("--threads", type=int, help="CPU threads (default: the free cores)")
     t.add_argument("--nice", type=int, default=0, help="lower the job's priority by N (default 0)")
-    p.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    add_env_file_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_json_flag(p)
     p.set_defaults(func=run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bot.cli.common import UserError
+from bot.cli.common import UserError, add_env_file_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Connect to Discord and serve the slash commands until SIGTERM or Ctrl-C. "
                        "Settings come from .env (see .env.example). With CHARBOT_DEV_GUILD set, the commands are "
                        "synced to that server at start; publish them everywhere with `charbot sync`.")
-    r.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    add_env_file_flag(r)
     r.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bot.cli.common import UserError
+from bot.cli.common import UserError, add_env_file_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Register the slash commands globally (every server the bot is in; Discord may "
                        "take a while to show changes), or in one server with --guild (instant).")
     s.add_argument("--guild", type=int, help="sync to this server ID only")
-    s.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    add_env_file_flag(s)
     s.set_defaults(func=sync)
 
 

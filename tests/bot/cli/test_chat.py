@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bot.cli import main
-from bot.cli.chat import LOCAL_GUILD, LOCAL_USER, parse_generation
+from bot.cli.repl import LOCAL_GUILD, LOCAL_USER, parse_generation
 from bot.errors import Refusal
 from bot.render import DISCORD_LIMIT
 from bot.store import Store

@@ -1,0 +1,141 @@
+"""``charbot chat``: type the bot's slash commands in a terminal, against a local database.
+
+Each line is one command (``/tale Once upon a time --temperature 0.5``); the answer printed
+is the text the bot would post, made by the same reply logic and actions. Lines come from
+any text stream, so a pipe or a file works as well as a person at the keyboard. The local
+person is guild 0, channel 0, user 0: no Discord ID is 0, so local rows never mix with a
+server's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TextIO
+
+from bot import actions
+from bot.config import Limits
+from bot.errors import Refusal
+from bot.replies import ReplyService, make_request
+from bot.store import Store
+from corpora.registry import CORPORA
+
+LOCAL_GUILD = 0
+LOCAL_CHANNEL = 0
+LOCAL_USER = 0
+
+_OPTION = re.compile(r"(?:^|\s)--(temperature|length|seed)(?:=|\s+)(\S+)")
+
+
+@dataclass
+class GenerationOptions:
+    prompt: str
+    temperature: float | None = None
+    length: int | None = None
+    seed: int | None = None
+
+
+def parse_generation(rest: str) -> GenerationOptions:
+    """Split ``--temperature/--length/--seed`` options off a prompt; the rest is the prompt."""
+    found: dict[str, str] = {}
+
+    def take(m: re.Match[str]) -> str:
+        found[m.group(1)] = m.group(2)
+        return " "
+
+    prompt = _OPTION.sub(take, rest).strip()
+    opts = GenerationOptions(prompt)
+    if "temperature" in found:
+        try:
+            opts.temperature = float(found["temperature"])
+        except ValueError:
+            raise Refusal(f"--temperature must be a number from 0 to 2, got {found['temperature']!r}.") from None
+    for name in ("length", "seed"):
+        if name in found:
+            try:
+                setattr(opts, name, int(found[name]))
+            except ValueError:
+                raise Refusal(f"--{name} must be a whole number, got {found[name]!r}.") from None
+    return opts
+
+
+class ChatSession:
+    """Turns one typed line into the bot's answer."""
+
+    def __init__(self, store: Store, service: ReplyService, limits: Limits) -> None:
+        self.store = store
+        self.service = service
+        self.limits = limits
+
+    async def handle(self, line: str) -> str | None:
+        """The answer to ``line`` ('' for nothing to print), or None to end the session."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return ""
+        if not line.startswith("/"):
+            return "Commands start with a slash; try /help."
+        name, _, rest = line[1:].partition(" ")
+        name, rest = name.lower(), rest.strip()
+        try:
+            return await self._dispatch(name, rest)
+        except Refusal as exc:
+            return exc.message
+
+    async def _dispatch(self, name: str, rest: str) -> str | None:
+        g, c, u = LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER
+        if name in ("quit", "exit"):
+            return None
+        if name in CORPORA:
+            opts = parse_generation(rest)
+            request = make_request(
+                name, opts.prompt, self.limits, temperature=opts.temperature,
+                user_default=await self.store.get_temperature(g, u), length=opts.length, seed=opts.seed,
+            )
+            return (await self.service.reply(request)).text
+        if name == "temp":
+            if rest.lower() == "reset":
+                return (await actions.temp(self.store, g, u, reset=True)).text
+            if not rest:
+                return (await actions.temp(self.store, g, u)).text
+            try:
+                value = float(rest)
+            except ValueError:
+                raise Refusal(f"Temperature must be a number from 0 to 2, or 'reset'; got {rest!r}.") from None
+            return (await actions.temp(self.store, g, u, value)).text
+        if name == "contribute":
+            corpus, _, text = rest.partition(" ")
+            if not corpus:
+                raise Refusal(f"Say which corpus and the text: /contribute {next(iter(CORPORA))} your text here")
+            return (await actions.contribute(self.store, g, c, u, corpus, text, "cli", self.limits)).text
+        if name == "forget":
+            return (await actions.forget(self.store, g, u)).text
+        if name == "optout":
+            return (await actions.optout(self.store, g, u, undo=rest.lower() == "undo")).text
+        if name == "model":
+            return actions.model_text(self.service.models.info)
+        if name == "help":
+            return actions.help_text(chat=True)
+        if name in ("listen", "unlisten"):
+            return f"/{name} works in Discord channels only."
+        return f"Unknown command /{name}; try /help."
+
+
+async def run_chat(session: ChatSession, lines: TextIO, out: TextIO, interactive: bool) -> int:
+    """Answer every line of ``lines`` until end of input or /quit."""
+    if interactive:
+        out.write("charbot chat: type /help for commands, /quit or Ctrl-D to leave.\n")
+    while True:
+        if interactive:
+            out.write("you> ")
+            out.flush()
+        line = lines.readline()
+        if not line:
+            if interactive:
+                out.write("\n")
+            return 0
+        answer = await session.handle(line)
+        if answer is None:
+            return 0
+        if answer:
+            out.write(answer + "\n")
+            out.flush()
