@@ -256,8 +256,7 @@ async def test_a_corrupt_new_checkpoint_is_refused_and_the_old_one_stays(env):
 
 async def test_a_version_the_engine_cannot_load_stays_on_record_and_the_parent_stays_served(env):
     """A finished job and an imported file go the same way from file to served version, failures included."""
-    from bot.finetune.manager import NotServed, RunningJob, Served
-    from model.finetune import FinetuneReport, Losses
+    from bot.finetune.manager import NotServed
 
     manager = await env.open()
 
@@ -269,14 +268,7 @@ async def test_a_version_the_engine_cannot_load_stays_on_record_and_the_parent_s
                                         r"still serving base$"):
         await manager.import_checkpoint("tale", env.base, "cli:op")
 
-    job_id = await env.fstore.create_job("tale", "discord:30", {})
-    jobdir = env.tmp / "job"
-    jobdir.mkdir()
-    (jobdir / "new.safetensors").write_bytes(env.base.read_bytes())
-    job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0)
-    report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230, 0, "skipped",
-                            Losses(2.0, None), Losses(1.5, None), 12, "early-stop", 3.0)
-    outcome = await manager._install(job, jobdir, report)
+    job_id, outcome = await install_finished_job(env, manager, after=1.5)
     assert (outcome.state, outcome.version) == (FAILED, 2)
     assert outcome.error == "v2 was saved but could not be loaded for serving (out of memory); still serving base"
 
@@ -287,19 +279,25 @@ async def test_a_version_the_engine_cannot_load_stays_on_record_and_the_parent_s
 
 
 async def test_a_result_no_better_on_the_new_text_is_not_made_a_version(env):
+
+    manager = await env.open()
+    job_id, outcome = await install_finished_job(env, manager, after=2.01)
+    assert outcome.state == FAILED and "did not get better at the new text" in outcome.error
+    assert "2.885 -> 2.900 bits/char" in outcome.message() and "New text (held-out" in outcome.message()
+    assert (await env.fstore.job(job_id)).state == FAILED
+    assert await env.fstore.versions("tale") == [] and VersionFiles(env).numbers() == []
+
+
+async def install_finished_job(env, manager, after: float) -> tuple[int, object]:
+    """A job whose child process left the base weights as its result, held-out loss 2.0 -> ``after``; installed."""
     from bot.finetune.manager import RunningJob, Served
     from model.finetune import FinetuneReport, Losses
 
-    manager = await env.open()
     job_id = await env.fstore.create_job("tale", "discord:30", {})
     jobdir = env.tmp / "job"
     jobdir.mkdir()
     (jobdir / "new.safetensors").write_bytes(env.base.read_bytes())
     job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0)
     report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230, 0, "skipped",
-                            Losses(2.0, None), Losses(2.01, None), 12, "early-stop", 3.0)
-    outcome = await manager._install(job, jobdir, report)
-    assert outcome.state == FAILED and "did not get better at the new text" in outcome.error
-    assert "2.885 -> 2.900 bits/char" in outcome.message() and "New text (held-out" in outcome.message()
-    assert (await env.fstore.job(job_id)).state == FAILED
-    assert await env.fstore.versions("tale") == [] and VersionFiles(env).numbers() == []
+                            Losses(2.0, None), Losses(after, None), 12, "early-stop", 3.0)
+    return job_id, await manager._install(job, jobdir, report)
