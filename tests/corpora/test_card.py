@@ -14,7 +14,7 @@ from corpora.heldout import heldout_codes
 from corpora.ship import ship
 from model.checkpoint import load_checkpoint
 from model.evaluate import bits, evaluate_loss
-from tests.corpora.mini import register_mini, train_tiny
+from tests.helpers import register_mini, train_tiny
 
 
 @pytest.fixture(scope="module")

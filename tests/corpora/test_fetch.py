@@ -16,7 +16,7 @@ from corpora import registry
 from corpora.clean import clean_gutenberg
 from corpora.fetch import FetchError, fetch
 from corpora.registry import ContentCheck, Download, load_corpus
-from tests.corpora.mini import register_mini
+from tests.helpers import register_mini
 
 
 @pytest.fixture

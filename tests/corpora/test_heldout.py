@@ -18,7 +18,7 @@ from corpora.heldout import (
 from model.checkpoint import load_checkpoint
 from model.evaluate import scored_chars
 from model.train import TrainConfig
-from tests.corpora.mini import register_mini, train_tiny
+from tests.helpers import register_mini, train_tiny
 
 
 def test_a_checkpoint_held_out_what_it_recorded_else_trainings_default():

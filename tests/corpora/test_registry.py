@@ -12,7 +12,7 @@ from corpora.paths import PROJECT_ROOT
 from corpora.registry import CORPORA, CorpusMissing, CorpusUnverified, find_corpus_file, load_corpus
 from corpora.style import ReplyStyle
 from model.train import TrainConfig
-from tests.corpora.mini import register_mini
+from tests.helpers import register_mini
 
 
 def test_every_corpus_says_where_it_comes_from_and_how_it_is_used():

@@ -13,7 +13,7 @@ from corpora.heldout import NotThisCorpus, heldout_codes
 from corpora.ship import ShipRefused, ship
 from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_loss
-from tests.corpora.mini import register_mini, train_tiny
+from tests.helpers import register_mini, train_tiny
 
 
 @pytest.fixture
