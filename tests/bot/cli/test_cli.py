@@ -76,10 +76,11 @@ def test_installed_entry_point_help():
     assert done.returncode == 0 and "usage: charbot" in done.stdout
 
 
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
 
-def test_version(capsys):
     code, out, _ = run_main(capsys, "--version")
-    assert code == 0 and out.startswith("charbot ")
+    assert code == 0 and out.strip() == f"charbot {version('charbot')}"
 
 
 def test_cli_defaults_match_the_library_defaults():
