@@ -593,31 +593,26 @@ def train(
         raise ValueError("resume and init_from cannot be combined: a resumed run already has its weights")
     if threads is not None and threads < 1:
         raise ValueError("threads must be at least 1")
+    out = Path(out)
+    # find out now, not at the first validation minutes later, that the checkpoint cannot be written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"{out.parent}: cannot write checkpoints into this folder")
     previous_threads = torch.get_num_threads()
     try:
-        return _train(data, Path(out), cfg, model_cfg, resume, init_from, on_progress, should_stop, progress_bar,
-                      threads)
+        run = _start(data, out, cfg, model_cfg, resume, init_from, threads)
+        return _train(run, on_progress, should_stop, progress_bar)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(
-    data: TextData,
-    out: Path,
-    cfg: TrainConfig | None,
-    model_cfg: ModelConfig | None,
-    resume: bool,
-    init_from: str | Path | None,
+    run: _Run,
     on_progress: Callable[[Progress], None] | None,
     should_stop: Callable[[], bool] | None,
     progress_bar: bool,
-    threads: int | None,
 ) -> TrainResult:
-    # find out now, not at the first validation minutes later, that the checkpoint cannot be written
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(out.parent, os.W_OK):
-        raise PermissionError(f"{out.parent}: cannot write checkpoints into this folder")
-    run = _start(data, out, cfg, model_cfg, resume, init_from, threads)
+    """The training loop: optimizer steps until the budget is spent, validating and saving on schedule."""
     cfg = run.cfg
 
     frac_start = run.fraction(run.elapsed_before)
