@@ -185,7 +185,7 @@ class Store:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    # ---- queries: the only way in for this class and its companions (finetune_store) ----
+    # ---- queries: the only way in for this class and its companions (bot.store.finetune) ----
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of one read; a database error becomes a :class:`StoreError` naming the file."""
