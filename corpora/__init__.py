@@ -1,1 +1,2 @@
-"""The registry of training texts, their cleaning, and how to get them."""
+"""The training texts and what ships from them: the registry, cleaning, priming, fetching, the
+held-out split, the shipped checkpoints and the model card. Imports only :mod:`model`."""
