@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from corpora.shipped import checkpoint_dir as shipped_dir
+
 TOKEN_HELP = "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{18,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -122,7 +124,7 @@ class BotConfig:
     admin_ids: frozenset[int] = frozenset()
     device: str = "auto"
     precision: str = "auto"
-    checkpoint_dir: Path | None = None
+    checkpoint_dir: Path = shipped_dir({})  # CHARBOT_CHECKPOINT_DIR, else the shipped checkpoints/
     corpora: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     discord_api: str | None = None
@@ -215,7 +217,6 @@ def load_config(
         edit_interval_s=_float(env, "CHARBOT_EDIT_INTERVAL", Limits.edit_interval_s),
         shutdown_grace_s=_float(env, "CHARBOT_SHUTDOWN_GRACE", Limits.shutdown_grace_s),
     )
-    checkpoints = (env.get("CHARBOT_CHECKPOINT_DIR") or "").strip()
     level = (env.get("CHARBOT_LOG_LEVEL") or "INFO").strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"CHARBOT_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -229,7 +230,7 @@ def load_config(
         admin_ids=_ids(env, "CHARBOT_ADMINS"),
         device=(env.get("CHARBOT_DEVICE") or "auto").strip(),
         precision=precision,
-        checkpoint_dir=Path(checkpoints).expanduser() if checkpoints else None,
+        checkpoint_dir=shipped_dir(env),
         corpora=_corpora(env),
         limits=limits,
         discord_api=_loopback_url(env, "CHARBOT_DISCORD_API", ("http", "https")),
