@@ -2,18 +2,20 @@
 
 /temp, /contribute, /forget, /optout, /listen, /unlisten, /model and /help: the cogs send
 these answers and ``charbot chat`` prints them, so both behave the same. Bad input raises
-:class:`~bot.errors.Refusal` with a message for the person.
+:class:`~bot.errors.Refusal` with a message for the person (quoting what they typed only
+through :func:`bot.sanitise.quote`), and never reaches the database.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bot.config import Limits
 from bot.engines import ModelInfo
 from bot.errors import Refusal
-from bot.render import neutralize_mentions
 from bot.replies import check_temperature
+from bot.sanitise import clean_text, quote
 from bot.store import Store
 from corpora.registry import CORPORA
 from model.charset import normalize
@@ -31,18 +33,38 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+SERVERS_ONLY = "That works in servers only: use it in a server's channel, not in a direct message."
+
+
 def check_corpus(corpus: str) -> str:
-    if corpus not in CORPORA:
-        raise Refusal(f"There is no corpus called {neutralize_mentions(corpus)!r}; choose one of {', '.join(CORPORA)}.")
+    if not isinstance(corpus, str) or corpus not in CORPORA:
+        raise Refusal(f"There is no corpus called {quote(corpus)}; choose one of {', '.join(CORPORA)}.")
     return corpus
+
+
+def in_server(guild_id: int | None) -> int:
+    """The server the command came from; a direct message has none, and these answers belong to a server."""
+    if guild_id is None:
+        raise Refusal(SERVERS_ONLY)
+    return guild_id
+
+
+def check_temperature_option(value: object) -> float:
+    """A number from 0 to 2 (see :func:`bot.replies.check_temperature`); anything else is refused without echoing it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Refusal("Temperature must be a number from 0 to 2 (0 = predictable, 0.8 = the usual, 2 = wild).")
+    return check_temperature(value)
 
 
 def corpus_defaults() -> str:
     return ", ".join(f"{name} {c.default_temperature:g}" for name, c in CORPORA.items())
 
 
-async def temp(store: Store, guild_id: int, user_id: int, value: float | None = None, reset: bool = False) -> Answer:
+async def temp(
+    store: Store, guild_id: int | None, user_id: int, value: float | None = None, reset: bool = False
+) -> Answer:
     """Show, set or clear the caller's default temperature in this server."""
+    guild_id = in_server(guild_id)
     if reset:
         await store.set_temperature(guild_id, user_id, None)
         return Answer(f"Your default temperature here is cleared; each corpus uses its own ({corpus_defaults()}).")
@@ -53,16 +75,25 @@ async def temp(store: Store, guild_id: int, user_id: int, value: float | None = 
                           f"({corpus_defaults()}). Set one with `/temp 0.5` (0 = predictable, 2 = wild).")
         return Answer(f"Your default temperature in this server is {current:g}. A command's own temperature "
                       "option still wins; `/temp reset` clears it.")
-    t = check_temperature(value)
+    t = check_temperature_option(value)
     await store.set_temperature(guild_id, user_id, t)
     return Answer(f"Your default temperature in this server is now {t:g}.")
 
 
 async def contribute(
-    store: Store, guild_id: int, channel_id: int, user_id: int, corpus: str, text: str, source: str, limits: Limits
+    store: Store, guild_id: int | None, channel_id: int, user_id: int, corpus: str, text: str, source: str,
+    limits: Limits,
 ) -> Answer:
-    """Store a text offered for a corpus; the answer is sent only once it is on disk."""
+    """Store a text offered for a corpus; the answer is sent only once it is on disk.
+
+    Characters no text needs and the database cannot hold (lone surrogates, NUL and other
+    control characters, bidirectional overrides) are left out, and the answer says how many.
+    """
+    guild_id = in_server(guild_id)
     check_corpus(corpus)
+    if not isinstance(text, str):
+        raise Refusal("There was no text to save; write something, then send it.")
+    text, dropped = clean_text(text)
     text = text.strip()
     if not text:
         raise Refusal("There was no text to save; write something, then send it.")
@@ -72,19 +103,25 @@ async def contribute(
     if not normalize(text).text.strip():
         raise Refusal("I can only learn from plain letters, digits and punctuation, and that text had none.")
     cid = await store.add_contribution(guild_id, channel_id, user_id, corpus, text, source)
+    left_out = ""
+    if dropped:
+        left_out = (f" I left out {_plural(dropped, 'character')} that text cannot hold (control characters, "
+                    "direction overrides or broken bytes).")
     return Answer(f"Thank you! Saved your text ({_plural(len(text), 'character')}) for **{corpus}** as "
-                  f"contribution #{cid}. `/forget` deletes everything you contributed in this server.")
+                  f"contribution #{cid}.{left_out} `/forget` deletes everything you contributed in this server.")
 
 
-async def forget(store: Store, guild_id: int, user_id: int) -> Answer:
+async def forget(store: Store, guild_id: int | None, user_id: int) -> Answer:
+    guild_id = in_server(guild_id)
     n = await store.forget(guild_id, user_id)
     if n == 0:
         return Answer("You have no contributions stored in this server; nothing to delete.")
     return Answer(f"Deleted {_plural(n, 'contribution')} of yours from this server.")
 
 
-async def optout(store: Store, guild_id: int, user_id: int, undo: bool = False) -> Answer:
+async def optout(store: Store, guild_id: int | None, user_id: int, undo: bool = False) -> Answer:
     """Stop (or with ``undo``, resume) storing the caller's messages in listening channels."""
+    guild_id = in_server(guild_id)
     changed = await store.set_opt_out(guild_id, user_id, not undo)
     kept = await store.count_contributions(guild_id, user_id)
     if undo:
@@ -98,7 +135,8 @@ async def optout(store: Store, guild_id: int, user_id: int, undo: bool = False) 
                   f"Texts you send yourself with `/contribute` are still kept.{tail}")
 
 
-async def listen(store: Store, guild_id: int, channel_id: int, corpus: str) -> Answer:
+async def listen(store: Store, guild_id: int | None, channel_id: int, corpus: str) -> Answer:
+    guild_id = in_server(guild_id)
     check_corpus(corpus)
     before = await store.listen(guild_id, channel_id, corpus)
     if before == corpus:
@@ -108,7 +146,8 @@ async def listen(store: Store, guild_id: int, channel_id: int, corpus: str) -> A
                   "Bots, commands and people who used `/optout` are skipped; `/unlisten` stops it.", ephemeral=False)
 
 
-async def unlisten(store: Store, guild_id: int, channel_id: int) -> Answer:
+async def unlisten(store: Store, guild_id: int | None, channel_id: int) -> Answer:
+    guild_id = in_server(guild_id)
     before = await store.unlisten(guild_id, channel_id)
     if before is None:
         return Answer("This channel was not collecting messages.")
@@ -158,5 +197,9 @@ def help_text(chat: bool = False) -> str:
 
 
 def may_administer(user_id: int, has_manage_guild: bool, admin_ids: frozenset[int]) -> bool:
-    """Admins are the configured user IDs and anyone with Manage Server in this server."""
+    """Admins are the configured user IDs and anyone with Manage Server in this server.
+
+    ``has_manage_guild`` must count Administrator, which implies every permission
+    (:func:`bot.interactions.is_admin` does).
+    """
     return user_id in admin_ids or has_manage_guild

@@ -17,10 +17,12 @@ import torch
 from discord import app_commands
 from discord.ext import commands
 
+from bot.actions import SERVERS_ONLY
 from bot.config import BotConfig
 from bot.engines import Models
-from bot.errors import Refusal
-from bot.interactions import send, send_unexpected
+from bot.errors import BUSY, UNEXPECTED, Refusal
+from bot.interactions import send
+from bot.options import STALE, BadOption, check_options
 from bot.replies import ReplyService
 from bot.store import DatabaseLocked, Store, StoreError
 from model import __version__
@@ -47,29 +49,78 @@ def bot_intents() -> discord.Intents:
 
 
 class CharTree(app_commands.CommandTree):
-    """Every command error ends in a private, friendly answer; unexpected ones are logged in full."""
+    """Every interaction is checked before any command runs, and every error ends in one private answer.
+
+    Before a command: an unknown command or subcommand, a guild-only command from a direct
+    message and options that do not fit their declaration (:mod:`bot.options`) are turned
+    down. Afterwards, whatever a command raised, discord.py's own conversion errors included,
+    the person gets one clear message (never the raw value they sent) and the log one line;
+    only unexpected errors are logged with their traceback.
+    """
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.type is not discord.InteractionType.application_command:
+            return True
+        data = interaction.data or {}
+        if data.get("type", 1) != 1:
+            return True  # context menus: the bot has none, discord.py answers CommandNotFound
+        try:
+            command, options = self._get_app_command_options(data)
+        except app_commands.AppCommandError:
+            raise
+        except Exception:  # a payload discord.py cannot even walk (options that are not a list of objects...)
+            raise BadOption(STALE) from None
+        root = command.root_parent or command
+        if interaction.guild_id is None and (command.guild_only or root.guild_only):
+            raise app_commands.NoPrivateMessage()
+        check_options(command, options)
+        return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         original = getattr(error, "original", error)
+        name = _command_name(interaction)
+        if isinstance(original, Refusal):
+            log.info("/%s refused: %s", name, original.message)
+            text = original.message
+        elif isinstance(error, BadOption):
+            log.info("/%s refused: bad option: %s", name, error.message)
+            text = error.message
+        elif isinstance(error, app_commands.NoPrivateMessage):
+            log.info("/%s refused: sent from a direct message", name)
+            text = SERVERS_ONLY
+        elif isinstance(error, app_commands.CheckFailure):
+            log.info("/%s refused: %s", name, error)
+            text = str(error) or "You can't use that command here."
+        elif isinstance(error, app_commands.TransformerError):
+            log.info("/%s refused: an option did not convert (%s)", name, error.type.name)
+            text = "One of the options was not valid; check them and try again."
+        elif isinstance(error, (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch)):
+            log.warning("/%s: not a command this bot has in that form (%s)", name, type(error).__name__)
+            text = STALE
+        elif isinstance(original, DatabaseLocked):
+            log.warning("/%s: %s", name, original)
+            text = BUSY
+        elif isinstance(original, StoreError):
+            log.error("/%s: %s", name, original)
+            text = UNEXPECTED
+        else:
+            log.error("/%s failed", name, exc_info=original)
+            text = UNEXPECTED
         try:
-            if isinstance(original, Refusal):
-                await send(interaction, original.message)
-            elif isinstance(error, app_commands.NoPrivateMessage):
-                await send(interaction, "That command works in servers only.")
-            elif isinstance(error, app_commands.CheckFailure):
-                await send(interaction, str(error) or "You can't use that command here.")
-            elif isinstance(original, DatabaseLocked):
-                log.error("%s", original)
-                await send(interaction, "My database is busy right now; try again in a moment.")
-            elif isinstance(original, StoreError):
-                log.error("%s", original)
-                await send_unexpected(interaction)
-            else:
-                command = interaction.command.qualified_name if interaction.command else "?"
-                log.error("/%s failed", command, exc_info=original)
-                await send_unexpected(interaction)
-        except discord.HTTPException:
+            await send(interaction, text)
+        except Exception:  # the person is gone, or the interaction expired: nothing more to do
             log.warning("could not tell the user about an error in interaction %s", interaction.id, exc_info=True)
+
+
+def _command_name(interaction: discord.Interaction) -> str:
+    """The command as typed, from the payload (``interaction.command`` may be unknown to this bot)."""
+    data = interaction.data if isinstance(interaction.data, dict) else {}
+    parts = [str(data.get("name") or data.get("custom_id") or "?")]
+    options = data.get("options")
+    while isinstance(options, list) and options and isinstance(options[0], dict) and options[0].get("type") in (1, 2):
+        parts.append(str(options[0].get("name")))
+        options = options[0].get("options")
+    return " ".join(parts)[:100]
 
 
 class CharBot(commands.Bot):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config import Limits
+from bot.sanitise import storable_text
 from bot.store import Store
 
 COMMAND_PREFIXES = ("/", "!", "?", "$", "%", "&", ";;")  # common prefixes of text commands for bots
@@ -32,7 +33,7 @@ def usable_text(message: IncomingMessage, limits: Limits) -> str | None:
     """The text to keep from ``message``, or None when it is not a person's own prose."""
     if message.guild_id is None or message.author_is_bot or message.is_webhook or message.is_system:
         return None
-    text = message.content.strip()
+    text = storable_text(message.content).strip()
     if not text or text.startswith(COMMAND_PREFIXES):
         return None
     return text[: limits.max_contribution_chars]

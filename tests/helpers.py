@@ -6,12 +6,13 @@ One module, so no test module imports another test module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import os
 import random
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -62,12 +63,57 @@ async def start_bot(fake, tmp_path, checkpoints, token: str | None = None, **ext
     env.update(
         DISCORD_TOKEN=token or fake.token, CHARBOT_DB=str(tmp_path / "bot.db"), CHARBOT_CHECKPOINT_DIR=str(checkpoints),
         CHARBOT_DEV_GUILD=fake.guild_id, CHARBOT_DEVICE="cpu", CHARBOT_DISCORD_API=fake.api_base,
-        CHARBOT_DISCORD_GATEWAY=fake.gateway_url, CHARBOT_COOLDOWN="0", **extra,
+        CHARBOT_DISCORD_GATEWAY=fake.gateway_url, CHARBOT_COOLDOWN="0",
     )
+    env.update(extra)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN IMMEDIATE")
+db.execute("UPDATE schema_version SET version = version")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+print("released", flush=True)
+"""
+
+
+class WriteLockHolder:
+    """Another program holding a SQLite database's write lock (a second process, as in production)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def release(self) -> None:
+        """Commit and end the other program's transaction; returns once the lock is gone."""
+        if self.proc.returncode is None:
+            self.proc.stdin.write(b"go\n")
+            await self.proc.stdin.drain()
+            assert (await asyncio.wait_for(self.proc.stdout.readline(), 30)).strip() == b"released"
+            await asyncio.wait_for(self.proc.wait(), 30)
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(path: Path) -> AsyncIterator[WriteLockHolder]:
+    """While inside, a second process holds ``path``'s write lock (it has written but not committed)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLD_LOCK, str(path),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    holder = WriteLockHolder(proc)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.strip() == b"locked", line
+        yield holder
+    finally:
+        if proc.returncode is None:
+            await holder.release()
 
 
 # A made-up corpus registered for one test, so tests never need the real (large) corpora.

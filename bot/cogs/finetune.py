@@ -23,7 +23,7 @@ from bot.errors import Refusal
 from bot.finetune.manager import FinetuneManager, FinetuneRefused, RunningJob
 from bot.finetune.messages import status_text, versions_text, who
 from bot.finetune.settings import SettingsError, load_settings
-from bot.interactions import NO_MENTIONS, is_admin, send
+from bot.interactions import NO_MENTIONS, defer, is_admin, send
 from bot.store.finetune import FinetuneStore
 from model.checkpoint import CheckpointError
 from model.verify import verify_checkpoint
@@ -136,6 +136,7 @@ class Finetune(commands.Cog):
     ) -> None:
         manager = self._manager()
         name = self._corpus(corpus.value)
+        await defer(interaction)  # starting a job writes to the database, which may be busy
         try:
             job = await manager.start(name, f"discord:{interaction.user.id}", minutes, interaction.guild_id,
                                       interaction.channel_id)
@@ -186,7 +187,9 @@ class Finetune(commands.Cog):
     @app_commands.choices(corpus=CORPUS_CHOICES)
     @app_commands.check(is_admin)
     async def status(self, interaction: discord.Interaction, corpus: app_commands.Choice[str] = None) -> None:
-        text = await status_text(self._manager(), corpus.value if corpus else None)
+        manager = self._manager()
+        await defer(interaction)
+        text = await status_text(manager, corpus.value if corpus else None)
         await send(interaction, text[:MAX_MESSAGE])
 
     @finetune.command(name="cancel", description="(Admins) Stop a fine-tune; the served model stays as it is")
@@ -195,6 +198,7 @@ class Finetune(commands.Cog):
     @app_commands.check(is_admin)
     async def cancel(self, interaction: discord.Interaction, corpus: app_commands.Choice[str]) -> None:
         manager = self._manager()
+        await defer(interaction)
         job = await manager.cancel(corpus.value, f"cancelled by {who(f'discord:{interaction.user.id}')}")
         if job is not None:
             await send(interaction, f"Stopping the fine-tune of **{corpus.value}** (job {job.id}) at its next "
@@ -220,7 +224,7 @@ class Finetune(commands.Cog):
     ) -> None:
         manager = self._manager()
         name = self._corpus(corpus.value)
-        await interaction.response.defer(ephemeral=True, thinking=True)  # checking a checkpoint takes a moment
+        await defer(interaction)  # checking a checkpoint takes a moment
         try:
             before, after = await manager.rollback(name, version)
         except FinetuneRefused as exc:

@@ -5,7 +5,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
-from bot.interactions import send, send_answer
+from bot.interactions import defer, send, send_answer
 
 
 class General(commands.Cog):
@@ -19,12 +19,14 @@ class General(commands.Cog):
                            reset="forget your default (each corpus uses its own)")
     @app_commands.guild_only()
     async def temp(self, interaction: discord.Interaction, value: float = None, reset: bool = False) -> None:
+        await defer(interaction)  # before the database: another program may hold it past Discord's 3 s
         answer = await actions.temp(self.bot.store, interaction.guild_id, interaction.user.id, value, reset)
         await send_answer(interaction, answer)
 
     @app_commands.command(name="model", description="Which model each corpus runs, and how good it is")
     @app_commands.guild_only()
     async def model(self, interaction: discord.Interaction) -> None:
+        await defer(interaction)  # the version list is read from the database
         text = actions.model_text(self.bot.models.info)
         finetune = self.bot.get_cog("Finetune")  # bot.cogs.finetune: checkpoint versions, when loaded
         if finetune is not None and (versions := await finetune.versions_text()):

@@ -6,6 +6,7 @@ this file: discord.py reads the option types, including the configured ranges, f
 callback's annotations.)
 """
 
+import asyncio
 import logging
 from contextlib import aclosing
 
@@ -17,9 +18,12 @@ from bot.config import Limits
 from bot.errors import UNEXPECTED
 from bot.interactions import NO_MENTIONS
 from bot.replies import make_request
+from bot.store import StoreError
 from corpora.registry import CORPORA
 
 log = logging.getLogger(__name__)
+
+READ_WAIT_S = 1.0  # the most a reply waits for the person's /temp; then it uses the corpus's default
 
 
 class Generate(commands.Cog):
@@ -45,7 +49,7 @@ class Generate(commands.Cog):
     ) -> None:
         """Check the request (refusals go privately to the person), then answer publicly as text arrives."""
         bot = self.bot
-        user_default = await bot.store.get_temperature(interaction.guild_id, interaction.user.id)
+        user_default = await self.user_temperature(interaction) if temperature is None else None
         request = make_request(corpus, prompt, bot.config.limits, temperature=temperature,
                                user_default=user_default, length=length, user=interaction.user.id)
         reply = bot.replies.start(request)
@@ -72,6 +76,17 @@ class Generate(commands.Cog):
                 pass
         finally:
             reply.close()
+
+    async def user_temperature(self, interaction: discord.Interaction) -> float | None:
+        """The person's /temp default; a reply never waits long for it (reads do not queue behind writes)."""
+        try:
+            return await asyncio.wait_for(
+                self.bot.store.get_temperature(interaction.guild_id, interaction.user.id), READ_WAIT_S
+            )
+        except (asyncio.TimeoutError, StoreError) as exc:
+            log.warning("using the corpus's default temperature, the user's could not be read: %s",
+                        str(exc) or "timed out")
+            return None
 
 
 def build_command(cog: Generate, corpus: str, limits: Limits) -> app_commands.Command:

@@ -8,7 +8,8 @@ from discord.ext import commands
 
 from bot import actions, collect
 from bot.cogs.contributions import CORPUS_CHOICES
-from bot.interactions import is_admin, send_answer
+from bot.interactions import defer, is_admin, send_answer
+from bot.store import DatabaseLocked
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Listening(commands.Cog):
     @app_commands.guild_only()
     @app_commands.check(is_admin)
     async def listen(self, interaction: discord.Interaction, corpus: app_commands.Choice[str]) -> None:
+        await defer(interaction, ephemeral=False)  # the answer announces it to the channel
         answer = await actions.listen(self.bot.store, interaction.guild_id, interaction.channel_id, corpus.value)
         await send_answer(interaction, answer)
 
@@ -32,6 +34,7 @@ class Listening(commands.Cog):
     @app_commands.guild_only()
     @app_commands.check(is_admin)
     async def unlisten(self, interaction: discord.Interaction) -> None:
+        await defer(interaction, ephemeral=False)
         answer = await actions.unlisten(self.bot.store, interaction.guild_id, interaction.channel_id)
         await send_answer(interaction, answer)
 
@@ -48,6 +51,9 @@ class Listening(commands.Cog):
         )
         try:
             cid = await collect.collect(self.bot.store, incoming, self.bot.config.limits)
+        except DatabaseLocked as exc:
+            log.warning("message %s from a listening channel was not stored: %s", message.id, exc)
+            return
         except Exception:
             log.exception("could not store message %s from a listening channel", message.id)
             return

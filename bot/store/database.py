@@ -1,21 +1,30 @@
 """The bot's database: per-user settings, contributions, listening channels and opt-outs.
 
 SQLite through aiosqlite so the event loop never blocks on disk. WAL lets readers and the
-writer proceed together; ``synchronous=FULL`` means a contribution the bot has acknowledged
-is on disk even if the machine loses power right after. The schema grows through the ordered
-MIGRATIONS list: each entry is one SQL script, applied once, in order, in its own transaction,
-and the number applied is kept in ``schema_version``. Append new scripts at the end; never edit
-or reorder the ones already shipped. All queries are parameterized.
+writer proceed together, so reads go through their own connection (its own worker thread):
+a write waiting for another program's lock never holds up a read such as the temperature a
+reply needs. Every write is one transaction that always ends, committed or rolled back
+whatever is raised, and waits at most a bounded time for the lock; text is cleaned
+(:mod:`bot.sanitise`) before it is stored. ``synchronous=FULL`` means a contribution the bot
+has acknowledged is on disk even if the machine loses power right after. The schema grows
+through the ordered MIGRATIONS list: each entry is one SQL script, applied once, in order, in
+its own transaction, and the number applied is kept in ``schema_version``. Append new scripts
+at the end; never edit or reorder the ones already shipped. All queries are parameterized.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import aiosqlite
+
+from bot.sanitise import storable_text
 
 MIGRATIONS: list[str] = [
     # 1: the core tables of the bot.
@@ -132,10 +141,15 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
 class Store:
     """One open database. Use ``await Store.open(path)`` and ``await store.close()``."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str, busy_timeout_s: float) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: str, busy_timeout_s: float, reader: aiosqlite.Connection | None = None
+    ) -> None:
         self._db = db
+        self._reader = reader
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self._write_lock = asyncio.Lock()
+        self._busy_ms = int(busy_timeout_s * 1000)
 
     @classmethod
     async def open(cls, path: str | Path, busy_timeout_s: float = 5.0) -> Store:
@@ -145,21 +159,24 @@ class Store:
             parent = Path(path).expanduser().resolve().parent
             if not parent.is_dir():
                 raise StoreError(f"{path}: cannot create the database, folder {parent} does not exist")
-        try:
-            db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        db = await _connect(path, busy_timeout_s)
         store = cls(db, path, busy_timeout_s)
         try:
-            await store._configure()
+            await store._configure(db)
             await store._migrate()
+            if path != ":memory:":  # a second in-memory connection would be a different database
+                store._reader = await _connect(path, busy_timeout_s)
+                await store._configure(store._reader, reader=True)
         except BaseException:
-            await db.close()
+            await store.close()
             raise
         return store
 
     async def close(self) -> None:
-        await self._db.close()
+        for db in (self._reader, self._db):
+            if db is not None:
+                await db.close()
+        self._reader = None
 
     async def __aenter__(self) -> Store:
         return self
@@ -169,48 +186,59 @@ class Store:
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    def _error(self, exc: sqlite3.Error) -> StoreError:
+    def _locked(self, waited_s: float) -> DatabaseLocked:
+        return DatabaseLocked(
+            f"{self.path}: the database is locked by another program (is a second charbot using it?); "
+            f"gave up after {waited_s:g} s, try again"
+        )
+
+    def _error(self, exc: sqlite3.Error, waited_s: float | None = None) -> StoreError:
         if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
-            return DatabaseLocked(
-                f"{self.path}: the database is locked by another program (is a second charbot using it?); "
-                f"gave up after {self.busy_timeout_s:g} s, try again"
-            )
+            return self._locked(self.busy_timeout_s if waited_s is None else waited_s)
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
             return StoreError(f"{self.path}: this file is not a charbot database (not SQLite)")
         return StoreError(f"{self.path}: database error: {exc}")
 
-    async def _execute(self, sql: str, params: tuple = ()) -> aiosqlite.Cursor:
+    async def _execute(self, sql: str, params: tuple = (), db: aiosqlite.Connection | None = None) -> aiosqlite.Cursor:
         try:
-            return await self._db.execute(sql, params)
+            return await (db or self._db).execute(sql, params)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
     # ---- queries: the only way in for this class and its companions (bot.store.finetune) ----
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """Rows of one read; a database error becomes a :class:`StoreError` naming the file."""
+        """Rows of one read (on the reading connection, so never behind a waiting write).
+
+        A database error, or a value SQLite cannot take, becomes a :class:`StoreError` naming the file.
+        """
         try:
-            async with self._db.execute(sql, params) as cur:
+            async with (self._reader or self._db).execute(sql, params) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise self._error(exc) from None
+        except (OverflowError, UnicodeError) as exc:
+            raise StoreError(f"{self.path}: cannot look that up: {exc}") from None
 
     async def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def _configure(self) -> None:
-        ms = int(self.busy_timeout_s * 1000)
-        await self._execute(f"PRAGMA busy_timeout = {ms}")
-        row = await self.fetchone("PRAGMA journal_mode = WAL")
+    async def _configure(self, db: aiosqlite.Connection, reader: bool = False) -> None:
+        await self._execute(f"PRAGMA busy_timeout = {self._busy_ms}", db=db)
+        if reader:
+            await self._execute("PRAGMA query_only = ON", db=db)
+            return
+        cur = await self._execute("PRAGMA journal_mode = WAL", db=db)
+        row = await cur.fetchone()
         self.journal_mode = str(row[0]).lower() if row else "unknown"
-        await self._execute("PRAGMA synchronous = FULL")
-        await self._execute("PRAGMA foreign_keys = ON")
+        await self._execute("PRAGMA synchronous = FULL", db=db)
+        await self._execute("PRAGMA foreign_keys = ON", db=db)
         await self._execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
-            " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+            " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)", db=db,
         )
-        await self._execute("INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 0)")
+        await self._execute("INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 0)", db=db)
 
     async def schema_version(self) -> int:
         row = await self.fetchone("SELECT version FROM schema_version WHERE id = 1")
@@ -240,22 +268,53 @@ class Store:
                     continue  # another process applied it while we waited
                 raise StoreError(f"{self.path}: migration {version + 1} failed: {exc}") from None
 
-    async def write(self, statements: list[tuple[str, tuple]]) -> list[aiosqlite.Cursor]:
-        """Run statements in one committed transaction; return their cursors."""
+    async def write(self, statements: list[tuple[str, tuple]], wait_s: float | None = None) -> list[aiosqlite.Cursor]:
+        """Run statements in one committed transaction; return their cursors.
+
+        Waits at most ``wait_s`` (default: the busy timeout) for the write lock, this
+        connection's and other programs' together, then raises :class:`DatabaseLocked`. The
+        transaction always ends: whatever is raised (a bad value, a cancelled task), it is
+        rolled back before the exception leaves, so the next write, from anyone, works.
+        """
+        bound = self.busy_timeout_s if wait_s is None else max(0.0, wait_s)
+        started = time.monotonic()
         try:
+            await asyncio.wait_for(self._write_lock.acquire(), timeout=bound)
+        except asyncio.TimeoutError:
+            raise self._locked(bound) from None
+        try:
+            ms = max(1, int((bound - (time.monotonic() - started)) * 1000))
+            if ms != self._busy_ms:
+                await self._execute(f"PRAGMA busy_timeout = {ms}")
+                self._busy_ms = ms
             await self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
-        try:
             cursors = [await self._db.execute(sql, params) for sql, params in statements]
             await self._db.execute("COMMIT")
             return cursors
-        except sqlite3.Error as exc:
-            try:
-                await self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise self._error(exc) from None
+        except BaseException as exc:
+            # Even when cancelled, the statements already queued still run on the worker thread
+            # (BEGIN included); the ROLLBACK queued after them ends whatever they opened.
+            await self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc, bound) from None
+            if isinstance(exc, (OverflowError, UnicodeError)):
+                raise StoreError(f"{self.path}: cannot store that value: {exc}") from None
+            raise
+        finally:
+            self._write_lock.release()
+
+    async def _rollback(self) -> None:
+        """End the open transaction, even while the task is being cancelled."""
+        task = asyncio.ensure_future(self._db.execute("ROLLBACK"))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait({task})  # the ROLLBACK still runs; wait for it, then let the cancel go on
+            if not task.cancelled():
+                task.exception()  # seen: a failed ROLLBACK only means nothing was open
+            raise
+        except sqlite3.Error:
+            pass  # nothing was open (COMMIT had finished, or SQLite rolled back by itself)
 
     # ---- settings ---------------------------------------------------------------------
 
@@ -281,6 +340,7 @@ class Store:
         """Store a contribution and return its id once it is committed to disk."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        text = storable_text(text)
         (cur,) = await self.write([(
             "INSERT INTO contributions (guild_id, channel_id, user_id, corpus, text, created, source) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -365,3 +425,21 @@ class Store:
             sql, params = "DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         (cur,) = await self.write([(sql, params)])
         return cur.rowcount > 0
+
+
+async def _connect(path: str, busy_timeout_s: float) -> aiosqlite.Connection:
+    """An aiosqlite connection, or a one-line :class:`StoreError`.
+
+    When SQLite cannot open the file, aiosqlite's worker thread is still shutting down as the
+    error arrives; it is waited for here, or it could report to an event loop that the failed
+    start-up has already closed ("Event loop is closed" printed after the one-line error).
+    """
+    pending = aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_s)
+    try:
+        return await pending
+    except sqlite3.Error as exc:
+        worker = getattr(pending, "_thread", None)
+        if isinstance(worker, threading.Thread) and worker.is_alive():
+            await asyncio.to_thread(worker.join, 5.0)
+        hint = " (does the folder exist, and may charbot write there?)" if "unable to open" in str(exc) else ""
+        raise StoreError(f"{path}: cannot open the database: {exc}{hint}") from None

@@ -27,13 +27,14 @@ from bot.store import Store
 from model.checkpoint import save_checkpoint
 from model.network import CharLSTM, ModelConfig
 from tests.bot.fake_discord import (
+    CALLBACK_DEFERRED,
     CALLBACK_MESSAGE,
     EPHEMERAL,
+    LOADING,
     FakeDiscord,
     FakeDiscordError,
     FakeInteraction,
     FakeUser,
-    RecordedRequest,
 )
 
 CORPORA = ("tale", "faq", "novel")
@@ -114,26 +115,50 @@ class BotUnderTest:
             ) from None
         return inter
 
-    async def submit(self, opened: FakeInteraction, values: dict[str, str] | list[str]) -> RecordedRequest:
-        """Submit the modal ``opened`` showed; return the bot's answer to the submission."""
+    async def submit(self, opened: FakeInteraction, values: dict[str, str] | list[str]) -> FakeInteraction:
+        """Submit the modal ``opened`` showed; return the submission once the bot has answered it."""
         submitted = await self.fake.submit_modal(opened, values)
-        return await submitted.wait_callback(timeout=30)
+        await self.settled(submitted)
+        return submitted
+
+    async def settled(self, inter: FakeInteraction, timeout: float = 30.0) -> FakeInteraction:
+        """Wait until ``inter`` has its answer: a message, or a deferral that was filled in (or replaced)."""
+        await self.fake.wait_until(lambda: answered(inter), timeout, f"an answer to interaction {inter.id}")
+        return inter
+
+    def answer(self, inter: FakeInteraction) -> tuple[str, bool]:
+        """The answer the person sees and whether only they see it, however the bot sent it.
+
+        Either a message as the interaction's response, or a deferral ("thinking...") that a
+        follow-up filled in, or, where the answer is seen differently from the deferral, that
+        was deleted and followed up by one message. Every request must have succeeded.
+        """
+        assert inter.requests and all(0 < r.status < 300 for r in inter.requests), [
+            (r.key, r.status, r.json) for r in inter.requests
+        ]
+        callback = inter.callbacks[0].json
+        assert len(inter.callbacks) == 1, [c.json for c in inter.callbacks]
+        if callback["type"] == CALLBACK_MESSAGE:
+            return callback["data"]["content"], bool(callback["data"].get("flags", 0) & EPHEMERAL)
+        assert callback["type"] == CALLBACK_DEFERRED, callback
+        if inter.original is not None:
+            assert not inter.original["flags"] & LOADING, "the deferred answer was never filled in"
+            return inter.original["content"], bool(inter.original["flags"] & EPHEMERAL)
+        assert inter.followups, "the deferred answer was deleted and nothing replaced it"
+        first = inter.followups[0]
+        return first["content"], bool(first["flags"] & EPHEMERAL)
 
     def private_answer(self, inter: FakeInteraction) -> str:
-        """The text of an answer only the caller sees; fails if the bot answered any other way."""
-        assert [r.status for r in inter.requests] == [200], [(r.key, r.status, r.json) for r in inter.requests]
-        callback = inter.callbacks[0].json
-        assert callback["type"] == CALLBACK_MESSAGE, callback
-        assert callback["data"].get("flags", 0) & EPHEMERAL, f"answer is public: {callback}"
-        return callback["data"]["content"]
+        """The text of an answer only the caller sees; fails if everyone sees it."""
+        text, private = self.answer(inter)
+        assert private, f"answer is public: {text!r}"
+        return text
 
     def public_answer(self, inter: FakeInteraction) -> str:
-        """The text of an answer everyone in the channel sees, sent as the interaction's response."""
-        assert [r.status for r in inter.requests] == [200], [(r.key, r.status, r.json) for r in inter.requests]
-        callback = inter.callbacks[0].json
-        assert callback["type"] == CALLBACK_MESSAGE, callback
-        assert not callback["data"].get("flags", 0) & EPHEMERAL, f"answer is private: {callback}"
-        return callback["data"]["content"]
+        """The text of an answer everyone in the channel sees."""
+        text, private = self.answer(inter)
+        assert not private, f"answer is private: {text!r}"
+        return text
 
     def final(self, inter: FakeInteraction) -> str:
         """What the person sees as the command's answer now."""
@@ -216,6 +241,18 @@ def _instrument(world: BotUnderTest) -> None:
             world._finish(interaction)
 
     bot.tree.on_error = on_error  # type: ignore[method-assign]
+
+
+def answered(inter: FakeInteraction) -> bool:
+    """Whether the bot has finished answering ``inter`` (see :meth:`BotUnderTest.answer`)."""
+    done = [c for c in inter.callbacks if 0 < c.status < 300]
+    if not done:
+        return False
+    if done[0].json.get("type") != CALLBACK_DEFERRED:
+        return True
+    if inter.original is not None:
+        return not inter.original["flags"] & LOADING
+    return bool(inter.followups)
 
 
 def _assert_no_mentions_allowed(fake: FakeDiscord) -> None:

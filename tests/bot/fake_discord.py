@@ -999,7 +999,9 @@ class FakeDiscord:
                     return cmd
         return None
 
-    def _interaction_payload(self, kind: int, user: FakeUser, data: dict, channel: str) -> dict:
+    def _interaction_payload(self, kind: int, user: FakeUser, data: dict, channel: str, dm: bool = False) -> dict:
+        if dm:
+            return self._dm_payload(kind, user, data)
         channel_id = self.channels[channel]
         return {
             "id": self.ids.next(),
@@ -1032,6 +1034,45 @@ class FakeDiscord:
             "attachment_size_limit": 10 * 1024 * 1024,
         }
 
+    def _dm_payload(self, kind: int, user: FakeUser, data: dict) -> dict:
+        """An interaction from a direct message with the bot: no guild, a ``user`` instead of a ``member``.
+
+        Discord sends these for commands it was told are guild-only too (that flag is a hint to its
+        client) and for user-installed apps, so the bot must answer them sensibly.
+        """
+        dm_channel = self.ids.next()
+        return {
+            "id": self.ids.next(),
+            "application_id": self.app_id,
+            "type": kind,
+            "token": f"itoken-{secrets.token_urlsafe(24)}",
+            "version": 1,
+            "channel_id": dm_channel,
+            "channel": {"id": dm_channel, "type": 1, "recipients": [user.payload()], "last_message_id": None,
+                        "flags": 0},
+            "user": user.payload(),
+            "data": data,
+            "locale": "en-US",
+            "app_permissions": str(MEMBER_PERMISSIONS),
+            "entitlements": [],
+            "authorizing_integration_owners": {"1": user.id},
+            "context": 1,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+
+    async def command(
+        self, data: dict, *, user: FakeUser | None = None, channel: str = "general", dm: bool = False
+    ) -> FakeInteraction:
+        """Send an application-command interaction with exactly ``data``, unchecked.
+
+        Unlike :meth:`slash`, nothing stands between a test and the bot: options of the wrong type,
+        choices outside the list, missing options, commands the bot never registered, as a stale
+        client or a crafted request would send them.
+        """
+        user = user or self.member
+        payload = self._interaction_payload(APPLICATION_COMMAND, user, {"type": 1, **data}, channel, dm)
+        return await self._send_interaction(payload, user)
+
     async def _send_interaction(self, payload: dict, user: FakeUser) -> FakeInteraction:
         inter = FakeInteraction(self, payload["id"], payload["token"], user, payload, time.monotonic())
         self.interactions[inter.token] = inter
@@ -1045,11 +1086,13 @@ class FakeDiscord:
         *,
         user: FakeUser | None = None,
         channel: str = "general",
+        dm: bool = False,
     ) -> FakeInteraction:
         """A user runs ``/command`` (``"group sub"`` for subcommands) with ``options``; returns the interaction.
 
         The command must have been registered by the bot (as Discord only shows registered commands); option
-        types come from that registration, so ``1`` for a NUMBER option is sent as a number.
+        types come from that registration, so ``1`` for a NUMBER option is sent as a number. ``dm`` sends it
+        from a direct message with the bot (see :meth:`_dm_payload`).
         """
         user = user or self.member
         parts = command.split()
@@ -1077,14 +1120,21 @@ class FakeDiscord:
         data: dict[str, Any] = {"id": registered["id"], "name": parts[0], "type": 1, "options": tree}
         if registered.get("guild_id"):
             data["guild_id"] = registered["guild_id"]
-        return await self._send_interaction(self._interaction_payload(APPLICATION_COMMAND, user, data, channel), user)
+        payload = self._interaction_payload(APPLICATION_COMMAND, user, data, channel, dm)
+        return await self._send_interaction(payload, user)
 
     async def submit_modal(
-        self, opened_by: FakeInteraction, values: dict[str, str] | list[str], *, user: FakeUser | None = None
+        self,
+        opened_by: FakeInteraction,
+        values: dict[str, str] | list[str],
+        *,
+        user: FakeUser | None = None,
+        dm: bool = False,
     ) -> FakeInteraction:
         """The user fills in the modal the bot opened for ``opened_by`` and presses Submit.
 
         ``values`` maps a text input's custom_id or label to its text, or lists texts in the order of the inputs.
+        ``dm`` sends the submission as if from a direct message (a crafted request: no guild).
         """
         callback = next(
             (r for r in opened_by.callbacks if r.status < 300 and r.json.get("type") == CALLBACK_MODAL), None
@@ -1138,7 +1188,7 @@ class FakeDiscord:
         data = {"custom_id": modal["custom_id"], "components": components}
         user = user or opened_by.user
         channel = next(n for n, c in self.channels.items() if c == opened_by.payload["channel_id"])
-        return await self._send_interaction(self._interaction_payload(MODAL_SUBMIT, user, data, channel), user)
+        return await self._send_interaction(self._interaction_payload(MODAL_SUBMIT, user, data, channel, dm), user)
 
     def message_payload(self, author: FakeUser, content: str, channel_id: str, mentions: list[FakeUser] = ()) -> dict:
         message = {

@@ -64,7 +64,7 @@ async def test_a_contribution_is_stored_with_who_where_and_when(store):
     [
         ("faq", "   ", "no text to save"),
         ("faq", "x" * 101, "101 characters; the limit is 100"),
-        ("poems", "hello", "no corpus called 'poems'"),
+        ("poems", "hello", "no corpus called `poems`"),
         ("tale", "\U0001f600\U0001f431", "plain letters"),
     ],
 )

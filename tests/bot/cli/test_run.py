@@ -7,7 +7,9 @@ CHARBOT_DISCORD_GATEWAY settings, exactly as a deployment talks to Discord.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,32 @@ async def test_sync_publishes_the_commands_globally_with_their_options_and_admin
         assert published[admin_only]["default_member_permissions"] == manage_guild
     assert published["tale"].get("default_member_permissions") is None
     assert [c["name"] for c in published["contribute"]["options"][0]["choices"]] == ["tale", "faq", "novel"]
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder charbot may not create files in (chmod for ordinary users; /proc where tests run as root)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    if Path("/proc/self").is_dir():
+        return Path("/proc")
+    pytest.skip("no folder here is unwritable for root")
+
+
+@pytest.mark.parametrize("where", ["unwritable folder", "a folder named like the file"])
+async def test_a_database_that_cannot_be_created_stops_the_start_with_one_line(tmp_path, tiny_checkpoint_dir, where):
+    if where == "unwritable folder":
+        db = _unwritable_folder(tmp_path) / "charbot.db"
+    else:
+        db = tmp_path / "charbot.db"
+        db.mkdir()
+    async with FakeDiscord() as fake:
+        bot = await start_bot(fake, tmp_path, tiny_checkpoint_dir, CHARBOT_DB=str(db))
+        out, err = await asyncio.wait_for(bot.communicate(), 60)
+    log = err.decode()
+    assert bot.returncode == 2, log[-2000:]
+    assert log.strip().splitlines()[-1].startswith(f"charbot run: error: {db}: cannot open the database"), log[-2000:]
+    assert "Traceback" not in log and "Event loop is closed" not in log, log[-3000:]
+    assert not db.is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.bot.e2e_bot import BotUnderTest
-from tests.bot.fake_discord import CALLBACK_MODAL, EPHEMERAL, DiscordClientRefused, FakeInteraction
+from tests.bot.fake_discord import CALLBACK_MODAL, DiscordClientRefused, FakeInteraction
 
 
 async def open_modal(world: BotUnderTest, corpus: str = "tale", **kwargs: object) -> FakeInteraction:
@@ -20,9 +20,8 @@ async def test_contribute_opens_a_modal_and_stores_exactly_what_was_submitted(wo
     modal = opened.callbacks[0].json["data"]
     assert modal["title"] == "Teach the faq model"
     text = "Q: Can I bring my dragon 🐉 to class?\nA: Only @everyone's favourite <@123>, Ünïcödé and all."
-    reply = await world.submit(opened, [text])
-    assert reply.json["data"]["flags"] & EPHEMERAL
-    assert "Thank you" in reply.json["data"]["content"] and "faq" in reply.json["data"]["content"]
+    answer = world.private_answer(await world.submit(opened, [text]))
+    assert "Thank you" in answer and "faq" in answer
     stored = await world.store.contributions(world.guild)
     assert [(c.text, c.corpus, c.user_id, c.source) for c in stored] == [
         (text, "faq", int(world.fake.member.id), "modal")
@@ -45,9 +44,8 @@ async def test_the_longest_text_the_box_takes_is_stored_and_longer_is_stopped_by
 async def test_texts_with_nothing_to_learn_are_refused_privately_and_not_stored(
     world: BotUnderTest, text: str, reason: str
 ) -> None:
-    reply = await world.submit(await open_modal(world), [text])
-    assert reply.json["data"]["flags"] & EPHEMERAL
-    assert reason in reply.json["data"]["content"]
+    answer = world.private_answer(await world.submit(await open_modal(world), [text]))
+    assert reason in answer
     assert await world.store.contributions(world.guild) == []
 
 
@@ -77,3 +75,16 @@ async def test_optout_and_undo_are_remembered(world: BotUnderTest) -> None:
     answer = world.private_answer(await world.run("optout", {"undo": True}))
     assert "opted back in" in answer
     assert not await world.store.is_opted_out(world.guild, bob)
+
+
+async def test_a_form_submitted_after_the_bot_forgot_it_is_still_saved(world: BotUnderTest) -> None:
+    opened = await open_modal(world, "novel")
+    cog = world.bot.get_cog("Contributions")
+    for form in list(cog.forms.values()):  # what a restart (or the form's 15-minute timeout) does
+        form.stop()
+    cog.forms.clear()
+    answer = world.private_answer(await world.submit(opened, ["Typed before the restart, sent after it."]))
+    assert "Thank you" in answer and "novel" in answer
+    assert [(c.text, c.corpus) for c in await world.store.contributions(world.guild)] == [
+        ("Typed before the restart, sent after it.", "novel")
+    ]

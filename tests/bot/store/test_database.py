@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 
 import pytest
 
 from bot.store import DatabaseLocked, Store, StoreError
 from bot.store import database as store_module
+from tests.helpers import write_lock_held
 
 
 async def test_migrations_apply_once_and_reopening_changes_nothing(tmp_path):
@@ -125,3 +128,77 @@ async def test_unknown_contribution_source_is_rejected(tmp_path):
         with pytest.raises(ValueError, match="source"):
             await s.add_contribution(1, 1, 1, "tale", "x", "telepathy")
         assert await s.contributions() == []
+
+
+def another_program_can_write(path) -> bool:
+    """Whether a second connection gets the write lock at once (no transaction left open here)."""
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.5)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("bad", ["A tale \udcff of the \ud800 broken bytes", 2**70], ids=["surrogate", "huge"])
+async def test_a_value_sqlite_cannot_take_ends_its_transaction_and_the_next_write_works(tmp_path, bad):
+    path = tmp_path / "bot.db"
+    async with await Store.open(path) as s:
+        with pytest.raises(StoreError, match="cannot store that value") as err:
+            await s.write([("INSERT INTO opt_outs (guild_id, user_id, created) VALUES (1, ?, 'now')", (bad,))])
+        assert "\n" not in str(err.value)
+        assert another_program_can_write(path), "the failed write left the database write-locked"
+        await s.set_temperature(1, 2, 0.5)  # "cannot start a transaction within a transaction" before the fix
+        assert await s.get_temperature(1, 2) == 0.5
+
+
+async def test_a_contribution_with_lone_surrogates_and_controls_is_stored_without_them(tmp_path):
+    async with await Store.open(tmp_path / "bot.db") as s:
+        await s.add_contribution(1, 1, 1, "tale", "A tale \udcff of the \ud800 broken\x00 bytes \U0001f409", "modal")
+        assert [c.text for c in await s.contributions()] == ["A tale  of the  broken bytes \U0001f409"]
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_nothing_open(tmp_path):
+    path = tmp_path / "bot.db"
+    async with await Store.open(path, busy_timeout_s=30) as s:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(s.set_temperature(1, 2, 0.5))
+        await asyncio.sleep(0.2)  # queued behind the other program's lock
+        write.cancel()
+        blocker.execute("ROLLBACK")  # the BEGIN already on the worker thread now succeeds...
+        blocker.close()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        assert another_program_can_write(path), "...and must have been rolled back"
+        await s.set_temperature(1, 2, 1.0)
+        assert await s.get_temperature(1, 2) == 1.0
+
+
+async def test_a_write_waits_only_as_long_as_it_is_told_and_reads_never_wait_behind_it(tmp_path):
+    path = tmp_path / "bot.db"
+    async with await Store.open(path, busy_timeout_s=60) as s:
+        await s.set_temperature(1, 2, 0.5)
+        async with write_lock_held(path):
+            with pytest.raises(DatabaseLocked, match="gave up after 0.2 s"):
+                await s.write([("UPDATE user_settings SET temperature = 1.0", ())], wait_s=0.2)
+            waiting = asyncio.create_task(s.set_temperature(1, 3, 1.5))  # waits up to 60 s on the writer
+            await asyncio.sleep(0.1)
+            assert await s.get_temperature(1, 2) == 0.5  # read while another program and our own write wait
+            assert not waiting.done()
+        await waiting  # the lock is gone: the waiting write went through, nothing lost
+        assert await s.get_temperature(1, 3) == 1.5
+
+
+async def test_a_database_that_cannot_be_opened_is_one_error_and_leaves_no_worker_behind(tmp_path):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    before = set(threading.enumerate())
+    with pytest.raises(StoreError, match="cannot open the database") as err:
+        await Store.open(folder)  # a folder where the file should be: SQLite cannot open it
+    assert "\n" not in str(err.value)
+    workers = [t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio_")]
+    assert workers == [], "aiosqlite's worker outlived the error (it then reports to a closed event loop)"
