@@ -1,18 +1,25 @@
 """The models the bot serves: one checkpoint per corpus, each loaded into its own Engine.
 
 Shared by the bot (at start) and the local CLI, so ``charbot reply`` runs the very checkpoint
-and engine the bot would. Checkpoints are ``<folder>/<corpus>.safetensors``, the folder being
+and engine the bot would. Beside each engine it keeps what scoring and grounding need, built
+once at load: the corpus's :class:`~bot.words.Lexicon` and, for a grounded corpus (faq), the
+BM25 :class:`~corpora.passages.PassageIndex` of its passages. Checkpoints are
+``<folder>/<corpus>.safetensors``, the folder being
 ``CHARBOT_CHECKPOINT_DIR`` (from .env or the environment), else the shipped ``checkpoints/``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.words import Lexicon, lexicon
+from corpora.passages import PassageIndex
+from corpora.registry import CORPORA, CorpusMissing, load_corpus
 from corpora.shipped import shipped_path
 from model.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from model.device import pick_device
@@ -47,6 +54,28 @@ def file_version(path: Path) -> str:
     return file_sha256(path)[:12]
 
 
+def learned_path(checkpoint: Path) -> Path:
+    """Where the texts a fine-tuned checkpoint learned beyond its corpus are kept: ``<name>.learned.json``."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".learned.json")
+
+
+def learned_texts(checkpoint: Path) -> list[str]:
+    """The contributed texts a version was fine-tuned on (a JSON list beside it), so grounding can quote them.
+
+    None beside the shipped checkpoints; an unreadable file counts as none (grounding then
+    uses the corpus alone) rather than keeping the version from being served.
+    """
+    path = learned_path(Path(checkpoint))
+    if not path.is_file():
+        return []
+    try:
+        texts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: not read (%s); grounding uses the corpus alone", path, exc)
+        return []
+    return [t for t in texts if isinstance(t, str)] if isinstance(texts, list) else []
+
+
 def _bpc(info: dict) -> float | None:
     if info.get("val_bpc") is not None:
         return float(info["val_bpc"])
@@ -61,6 +90,8 @@ class Models:
     def __init__(self) -> None:
         self.engines: dict[str, Engine] = {}
         self.info: dict[str, ModelInfo] = {}
+        self.lexicons: dict[str, Lexicon] = {}
+        self.passages: dict[str, PassageIndex] = {}
         self.device = pick_device("cpu")
         self.max_batch = 64
         self.max_queue = 256
@@ -105,8 +136,35 @@ class Models:
             raise
         return models
 
+    def lexicon(self, corpus: str) -> Lexicon:
+        """The corpus's lexicon (built on first use when the engine was put in by hand)."""
+        if corpus not in self.lexicons:
+            self.lexicons[corpus] = lexicon(corpus)
+        return self.lexicons[corpus]
+
+    def ground(self, corpus: str, extra: tuple[str, ...] | list[str] = ()) -> PassageIndex | None:
+        """Build the passage index of a grounded corpus (``extra``: texts a fine-tuned version learned too).
+
+        None for corpora that are not grounded, or when the corpus text is not on this machine
+        (replies are then ungrounded, and say nothing about a source).
+        """
+        if corpus not in CORPORA or not CORPORA[corpus].grounded:
+            return None
+        try:
+            text = load_corpus(corpus).text
+        except CorpusMissing as exc:
+            log.warning("no %s text here (%s): its answers are not grounded", corpus, exc)
+            self.passages.pop(corpus, None)
+            return None
+        index = PassageIndex.from_text(text, extra)
+        self.passages[corpus] = index
+        log.info("%s: %d passages indexed for grounding", corpus, len(index))
+        return index
+
     def _load_one(self, corpus: str, path: Path) -> tuple[Engine, ModelInfo]:
         t0 = time.perf_counter()
+        self.lexicon(corpus)
+        self.ground(corpus, learned_texts(path))
         ck = load_checkpoint(path, device=self.device)
         engine = Engine(ck, device=self.device, max_batch=self.max_batch, max_queue=self.max_queue,
                         precision=self.precision)

@@ -5,6 +5,15 @@ so what the terminal prints is exactly what the bot posts. Generation runs on th
 worker threads; text comes back to the event loop through ``call_soon_threadsafe`` and is
 handed out as rendered message snapshots no more often than the edit interval, because
 Discord rate-limits message edits.
+
+What a person reads is decided here too. The length asked for is a target: generation runs
+to the first sentence end after it (hard cap :func:`hard_cap`) or is cut back to the last
+one, never mid-word. Each reply is sampled as n candidates side by side on the engine
+(``n`` from the request, else the corpus's :attr:`~corpora.registry.Corpus.best_of` while the
+engine is idle, falling to 1 under load: :meth:`model.engine.Engine.best_of`) and the one with the best
+:mod:`bot.score` is posted. FAQ answers are grounded: the question retrieves the best
+passage (:mod:`corpora.passages`), the model reads it before the question, and the passage
+is quoted under the answer.
 """
 
 from __future__ import annotations
@@ -15,22 +24,26 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.config import Limits
 from bot.engines import Models
 from bot.errors import Refusal
-from bot.render import CUT_SHORT, DISCORD_LIMIT, head_length, prime_continues, render_reply
+from bot.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM, head_length, prime_continues, render_reply
+from bot.score import Grounding, Score, best, debris_end, score_reply
 from bot.throttle import Cooldown
+from corpora.passages import Hit, grounded_prime
 from corpora.registry import CORPORA
 from model.charset import normalize
 from model.engine import Engine, EngineBusy, EngineClosed
-from model.sample import MAX_TEMPERATURE, Generation, SampleSettings
+from model.sample import MAX_TEMPERATURE, Finish, Generation, SampleSettings
 
 log = logging.getLogger(__name__)
 
 BUSY = "I'm busy writing other replies right now; try again in a moment."
 RESTARTING = "I'm restarting; try again in a minute."
+MAX_BEST_OF = 16
+HARD_CAP = 1700
 
 
 @dataclass(frozen=True)
@@ -43,15 +56,25 @@ class ReplyRequest:
     length: int
     seed: int | None = None
     user: Hashable | None = None  # who asked, for the cooldown; None for local use
+    n: int | None = None  # best-of-n candidates; None: the corpus's best_of, fewer when the engine is busy
 
 
 @dataclass(frozen=True)
 class ReplyUpdate:
-    """The message as it should look now; ``done`` with the finished generation at the end."""
+    """The message as it should look now; ``done`` with the finished generation at the end.
+
+    The final update also says how many candidates were drawn, the posted one's score, and
+    for a grounded corpus the passage it was grounded on.
+    """
 
     text: str
     done: bool
     generation: Generation | None = None
+    candidates: int = 1
+    score: Score | None = None
+    source: Hit | None = None
+    chosen: int = 0  # which candidate was posted (0 is the one a single draw gives)
+    seed: int | None = None  # the reply's seed: with the same n, it gives this reply again
 
 
 def check_temperature(value: float) -> float:
@@ -111,10 +134,13 @@ def make_request(
     length: int | None = None,
     seed: int | None = None,
     user: Hashable | None = None,
+    n: int | None = None,
 ) -> ReplyRequest:
     """Check every part of a request and settle its temperature; raise Refusal on bad input."""
     if corpus not in CORPORA:
         raise Refusal(f"I don't know the corpus {corpus!r}; I know {', '.join(CORPORA)}.")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BEST_OF):
+        raise Refusal(f"The number of candidates must be a whole number from 1 to {MAX_BEST_OF}; got {n!r}.")
     return ReplyRequest(
         corpus=corpus,
         prompt=check_prompt(corpus, prompt, limits),
@@ -122,6 +148,7 @@ def make_request(
         length=check_length(length, limits),
         seed=seed,
         user=user,
+        n=n,
     )
 
 
@@ -131,15 +158,60 @@ def prime_of(request: ReplyRequest) -> tuple[str, bool]:
     return prime, prime_continues(prime)
 
 
+def hard_cap(length: int) -> int:
+    """The most characters a reply of target ``length`` may run to while looking for a sentence end.
+
+    A quarter of the target again (at least 40), and never more than :data:`HARD_CAP`, well
+    under Discord's 2000 so the prompt and the source quote still fit. A longer run finds a
+    sentence end more often but keeps a crowd's batch busy for the slowest reply's sake.
+    """
+    return min(HARD_CAP, length + max(40, length // 4))
+
+
 def sample_settings(request: ReplyRequest, limit: int = DISCORD_LIMIT) -> SampleSettings:
-    """Engine settings: never ask for more characters than the message can hold."""
+    """Engine settings: the length as a target, and never more characters than the message can hold."""
     room = limit - head_length(request.corpus, request.prompt, limit, prime_of(request)[1]) - len(CUT_SHORT)
+    if CORPORA[request.corpus].grounded:
+        room -= QUOTE_ROOM
+    cap = max(1, min(hard_cap(request.length), room))
     return SampleSettings(
         temperature=request.temperature,
-        max_chars=max(1, min(request.length, room)),
+        max_chars=cap,
         stop=CORPORA[request.corpus].stop,
         seed=request.seed,
+        target_chars=min(request.length, cap),
     )
+
+
+def ground(request: ReplyRequest, models: Models) -> Hit | None:
+    """The passage a grounded corpus's reply draws on (None: not grounded, or nothing matches)."""
+    index = models.passages.get(request.corpus)
+    if index is None or not CORPORA[request.corpus].grounded:
+        return None
+    hits = index.search(request.prompt, 1)
+    return hits[0] if hits else None
+
+
+def tidy_opening(gen: Generation) -> Generation:
+    """The generation without a leading fragment before its first real sentence (:func:`bot.score.debris_end`)."""
+    cut = debris_end(gen.text)
+    if not cut:
+        return gen
+    return replace(gen, text=gen.text[cut:], logprobs=gen.logprobs[cut:])
+
+
+def choose(
+    request: ReplyRequest, candidates: list[Generation], models: Models, source: Hit | None
+) -> tuple[int, list[Score]]:
+    """Which candidate to post, and every candidate's score (see :mod:`bot.score`)."""
+    grounding = None
+    if CORPORA[request.corpus].grounded:
+        grounding = Grounding(request.prompt, source.passage.text if source else "")
+    lexicon = models.lexicon(request.corpus)
+    fresh = not prime_of(request)[1]
+    scores = [score_reply(g.text, g.logprobs, lexicon, g.settings.target_chars, grounding, fresh_start=fresh)
+              for g in candidates]
+    return best(scores), scores
 
 
 class ReplyStream:
@@ -162,8 +234,16 @@ class ReplyStream:
             loop.call_soon_threadsafe(add, piece)
 
         prime, self.continues = prime_of(request)
+        self.source = ground(request, service.models)
+        if self.source is not None:
+            prime = grounded_prime(self.source.passage.text, prime)
+        self.n = request.n if request.n is not None else engine.best_of(CORPORA[request.corpus].best_of)
         try:
-            self.future = engine.submit(prime, sample_settings(request), on_text)
+            if self.n == 1:
+                self.future = engine.submit(prime, sample_settings(request), on_text)
+            else:
+                self.future = engine.submit_best_of(prime, sample_settings(request), self.n, on_text,
+                                                    adaptive=request.n is None)
         except EngineBusy:
             raise Refusal(BUSY) from None
         except EngineClosed:
@@ -207,9 +287,19 @@ class ReplyStream:
                 await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters - {self._done}:
                     w.cancel()
-            gen = self._done.result()
-            text = render_reply(request.corpus, request.prompt, gen.text, gen.finish, continues=self.continues)
-            yield ReplyUpdate(text, True, gen)
+            got = self._done.result()
+            candidates = got if isinstance(got, list) else [got]
+            if any(g.finish != Finish.CANCELLED for g in candidates):  # without those shed under load
+                candidates = [g for g in candidates if g.finish != Finish.CANCELLED]
+            if not self.continues:  # a fresh line should not open mid-sentence
+                candidates = [tidy_opening(g) for g in candidates]
+            chosen, scores = choose(request, candidates, self.service.models, self.source)
+            gen = candidates[chosen]
+            quote = self.source.passage.text if self.source is not None else None
+            text = render_reply(request.corpus, request.prompt, gen.text, gen.finish, continues=self.continues,
+                                source=quote)
+            yield ReplyUpdate(text, True, gen, len(candidates), scores[chosen], self.source, chosen,
+                              candidates[0].seed)
         finally:
             self.close()
 

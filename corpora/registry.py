@@ -87,6 +87,8 @@ class Corpus:
     default_temperature: float = 0.8
     style: ReplyStyle = ReplyStyle()
     example_prompt: str = ""
+    grounded: bool = False  # replies primed with, and quoting, the best-matching passage (corpora.passages)
+    best_of: int = 8  # candidates per reply while the bot is idle (fewer under load); the best is posted
     target_val_bpc: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -190,8 +192,11 @@ CORPORA: dict[str, Corpus] = {
             description="Answers in the style of a university COVID-19 FAQ",
             frame=faq_prime,
             stop=("\n\n",),
-            style=ReplyStyle(layout="question", prompt_required=True, prompt_label="question"),
+            style=ReplyStyle(layout="question", prompt_required=True, prompt_label="question",
+                             source_label="From the FAQ"),
             example_prompt="Do I need to wear a mask on campus?",
+            grounded=True,
+            best_of=16,  # short answers, and on-topic ones are rarer: more candidates to choose from
             target_val_bpc=1.45 / math.log(2),  # issue target: <= 1.45 nats/char
             notes=("The file holds answers only (no question marks at all); entries are separated by a blank line, "
                    "so a reply ends at the first blank line. 85 KB: a model trained on it alone overfits.",),

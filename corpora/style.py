@@ -20,8 +20,10 @@ class ReplyStyle:
     "prose": the prompt in bold, then the generated text; glued to it when the model continued
     the user's own words, on the next line when the words became a title or heading instead.
     "question": the question quoted in bold on its own line, then the answer.
+    ``source_label`` introduces the quoted source passage under a grounded answer.
     """
 
     layout: Layout = "prose"
     prompt_required: bool = False
     prompt_label: str = "prompt"
+    source_label: str = "Source"

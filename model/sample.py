@@ -1,14 +1,22 @@
-"""Sampling: prime, temperature, top-k, top-p, seed, length and stop strings.
+"""Sampling: prime, temperature, top-k, top-p, seed, length, stop strings and sentence ends.
 
 :func:`stream` runs several requests at once, each with its own settings and its own seeded
 random generator, and yields text as it is produced; :func:`generate` collects it. This is
 the reference path built on the plain ``nn.LSTM`` forward; the fast engine reuses
 :func:`pick_next` so both draw the same character from the same distribution.
+
+``SampleSettings.target_chars`` turns the length into a target instead of a guillotine: a
+reply ends at the first sentence end after it (``max_chars`` stays the hard cap), and one
+that reaches the cap is cut back to its last sentence end (:func:`clean_ending`), because a
+person reads a reply that stops mid-word as broken. Sentence ends are plain punctuation
+(``.``, ``!``, ``?``, optionally inside closing quotes or brackets) followed by whitespace;
+the model knows characters, not languages, so nothing else is assumed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +50,8 @@ class SampleSettings:
     max_chars: int = 400
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    target_chars: int = 0  # 0: end at max_chars; else end at the first sentence end from here on
+
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -56,6 +66,8 @@ class SampleSettings:
             raise ValueError(f"top_p must be a number in (0, 1] (1 = off), got {self.top_p!r}")
         if not _is_int(self.max_chars) or self.max_chars < 1:
             raise ValueError(f"max_chars must be a whole number >= 1, got {self.max_chars!r}")
+        if not _is_int(self.target_chars) or self.target_chars < 0:
+            raise ValueError(f"target_chars must be a whole number >= 0 (0 = off), got {self.target_chars!r}")
         if self.seed is not None and (not _is_int(self.seed) or not SEED_RANGE[0] <= self.seed < SEED_RANGE[1]):
             raise ValueError(f"seed must be a whole number from -2**63 to 2**64-1, got {self.seed!r}")
         stops = (self.stop,) if isinstance(self.stop, str) else self.stop
@@ -69,7 +81,7 @@ class SampleSettings:
 
 
 class Finish(str, Enum):
-    """Why a reply ended: it reached its length, wrote a stop string, or was cancelled.
+    """Why a reply ended: its length, a stop string, a sentence end after its target, or cancelled.
 
     A ``str``, so it compares equal to, formats as and serializes to the plain word it stands
     for: logs, JSON output and model cards read "length", never "Finish.LENGTH".
@@ -78,6 +90,7 @@ class Finish(str, Enum):
     LENGTH = "length"
     STOP = "stop"
     CANCELLED = "cancelled"
+    SENTENCE = "sentence"
 
     __str__ = str.__str__
     __format__ = str.__format__
@@ -85,7 +98,11 @@ class Finish(str, Enum):
 
 @dataclass
 class Generation:
-    """One finished reply: the normalized prime, the new text, why it ended, the seed used."""
+    """One finished reply: the normalized prime, the new text, why it ended, the seed used.
+
+    ``logprobs`` (from the engine) holds the model's own log-probability, in nats at
+    temperature 1, of each character of ``text``: what best-of-n scores candidates by.
+    """
 
     prime: str
     text: str
@@ -93,6 +110,82 @@ class Generation:
     seed: int
     dropped: int = 0
     settings: SampleSettings = field(default_factory=SampleSettings)
+    logprobs: tuple[float, ...] = ()
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean log-likelihood per character in nats, or None when it was not recorded."""
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
+
+
+_CLOSERS = "\"'’”)]"
+_SENTENCE_MARK = re.compile(rf"[.!?][{re.escape(_CLOSERS)}]*$")
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mme", "mlle", "messrs", "prof", "vs", "etc", "e.g", "i.e"})
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` (trailing whitespace ignored) ends with a finished sentence.
+
+    ``Mr.``, ``Dr.`` and single initials (``A.``) are not sentence ends: a reply cut there
+    reads as cut.
+    """
+    body = text.rstrip()
+    if not _SENTENCE_MARK.search(body):
+        return False
+    word = body.rstrip(_CLOSERS).rstrip(".!?")
+    last = word.rsplit(None, 1)[-1] if word.split() else ""
+    last = last.lstrip(_CLOSERS + "(\u2018\u201c")
+    if body.rstrip(_CLOSERS).endswith(".") and (last.lower() in _ABBREVIATIONS or (len(last) == 1 and last.isupper())):
+        return False
+    return True
+
+
+def sentence_just_ended(text: str) -> bool:
+    """Whether the last character of ``text`` is the whitespace that confirms a sentence end."""
+    return len(text) >= 2 and text[-1].isspace() and not text[-2].isspace() and ends_sentence(text)
+
+
+def last_sentence_end(text: str) -> int:
+    """Length of the longest prefix of ``text`` that ends a sentence (0 if there is none)."""
+    for m in reversed(list(re.finditer(rf"[.!?][{re.escape(_CLOSERS)}]*(?=\s|$)", text))):
+        if ends_sentence(text[: m.end()]):
+            return m.end()
+    return 0
+
+
+def clean_ending(text: str, finish: Finish) -> tuple[str, bool]:
+    """``text`` cut back to its last sentence end, and whether it now ends cleanly.
+
+    Text that already ends a sentence is kept. Text with no sentence end at all is kept
+    whole when a stop string ended it (a paragraph or entry end), else cut back to its last
+    whole word; it does not end cleanly (the reader is shown an ellipsis). A cancelled reply
+    is kept as it is.
+    """
+    body = text.rstrip()
+    if finish == Finish.CANCELLED:
+        return text, False
+    if ends_sentence(body):
+        return body, True
+    end = last_sentence_end(body)
+    if end:
+        return body[:end], True
+    if finish == Finish.STOP or not body:
+        return body, False
+    if text[-1:].isspace():  # the last word was finished
+        return body, False
+    cut = re.search(r"\s\S*$", body)
+    return (body[: cut.start()].rstrip() if cut and body[: cut.start()].strip() else body), False
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The seed of best-of-n candidate ``index``: candidate 0 is the reply's own seed.
+
+    Each candidate draws from its own random stream, fixed by the reply's seed alone, so the
+    same seed gives the same candidates (and the same chosen reply) whatever else is running.
+    """
+    if index == 0:
+        return seed
+    return (seed * 6364136223846793005 + index * 1442695040888963407 + 0x9E3779B97F4A7C15) % 2**64
 
 
 def pick_next(logits: torch.Tensor, settings: SampleSettings, generator: torch.Generator) -> int:
@@ -161,6 +254,18 @@ class StopWatcher:
         self.sent = len(self.text)
         return out
 
+    def sentence_ended(self, count: int, settings: SampleSettings) -> bool:
+        """After ``count`` characters: did a sentence just end at or past the target? If so, end there.
+
+        The whitespace that confirmed the end is dropped from the text (it may have been
+        streamed already; the finished text is what counts).
+        """
+        if not settings.target_chars or count < settings.target_chars or not sentence_just_ended(self.text):
+            return False
+        self.text = self.text.rstrip()
+        self.sent = min(self.sent, len(self.text))
+        return True
+
 
 @torch.no_grad()
 def _prime_state(model: CharLSTM, codes: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -223,6 +328,8 @@ def stream(
                 yield i, piece
             if hit:
                 finish[i] = Finish.STOP
+            elif watchers[i].sentence_ended(counts[i], settings[i]):
+                finish[i] = Finish.SENTENCE
             elif counts[i] >= settings[i].max_chars:
                 rest = watchers[i].flush()
                 if rest:
@@ -240,8 +347,15 @@ def stream(
         logits_b = out[:, -1].float().cpu()
     if results is not None:
         results[:] = [
-            Generation(primes[i], watchers[i].text, finish[i], seeds[i], dropped[i], settings[i]) for i in range(n)
+            Generation(primes[i], finished_text(watchers[i].text, finish[i], settings[i]), finish[i], seeds[i],
+                       dropped[i], settings[i])
+            for i in range(n)
         ]
+
+
+def finished_text(text: str, finish: Finish, settings: SampleSettings) -> str:
+    """The reply's final text: with a length target, cut back to a clean ending (:func:`clean_ending`)."""
+    return clean_ending(text, finish)[0] if settings.target_chars else text
 
 
 def generate(

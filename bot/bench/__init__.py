@@ -1,4 +1,4 @@
-"""``charbot bench``: generation, concurrency, training and fidelity figures in one run.
+"""``charbot bench``: generation, concurrency, training, fidelity and reply-quality figures in one run.
 
 Absolute speeds depend on the machine and on what else it is doing, so every figure that
 matters is a ratio against the classic notebook recipe (``shared/baselines/classic_charrnn.py``)

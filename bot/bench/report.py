@@ -117,7 +117,51 @@ def markdown(results: dict) -> str:
                 f"| {r['model']} | {k16['text']} | {k32['kl_max']:.1e} | {k16['kl_mean']:.1e} | {k16['kl_p99']:.1e} | "
                 f"{k16['kl_max']:.1e} | {k16['top1_agreement']:.2%} | {a['engine_equals_generate']}/{a['replies']} | "
                 f"{a['alone_equals_crowd']}/{a['replies']} |")
+    if results.get("quality"):
+        lines += _quality_lines(results["quality"], t)
     return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _quality_lines(rows: list[dict], t: dict) -> list[str]:
+    """The reply-quality table: what a person reads, and how long it takes, per corpus and n."""
+    clean_t, topic_t, p95_t = t.get("quality_clean_rate"), t.get("quality_faq_topic_rate"), t.get("quality_alone_p95_s")
+    invented_t = t.get("quality_invented_rate", {})
+    lines = ["", "## Reply quality", "",
+             f"Through the bot's reply path with the served checkpoints ({rows[0]['precision']}), "
+             f"a fixed set of prompts per corpus and seeds, target length {rows[0]['length']} characters. "
+             f"Targets: clean endings at least {_pct(clean_t, 0)}; invented words at most "
+             + ", ".join(f"{_pct(v)} ({c})" for c, v in invented_t.items())
+             + f"; FAQ topic rate at least {_pct(topic_t, 0)}; p95 alone at most {p95_t} s at the default n; "
+             "with the crowd, the concurrency targets above (posted characters). n = default is the bot's: "
+             "several candidates when idle, falling to 1 under load (mean n shown).", "",
+             "| corpus | n | replies | invented words | clean endings | FAQ topic | source shown | mean chars "
+             "| mean n alone | p50 alone | p95 alone | crowd | p50 crowd | p95 crowd | posted chars/s crowd "
+             "| loop lag p99 | mean n crowd |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["crowd"]
+        inv_t = invented_t.get(r["corpus"])
+        default = r["n"] == "default"
+        lines.append(
+            f"| {r['corpus']} | {r['n']} | {r['replies']} | {_pct(r['invented_rate'], 2)}"
+            f"{_mark(None if inv_t is None else r['invented_rate'] <= inv_t)} | {_pct(r['clean_rate'])}"
+            f"{_mark(None if clean_t is None else r['clean_rate'] >= clean_t)} | "
+            f"{_pct(r.get('topic_rate'))}{_mark(None if 'topic_rate' not in r else r['topic_rate'] >= topic_t)} | "
+            f"{_pct(r.get('source_rate'))} | {_f(r['mean_chars'])} | {_f(r['mean_candidates'], 1)} | "
+            f"{_f(r['alone_p50_s'], 3, ' s')} | {_f(r['alone_p95_s'], 3, ' s')}"
+            f"{_mark(r['alone_p95_s'] <= p95_t if default and p95_t is not None else None)} | {c['replies']} | "
+            f"{_f(c['latency_p50_s'], 2, ' s')} | {_f(c['latency_p95_s'], 2, ' s')} | {_f(c['posted_chars_per_s'])}"
+            f"{_mark(c['posted_chars_per_s'] >= t['concurrent32_chars_per_s'] if c['replies'] >= 32 else None)} | "
+            f"{_f(c['loop_lag_p99_ms'], 1, ' ms')}{_mark(c['loop_lag_p99_ms'] <= t['loop_lag_p99_ms'])} | "
+            f"{_f(c['mean_candidates'], 1)} |")
+    examples = {r["corpus"]: r["invented_examples"] for r in rows if r.get("invented_examples") and r["n"] != "1"}
+    for corpus, words in examples.items():
+        lines.append(f"\nInvented words ({corpus}, default n): {', '.join(words)}")
+    return lines
 
 
 def write_report(results: dict, out: str | Path) -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bot.bench import classic, concurrent, fidelity, generation, training
+from bot.bench import classic, concurrent, fidelity, generation, quality, training
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
 from corpora.shipped import checkpoint_dir
@@ -21,7 +21,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.device import cpu_threads, training_precision
 from model.network import CharLSTM, ModelConfig
 
-SECTIONS = ("single", "concurrent", "train", "fidelity")
+SECTIONS = ("single", "concurrent", "train", "fidelity", "quality")
 TARGETS = {
     "single_vs_classic": 25.0,
     "concurrent32_chars_per_s": 15_000.0,
@@ -29,6 +29,10 @@ TARGETS = {
     "train_vs_classic": 1.3,
     "gpu_ms_per_char": 0.1,
     "gpu_train_chars_per_s": 1_500_000.0,
+    "quality_clean_rate": 0.95,
+    "quality_invented_rate": {"tale": 0.005, "novel": 0.005, "faq": 0.01},
+    "quality_faq_topic_rate": 0.8,
+    "quality_alone_p95_s": 0.5,
 }
 
 
@@ -134,6 +138,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
         "concurrent": lambda: _concurrent(models, cfg, say),
         "train": lambda: _train(models, cfg, script, say),
         "fidelity": lambda: _fidelity(models, cfg, say),
+        "quality": lambda: quality.measure(
+            quality.QualityConfig(checkpoint_dir=cfg.checkpoint_dir, quick=cfg.quick), say),
     }
     for name, measure in sections.items():
         if name not in cfg.sections:

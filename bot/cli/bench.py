@@ -1,4 +1,4 @@
-"""``charbot bench``: measure generation, concurrency, training and fidelity in one run."""
+"""``charbot bench``: measure generation, concurrency, training, fidelity and reply quality in one run."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "bench", help="measure generation and training speed against the classic recipe",
-        description="Measure single-reply and concurrent generation, training speed and the fast paths' fidelity, "
+        description="Measure single-reply and concurrent generation, training speed, the fast paths' fidelity "
+                    "and reply quality (--only quality), "
                     "each side by side with the classic notebook recipe in the same run. Writes bench.json and "
                     "bench.md into --out.")
     p.add_argument("--out", default="bench", help="folder for bench.json and bench.md (default: bench)")

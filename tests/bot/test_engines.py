@@ -66,3 +66,23 @@ def test_swap_serves_a_new_checkpoint_for_new_replies(tiny_checkpoint_dir, tmp_p
         assert m.info["tale"].version == file_version(other)
         after = asyncio.run(tale_reply(m))
     assert before != after
+
+
+def test_a_faq_version_grounds_on_the_contributions_it_learned(tiny_checkpoint_dir):
+    import json
+
+    from bot.engines import learned_path
+
+    with Models.load(["faq", "tale"], tiny_checkpoint_dir, device="cpu") as m:
+        if "faq" not in m.passages:
+            pytest.skip("the faq corpus is not on this machine")
+        before = len(m.passages["faq"])
+        assert "tale" not in m.passages  # tales are never grounded
+        learned = tiny_checkpoint_dir / "faq-v1.safetensors"
+        shutil.copy(tiny_checkpoint_dir / "faq.safetensors", learned)
+        learned_path(learned).write_text(json.dumps(["Parking\nZorblatt permits are sold at the Lot 60 kiosk."]))
+        m.swap("faq", learned)
+        assert len(m.passages["faq"]) == before + 1
+        assert "Zorblatt" in m.passages["faq"].search("where do I buy a zorblatt permit")[0].passage.text
+        m.swap("faq", tiny_checkpoint_dir / "faq.safetensors")  # a rollback drops them again
+        assert len(m.passages["faq"]) == before

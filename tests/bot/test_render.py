@@ -12,10 +12,10 @@ from bot.render import (
     DISCORD_LIMIT,
     ZWSP,
     escape_markdown,
-    neutralize_mentions,
     prime_continues,
     render_reply,
 )
+from bot.sanitise import clean_text, neutralize_mentions
 from corpora.registry import CORPORA
 
 
@@ -60,8 +60,8 @@ def test_markdown_in_the_prompt_and_the_story_shows_as_typed():
 def test_block_markup_is_escaped_only_at_line_starts():
     assert escape_markdown("# title\n- item\n> quote\n1. one\na - b # c") == \
         "\\# title\n\\- item\n\\> quote\n1\\. one\na - b # c"
-    glued = render_reply("novel", "He said", "\n# not a heading", "stop")
-    assert glued == "**He said**\n\\# not a heading"
+    paragraph = render_reply("novel", "He said", "\n\n# not a heading", "stop")
+    assert paragraph == "**He said**\n\n\\# not a heading"
     assert render_reply("novel", "x", "# glued on", "stop") == "**x**# glued on"
 
 
@@ -93,8 +93,9 @@ def test_never_over_discords_limit_and_the_prompt_is_always_shown(corpus, prompt
     text = render_reply(corpus, prompt, continuation, finish, continues=continues)
     assert len(text) <= DISCORD_LIMIT
     assert text.strip()
-    if prompt.strip() and len(prompt) < 50 and not set(prompt) & set("\\*_~`|>#-@<\n"):
-        assert prompt.strip() in text
+    shown = clean_text(prompt)[0]  # controls, bidi overrides and lone surrogates are never posted
+    if shown.strip() and len(shown) < 50 and not set(shown) & set("\\*_~`|>#-@<\n:]"):
+        assert shown.strip() in text
 
 
 def test_worst_case_markup_is_cut_to_fit():
@@ -118,3 +119,39 @@ def test_the_layout_is_the_one_the_corpus_carries(monkeypatch):
     assert quiz == render_reply("faq", "  Why? ", "Because.", None, continues=False)
     assert quiz.startswith("> **Why?**\n")
     assert quiz != render_reply("tale", "  Why? ", "Because.", None, continues=False)
+
+
+# ---- layout, clean endings and the quoted source ----------------------------------------------
+
+
+def test_a_continuation_follows_the_bold_prompt_on_the_same_line_and_hard_wraps_are_joined():
+    assert render_reply("novel", "Anna looked at him", "\nwith a smile, and\nsaid nothing.", "sentence") == \
+        "**Anna looked at him** with a smile, and said nothing."
+    assert render_reply("novel", "Anna looked at him", ".\n\nLevin came in.", "sentence") == \
+        "**Anna looked at him**.\n\nLevin came in."
+    assert render_reply("novel", "Anna looked at him", "\n\nLevin came in.", "sentence") == \
+        "**Anna looked at him**\n\nLevin came in."
+    assert render_reply("faq", "Is it open?", "Yes.\nThe hours are online.", "stop", continues=False) == \
+        "> **Is it open?**\nYes.\nThe hours are online."
+
+
+def test_an_ellipsis_only_when_the_text_does_not_end_a_sentence():
+    assert render_reply("tale", "Once", " upon a time she slept.", "length") == "**Once** upon a time she slept."
+    assert render_reply("tale", "Once", " upon a time she", "length") == "**Once** upon a time she\u2026"
+    assert render_reply("tale", "Once", " upon a time she slept.", "sentence") == "**Once** upon a time she slept."
+
+
+def test_the_source_quote_is_marked_trimmed_safe_markdown_and_never_pings():
+    passage = ("Ask @everyone at <@123456789> or <#42>: see https://example.com and [here](https://evil.example). "
+               "**Bold** _claims_ `code`\n# heading\n- list. " + "More words follow here. " * 40)
+    text = render_reply("faq", "Where?", "At the clinic.", "stop", continues=False, source=passage)
+    body, quoted = text.split("\n\n> *From the FAQ:* ")
+    assert body == "> **Where?**\nAt the clinic."
+    assert quoted.startswith("\u201c") and quoted.endswith("\u201d") and "\n" not in quoted
+    assert len(quoted) < 2 * 300
+    assert "@everyone" not in quoted and "<@1" not in quoted and "<#4" not in quoted
+    assert "https://" not in quoted and "](" not in quoted
+    assert "\\*\\*Bold\\*\\*" in quoted and "\\_claims\\_" in quoted and "\\`code\\`" in quoted
+    assert render_reply("faq", "Where?", "At the clinic.", None, continues=False, source=passage).endswith(" \u2026")
+    big = render_reply("faq", "Where?", "x " * 1500, "length", continues=False, source=passage)
+    assert len(big) <= DISCORD_LIMIT and "*From the FAQ:*" in big

@@ -14,12 +14,13 @@ import torch
 from bot.config import Limits
 from bot.engines import Models
 from bot.errors import Refusal
-from bot.render import CUT_SHORT, DISCORD_LIMIT
+from bot.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM
 from bot.replies import (
     BUSY,
     RESTARTING,
     ReplyService,
     check_temperature,
+    hard_cap,
     make_request,
     prime_of,
     resolve_temperature,
@@ -131,8 +132,17 @@ def test_settings_use_the_corpus_stop_rules_and_leave_room_for_the_prompt():
     request = make_request("faq", "Do I need a mask?", LIMITS, length=1500)
     settings = sample_settings(request)
     assert settings.stop == CORPORA["faq"].stop
-    assert settings.max_chars <= DISCORD_LIMIT - len("> **Do I need a mask?**\n") - len(CUT_SHORT)
-    assert sample_settings(make_request("tale", "x", LIMITS, length=10)).max_chars == 10
+    assert settings.max_chars <= DISCORD_LIMIT - len("> **Do I need a mask?**\n") - len(CUT_SHORT) - QUOTE_ROOM
+    assert settings.target_chars <= settings.max_chars
+
+
+def test_the_length_is_a_target_with_a_hard_cap_well_under_discords_limit():
+    short = sample_settings(make_request("tale", "x", LIMITS, length=10))
+    assert short.target_chars == 10 and 10 < short.max_chars <= 10 + 60
+    usual = sample_settings(make_request("novel", "Anna", LIMITS, length=400))
+    assert usual.target_chars == 400 and usual.max_chars == 500
+    longest = sample_settings(make_request("novel", "Anna", LIMITS, length=LIMITS.max_length))
+    assert longest.max_chars < DISCORD_LIMIT - 100
 
 
 def test_prime_comes_from_the_corpus_framing():
@@ -146,7 +156,7 @@ def test_prime_comes_from_the_corpus_framing():
 
 async def test_stream_grows_then_finishes_with_the_same_text_as_a_plain_reply(models, monkeypatch):
     service = ReplyService(models, LIMITS)
-    request = make_request("tale", "Once upon a time there was a king", LIMITS, length=120, seed=5)
+    request = make_request("tale", "Once upon a time there was a king", LIMITS, length=120, seed=5, n=1)
     gate = hold_after_first_piece(monkeypatch, models.engines["tale"])
     updates = []
     async for update in service.stream(request):
@@ -155,9 +165,11 @@ async def test_stream_grows_then_finishes_with_the_same_text_as_a_plain_reply(mo
     assert updates[-1].done and not any(u.done for u in updates[:-1])
     assert len(updates) >= 2
     final = updates[-1].text.removesuffix("\u2026")
-    for u in updates[:-1]:
+    shown = [u.text.removesuffix(" \u2026").rstrip() for u in updates[:-1]]
+    for u, body in zip(updates[:-1], shown, strict=True):
         assert u.text.startswith("**Once upon a time there was a king**") and u.text.endswith(" \u2026")
-        assert final.startswith(u.text.removesuffix(" \u2026").rstrip())
+        assert final.startswith(body) or body.startswith(final)  # the end may be cut back to a whole word
+    assert all(later.startswith(earlier) for earlier, later in zip(shown, shown[1:], strict=False))
     monkeypatch.undo()
     assert all(len(u.text) <= DISCORD_LIMIT for u in updates)
     again = await service.reply(request)
@@ -183,12 +195,12 @@ async def test_stop_strings_end_the_reply_and_are_not_shown(tmp_path, tiny_confi
     assert update.text.startswith("> **Is it open?**\n") and "no words came" in update.text
 
 
-async def test_length_ends_the_reply_with_an_ellipsis(tmp_path, tiny_config):
+async def test_text_with_no_sentence_end_runs_to_its_cap_and_ends_with_an_ellipsis(tmp_path, tiny_config):
     constant_checkpoint(tmp_path, "novel", "a", tiny_config)
     with Models.load(["novel"], tmp_path, device="cpu") as m:
         update = await ReplyService(m, LIMITS).reply(make_request("novel", "Anna", LIMITS, length=40, seed=1))
     assert update.generation.finish == "length"
-    assert update.text == "**Anna**" + "a" * 40 + "\u2026"
+    assert update.text == "**Anna**" + "a" * hard_cap(40) + "\u2026"
 
 
 async def test_user_cooldown_and_one_reply_at_a_time(models):
@@ -269,3 +281,56 @@ async def test_drain_lets_short_replies_finish(models):
     assert await service.drain(grace_s=30.0) == 0
     await task
     assert finals and finals[0].generation.finish in ("length", "stop")
+
+
+# ---- best-of-n, grounding ---------------------------------------------------------------------
+
+
+async def test_best_of_n_gives_the_same_reply_for_the_same_seed_alone_and_in_a_crowd(models):
+    service = ReplyService(models, replace(LIMITS, max_pending=64))
+    request = make_request("tale", "Once upon a time there was a king", LIMITS, length=80, seed=11, n=4)
+    alone = await service.reply(request)
+    assert alone.candidates == 4 and alone.seed == 11 and 0 <= alone.chosen < 4
+    crowd = [make_request("tale", "The moon", LIMITS, length=120, seed=100 + i) for i in range(12)]
+    results = await asyncio.gather(service.reply(request), *(service.reply(r) for r in crowd))
+    assert results[0].text == alone.text and results[0].chosen == alone.chosen
+    assert alone.score is not None
+
+
+async def test_the_posted_candidate_is_the_best_scored_one(models, monkeypatch):
+    from bot import replies
+
+    seen = {}
+    real_choose = replies.choose
+
+    def spy(request, candidates, models_, source):
+        chosen, scores = real_choose(request, candidates, models_, source)
+        seen.update(candidates=candidates, chosen=chosen, scores=scores)
+        return chosen, scores
+
+    monkeypatch.setattr(replies, "choose", spy)
+    update = await ReplyService(models, LIMITS).reply(make_request("novel", "Anna", LIMITS, length=60, seed=3, n=5))
+    assert len(seen["candidates"]) == 5
+    assert seen["scores"][seen["chosen"]].total == max(s.total for s in seen["scores"])
+    assert update.generation.text == seen["candidates"][seen["chosen"]].text
+
+
+async def test_an_idle_bot_draws_several_candidates_and_a_busy_one_fewer(models):
+    service = ReplyService(models, replace(LIMITS, max_pending=64))
+    idle = await service.reply(make_request("novel", "Anna", LIMITS, length=30, seed=1))
+    assert idle.candidates == CORPORA["novel"].best_of > 1
+    crowd = await asyncio.gather(*(service.reply(make_request("novel", "Anna", LIMITS, length=200, seed=i))
+                                   for i in range(24)))
+    assert min(u.candidates for u in crowd) == 1
+
+
+async def test_faq_answers_are_grounded_and_quote_their_passage(models):
+    if "faq" not in models.passages:
+        pytest.skip("the faq corpus is not on this machine")
+    update = await ReplyService(models, LIMITS).reply(
+        make_request("faq", "Where do I upload my vaccination record?", LIMITS, length=120, seed=2))
+    assert update.source is not None and update.source.score > 0
+    assert "vaccin" in update.source.passage.text.lower()
+    assert "\n\n> *From the FAQ:* \u201c" in update.text and len(update.text) <= DISCORD_LIMIT
+    tale = await ReplyService(models, LIMITS).reply(make_request("tale", "The moon", LIMITS, length=60, seed=2))
+    assert tale.source is None and "From the FAQ" not in tale.text

@@ -24,8 +24,14 @@ def test_every_corpus_says_where_it_comes_from_and_how_it_is_used():
 
 
 def test_each_corpus_carries_its_reply_style():
-    assert CORPORA["faq"].style == ReplyStyle(layout="question", prompt_required=True, prompt_label="question")
+    assert CORPORA["faq"].style == ReplyStyle(layout="question", prompt_required=True, prompt_label="question",
+                                              source_label="From the FAQ")
     assert CORPORA["tale"].style == CORPORA["novel"].style == ReplyStyle(layout="prose", prompt_label="prompt")
+
+
+def test_only_the_faq_is_grounded_and_every_corpus_says_how_many_candidates_it_draws():
+    assert [name for name, c in CORPORA.items() if c.grounded] == ["faq"]  # no verbatim copying of the books
+    assert all(c.best_of >= 1 for c in CORPORA.values())
 
 
 def test_a_corpus_holds_out_what_training_holds_out_unless_it_says_otherwise():

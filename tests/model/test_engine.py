@@ -309,3 +309,76 @@ def test_cuda_graph_step_matches_cpu(trained):
     assert (torch.softmax(gpu, -1) - torch.softmax(cpu, -1)).abs().max().item() < 1e-4
     with Engine(Checkpoint(trained, trained.config), device="cuda") as eng:
         assert len(eng.submit("the", SampleSettings(seed=1, max_chars=50)).result(timeout=120).text) == 50
+
+
+# ---- best-of-n and sentence ends ------------------------------------------------------------
+
+
+def test_candidate_zero_is_the_single_reply_and_the_others_differ(engine):
+    s = SampleSettings(seed=21, max_chars=80, temperature=1.0)
+    single = engine.submit("the cat", s).result(timeout=60)
+    group = engine.submit_best_of("the cat", s, 4).result(timeout=60)
+    assert len(group) == 4
+    assert group[0].text == single.text and group[0].seed == 21
+    assert len({g.text for g in group}) > 1
+    assert all(len(g.logprobs) == len(g.text) and all(lp <= 0 for lp in g.logprobs) for g in group)
+
+
+def test_same_seed_same_candidates_alone_and_in_a_crowd(engine):
+    s = SampleSettings(seed=5, max_chars=120, temperature=0.9, target_chars=60)
+    alone = [g.text for g in engine.submit_best_of("The dog ate", s, 3).result(timeout=60)]
+    others = [engine.submit("the", SampleSettings(seed=100 + i, max_chars=150)) for i in range(3)]
+    crowd = engine.submit_best_of("The dog ate", s, 3)
+    more = engine.submit_best_of("x", SampleSettings(seed=7, max_chars=90), 2)
+    assert [g.text for g in crowd.result(timeout=60)] == alone
+    assert all(f.result(timeout=60) for f in others) and len(more.result(timeout=60)) == 2
+
+
+def test_best_of_falls_towards_one_as_the_engine_fills(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=64, max_queue=64)
+    try:
+        assert eng.best_of(8) == 8
+        running = [long_reply(eng, seed=i) for i in range(20)]
+        assert eng.best_of(8) == 1
+        for f in running:
+            eng.cancel(f)
+        assert all(f.result(timeout=60).finish == "cancelled" for f in running)
+        assert eng.best_of(8) == 8
+    finally:
+        eng.close(wait=False)
+
+
+def test_cancelling_a_best_of_reply_cancels_every_candidate(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=8)
+    try:
+        started = threading.Event()
+        fut = eng.submit_best_of("the", SampleSettings(seed=1, max_chars=100_000), 3, lambda piece: started.set())
+        assert started.wait(timeout=60)
+        eng.cancel(fut)
+        assert [g.finish for g in fut.result(timeout=60)] == ["cancelled"] * 3
+        assert eng.pending() == 0
+    finally:
+        eng.close(wait=False)
+
+
+def test_engine_ends_at_sentences_as_generate_does(trained, engine):
+    runs = [SampleSettings(seed=i, max_chars=90, target_chars=30) for i in range(4)]
+    got = [engine.submit("the cat", s).result(timeout=60) for s in runs]
+    want = [generate(trained, ["the cat"], s)[0] for s in runs]
+    assert [(g.text, g.finish) for g in got] == [(w.text, w.finish) for w in want]
+    assert "sentence" in {g.finish for g in got}
+
+
+def test_a_crowd_sheds_the_extra_candidates_of_adaptive_replies_only(trained):
+    eng = Engine(Checkpoint(trained, trained.config), max_batch=64, max_queue=64)
+    try:
+        s = SampleSettings(seed=3, max_chars=3000)
+        adaptive = eng.submit_best_of("the", s, 8, adaptive=True)
+        fixed = eng.submit_best_of("the", s, 4)
+        crowd = [eng.submit("the", SampleSettings(seed=i, max_chars=50)) for i in range(engine_mod.SHED_ROWS)]
+        assert all(f.result(timeout=60).finish == "length" for f in crowd)
+        kept = adaptive.result(timeout=60)
+        assert kept[0].finish == "length" and {g.finish for g in kept[1:]} == {"cancelled"}
+        assert [g.finish for g in fixed.result(timeout=60)] == ["length"] * 4
+    finally:
+        eng.close(wait=False)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.charset import CHARS, VOCAB_SIZE, decode, encode
 from model.sample import (
@@ -14,6 +17,9 @@ from model.sample import (
     Generation,
     SampleSettings,
     StopWatcher,
+    candidate_seed,
+    clean_ending,
+    ends_sentence,
     generate,
     pick_next,
     prime_codes,
@@ -59,7 +65,7 @@ def test_same_seed_same_text(tiny_model):
 
 def test_finish_reads_as_its_plain_word():
     """Logs, ``--json`` output and model cards show the reason exactly as the bare strings did."""
-    assert [f"{f}" for f in Finish] == ["length", "stop", "cancelled"]
+    assert [f"{f}" for f in Finish] == ["length", "stop", "cancelled", "sentence"]
     assert str(Finish.STOP) == "stop" and Finish.CANCELLED == "cancelled"
     assert json.dumps({"finish": Finish.LENGTH}) == '{"finish": "length"}'
 
@@ -359,3 +365,66 @@ def test_bad_seed(value):
 def test_edge_settings_are_accepted():
     SampleSettings(temperature=0, top_k=0, top_p=1, max_chars=1, seed=0)
     SampleSettings(temperature=2, top_k=1000, top_p=1e-9, seed=2**64 - 1)
+
+
+# ---- endings: the length is a target, never a guillotine ------------------------------------
+
+
+def test_what_counts_as_a_sentence_end():
+    for text in ("She wept.", "Is it open?", "Go!", '"Yes, sir."', "(It was.)  \n", "He said \u201cno.\u201d"):
+        assert ends_sentence(text), text
+    for text in ("and have I becom", "Mr.", "It was Dr.", "signed A.", "one, two,", "", "wait:"):
+        assert not ends_sentence(text), text
+
+
+def test_clean_ending_cuts_back_to_the_last_sentence_never_mid_word():
+    assert clean_ending("The king slept. The queen wo", Finish.LENGTH) == ("The king slept.", True)
+    assert clean_ending("The king slept.", Finish.LENGTH) == ("The king slept.", True)
+    assert clean_ending("no end in sight and have I becom", Finish.LENGTH) == ("no end in sight and have I", False)
+    assert clean_ending("Contact your provider\n", Finish.STOP) == ("Contact your provider", False)
+    assert clean_ending("Ends. and a bit", Finish.STOP) == ("Ends.", True)
+    assert clean_ending("cut by a restart mid-wo", Finish.CANCELLED) == ("cut by a restart mid-wo", False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab .!?\n\"", min_size=0, max_size=80))
+def test_a_cut_back_text_is_a_prefix_that_ends_a_sentence_or_a_whole_word(text):
+    kept, clean = clean_ending(text, Finish.LENGTH)
+    assert text.startswith(kept)
+    if clean:
+        assert ends_sentence(kept)
+    elif kept:
+        rest = text[len(kept):]
+        assert not rest or rest[0].isspace() or kept == text.rstrip() and not any(c.isspace() for c in kept)
+
+
+def test_with_a_target_replies_end_at_a_sentence_across_many_seeds_and_lengths(base_checkpoint):
+    from model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(base_checkpoint).model
+    runs = [SampleSettings(seed=seed, temperature=0.9, target_chars=target, max_chars=target + 60)
+            for seed in range(6) for target in (1, 20, 45, 90)]
+    uncut = generate(model, ["Once upon a time"] * len(runs), [replace(s, target_chars=0) for s in runs])
+    got = generate(model, ["Once upon a time"] * len(runs), runs)
+    for s, g, raw in zip(runs, got, uncut, strict=True):
+        assert g.finish in ("sentence", "length")
+        assert len(g.text) <= s.max_chars and raw.text.startswith(g.text)
+        assert raw.text[len(g.text):][:1] in ("", " ", "\n")  # never mid-word
+        if ends_sentence(g.text):
+            assert g.finish == "length" or len(g.text) >= s.target_chars - 1
+        else:  # only text with no sentence end at all may end unclean
+            assert not any(ends_sentence(raw.text[:i]) for i in range(1, len(g.text) + 1))
+    assert "sentence" in {g.finish for g in got}
+
+
+def test_a_target_leaves_replies_without_one_as_they_were(lively):
+    plain = generate(lively, ["the"], SampleSettings(seed=3, max_chars=60))[0]
+    assert plain.finish == "length" and len(plain.text) == 60
+
+
+def test_candidate_seeds_are_fixed_by_the_reply_seed_and_distinct():
+    seeds = [candidate_seed(42, i) for i in range(8)]
+    assert seeds[0] == 42 and len(set(seeds)) == 8
+    assert seeds == [candidate_seed(42, i) for i in range(8)]
+    assert all(SampleSettings(seed=s).seed == s for s in seeds)  # all valid torch seeds
+    assert candidate_seed(2**64 - 1, 5) < 2**64

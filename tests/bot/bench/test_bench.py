@@ -89,8 +89,10 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     if bf16_matmul_supported():  # what the default precision is worth, measured beside it
         assert train["ours_fp32"]["precision"] == "fp32" and train["fp32_vs_classic"] > 0
     md = (out / "bench.md").read_text()
-    for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity"):
+    for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity", "## Reply quality"):
         assert heading in md
+    assert {(r["corpus"], r["n"]) for r in results["quality"]} == {
+        (c, n) for c in ("tale", "novel", "faq") for n in ("1", "default")}
     assert "| reference 1x16 | 1x16 |" in md
 
 
@@ -123,3 +125,23 @@ def test_bench_reads_the_checkpoint_folder_from_the_env_file(tmp_path, monkeypat
     with pytest.raises(_Configured) as got:
         main(["bench", "--env-file", str(env), "--out", str(tmp_path / "bench")])
     assert got.value.args[0].checkpoint_dir == tmp_path / "weights"
+
+
+def test_quality_measures_what_a_reader_notices_per_corpus_and_candidate_count(tiny_checkpoint_dir):
+    from bot.bench.quality import PROMPTS, QualityConfig, measure
+    from bot.bench.report import markdown
+    from bot.bench.run import TARGETS
+
+    assert all(len(p) >= 10 for p in PROMPTS.values())  # at least 10 prompts per corpus
+    rows = measure(QualityConfig(checkpoint_dir=tiny_checkpoint_dir, quick=True), say=lambda line: None)
+    assert [(r["corpus"], r["n"]) for r in rows] == [(c, n) for c in ("tale", "novel", "faq") for n in ("1", "default")]
+    for r in rows:
+        assert r["replies"] == 2 and 0 <= r["invented_rate"] <= 1 and 0 <= r["clean_rate"] <= 1
+        assert r["alone_p95_s"] >= r["alone_p50_s"] > 0 and r["crowd"]["replies"] == 4
+        assert r["crowd"]["posted_chars_per_s"] >= 0 and r["crowd"]["loop_lag_p99_ms"] >= 0
+        assert r["mean_candidates"] == (1 if r["n"] == "1" else 8 if r["corpus"] != "faq" else 16)
+    faq = [r for r in rows if r["corpus"] == "faq"]
+    assert all("topic_rate" in r and "source_rate" in r for r in faq)
+    md = markdown({"targets": TARGETS, "machine_start": {"when": "now", "torch": "x", "cpu_count": 2, "cuda": None},
+                   "config": {"threads": 1, "quick": True}, "quality": rows})
+    assert "## Reply quality" in md and "| faq | default | 2 |" in md

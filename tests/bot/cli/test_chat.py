@@ -12,6 +12,7 @@ from bot.cli import main
 from bot.cli.repl import LOCAL_GUILD, LOCAL_USER, parse_generation
 from bot.errors import Refusal
 from bot.render import DISCORD_LIMIT
+from bot.replies import hard_cap
 from bot.store import Store
 
 
@@ -48,7 +49,7 @@ def test_reply_prints_the_message_the_bot_would_post(capsys, tiny_checkpoint_dir
     assert other != out
 
 
-def test_reply_length_is_respected(capsys, tiny_checkpoint_dir):
+def test_reply_length_is_a_target_with_a_hard_cap(capsys, tiny_checkpoint_dir):
     code, out, _ = reply(
         capsys,
         "novel",
@@ -64,7 +65,7 @@ def test_reply_length_is_respected(capsys, tiny_checkpoint_dir):
     )
     assert code == 0
     body = out.removesuffix("\n").removeprefix("**Anna**").removesuffix("\u2026")
-    assert 0 < len(body.replace("\\", "")) <= 30
+    assert 0 < len(body.replace("\\", "")) <= hard_cap(30)  # the length is a target: to a sentence end, capped
 
 
 def test_reply_reads_the_checkpoint_folder_from_the_env_file(capsys, tiny_checkpoint_dir, tmp_path):
@@ -155,7 +156,7 @@ def test_chat_session_commands_and_their_answers(capsys, monkeypatch, tiny_check
         "Your default temperature in this server is now 0.5.",
         "Temperature must be from 0 to 2",
         "Thank you! Saved your text (43 characters) for **faq** as contribution #1.",
-        "There is no corpus called 'poems'",
+        "There is no corpus called `poems`",
         "Say which corpus and the text: /contribute tale your text here",
         "Done: I won't store your messages in listening channels in this server.",
         "Deleted 1 contribution of yours from this server.",
