@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from bot.bench.machine import describe_cpu
 from model.checkpoint import atomic_write_bytes
 
 
@@ -30,7 +31,8 @@ def markdown(results: dict) -> str:
     lines = [
         "# charbot bench",
         "",
-        f"{m0['when']} - torch {m0['torch']} - {m0['cpu_count']} CPUs - GPU: {m0['cuda'] or 'none'} - "
+        f"{m0['when']} - torch {m0['torch']} - CPU: {describe_cpu(m0['cpu'])} - {m0['cpu_count']} CPUs - "
+        f"GPU: {m0['cuda'] or 'none'} - "
         f"{results['config']['threads']} torch thread(s) - load average {_load(m0)} at start, "
         f"{_load(m1)} at end - {'quick' if results['config']['quick'] else 'full'} run, "
         f"{_f(results.get('seconds'), 0)} s",

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from bot.bench import classic, concurrent, fidelity, generation, gpu, training
+from bot.bench.machine import machine as describe_machine
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
 from corpora.shipped import checkpoint_dir
@@ -106,15 +104,7 @@ def default_train_text() -> Path | None:
 
 
 def machine() -> dict:
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "load_avg": load,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "gpu": gpu.device_facts() if gpu.available() else None}
+    return describe_machine(gpu.device_facts() if gpu.available() else None)
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:

@@ -91,6 +91,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     if bf16_matmul_supported():  # what the default precision is worth, measured beside it
         assert train["ours_fp32"]["precision"] == "fp32" and train["fp32_vs_classic"] > 0
     md = (out / "bench.md").read_text()
+    assert " - CPU: " in md.splitlines()[2] and results["machine_start"]["cpu"]["model"]
     for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity"):
         assert heading in md
     assert "| reference 1x16 | 1x16 |" in md
