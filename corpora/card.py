@@ -300,6 +300,7 @@ def build_card(
     length: int = SAMPLE_CHARS,
     device: str = "cpu",
     command: str = "charbot card",
+    bench: list[str | Path] | None = None,
 ) -> str:
     """The card's Markdown for the shipped checkpoints in ``directory`` (default: the shipped folder)."""
     directory = Path(directory) if directory is not None else checkpoint_dir()
@@ -341,7 +342,30 @@ def build_card(
                   "Rows measured from a checkpoint are measured like the shipped ones; rows marked (reported) are "
                   f"given in `{Path(experiments).name}` and copied as they are.", "", *_table(extra), ""]
         lines += [f"- {r.label}: {r.note}" for r in extra if r.note] + ([""] if any(r.note for r in extra) else [])
+    for report in bench or []:
+        lines += speed_section(report)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def speed_section(report: str | Path) -> list[str]:
+    """A ``charbot bench`` report (its ``bench.md``) as a section of the card, headings moved down.
+
+    The card quotes the report as the bench wrote it, so speed figures, like losses, are
+    never typed by hand; the report's own first lines say which machine and when.
+    """
+    path = Path(report)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CardError(f"{path}: no such bench report (give the bench.md that `charbot bench` wrote)") from None
+    except UnicodeDecodeError:
+        raise CardError(f"{path}: not a text file") from None
+    body = text.strip().splitlines()
+    if not body or body[0] != "# charbot bench":
+        raise CardError(f"{path}: not a `charbot bench` report (it starts with {body[0][:40]!r})" if body
+                        else f"{path}: empty bench report")
+    moved = [("##" + line) if line.startswith("#") else line for line in body[1:]]
+    return ["## Speed (charbot bench)", "", f"From `{report}`, as `charbot bench` wrote it:", *moved, ""]
 
 
 def write_card(text: str, out: str | Path | None = None) -> Path:

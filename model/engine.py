@@ -115,7 +115,8 @@ class Engine:
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`model.fast_step`); "auto" is bf16 where the CPU has those
     instructions, else fp32. ``threads`` sets the worker's torch intra-op threads
-    (default: :func:`model.device.cpu_threads` for generation).
+    (default: :func:`model.device.cpu_threads` for generation). ``cuda_graphs`` False steps
+    eagerly on a GPU (the bench's comparison; graphs are faster).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class Engine:
         max_queue: int = 256,
         precision: str = "fp32",
         threads: int | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -144,7 +146,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.threads = threads if threads is not None else cpu_threads("generation")
-        self._fast = FastStep(model, max_batch, self.device, precision)
+        self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs)
         self.precision = self._fast.precision  # "auto" resolved
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._lock = threading.Condition()

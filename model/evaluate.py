@@ -1,7 +1,9 @@
 """Mean cross-entropy of a model on a text, in nats and bits per character.
 
 Training's validation and ``charbot eval`` call the same function with the same stream
-layout, so a loss recorded in a checkpoint is reproduced exactly by ``charbot eval``.
+layout, so a loss recorded in a checkpoint is reproduced exactly by ``charbot eval``. It
+always computes in float32, TF32 off, even after bf16 training on a GPU: a figure recorded
+on CUDA is then the figure ``charbot eval`` gives on a CPU, to float rounding.
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ def evaluate_loss(
     device = model.head.weight.device
     x_all = codes[: n_streams * length].view(n_streams, length).to(device)
     y_all = codes[1 : n_streams * length + 1].view(n_streams, length).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    exact = torch.backends.cudnn.flags(enabled=True, allow_tf32=False) if device.type == "cuda" else nullcontext()
     was_training = model.training
     model.eval()
     total = 0.0
     state = None
     try:
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), exact:
             for start in range(0, length, n_steps):
                 logits, state = model(x_all[:, start : start + n_steps], state)
                 y = y_all[:, start : start + n_steps]

@@ -5,8 +5,12 @@ optimizer steps, validating, saving and reporting every so often, then wrap up; 
 steps is a function above it, sharing one :class:`_Run`. The training state (weights,
 optimizer, hidden state, RNG, data position, history) goes to ``<out>.resume.safetensors`` at
 every validation and on interruption (Ctrl-C, SIGTERM), so a stopped run resumes where it was
-(a killed one from its last validation), and a resumed CPU run equals an uninterrupted one
-with the same seed. The best weights by validation loss are kept under ``out`` itself.
+(a killed one from its last validation), and a resumed run equals an uninterrupted one with
+the same seed, bit for bit: always on CPU; on CUDA when the LSTM has one layer or no dropout
+between layers (measured on an H100). cuDNN draws that dropout from a random state of its
+own that PyTorch neither exposes nor restores, so a resumed CUDA run draws other masks from
+there on: the same training in distribution, not in bits. The best weights by validation
+loss are kept under ``out`` itself.
 """
 
 from __future__ import annotations

@@ -23,13 +23,18 @@ def find_script(explicit: str | Path | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
-def run_classic(script: Path, args: list[str], timeout_s: float, threads: int | None = None) -> dict:
+def run_classic(script: Path, args: list[str], timeout_s: float, threads: int | None = None,
+                device: str = "cpu") -> dict:
     """Run ``classic_charrnn.py ARGS`` with this Python; return its last JSON line as a dict.
 
     The script uses torch's default thread count, which follows ``OMP_NUM_THREADS``: that is
-    how it gets the same number of threads as our side of the comparison.
+    how it gets the same number of threads as our side of the comparison. ``device="cuda"``
+    runs it through :mod:`bot.bench.classic_on_gpu`.
     """
-    cmd = [sys.executable, str(script), *args]
+    if device == "cpu":
+        cmd = [sys.executable, str(script), *args]
+    else:
+        cmd = [sys.executable, "-m", "bot.bench.classic_on_gpu", str(script), *args]
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -57,9 +62,10 @@ def classic_sample(script: Path, hidden: int, layers: int, vocab: int, chars: in
 
 
 def classic_train(
-    script: Path, text: Path, hidden: int, layers: int, seqs: int, steps: int, seconds: float, threads: int | None
+    script: Path, text: Path, hidden: int, layers: int, seqs: int, steps: int, seconds: float, threads: int | None,
+    device: str = "cpu",
 ) -> dict:
     """Training chars/s of the classic recipe for ``seconds``."""
     args = ["train", "--text", str(text), "--hidden", str(hidden), "--layers", str(layers),
             "--seqs", str(seqs), "--steps", str(steps), "--seconds", str(seconds)]
-    return run_classic(script, args, timeout_s=120 + seconds * 3, threads=threads)
+    return run_classic(script, args, timeout_s=120 + seconds * 3, threads=threads, device=device)

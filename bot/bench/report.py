@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from bot.bench.machine import describe_cpu
 from model.checkpoint import atomic_write_bytes
 
 
@@ -30,7 +31,8 @@ def markdown(results: dict) -> str:
     lines = [
         "# charbot bench",
         "",
-        f"{m0['when']} - torch {m0['torch']} - {m0['cpu_count']} CPUs - GPU: {m0['cuda'] or 'none'} - "
+        f"{m0['when']} - torch {m0['torch']} - CPU: {describe_cpu(m0['cpu'])} - {m0['cpu_count']} CPUs - "
+        f"GPU: {m0['cuda'] or 'none'} - "
         f"{results['config']['threads']} torch thread(s) - load average {_load(m0)} at start, "
         f"{_load(m1)} at end - {'quick' if results['config']['quick'] else 'full'} run, "
         f"{_f(results.get('seconds'), 0)} s",
@@ -61,14 +63,6 @@ def markdown(results: dict) -> str:
                 v = r.get(p, {}).get("vs_classic")
                 cells.append(_f(v, 1, "x") + _mark(None if v is None else v >= t["single_vs_classic"]))
             lines.append("| " + " | ".join(cells) + " |")
-        gpu = [r for r in results["single"] if "cuda" in r]
-        if gpu:
-            lines += ["", f"GPU single reply (target at most {t['gpu_ms_per_char']:g} ms/char):", "",
-                      "| model | chars/s | ms/char |", "|---|---|---|"]
-            for r in gpu:
-                ms = r["cuda"]["ms_per_char"]
-                lines.append(f"| {r['model']} | {_f(r['cuda']['chars_per_s'])} | {_f(ms, 3)}"
-                             f"{_mark(ms <= t['gpu_ms_per_char'])} |")
     if results.get("concurrent"):
         lines += ["", "## Concurrent replies", "",
                   f"Target with 32 replies: at least {t['concurrent32_chars_per_s']:,.0f} chars/s in aggregate, "
@@ -101,10 +95,6 @@ def markdown(results: dict) -> str:
                 target = None if v is None or key != "ours" else v >= t["train_vs_classic"]
                 lines.append(f"| {r['size']} | {o['seqs']}x{o['steps_per_seq']} | {name} | {o.get('precision', '-')} | "
                              f"{_f(o['chars_per_s'])} | {classic_cps} | {_f(v, 2, 'x')}{_mark(target)} |")
-        gpu = [r for r in results["train"] if "cuda" in r]
-        for r in gpu:
-            cps = r["cuda"]["chars_per_s"]
-            lines.append(f"\nGPU training {r['size']}: {_f(cps)} chars/s{_mark(cps >= t['gpu_train_chars_per_s'])}")
     if results.get("fidelity"):
         lines += ["", "## Fidelity", "",
                   "KL(reference || fast step) per character in nats over real text; texts compared exactly.", "",
@@ -119,6 +109,8 @@ def markdown(results: dict) -> str:
                 f"{a['alone_equals_crowd']}/{a['replies']} |")
     if results.get("quality"):
         lines += _quality_lines(results["quality"], t)
+    if results.get("gpu"):
+        lines += _gpu_markdown(results["gpu"], t)
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +153,48 @@ def _quality_lines(rows: list[dict], t: dict) -> list[str]:
     examples = {r["corpus"]: r["invented_examples"] for r in rows if r.get("invented_examples") and r["n"] != "1"}
     for corpus, words in examples.items():
         lines.append(f"\nInvented words ({corpus}, default n): {', '.join(words)}")
+    return lines
+
+
+def _gpu_markdown(g: dict, t: dict) -> list[str]:
+    """The GPU section: single reply four ways, many replies, training against the classic recipe."""
+    if "skipped" in g:
+        return ["", "## GPU", "", f"Skipped: {g['skipped']}."]
+    d = g["device"]
+    lines = ["", "## GPU", "", f"{d['name']} ({d['memory_gib']} GiB, compute {d['capability']}, CUDA {d['torch_cuda']},"
+             f" bf16 {'yes' if d['bf16'] else 'no'}).", "",
+             f"Single reply, ms per character (target with CUDA graphs: at most {t['gpu_ms_per_char']:g}). "
+             "Overhead: the share of a graphed step that is not GPU work (copies, launch, synchronisation).", "",
+             "| model | size | CUDA graphs | no graphs | nn.LSTM on GPU | CPU engine | graphs / nn.LSTM | "
+             "GPU work per step | overhead share |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in g["single"]:
+        ms = r["graphs"]["ms_per_char"]
+        lines.append(f"| {r['model']} | {r['size']} | {_f(ms, 3)}{_mark(ms <= t['gpu_ms_per_char'])} | "
+                     f"{_f(r['no_graphs']['ms_per_char'], 3)} | {_f(r['nn_lstm']['ms_per_char'], 3)} | "
+                     f"{_f(r['cpu_engine']['ms_per_char'], 3)} | {_f(r['graphs']['vs_nn_lstm'], 1, 'x')} | "
+                     f"{_f(r['step']['gpu_ms_per_step'], 3, ' ms')} | "
+                     f"{_f(100 * r['step']['overhead_share_of_graph_step'], 0, '%')} |")
+    lines += ["", f"Many replies on the GPU through the bot's reply path (target: loop lag p99 at most "
+              f"{t['gpu_loop_lag_p99_ms']:g} ms).", "",
+              "| model | replies | aggregate chars/s | latency p50 | latency p99 | loop lag p99 |",
+              "|---|---|---|---|---|---|"]
+    for r in g["concurrent"]:
+        lines.append(f"| {r['model']} | {r['replies']} | {_f(r['aggregate_chars_per_s'])} | "
+                     f"{_f(r['latency_p50_s'], 2, ' s')} | {_f(r['latency_p99_s'], 2, ' s')} | "
+                     f"{_f(r['loop_lag_p99_ms'], 1, ' ms')}{_mark(r['loop_lag_p99_ms'] <= t['gpu_loop_lag_p99_ms'])} |")
+    lines += ["", f"Training on the GPU (targets: at least {t['gpu_train_chars_per_s']:,.0f} chars/s at a GPU-sized "
+              f"batch and {t['gpu_train_vs_classic']:g}x the classic recipe on the same GPU).", "",
+              "| size | batch | ours chars/s | precision | classic chars/s | ours / classic |",
+              "|---|---|---|---|---|---|"]
+    for r in g["train"]:
+        if "ours" not in r:
+            lines.append(f"| - | - | {r.get('error', '-')} | - | - | - |")
+            continue
+        o, v = r["ours"], r.get("vs_classic")
+        lines.append(f"| {r['size']} | {r['seqs']}x{r['steps_per_seq']} | {_f(o['chars_per_s'])}"
+                     f"{_mark(o['chars_per_s'] >= t['gpu_train_chars_per_s'])} | {o.get('precision', '-')} | "
+                     f"{_f(r.get('classic', {}).get('chars_per_s'))} | "
+                     f"{_f(v, 1, 'x')}{_mark(None if v is None else v >= t['gpu_train_vs_classic'])} |")
     return lines
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from bot.bench import classic, concurrent, fidelity, generation, quality, training
+from bot.bench import classic, concurrent, fidelity, generation, gpu, quality, training
+from bot.bench.machine import machine as describe_machine
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
 from corpora.shipped import checkpoint_dir
@@ -21,14 +19,16 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.device import cpu_threads, training_precision
 from model.network import CharLSTM, ModelConfig
 
-SECTIONS = ("single", "concurrent", "train", "fidelity", "quality")
+SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu")
 TARGETS = {
     "single_vs_classic": 25.0,
     "concurrent32_chars_per_s": 15_000.0,
     "loop_lag_p99_ms": 20.0,
     "train_vs_classic": 1.3,
     "gpu_ms_per_char": 0.1,
+    "gpu_loop_lag_p99_ms": 20.0,
     "gpu_train_chars_per_s": 1_500_000.0,
+    "gpu_train_vs_classic": 20.0,
     "quality_clean_rate": 0.95,
     "quality_invented_rate": {"tale": 0.005, "novel": 0.005, "faq": 0.01},
     "quality_faq_topic_rate": 0.8,
@@ -59,6 +59,8 @@ class BenchConfig:
     agreement_seeds: int = 8
     agreement_chars: int = 200
     kl_chars: int = 2000
+    gpu_train_seqs: tuple[int, ...] = gpu.GPU_TRAIN_SEQS
+    gpu_concurrency: tuple[int, ...] = gpu.GPU_CONCURRENCY
 
     def shrink(self) -> None:
         """The quick version of this run."""
@@ -68,6 +70,8 @@ class BenchConfig:
         self.train_seconds = min(self.train_seconds, 2.0)
         self.train_seqs, self.train_steps = min(self.train_seqs, 8), min(self.train_steps, 20)
         self.agreement_seeds, self.agreement_chars, self.kl_chars = 2, 40, 200
+        self.gpu_train_seqs = self.gpu_train_seqs[-1:]  # the GPU-sized batch only
+        self.gpu_concurrency = (1, self.gpu_concurrency[-1])
 
 
 @dataclass
@@ -104,14 +108,7 @@ def default_train_text() -> Path | None:
 
 
 def machine() -> dict:
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "load_avg": load,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return describe_machine(gpu.device_facts() if gpu.available() else None)
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
@@ -140,6 +137,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
         "fidelity": lambda: _fidelity(models, cfg, say),
         "quality": lambda: quality.measure(
             quality.QualityConfig(checkpoint_dir=cfg.checkpoint_dir, quick=cfg.quick), say),
+        "gpu": lambda: _gpu(models, cfg, script, say),
     }
     for name, measure in sections.items():
         if name not in cfg.sections:
@@ -232,14 +230,6 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     for p in cfg.precisions:
         row[p]["vs_classic"] = ratio(row[p]["chars_per_s"], base)
         row[p]["vs_reference"] = ratio(row[p]["chars_per_s"], row["reference"]["chars_per_s"])
-    if torch.cuda.is_available():
-        say(f"single reply on GPU: {m.name}")
-        gpu = generation.SingleReply(m.checkpoint, device="cuda")
-        try:
-            cps = median([gpu.chars_per_s(cfg.chars, seed=i + 1) for i in range(max(3, cfg.repeats))])
-            row["cuda"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": gpu.first_char_ms(1)}
-        finally:
-            gpu.close()
     return row
 
 
@@ -277,8 +267,29 @@ def _train(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say:
         row["vs_classic"] = ratio(row["ours"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
         if "ours_fp32" in row:
             row["fp32_vs_classic"] = ratio(row["ours_fp32"]["chars_per_s"], row.get("classic", {}).get("chars_per_s"))
-        if torch.cuda.is_available():
-            row["cuda"] = training.our_training(text, hidden, layers, cfg.train_seqs, cfg.train_steps,
-                                                cfg.train_seconds, device="cuda")
         rows.append(row)
     return rows
+
+
+def _gpu(models: list[BenchModel], cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> dict:
+    """The GPU rows (see :mod:`bot.bench.gpu`); on a machine without CUDA, a note saying so."""
+    if not gpu.available():
+        return {"skipped": "no CUDA GPU here"}
+    out: dict = {"device": gpu.device_facts(), "single": [], "concurrent": [], "train": []}
+    for m in models:
+        say(f"gpu single reply: {m.name}")
+        out["single"].append({"model": m.name, "size": m.size,
+                              **gpu.single_reply(m.checkpoint, cfg.chars, max(3, cfg.repeats))})
+    for m in models:
+        say(f"gpu concurrent: {m.name}")
+        rows = gpu.many_replies(m.checkpoint, cfg.chars, _corpus_of(m), cfg.gpu_concurrency)
+        out["concurrent"] += [{"model": m.name, "size": m.size, **row} for row in rows]
+    text = cfg.train_text or default_train_text()
+    if text is None:
+        out["train"].append({"error": "no training text: pass --train-text FILE"})
+        return out
+    for layers, hidden in sorted({(m.checkpoint.config.n_layers, m.checkpoint.config.hidden_size) for m in models}):
+        say(f"gpu training: {layers}x{hidden}, batches {cfg.gpu_train_seqs} x {cfg.train_steps}")
+        out["train"] += gpu.training_rows(text, hidden, layers, cfg.train_steps, cfg.train_seconds, script,
+                                          cfg.gpu_train_seqs)
+    return out

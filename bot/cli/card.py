@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="where to write the card (default: MODEL_CARD.md in that folder); '-' prints it")
     p.add_argument("--experiments", metavar="JSON",
                    help="extra rows: a JSON list of {label, checkpoint | corpus + val_loss_nats, note}")
+    p.add_argument("--bench", action="append", default=[], metavar="BENCH_MD",
+                   help="add a `charbot bench` report (its bench.md) as a speed section (repeatable)")
     p.add_argument("--target", action="append", default=[], metavar="NAME=BPC",
                    help="held-out target in bits/char for a corpus (repeatable), e.g. --target tale=2.0")
     p.add_argument("--seed", type=int, default=1234, help="seed of the samples (default 1234)")
@@ -55,6 +57,8 @@ def card_command(args: argparse.Namespace) -> str:
             parts += [flag, value]
     for item in args.target:
         parts += ["--target", item]
+    for item in args.bench:
+        parts += ["--bench", item]
     if args.env_file != ".env":
         parts += ["--env-file", args.env_file]
     if args.seed != 1234:
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     command = card_command(args)
     folder = Path(args.dir) if args.dir else checkpoint_dir(read_env(args.env_file))
     text = build_card(folder, experiments=args.experiments, targets=targets, seed=args.seed, length=args.length,
-                      device=args.device, command=command)
+                      device=args.device, command=command, bench=args.bench)
     if args.out == "-":
         sys.stdout.write(text)
         return 0

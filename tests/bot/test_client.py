@@ -24,8 +24,15 @@ def test_every_cog_module_is_an_extension_the_client_loads() -> None:
 
 
 async def test_heartbeats_keep_flowing_while_a_long_reply_is_written(tmp_path: Path) -> None:
+    await check_heartbeats_flow_during_a_long_reply(tmp_path, device="cpu")
+
+
+async def check_heartbeats_flow_during_a_long_reply(tmp_path: Path, device: str) -> None:
+    """The bot on the fake Discord, its models on ``device``, writes a long reply: the gateway never waits."""
     slower = write_checkpoints(tmp_path / "slower", hidden_size=256, n_layers=2)
-    async with bot_on_fake(tmp_path, heartbeat_interval_ms=HEARTBEAT_MS, checkpoints=slower) as world:
+    env = {"CHARBOT_DEVICE": device}
+    async with bot_on_fake(tmp_path, env=env, heartbeat_interval_ms=HEARTBEAT_MS, checkpoints=slower) as world:
+        assert {info.device for info in world.bot.models.info.values()} == {device if device != "cuda" else "cuda:0"}
         fake = world.fake
         await fake.wait_heartbeats(2)
         length = world.config.limits.max_length

@@ -157,3 +157,20 @@ def test_card_command_reads_the_checkpoint_folder_from_the_env_file(shipped, tmp
     card = capsys.readouterr().out
     assert f"from the checkpoints in `{shipped['dir']}`" in card and "## mini:" in card and "Not shipped yet" in card
     assert f"`charbot card --env-file {env} --length 20`" in card
+
+
+def test_card_quotes_bench_reports_as_a_speed_section(shipped, tmp_path, capsys):
+    report = tmp_path / "bench.md"
+    report.write_text("# charbot bench\n\nsome GPU - quick run\n\n## GPU\n\n"
+                      "| model | ms/char |\n|---|---|\n| x | 0.08 |\n")
+    out = tmp_path / "card.md"
+    assert main(["card", "--length", "20", "--bench", str(report), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"--bench {report}" in text.splitlines()[2]
+    speed = text.split("## Speed (charbot bench)", 1)[1]
+    assert "some GPU - quick run" in speed and "\n#### GPU\n" in speed and "| x | 0.08 |" in speed
+    report.write_text("# Something else\n")
+    assert main(["card", "--bench", str(report), "--out", str(out)]) == 2
+    assert "not a `charbot bench` report" in capsys.readouterr().err
+    assert main(["card", "--bench", str(tmp_path / "none.md"), "--out", str(out)]) == 2
+    assert "no such bench report" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model import device as device_mod
 from model.device import (
     bf16_matmul_supported,
     check_precision,
@@ -57,8 +58,12 @@ def test_generation_uses_bf16_only_on_a_cpu_that_has_it():
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
 
 
-def test_auto_precision_is_bf16_only_where_it_is_fast():
+def test_auto_precision_is_bf16_only_where_it_is_fast(monkeypatch):
+    monkeypatch.setattr(device_mod, "cuda_bf16_supported", lambda: True)
     assert training_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(device_mod, "cuda_bf16_supported", lambda: False)  # a pre-Ampere GPU
+    assert training_precision("auto", torch.device("cuda")) == "fp32"
+    monkeypatch.undo()
     assert training_precision("auto", torch.device("cpu")) == ("bf16" if bf16_matmul_supported() else "fp32")
     assert training_precision("fp32", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="precision"):

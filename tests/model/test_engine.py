@@ -18,29 +18,9 @@ from model.fast_sample import BatchSampler, batched_draw_matches
 from model.fast_step import FastStep
 from model.network import CharLSTM, ModelConfig
 from model.sample import SampleSettings, generate, pick_next
+from tests.model.stepping import TEXT, teacher_forced
 
-TEXT = "the cat sat on the mat. the dog ate the log. " * 40
 BF16_MAX_KL = 5e-4  # nats per character; bf16 rounding of the recurrent weights and their inputs
-
-
-@pytest.fixture(scope="module")
-def trained() -> CharLSTM:
-    """A tiny model trained for a moment, so its next-character distributions are peaked
-    like a real model's (random weights give near-uniform ones that hide errors)."""
-    torch.manual_seed(0)
-    model = CharLSTM(ModelConfig(embed_size=8, hidden_size=32, n_layers=2, dropout=0.0))
-    codes = encode(TEXT)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    for _ in range(80):
-        starts = torch.randint(0, len(codes) - 33, (8,))
-        x = torch.stack([codes[s : s + 32] for s in starts])
-        y = torch.stack([codes[s + 1 : s + 33] for s in starts])
-        loss = F.cross_entropy(model(x)[0].reshape(-1, 96), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 1.5, "the fixture model should have learned something"
-    return model.eval()
 
 
 @pytest.fixture
@@ -48,21 +28,6 @@ def engine(trained):
     eng = Engine(Checkpoint(trained, trained.config), max_batch=8, max_queue=16)
     yield eng
     eng.close(wait=False)
-
-
-def teacher_forced(fast: FastStep, texts: list[str]) -> torch.Tensor:
-    """Logits (time, batch, vocab) from feeding ``texts`` through ``fast`` one character at a time."""
-    n = len(texts)
-    zeros = torch.zeros(fast.n_layers, 1, fast.hidden)
-    for row in range(n):
-        fast.set_row(row, (zeros, zeros), torch.zeros(fast.vocab))
-    codes = [encode(t) for t in texts]
-    out = []
-    for t in range(len(codes[0])):
-        for row in range(n):
-            fast.codes[row] = int(codes[row][t])
-        out.append(fast.step(n).clone())
-    return torch.stack(out)
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -299,16 +264,6 @@ def test_bf16_engine_runs_and_mostly_agrees(trained):
     assert gen.text[:20] == ref.text[:20]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_step_matches_cpu(trained):
-    texts = [TEXT[i : i + 30] for i in (0, 3, 8)]
-    cpu = teacher_forced(FastStep(trained, 4), texts)
-    gpu_model = CharLSTM(trained.config)
-    gpu_model.load_state_dict(trained.state_dict())
-    gpu = teacher_forced(FastStep(gpu_model.cuda().eval(), 4, device="cuda"), texts)
-    assert (torch.softmax(gpu, -1) - torch.softmax(cpu, -1)).abs().max().item() < 1e-4
-    with Engine(Checkpoint(trained, trained.config), device="cuda") as eng:
-        assert len(eng.submit("the", SampleSettings(seed=1, max_chars=50)).result(timeout=120).text) == 50
 
 
 # ---- best-of-n and sentence ends ------------------------------------------------------------

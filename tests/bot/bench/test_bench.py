@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from bot.bench import classic
 from bot.bench.classic import BaselineError, find_script, run_classic
@@ -65,7 +66,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     classic.write_text(FAKE_CLASSIC)
     out = tmp_path / "bench"
     code = main(["bench", "--quick", "--models", "--size", "1x16", "--chars", "30", "--train-seconds", "0.5",
-                 "--train-text", str(text), "--out", str(out), "--threads", "1", "--classic", str(classic), "--json"])
+                 "--train-text", str(text), "--out", str(out), "--threads", "1", "--classic", str(classic), "--json",
+                 "--only", "single", "concurrent", "train", "fidelity", "quality"])  # GPU rows: test_gpu_cuda.py
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     results = json.loads((out / "bench.json").read_text())
@@ -89,11 +91,20 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     if bf16_matmul_supported():  # what the default precision is worth, measured beside it
         assert train["ours_fp32"]["precision"] == "fp32" and train["fp32_vs_classic"] > 0
     md = (out / "bench.md").read_text()
+    assert " - CPU: " in md.splitlines()[2] and results["machine_start"]["cpu"]["model"]
     for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity", "## Reply quality"):
         assert heading in md
     assert {(r["corpus"], r["n"]) for r in results["quality"]} == {
         (c, n) for c in ("tale", "novel", "faq") for n in ("1", "default")}
     assert "| reference 1x16 | 1x16 |" in md
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the note on machines without CUDA")
+def test_without_a_gpu_the_gpu_section_says_so(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--models", "--size", "1x8", "--only", "gpu", "--out", str(out)]) == 0
+    assert json.loads((out / "bench.json").read_text())["gpu"] == {"skipped": "no CUDA GPU here"}
+    assert "## GPU\n\nSkipped: no CUDA GPU here." in (out / "bench.md").read_text()
 
 
 def test_bench_refuses_bad_options(tmp_path, capsys):
