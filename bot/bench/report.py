@@ -31,7 +31,7 @@ def markdown(results: dict) -> str:
     lines = [
         "# charbot bench",
         "",
-        f"{m0['when']} - torch {m0['torch']} - CPU: {describe_cpu(m0['cpu'])} - {m0['cpu_count']} CPUs - "
+        f"{m0['when']} - torch {m0['torch']} - CPU: {describe_cpu(m0.get('cpu', '?'))} - {m0['cpu_count']} CPUs - "
         f"GPU: {m0['cuda'] or 'none'} - "
         f"{results['config']['threads']} torch thread(s) - load average {_load(m0)} at start, "
         f"{_load(m1)} at end - {'quick' if results['config']['quick'] else 'full'} run, "
