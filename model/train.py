@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from model import distributed
 from model.batches import BatchPlan
 from model.checkpoint import (
     Checkpoint,
@@ -44,6 +45,7 @@ from model.checkpoint import (
     write_tensor_file,
 )
 from model.device import check_precision, cpu_threads, pick_device, training_precision
+from model.distributed import SINGLE, Ranks
 from model.evaluate import bits, evaluate_loss
 from model.network import CharLSTM, ModelConfig
 from model.textdata import TextData
@@ -284,7 +286,9 @@ class _Run:
     val_eval: torch.Tensor  # what each validation scores: val_codes cut to eval_max_chars
     autocast: AbstractContextManager
     info: dict  # the facts every checkpoint of the run records
-    h_state: tuple[torch.Tensor, torch.Tensor]
+    h_state: tuple[torch.Tensor, torch.Tensor]  # this rank's rows
+    ranks: Ranks = SINGLE
+    net: torch.nn.Module | None = None  # what the optimizer step calls: the model, or its DDP wrapper
     step: int = 0
     epoch: int = 0
     index: int = 0  # batch within the epoch
@@ -313,11 +317,12 @@ def _start(
     resume: bool,
     init_from: str | Path | None,
     threads: int | None,
+    ranks: Ranks = SINGLE,
 ) -> _Run:
     """Set up the run: a new one, one fine-tuned from ``init_from``, or one resumed from its state."""
     if resume:
         tensors, saved, cfg, model_cfg = _read_resume_state(resume_path(out), data, cfg)
-        run = _set_up(data, out, cfg, model_cfg, saved.get("parent"), None, threads)
+        run = _set_up(data, out, cfg, model_cfg, saved.get("parent"), None, threads, ranks)
         _restore(run, tensors, saved)
         return run
     init, parent = None, None
@@ -326,7 +331,7 @@ def _start(
         model_cfg = init.config
         parent = {"path": str(init_from), "corpus": init.info.get("corpus"),
                   "val_loss_nats": init.info.get("val_loss_nats")}
-    return _set_up(data, out, cfg, model_cfg, parent, init, threads)
+    return _set_up(data, out, cfg, model_cfg, parent, init, threads, ranks)
 
 
 def _read_resume_state(
@@ -357,9 +362,10 @@ def _set_up(
     parent: dict | None,
     init: Checkpoint | None,
     threads: int | None,
+    ranks: Ranks = SINGLE,
 ) -> _Run:
     """A run at step 0: the data split, device and threads, seeded weights (or ``init``'s),
-    optimizer, batch plan and budget."""
+    optimizer, batch plan and budget; with several processes, this rank's share of it."""
     if not data.text:
         raise ValueError(f"{data.name}: no text to train on ({data.dropped:,} characters could not be used)")
     cfg = cfg or TrainConfig()
@@ -370,16 +376,22 @@ def _set_up(
     if len(val_codes) < 2:
         raise ValueError(f"{data.name}: held-out split too small ({len(val_codes)} characters)")
 
-    device = pick_device(cfg.device)
+    device = pick_device(distributed.device_for(ranks, cfg.device))
+    rows = ranks.rows(cfg.n_seqs)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    elif device.type == "cpu":
-        torch.set_num_threads(min(torch.get_num_threads(), cpu_threads("training")))
+    elif device.type == "cpu":  # processes on one machine share its free cores
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cpu_threads("training") // ranks.world)))
+    distributed.join(ranks, device)
     torch.manual_seed(cfg.seed)
     model = CharLSTM(model_cfg)
     if init is not None:
         model.load_state_dict(init.model.state_dict())
     model.to(device)
+    net: torch.nn.Module = model
+    if ranks.distributed:
+        torch.manual_seed(cfg.seed + ranks.rank)  # the same weights everywhere, other dropout masks per rank
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     try:
         plan = BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, seed=cfg.seed)
@@ -408,6 +420,8 @@ def _set_up(
         "parent": parent,
         "n_params": model.n_params(),
     }
+    if ranks.distributed:
+        info["processes"] = ranks.world
     return _Run(
         data=data,
         out=out,
@@ -424,19 +438,27 @@ def _set_up(
         val_eval=val_codes if cfg.eval_max_chars is None else val_codes[: cfg.eval_max_chars + 1],
         autocast=torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext(),
         info=info,
-        h_state=model.init_state(cfg.n_seqs, device),
+        h_state=model.init_state(rows.stop - rows.start, device),
+        ranks=ranks,
+        net=net,
     )
 
 
 def _restore(run: _Run, tensors: dict[str, torch.Tensor], saved: dict) -> None:
     """Put a run back where its state file left it: weights, optimizer, hidden and random state,
     position in the data, and the record so far."""
+    saved_by = saved.get("processes", 1)
+    if saved_by != run.ranks.world:
+        raise CheckpointError(resume_path(run.out), f"was saved by {saved_by} training process(es); resume with "
+                              f"as many (torchrun --nproc-per-node {saved_by}), this run has {run.ranks.world}")
     run.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _restore_optimizer(run.opt, tensors, saved["optimizer"])
-    run.h_state = (tensors["hidden.h"].to(run.device), tensors["hidden.c"].to(run.device))
-    torch.set_rng_state(tensors["rng.cpu"])
-    if run.device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], run.device)
+    rows = run.ranks.rows(run.cfg.n_seqs)
+    run.h_state = (tensors["hidden.h"][:, rows].to(run.device), tensors["hidden.c"][:, rows].to(run.device))
+    suffix = f".r{run.ranks.rank}" if run.ranks.distributed else ""
+    torch.set_rng_state(tensors["rng.cpu" + suffix])
+    if run.device.type == "cuda" and "rng.cuda" + suffix in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], run.device)
     run.step, run.epoch, run.index = saved["step"], saved["epoch"], saved["index"]
     run.chars_seen, run.elapsed_before = saved["chars_seen"], saved["elapsed_s"]
     run.best_val, run.bad_evals, run.history = saved["best_val"], saved["bad_evals"], saved["history"]
@@ -452,27 +474,32 @@ def _optimizer_step(run: _Run, lr: float) -> float:
     for group in run.opt.param_groups:
         group["lr"] = lr
     x, y = run.plan.batch(run.epoch, run.index)
-    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    rows = run.ranks.rows(run.cfg.n_seqs)  # every rank reads the same batch and trains on its own rows
+    x, y = x[rows].to(run.device, non_blocking=True), y[rows].to(run.device, non_blocking=True)
     h_state = (run.h_state[0].detach(), run.h_state[1].detach())
     with run.autocast:
-        logits, run.h_state = run.model(x, h_state)
+        logits, run.h_state = (run.net or run.model)(x, h_state)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.opt.step()
     run.step += 1
-    run.chars_seen += x.numel()
+    run.chars_seen += x.numel() * run.ranks.world
     run.index += 1
     if run.index == run.per_epoch:
         run.epoch, run.index = run.epoch + 1, 0
-        run.h_state = run.model.init_state(run.cfg.n_seqs, run.device)
-    return loss.item()
+        run.h_state = run.model.init_state(rows.stop - rows.start, run.device)
+    return loss.item()  # this rank's rows; ranks differ by sampling noise only
 
 
 def _validate(run: _Run, elapsed: float) -> float:
-    """The held-out loss of the current weights; a new best is saved under ``out`` at once."""
-    val_loss = evaluate_loss(run.model, run.val_eval)
+    """The held-out loss of the current weights; a new best is saved under ``out`` at once.
+
+    With several processes rank 0 measures and saves, and every rank learns the figure, so all
+    of them keep the same record and stop early at the same step.
+    """
+    val_loss = _main_measures(run, lambda: evaluate_loss(run.model, run.val_eval))
     if not math.isfinite(val_loss):
         raise FloatingPointError(f"validation loss became {val_loss} at step {run.step}; try a lower learning rate")
     run.last_eval_step = run.step
@@ -484,7 +511,16 @@ def _validate(run: _Run, elapsed: float) -> float:
     return val_loss
 
 
+def _main_measures(run: _Run, measure: Callable[[], float]) -> float:
+    """``measure()`` on rank 0, its result on every rank (with one process: just ``measure()``)."""
+    value = measure() if run.ranks.main else None
+    got = distributed.from_main(run.ranks, value, run.device)
+    return float("nan") if got is None else got
+
+
 def _save_best(run: _Run, elapsed: float) -> None:
+    if not run.ranks.main:
+        return
     save_checkpoint(run.out, run.model, {**run.info, "steps": run.step, "chars_seen": run.chars_seen,
                                          "best_val_loss": run.best_val, "train_seconds": elapsed,
                                          "created": datetime.now(timezone.utc).isoformat()})
@@ -495,10 +531,20 @@ def _save_state(run: _Run, elapsed: float) -> None:
     tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(run.opt)
     tensors.update(opt_tensors)
-    tensors["hidden.h"], tensors["hidden.c"] = run.h_state[0].detach(), run.h_state[1].detach()
-    tensors["rng.cpu"] = torch.get_rng_state()
+    ranks = run.ranks  # with several processes: the whole batch's hidden state, every rank's generators
+    tensors["hidden.h"] = distributed.gather_rows(ranks, run.h_state[0].detach(), dim=1)
+    tensors["hidden.c"] = distributed.gather_rows(ranks, run.h_state[1].detach(), dim=1)
+    generators = {"rng.cpu": torch.get_rng_state()}
     if run.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(run.device)
+        generators["rng.cuda"] = torch.cuda.get_rng_state(run.device)
+    for key, state in generators.items():
+        if ranks.distributed:
+            for rank, got in enumerate(distributed.gather_states(ranks, state, run.device)):
+                tensors[f"{key}.r{rank}"] = got
+        else:
+            tensors[key] = state
+    if not ranks.main:
+        return
     header = {
         "format": RESUME_FORMAT,
         "data_sha256": run.data.text_sha256,
@@ -515,10 +561,14 @@ def _save_state(run: _Run, elapsed: float) -> None:
         "history": run.history,
         "parent": run.parent,
     }
+    if ranks.distributed:
+        header["processes"] = ranks.world
     write_tensor_file(resume_path(run.out), tensors, header)
 
 
 def _write_reports(run: _Run, elapsed: float, status: str) -> None:
+    if not run.ranks.main:
+        return
     _write_log(run.out, {"status": status, "info": run.info, "model_config": run.model_cfg.to_dict(),
                          "step": run.step, "chars_seen": run.chars_seen, "elapsed_s": elapsed,
                          "best_val_loss": run.best_val, "history": run.history})
@@ -530,7 +580,7 @@ def _wrap_up(run: _Run, elapsed: float, stopped: str) -> TrainResult:
     resume, and give the best checkpoint its loss on the whole held-out part."""
     if stopped != "interrupted" and run.last_eval_step != run.step:
         # the budget ran out between validations: the last weights still deserve their chance
-        val_loss = evaluate_loss(run.model, run.val_eval)
+        val_loss = _main_measures(run, lambda: evaluate_loss(run.model, run.val_eval))
         run.history.append({"step": run.step, "chars": run.chars_seen, "train_loss": None, "val_loss": val_loss,
                             "lr": None, "elapsed_s": round(elapsed, 2)})
         if math.isfinite(val_loss) and (run.best_val is None or val_loss < run.best_val):
@@ -539,13 +589,20 @@ def _wrap_up(run: _Run, elapsed: float, stopped: str) -> TrainResult:
     _save_state(run, elapsed)
     val_full = None
     if run.best_val is not None:  # this run has written ``out``; an older file there is left alone otherwise
-        best = load_checkpoint(run.out, device=run.device)
-        # the best weights were validated on exactly these characters already when nothing was cut off
-        val_full = run.best_val if len(run.val_eval) == len(run.val_codes) else evaluate_loss(best.model, run.val_codes)
-        info = {**best.info, "val_loss_nats": val_full, "val_bpc": bits(val_full), "stopped": stopped}
-        save_checkpoint(run.out, best.model, info)
+        val_full = _main_measures(run, lambda: _finish_best(run, stopped))
     _write_reports(run, elapsed, stopped)
+    distributed.barrier(run.ranks)  # no rank returns before rank 0 has written the checkpoint
     return TrainResult(str(run.out), run.step, run.chars_seen, run.best_val, val_full, stopped, elapsed, run.history)
+
+
+def _finish_best(run: _Run, stopped: str) -> float:
+    """Give the best checkpoint its loss on the whole held-out part and how the run ended (rank 0)."""
+    best = load_checkpoint(run.out, device=run.device)
+    # the best weights were validated on exactly these characters already when nothing was cut off
+    val_full = run.best_val if len(run.val_eval) == len(run.val_codes) else evaluate_loss(best.model, run.val_codes)
+    info = {**best.info, "val_loss_nats": val_full, "val_bpc": bits(val_full), "stopped": stopped}
+    save_checkpoint(run.out, best.model, info)
+    return val_full
 
 
 def _open_bar(fraction: float) -> tqdm:
@@ -586,12 +643,15 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     progress_bar: bool = True,
     threads: int | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train on ``data`` and keep the best weights under ``out``; see the module docstring.
 
     With ``resume`` the saved configuration is used; a ``cfg`` passed along only replaces its
     budget (steps, epochs, minutes), e.g. to extend a run. ``threads`` overrides ``cfg.threads``
     (threads describe the machine, not the run, so a resumed run does not inherit them).
+    ``ranks`` is this process's place among several started by torchrun (see
+    :mod:`model.distributed`); each trains on its share of every batch's rows, rank 0 saves.
     """
     if resume and init_from is not None:
         raise ValueError("resume and init_from cannot be combined: a resumed run already has its weights")
@@ -604,10 +664,35 @@ def train(
         raise PermissionError(f"{out.parent}: cannot write checkpoints into this folder")
     previous_threads = torch.get_num_threads()
     try:
-        run = _start(data, out, cfg, model_cfg, resume, init_from, threads)
-        return _train(run, on_progress, should_stop, progress_bar)
+        run = _start(data, out, cfg, model_cfg, resume, init_from, threads, ranks)
+        try:
+            return _train(run, on_progress, should_stop, progress_bar)
+        finally:
+            run.net = None  # DDP's reducer goes before the process group it talks through
     finally:
         torch.set_num_threads(previous_threads)
+        distributed.leave()
+
+
+_GO, _SPENT, _INTERRUPTED = 0, 1, 2
+
+
+def _stop_verdict(
+    run: _Run, elapsed: float, flag: _StopFlag, should_stop: Callable[[], bool] | None
+) -> tuple[int, float]:
+    """Whether to take another step (go on, the budget is spent, someone asked to stop), and the
+    elapsed time that sets this step's learning rate.
+
+    With several processes the ranks agree: the strongest reason on any rank wins and the
+    latest clock counts, so they stop at the same step and step with the same learning rate.
+    """
+    verdict = _GO
+    if run.fraction(elapsed) >= 1.0:
+        verdict = _SPENT
+    elif flag.requested or (should_stop is not None and should_stop()):
+        verdict = _INTERRUPTED
+    agreed, elapsed = distributed.max_over_ranks(run.ranks, [verdict, elapsed], run.device)
+    return int(agreed), elapsed
 
 
 def _train(
@@ -620,7 +705,7 @@ def _train(
     cfg = run.cfg
 
     frac_start = run.fraction(run.elapsed_before)
-    bar = _open_bar(frac_start) if progress_bar else None
+    bar = _open_bar(frac_start) if progress_bar and run.ranks.main else None
     stopped = "budget"
     run_start = time.perf_counter()
     overhead = 0.0  # seconds spent validating and saving, left out of the training speed
@@ -631,10 +716,11 @@ def _train(
     with _StopFlag() as flag:
         while True:
             elapsed = run.elapsed_before + time.perf_counter() - run_start
+            verdict, elapsed = _stop_verdict(run, elapsed, flag, should_stop)
             frac = run.fraction(elapsed)
-            if frac >= 1.0:
+            if verdict == _SPENT:
                 break
-            if flag.requested or (should_stop is not None and should_stop()):
+            if verdict == _INTERRUPTED:
                 stopped = "interrupted"
                 break
             lr = lr_at(cfg, run.step, frac)
@@ -662,7 +748,7 @@ def _train(
                 bar.n = int(frac * 1000)
                 bar.set_description_str(_bar_text(elapsed, eta, run.step, train_loss, last_val, run.best_val, speed),
                                         refresh=True)
-            if on_progress is not None:
+            if on_progress is not None and run.ranks.main:
                 on_progress(Progress(run.step, run.chars_seen, frac, train_loss, val_loss, run.best_val, lr, speed,
                                      elapsed, eta))
             if do_eval:

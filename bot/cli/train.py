@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a char-LSTM on a text file or a named corpus",
         description="Train a char-LSTM with truncated BPTT. The best checkpoint by validation loss is kept "
-        "at --out; <out>.resume.safetensors, <out>.log.json and <out>.loss.png are written beside it.",
+        "at --out; <out>.resume.safetensors, <out>.log.json and <out>.loss.png are written beside it. "
+        "On several GPUs or CPU processes: torchrun --nproc-per-node N -m bot train ... (each process trains on "
+        "its share of every batch's rows; --batch-seqs must be a multiple of N).",
     )
     p.add_argument("text", help="a UTF-8 text file, or a corpus name (see: charbot corpora list)")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
@@ -50,12 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model.distributed import ranks_from_env
     from model.evaluate import bits
     from model.network import ModelConfig
     from model.train import TrainConfig, train
 
     if args.resume and args.init_from:
         raise UserError("--resume and --init-from cannot be combined")
+    try:
+        ranks = ranks_from_env()  # several processes when started by torchrun
+        if not args.resume:
+            ranks.rows(args.batch_seqs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     data = load_text(args.text)
     budget_given = any(v is not None for v in (args.minutes, args.epochs, args.steps))
     cfg = None
@@ -70,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
     model_cfg = ModelConfig(embed_size=args.embed, hidden_size=args.hidden, n_layers=args.layers, dropout=args.dropout)
     result = train(
         data, args.out, cfg, model_cfg, resume=args.resume, init_from=args.init_from, threads=args.threads,
-        progress_bar=not (args.quiet or args.json),
+        progress_bar=not (args.quiet or args.json), ranks=ranks,
     )
+    if not ranks.main:  # rank 0 speaks for the run
+        return 130 if result.stopped == "interrupted" else 0
     payload = {
         "out": result.out, "steps": result.steps, "chars_seen": result.chars_seen, "stopped": result.stopped,
         "seconds": round(result.elapsed_s, 1), "best_val_loss": result.best_val_loss,
