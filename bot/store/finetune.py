@@ -103,7 +103,24 @@ class FinetuneStore:
     async def create_job(
         self, corpus: str, started_by: str, params: dict, guild_id: int | None = None, channel_id: int | None = None
     ) -> int:
-        """Record a running job; JobConflict if one already runs for ``corpus`` (in any process)."""
+        """Record a running job; JobConflict if one already runs for ``corpus`` (in any process).
+
+        The running row is the lock: the partial unique index lets one exist per corpus, whichever
+        process or machine shares the database. A lock whose holder died (a process on this
+        machine that is gone: killed, crashed) is released here, by marking its job failed, so a
+        dead bot never blocks the next job until someone restarts it.
+        """
+        try:
+            return await self._insert_job(corpus, started_by, params, guild_id, channel_id)
+        except JobConflict:
+            running = await self.running_job(corpus)
+            if running is None or not await self._release_if_dead(running):
+                raise
+        return await self._insert_job(corpus, started_by, params, guild_id, channel_id)
+
+    async def _insert_job(
+        self, corpus: str, started_by: str, params: dict, guild_id: int | None, channel_id: int | None
+    ) -> int:
         (cur,) = await self.store.write([(
             "INSERT INTO jobs (corpus, state, started_by, guild_id, channel_id, owner_pid, owner_host, params, "
             "created) "
@@ -155,23 +172,30 @@ class FinetuneStore:
 
     async def fail_interrupted(self) -> list[JobRow]:
         """Mark failed the running jobs whose owning process is gone (a crash or a kill); a job a
-        live process on this machine still owns (``charbot finetune`` beside the bot) is left alone."""
-        host = socket.gethostname()
-        stale = []
-        for job in await self.running_jobs():
-            same_host = job.owner_host == host
-            alive = same_host and job.owner_pid is not None and job.owner_pid != os.getpid() and \
-                _pid_alive(job.owner_pid)
-            if alive or (not same_host and job.owner_host):
-                continue
-            where = f"process {job.owner_pid}" if job.owner_pid else "its process"
-            await self.store.write([(
-                "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state = 'running'",
-                (utc_now(), f"interrupted: {where} stopped while the job ran (crash, kill or restart); "
-                            "the served checkpoint was not changed", job.id),
-            )])
-            stale.append(job)
-        return stale
+        live process on this machine still owns (``charbot finetune`` or another bot process
+        sharing the database) is left alone."""
+        return [job for job in await self.running_jobs() if await self._release_if_dead(job, at_start=True)]
+
+    async def _release_if_dead(self, job: JobRow, at_start: bool = False) -> bool:
+        """Mark ``job`` failed if its owner is a process of this machine that no longer runs.
+
+        At start (``at_start``) a job recorded under this very process id is a previous life's
+        (the id was reused); later it is this process's own, running job. A job owned by another
+        machine is never judged from here: its pid means nothing on this one.
+        """
+        same_host = job.owner_host == socket.gethostname()
+        if not same_host and job.owner_host:
+            return False
+        mine = job.owner_pid == os.getpid()
+        if same_host and job.owner_pid is not None and (_pid_alive(job.owner_pid) and not (mine and at_start)):
+            return False
+        where = f"process {job.owner_pid}" if job.owner_pid else "its process"
+        (cur,) = await self.store.write([(
+            "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state = 'running'",
+            (utc_now(), f"interrupted: {where} stopped while the job ran (crash, kill or restart); "
+                        "the served checkpoint was not changed", job.id),
+        )])
+        return cur.rowcount > 0
 
     # ---- versions ---------------------------------------------------------------------
 
