@@ -130,12 +130,25 @@ class BotConfig:
     discord_api: str | None = None
     discord_gateway: str | None = None
     log_level: str = "INFO"
+    # Gateway shards: None runs one plain connection (the default); a number or "auto" (Discord's
+    # recommendation from /gateway/bot) runs discord.py's AutoShardedBot; shard_ids picks the ones
+    # this process owns, so a cluster is several processes with the same count.
+    shard_count: int | str | None = None
+    shard_ids: tuple[int, ...] | None = None
+    # Prometheus metrics, liveness and readiness over HTTP (bot.metrics); None: no server.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
 
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{k}={getattr(self, k)!r}"
             for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "checkpoint_dir", "corpora",
-                      "limits", "discord_api", "discord_gateway", "log_level")
+                      "limits", "discord_api", "discord_gateway", "log_level", "shard_count", "shard_ids",
+                      "metrics_port", "metrics_host")
         )
         return f"BotConfig(token={'set' if self.token else 'unset'}, {shown})"
 
@@ -199,6 +212,39 @@ def _corpora(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def parse_shards(count: str | None, ids: str | None, where: str = "CHARBOT_SHARD_COUNT/CHARBOT_SHARD_IDS") -> tuple[
+    int | str | None, tuple[int, ...] | None
+]:
+    """``(shard_count, shard_ids)`` from their text forms ("4" or "auto"; "0,1"), checked together.
+
+    Shard ids without a number of shards cannot be placed (Discord routes a guild to shard
+    ``(guild_id >> 22) % count``, so every process of a cluster must use the same count).
+    """
+    raw = (count or "").strip().lower()
+    shard_count: int | str | None
+    if not raw:
+        shard_count = None
+    elif raw == "auto":
+        shard_count = "auto"
+    elif raw.isdigit() and int(raw) >= 1:
+        shard_count = int(raw)
+    else:
+        raise ConfigError(f"{where}: the shard count must be a whole number of at least 1, or auto; got {count!r}")
+    raw_ids = (ids or "").replace(" ", "")
+    if not raw_ids:
+        return shard_count, None
+    parts = raw_ids.split(",")
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{where}: shard ids must be comma-separated numbers like 0,1; got {ids!r}")
+    shard_ids = tuple(sorted({int(p) for p in parts}))
+    if not isinstance(shard_count, int):
+        raise ConfigError(f"{where}: shard ids need a shard count that is a number (the same in every process)")
+    if shard_ids[-1] >= shard_count:
+        raise ConfigError(f"{where}: shard ids run from 0 to {shard_count - 1} with {shard_count} shards; "
+                          f"got {shard_ids[-1]}")
+    return shard_count, shard_ids
+
+
 def load_config(
     env_file: str | os.PathLike | None = ".env",
     environ: Mapping[str, str] | None = None,
@@ -223,6 +269,10 @@ def load_config(
     precision = (env.get("CHARBOT_PRECISION") or "auto").strip().lower()
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"CHARBOT_PRECISION must be auto, fp32 or bf16, got {precision!r}")
+    shard_count, shard_ids = parse_shards(env.get("CHARBOT_SHARD_COUNT"), env.get("CHARBOT_SHARD_IDS"))
+    metrics_port = _int(env, "CHARBOT_METRICS_PORT", None)
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        raise ConfigError(f"CHARBOT_METRICS_PORT must be a TCP port from 1 to 65535, got {metrics_port}")
     return BotConfig(
         token=token,
         database=Path((env.get("CHARBOT_DB") or "charbot.db").strip()).expanduser(),
@@ -236,6 +286,10 @@ def load_config(
         discord_api=_loopback_url(env, "CHARBOT_DISCORD_API", ("http", "https")),
         discord_gateway=_loopback_url(env, "CHARBOT_DISCORD_GATEWAY", ("ws", "wss")),
         log_level=level,
+        shard_count=shard_count,
+        shard_ids=shard_ids,
+        metrics_port=metrics_port,
+        metrics_host=(env.get("CHARBOT_METRICS_HOST") or "127.0.0.1").strip(),
     )
 
 
