@@ -12,6 +12,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from bot.store import Store, utc_now
 
@@ -82,6 +83,19 @@ def _version(row: tuple) -> VersionRow:
     return VersionRow(*r)
 
 
+OVERDUE_GRACE_S = 15 * 60  # beyond a job's minutes: the time to check and install its result, generously
+
+
+def _overdue(job: JobRow, now: datetime | None = None) -> bool:
+    """Whether a job is past its time budget (``params["minutes"]``) plus the grace: its holder is gone."""
+    try:
+        started = datetime.strptime(job.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        budget_s = float(job.params.get("minutes") or 0) * 60
+    except (TypeError, ValueError):
+        return False
+    return (now or datetime.now(timezone.utc)) > started + timedelta(seconds=budget_s + OVERDUE_GRACE_S)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -122,12 +136,12 @@ class FinetuneStore:
         self, corpus: str, started_by: str, params: dict, guild_id: int | None, channel_id: int | None
     ) -> int:
         (cur,) = await self.store.write([(
+            # The partial unique index one_running_job_per_corpus turns a second running job into "nothing
+            # inserted", on SQLite and on PostgreSQL alike (where a concurrent one waits for the first to end).
             "INSERT INTO jobs (corpus, state, started_by, guild_id, channel_id, owner_pid, owner_host, params, "
-            "created) "
-            "SELECT ?, 'running', ?, ?, ?, ?, ?, ?, ? "
-            "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE corpus = ? AND state = 'running')",
+            "created) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (corpus, started_by, guild_id, channel_id, os.getpid(), socket.gethostname(), json.dumps(params),
-             utc_now(), corpus),
+             utc_now()),
         )])
         if cur.rowcount == 0:
             running = await self.running_job(corpus)
@@ -181,10 +195,12 @@ class FinetuneStore:
 
         At start (``at_start``) a job recorded under this very process id is a previous life's
         (the id was reused); later it is this process's own, running job. A job owned by another
-        machine is never judged from here: its pid means nothing on this one.
+        machine (sharing a PostgreSQL database) cannot be checked from here, its pid means nothing
+        on this one; it is released only once overdue: past its own time budget plus
+        :data:`OVERDUE_GRACE_S`, which no live job reaches (every job has a budget).
         """
         same_host = job.owner_host == socket.gethostname()
-        if not same_host and job.owner_host:
+        if not same_host and job.owner_host and not _overdue(job):
             return False
         mine = job.owner_pid == os.getpid()
         if same_host and job.owner_pid is not None and (_pid_alive(job.owner_pid) and not (mine and at_start)):
