@@ -18,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.actions import SERVERS_ONLY
-from bot.config import BotConfig
+from bot.config import BotConfig, loggable
 from bot.engines import Models
 from bot.errors import BUSY, UNEXPECTED, Refusal
 from bot.interactions import send
@@ -168,7 +168,7 @@ class CharBot(commands.Bot):
             device = next(iter(self.models.info.values())).device if self.models.info else "none"
             log.info("charbot %s, Python %s, torch %s, discord.py %s; serving %s on %s; database %s", __version__,
                      platform.python_version(), torch.__version__, discord.__version__,
-                     ", ".join(self.models.engines), device, self.config.database)
+                     ", ".join(self.models.engines), device, loggable(self.config.database))
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self.serve and self.config.dev_guild_id:

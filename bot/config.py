@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -119,7 +119,7 @@ class BotConfig:
     """Everything the bot and the local CLI read from the environment."""
 
     token: Secret | None = field(default=None, repr=False)
-    database: Path = Path("charbot.db")
+    database: Path | str = Path("charbot.db")  # a SQLite file, or a postgresql:// URL (kept as text)
     dev_guild_id: int | None = None
     admin_ids: frozenset[int] = frozenset()
     device: str = "auto"
@@ -145,7 +145,7 @@ class BotConfig:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{k}={getattr(self, k)!r}"
+            f"{k}={loggable(getattr(self, k))!r}"
             for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "checkpoint_dir", "corpora",
                       "limits", "discord_api", "discord_gateway", "log_level", "shard_count", "shard_ids",
                       "metrics_port", "metrics_host")
@@ -153,6 +153,39 @@ class BotConfig:
         return f"BotConfig(token={'set' if self.token else 'unset'}, {shown})"
 
     __str__ = __repr__
+
+
+def is_postgres_url(value: object) -> bool:
+    return str(value).startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def loggable(value: object) -> object:
+    """``value`` as it may be logged: a database URL loses its password."""
+    return redact_url(value) if isinstance(value, str) and is_postgres_url(value) else value
+
+
+def _database(env: Mapping[str, str]) -> Path | str:
+    """CHARBOT_DB: a SQLite file (default charbot.db), or a PostgreSQL URL for bots on several machines.
+
+    With PostgreSQL the fine-tuning versions cannot live "beside the database", so CHARBOT_STATE_DIR
+    must name storage every machine reads (a shared filesystem): the database records which
+    version is served, the files are loaded from there.
+    """
+    raw = (env.get("CHARBOT_DB") or "charbot.db").strip()
+    if not is_postgres_url(raw):
+        return Path(raw).expanduser()
+    if not (env.get("CHARBOT_STATE_DIR") or "").strip():
+        raise ConfigError("CHARBOT_DB is a PostgreSQL URL: set CHARBOT_STATE_DIR to a folder every machine running "
+                          "the bot reads and writes (the fine-tuned versions live there)")
+    return raw
 
 
 def check_token(raw: str | None) -> Secret:
@@ -275,7 +308,7 @@ def load_config(
         raise ConfigError(f"CHARBOT_METRICS_PORT must be a TCP port from 1 to 65535, got {metrics_port}")
     return BotConfig(
         token=token,
-        database=Path((env.get("CHARBOT_DB") or "charbot.db").strip()).expanduser(),
+        database=_database(env),
         dev_guild_id=_int(env, "CHARBOT_DEV_GUILD", None),
         admin_ids=_ids(env, "CHARBOT_ADMINS"),
         device=(env.get("CHARBOT_DEVICE") or "auto").strip(),

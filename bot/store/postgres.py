@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bot.config import redact_url as redact
 from bot.store.database import MIGRATIONS, DatabaseLocked, Store, StoreError
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -28,15 +28,6 @@ _INSERT_WITH_ID = re.compile(r"^\s*INSERT INTO (contributions|jobs)\b", re.IGNOR
 
 def is_postgres(database: object) -> bool:
     return str(database).startswith(SCHEMES)
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for logs and messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def translate(sql: str) -> str:

@@ -240,3 +240,13 @@ def test_run_flags_for_shards_win_over_the_environment_and_are_checked(monkeypat
     assert (seen[0].shard_count, seen[0].shard_ids) == (4, (2, 3))
     assert main(["run", "--env-file", "/nonexistent/.env", "--shard-ids", "2"]) == 2
     assert "shard ids run from 0 to 1" in capsys.readouterr().err
+
+
+def test_a_postgresql_database_needs_shared_storage_for_versions_and_its_password_is_never_shown():
+    url = "postgresql://charbot:s3cret-pass@db.internal:5432/charbot"
+    with pytest.raises(ConfigError, match="CHARBOT_STATE_DIR"):
+        load_config(None, {"CHARBOT_DB": url}, require_token=False)
+    config = load_config(None, {"CHARBOT_DB": url, "CHARBOT_STATE_DIR": "/srv/charbot"}, require_token=False)
+    assert config.database == url  # not a Path: "postgresql://" would lose a slash
+    assert "s3cret-pass" not in repr(config) and "charbot:***@db.internal" in repr(config)
+    assert load_config(None, {"CHARBOT_DB": "~/bot.db"}, require_token=False).database.name == "bot.db"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -55,21 +54,27 @@ async def serves(fake: FakeDiscord, corpus: str, version: str) -> str:
                             interval=0.5)
 
 
-def rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    with sqlite3.connect(db) as con:
-        return con.execute(sql, params).fetchall()
+async def rows(database: str, sql: str, params: tuple = ()) -> list[tuple]:
+    from bot.store import Store
+
+    async with await Store.open(database) as store:
+        return await store.fetchall(sql, params)
 
 
-async def test_two_bot_processes_share_settings_contributions_opt_outs_and_served_versions(tmp_path):
+async def test_two_bot_processes_share_settings_contributions_opt_outs_and_served_versions(tmp_path, database):
+    """On SQLite, two processes of one machine; on PostgreSQL, as two machines would (the versions on
+    storage both read, named by CHARBOT_STATE_DIR)."""
     from bot.finetune.manager import FinetuneManager
     from bot.finetune.settings import load_settings
     from bot.store import Store
     from bot.store.finetune import FinetuneStore
 
     checkpoints = write_checkpoints(tmp_path / "checkpoints")
-    db = tmp_path / "shared.db"
-    env = {"CHARBOT_DB": str(db), "CHARBOT_EDIT_INTERVAL": "0.05", "CHARBOT_SHUTDOWN_GRACE": "2",
+    db = database
+    env = {"CHARBOT_DB": db, "CHARBOT_EDIT_INTERVAL": "0.05", "CHARBOT_SHUTDOWN_GRACE": "2",
            "CHARBOT_CORPORA": "tale"}
+    if db.startswith("postgresql"):
+        env["CHARBOT_STATE_DIR"] = str(tmp_path / "shared-storage")
     async with FakeDiscord(interaction_deadline_s=30.0) as one:
         async with one.twin() as two:
             a = BotProcess(await start_bot(one, tmp_path, checkpoints["tale"].parent, **env))
@@ -87,15 +92,16 @@ async def test_two_bot_processes_share_settings_contributions_opt_outs_and_serve
                 await ask(two, "listen", {"corpus": "tale"}, user=two.admin, channel="stories")
                 await two.post_message("Opted out, so never stored here.", channel="stories")
                 await two.post_message("A tale worth keeping for later.", author=two.other_member, channel="stories")
-                await eventually(lambda: rows(db, "SELECT text FROM contributions"), what="the kept message")
-                assert rows(db, "SELECT text FROM contributions") == [("A tale worth keeping for later.",)]
+                await eventually(lambda: rows(db, "SELECT text FROM contributions"), what="the kept message",
+                                 interval=0.2)
+                assert await rows(db, "SELECT text FROM contributions") == [("A tale worth keeping for later.",)]
                 assert "Deleted 1 contribution" in await ask(one, "forget", user=one.other_member)
-                assert rows(db, "SELECT COUNT(*) FROM contributions") == [(0,)]
+                assert await rows(db, "SELECT COUNT(*) FROM contributions") == [(0,)]
 
                 # A version installed beside the bots (as `charbot finetune --install` does) is served by both ...
                 newer = write_checkpoints(tmp_path / "newer", hidden_size=24)["tale"]
                 async with await Store.open(db) as store:
-                    manager = FinetuneManager(FinetuneStore(store), load_settings(db, None, {}),
+                    manager = FinetuneManager(FinetuneStore(store), load_settings(db, None, env),
                                               lambda corpus: checkpoints[corpus])
                     await manager.import_checkpoint("tale", newer, "operator")
                 await asyncio.gather(serves(one, "tale", file_version(newer)), serves(two, "tale", file_version(newer)))
