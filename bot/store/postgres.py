@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -143,10 +144,11 @@ class PostgresStore(Store):
     async def write(self, statements: list[tuple[str, tuple]], wait_s: float | None = None) -> list[Result]:
         """Run statements in one committed transaction (rolled back on any error); see :meth:`Store.write`."""
         bound = self.busy_timeout_s if wait_s is None else max(0.0, wait_s)
-        ms = max(1, int(bound * 1000))
+        started = time.monotonic()
         results: list[Result] = []
         try:
             async with self.pool.acquire(timeout=max(bound, 0.001)) as con, con.transaction():
+                ms = max(1, int((bound - (time.monotonic() - started)) * 1000))  # the pool's wait counts too
                 await con.execute(f"SET LOCAL lock_timeout = {ms}")
                 for sql, params in statements:
                     text = translate(sql)
