@@ -18,10 +18,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.actions import SERVERS_ONLY
-from bot.config import BotConfig
+from bot.config import BotConfig, loggable
 from bot.engines import Models
 from bot.errors import BUSY, UNEXPECTED, Refusal
 from bot.interactions import send
+from bot.metrics import BotMetrics
 from bot.options import STALE, BadOption, check_options
 from bot.replies import ReplyService
 from bot.store import DatabaseLocked, Store, StoreError
@@ -128,12 +129,17 @@ class CharBot(commands.Bot):
 
     def __init__(self, config: BotConfig, models: Models | None = None, serve: bool = True) -> None:
         """``models`` may be given preloaded (tests); ``serve=False`` only builds the commands (for sync)."""
+        shards = {}
+        if isinstance(self, commands.AutoShardedBot):  # ShardedCharBot: None lets Discord recommend the count
+            shards = {"shard_count": config.shard_count if isinstance(config.shard_count, int) else None,
+                      "shard_ids": list(config.shard_ids) if config.shard_ids else None}
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(),
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
             tree_cls=CharTree,
+            **shards,
         )
         self.config = config
         self.models = models
@@ -142,6 +148,7 @@ class CharBot(commands.Bot):
         self.replies: ReplyService | None = None
         self._owns_models = models is None
         self._closing: asyncio.Task | None = None
+        self.metrics: BotMetrics | None = None
 
     async def setup_hook(self) -> None:
         if self.serve:
@@ -154,10 +161,14 @@ class CharBot(commands.Bot):
                 )
                 log.info("models loaded in %.1f s", time.perf_counter() - t0)
             self.replies = ReplyService(self.models, self.config.limits)
+            if self.config.metrics_port is not None:
+                self.metrics = BotMetrics(self)
+                self.metrics.watch(self.replies)
+                await self.metrics.start(self.config.metrics_host, self.config.metrics_port)
             device = next(iter(self.models.info.values())).device if self.models.info else "none"
             log.info("charbot %s, Python %s, torch %s, discord.py %s; serving %s on %s; database %s", __version__,
                      platform.python_version(), torch.__version__, discord.__version__,
-                     ", ".join(self.models.engines), device, self.config.database)
+                     ", ".join(self.models.engines), device, loggable(self.config.database))
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self.serve and self.config.dev_guild_id:
@@ -167,8 +178,17 @@ class CharBot(commands.Bot):
             log.info("synced %d commands to the development server %s", len(synced), self.config.dev_guild_id)
 
     async def on_ready(self) -> None:
-        log.info("connected as %s (id %s) to %d servers", self.user, self.user.id if self.user else "?",
-                 len(self.guilds))
+        shards = ""
+        if self.shard_count is not None and isinstance(self, commands.AutoShardedBot):
+            shards = f" on shards {','.join(map(str, sorted(self.shards)))} of {self.shard_count}"
+        log.info("connected as %s (id %s) to %d servers%s", self.user, self.user.id if self.user else "?",
+                 len(self.guilds), shards)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """One line per shard with its servers, so an operator sees which process owns which."""
+        mine = sorted(g.id for g in self.guilds if g.shard_id == shard_id)
+        log.info("shard %d of %s ready: %d servers (%s)", shard_id, self.shard_count, len(mine),
+                 ", ".join(map(str, mine[:20])) + (", ..." if len(mine) > 20 else ""))
 
     async def on_message(self, message: discord.Message) -> None:
         """No text commands: messages only matter to the listening cog's listener."""
@@ -191,4 +211,20 @@ class CharBot(commands.Bot):
             await asyncio.to_thread(self.models.close, False)
         if self.store is not None:
             await self.store.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         log.info("stopped")
+
+
+class ShardedCharBot(CharBot, commands.AutoShardedBot):
+    """The same bot over several gateway shards (``CHARBOT_SHARD_COUNT``), or some of them (``shard_ids``).
+
+    discord.py's AutoShardedBot runs one gateway connection per shard in this process; Discord
+    sends each server's events only to shard ``(guild_id >> 22) % shard_count``, so processes
+    that own different shards of the same count never see, or answer, the same interaction.
+    """
+
+
+def new_bot(config: BotConfig, models: Models | None = None, serve: bool = True) -> CharBot:
+    """A :class:`ShardedCharBot` when shards are configured, else the plain one-connection :class:`CharBot`."""
+    return (ShardedCharBot if config.sharded else CharBot)(config, models, serve)

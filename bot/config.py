@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -119,7 +119,7 @@ class BotConfig:
     """Everything the bot and the local CLI read from the environment."""
 
     token: Secret | None = field(default=None, repr=False)
-    database: Path = Path("charbot.db")
+    database: Path | str = Path("charbot.db")  # a SQLite file, or a postgresql:// URL (kept as text)
     dev_guild_id: int | None = None
     admin_ids: frozenset[int] = frozenset()
     device: str = "auto"
@@ -130,16 +130,62 @@ class BotConfig:
     discord_api: str | None = None
     discord_gateway: str | None = None
     log_level: str = "INFO"
+    # Gateway shards: None runs one plain connection (the default); a number or "auto" (Discord's
+    # recommendation from /gateway/bot) runs discord.py's AutoShardedBot; shard_ids picks the ones
+    # this process owns, so a cluster is several processes with the same count.
+    shard_count: int | str | None = None
+    shard_ids: tuple[int, ...] | None = None
+    # Prometheus metrics, liveness and readiness over HTTP (bot.metrics); None: no server.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{k}={getattr(self, k)!r}"
+            f"{k}={loggable(getattr(self, k))!r}"
             for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "checkpoint_dir", "corpora",
-                      "limits", "discord_api", "discord_gateway", "log_level")
+                      "limits", "discord_api", "discord_gateway", "log_level", "shard_count", "shard_ids",
+                      "metrics_port", "metrics_host")
         )
         return f"BotConfig(token={'set' if self.token else 'unset'}, {shown})"
 
     __str__ = __repr__
+
+
+def is_postgres_url(value: object) -> bool:
+    return str(value).startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def loggable(value: object) -> object:
+    """``value`` as it may be logged: a database URL loses its password."""
+    return redact_url(value) if isinstance(value, str) and is_postgres_url(value) else value
+
+
+def _database(env: Mapping[str, str]) -> Path | str:
+    """CHARBOT_DB: a SQLite file (default charbot.db), or a PostgreSQL URL for bots on several machines.
+
+    With PostgreSQL the fine-tuning versions cannot live "beside the database", so CHARBOT_STATE_DIR
+    must name storage every machine reads (a shared filesystem): the database records which
+    version is served, the files are loaded from there.
+    """
+    raw = (env.get("CHARBOT_DB") or "charbot.db").strip()
+    if not is_postgres_url(raw):
+        return Path(raw).expanduser()
+    if not (env.get("CHARBOT_STATE_DIR") or "").strip():
+        raise ConfigError("CHARBOT_DB is a PostgreSQL URL: set CHARBOT_STATE_DIR to a folder every machine running "
+                          "the bot reads and writes (the fine-tuned versions live there)")
+    return raw
 
 
 def check_token(raw: str | None) -> Secret:
@@ -199,6 +245,39 @@ def _corpora(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def parse_shards(count: str | None, ids: str | None, where: str = "CHARBOT_SHARD_COUNT/CHARBOT_SHARD_IDS") -> tuple[
+    int | str | None, tuple[int, ...] | None
+]:
+    """``(shard_count, shard_ids)`` from their text forms ("4" or "auto"; "0,1"), checked together.
+
+    Shard ids without a number of shards cannot be placed (Discord routes a guild to shard
+    ``(guild_id >> 22) % count``, so every process of a cluster must use the same count).
+    """
+    raw = (count or "").strip().lower()
+    shard_count: int | str | None
+    if not raw:
+        shard_count = None
+    elif raw == "auto":
+        shard_count = "auto"
+    elif raw.isdigit() and int(raw) >= 1:
+        shard_count = int(raw)
+    else:
+        raise ConfigError(f"{where}: the shard count must be a whole number of at least 1, or auto; got {count!r}")
+    raw_ids = (ids or "").replace(" ", "")
+    if not raw_ids:
+        return shard_count, None
+    parts = raw_ids.split(",")
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{where}: shard ids must be comma-separated numbers like 0,1; got {ids!r}")
+    shard_ids = tuple(sorted({int(p) for p in parts}))
+    if not isinstance(shard_count, int):
+        raise ConfigError(f"{where}: shard ids need a shard count that is a number (the same in every process)")
+    if shard_ids[-1] >= shard_count:
+        raise ConfigError(f"{where}: shard ids run from 0 to {shard_count - 1} with {shard_count} shards; "
+                          f"got {shard_ids[-1]}")
+    return shard_count, shard_ids
+
+
 def load_config(
     env_file: str | os.PathLike | None = ".env",
     environ: Mapping[str, str] | None = None,
@@ -223,9 +302,13 @@ def load_config(
     precision = (env.get("CHARBOT_PRECISION") or "auto").strip().lower()
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"CHARBOT_PRECISION must be auto, fp32 or bf16, got {precision!r}")
+    shard_count, shard_ids = parse_shards(env.get("CHARBOT_SHARD_COUNT"), env.get("CHARBOT_SHARD_IDS"))
+    metrics_port = _int(env, "CHARBOT_METRICS_PORT", None)
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        raise ConfigError(f"CHARBOT_METRICS_PORT must be a TCP port from 1 to 65535, got {metrics_port}")
     return BotConfig(
         token=token,
-        database=Path((env.get("CHARBOT_DB") or "charbot.db").strip()).expanduser(),
+        database=_database(env),
         dev_guild_id=_int(env, "CHARBOT_DEV_GUILD", None),
         admin_ids=_ids(env, "CHARBOT_ADMINS"),
         device=(env.get("CHARBOT_DEVICE") or "auto").strip(),
@@ -236,6 +319,10 @@ def load_config(
         discord_api=_loopback_url(env, "CHARBOT_DISCORD_API", ("http", "https")),
         discord_gateway=_loopback_url(env, "CHARBOT_DISCORD_GATEWAY", ("ws", "wss")),
         log_level=level,
+        shard_count=shard_count,
+        shard_ids=shard_ids,
+        metrics_port=metrics_port,
+        metrics_host=(env.get("CHARBOT_METRICS_HOST") or "127.0.0.1").strip(),
     )
 
 

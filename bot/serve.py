@@ -12,7 +12,7 @@ import signal
 
 import discord
 
-from bot.client import CharBot
+from bot.client import CharBot, new_bot
 from bot.config import BotConfig, ConfigError
 from bot.endpoints import discord_endpoints
 from bot.engines import Models
@@ -36,7 +36,7 @@ async def serve(config: BotConfig, models: Models | None = None) -> None:
     """Run the bot until it is closed (SIGTERM and SIGINT close it cleanly)."""
     token = _token(config)
     with discord_endpoints(config.discord_api, config.discord_gateway):
-        bot = CharBot(config, models)
+        bot = new_bot(config, models)
         loop = asyncio.get_running_loop()
         handled = []
         for sig in (signal.SIGINT, signal.SIGTERM):

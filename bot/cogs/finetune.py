@@ -30,7 +30,7 @@ from model.verify import verify_checkpoint
 
 log = logging.getLogger(__name__)
 
-SYNC_EVERY_S = 30.0  # how soon a version changed by `charbot finetune` beside the bot is served
+SYNC_EVERY_S = 2.0  # how soon a version changed elsewhere (another bot process, `charbot finetune`) is served
 MAX_MESSAGE = 1900
 
 

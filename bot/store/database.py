@@ -153,7 +153,14 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path, busy_timeout_s: float = 5.0) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``."""
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        A ``postgresql://`` URL opens the same store on PostgreSQL (:mod:`bot.store.postgres`).
+        """
+        if str(path).startswith(("postgresql://", "postgres://")):
+            from bot.store.postgres import PostgresStore
+
+            return await PostgresStore.open(str(path), busy_timeout_s)
         path = str(path)
         if path != ":memory:":
             parent = Path(path).expanduser().resolve().parent

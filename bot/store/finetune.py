@@ -12,6 +12,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from bot.store import Store, utc_now
 
@@ -82,6 +83,19 @@ def _version(row: tuple) -> VersionRow:
     return VersionRow(*r)
 
 
+OVERDUE_GRACE_S = 15 * 60  # beyond a job's minutes: the time to check and install its result, generously
+
+
+def _overdue(job: JobRow, now: datetime | None = None) -> bool:
+    """Whether a job is past its time budget (``params["minutes"]``) plus the grace: its holder is gone."""
+    try:
+        started = datetime.strptime(job.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        budget_s = float(job.params.get("minutes") or 0) * 60
+    except (TypeError, ValueError):
+        return False
+    return (now or datetime.now(timezone.utc)) > started + timedelta(seconds=budget_s + OVERDUE_GRACE_S)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -103,14 +117,31 @@ class FinetuneStore:
     async def create_job(
         self, corpus: str, started_by: str, params: dict, guild_id: int | None = None, channel_id: int | None = None
     ) -> int:
-        """Record a running job; JobConflict if one already runs for ``corpus`` (in any process)."""
+        """Record a running job; JobConflict if one already runs for ``corpus`` (in any process).
+
+        The running row is the lock: the partial unique index lets one exist per corpus, whichever
+        process or machine shares the database. A lock whose holder died (a process on this
+        machine that is gone: killed, crashed) is released here, by marking its job failed, so a
+        dead bot never blocks the next job until someone restarts it.
+        """
+        try:
+            return await self._insert_job(corpus, started_by, params, guild_id, channel_id)
+        except JobConflict:
+            running = await self.running_job(corpus)
+            if running is None or not await self._release_if_dead(running):
+                raise
+        return await self._insert_job(corpus, started_by, params, guild_id, channel_id)
+
+    async def _insert_job(
+        self, corpus: str, started_by: str, params: dict, guild_id: int | None, channel_id: int | None
+    ) -> int:
         (cur,) = await self.store.write([(
+            # The partial unique index one_running_job_per_corpus turns a second running job into "nothing
+            # inserted", on SQLite and on PostgreSQL alike (where a concurrent one waits for the first to end).
             "INSERT INTO jobs (corpus, state, started_by, guild_id, channel_id, owner_pid, owner_host, params, "
-            "created) "
-            "SELECT ?, 'running', ?, ?, ?, ?, ?, ?, ? "
-            "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE corpus = ? AND state = 'running')",
+            "created) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (corpus, started_by, guild_id, channel_id, os.getpid(), socket.gethostname(), json.dumps(params),
-             utc_now(), corpus),
+             utc_now()),
         )])
         if cur.rowcount == 0:
             running = await self.running_job(corpus)
@@ -155,23 +186,32 @@ class FinetuneStore:
 
     async def fail_interrupted(self) -> list[JobRow]:
         """Mark failed the running jobs whose owning process is gone (a crash or a kill); a job a
-        live process on this machine still owns (``charbot finetune`` beside the bot) is left alone."""
-        host = socket.gethostname()
-        stale = []
-        for job in await self.running_jobs():
-            same_host = job.owner_host == host
-            alive = same_host and job.owner_pid is not None and job.owner_pid != os.getpid() and \
-                _pid_alive(job.owner_pid)
-            if alive or (not same_host and job.owner_host):
-                continue
-            where = f"process {job.owner_pid}" if job.owner_pid else "its process"
-            await self.store.write([(
-                "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state = 'running'",
-                (utc_now(), f"interrupted: {where} stopped while the job ran (crash, kill or restart); "
-                            "the served checkpoint was not changed", job.id),
-            )])
-            stale.append(job)
-        return stale
+        live process on this machine still owns (``charbot finetune`` or another bot process
+        sharing the database) is left alone."""
+        return [job for job in await self.running_jobs() if await self._release_if_dead(job, at_start=True)]
+
+    async def _release_if_dead(self, job: JobRow, at_start: bool = False) -> bool:
+        """Mark ``job`` failed if its owner is a process of this machine that no longer runs.
+
+        At start (``at_start``) a job recorded under this very process id is a previous life's
+        (the id was reused); later it is this process's own, running job. A job owned by another
+        machine (sharing a PostgreSQL database) cannot be checked from here, its pid means nothing
+        on this one; it is released only once overdue: past its own time budget plus
+        :data:`OVERDUE_GRACE_S`, which no live job reaches (every job has a budget).
+        """
+        same_host = job.owner_host == socket.gethostname()
+        if not same_host and job.owner_host and not _overdue(job):
+            return False
+        mine = job.owner_pid == os.getpid()
+        if same_host and job.owner_pid is not None and (_pid_alive(job.owner_pid) and not (mine and at_start)):
+            return False
+        where = f"process {job.owner_pid}" if job.owner_pid else "its process"
+        (cur,) = await self.store.write([(
+            "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ? AND state = 'running'",
+            (utc_now(), f"interrupted: {where} stopped while the job ran (crash, kill or restart); "
+                        "the served checkpoint was not changed", job.id),
+        )])
+        return cur.rowcount > 0
 
     # ---- versions ---------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 import discord
 import torch
 
-from bot.client import CharBot
+from bot.client import CharBot, new_bot
 from bot.config import BotConfig, load_config
 from bot.endpoints import discord_endpoints
 from bot.store import Store
@@ -172,6 +172,7 @@ async def bot_on_fake(
     env: dict[str, str] | Callable[[FakeDiscord], dict[str, str]] | None = None,
     heartbeat_interval_ms: int = 500,
     checkpoints: dict[str, Path] | None = None,
+    fake_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[BotUnderTest]:
     """Start the fake and the bot connected to it; on exit, close both and check nothing went wrong unseen."""
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,8 @@ async def bot_on_fake(
     world: BotUnderTest | None = None
     logging.getLogger().addHandler(errors)
     try:
-        async with FakeDiscord(heartbeat_interval_ms=heartbeat_interval_ms, interaction_deadline_s=10.0) as fake:
+        async with FakeDiscord(heartbeat_interval_ms=heartbeat_interval_ms, interaction_deadline_s=10.0,
+                               **(fake_options or {})) as fake:
             environ = {
                 "DISCORD_TOKEN": fake.token,
                 "CHARBOT_DB": str(tmp_path / "charbot.db"),
@@ -197,7 +199,7 @@ async def bot_on_fake(
             config = load_config(env_file=None, environ=environ)
             assert config.token is not None
             with discord_endpoints(config.discord_api, config.discord_gateway):
-                bot = CharBot(config)
+                bot = new_bot(config)  # CHARBOT_SHARD_COUNT in env makes it the sharded bot
                 world = BotUnderTest(fake, bot, config, checkpoints, errors)
                 _instrument(world)
                 task = asyncio.create_task(bot.start(config.token.reveal()), name="charbot")

@@ -95,9 +95,18 @@ class Snowflakes:
     def __init__(self) -> None:
         self._counter = itertools.count()
 
-    def next(self) -> str:
+    def next(self, shard: int | None = None, shard_count: int = 1) -> str:
+        """The next id; with ``shard``, one Discord routes to that shard of ``shard_count`` (its
+        timestamp is nudged a few milliseconds forward until ``(id >> 22) % shard_count == shard``)."""
         ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        if shard is not None:
+            ms += (shard - ms) % shard_count
         return str((ms << 22) | (next(self._counter) & 0x3FFFFF))
+
+
+def shard_of(guild_id: str | int, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to."""
+    return (int(guild_id) >> 22) % shard_count
 
 
 @dataclass
@@ -235,9 +244,10 @@ class _Route:
 class _GatewaySession:
     """One identified gateway session; survives a reconnect when the bot resumes it."""
 
-    def __init__(self, session_id: str, intents: int) -> None:
+    def __init__(self, session_id: str, intents: int, shard: tuple[int, int] = (0, 1)) -> None:
         self.session_id = session_id
         self.intents = intents
+        self.shard = shard
         self.seq = 0
         self.sent: list[dict] = []
         self.ws: web.WebSocketResponse | None = None
@@ -260,7 +270,9 @@ class FakeDiscord:
         token: str = FAKE_TOKEN,
         interaction_deadline_s: float | None = 3.0,
         privileged_intents: int = ALL_PERMISSIONS,
+        recommended_shards: int = 1,
     ) -> None:
+        self.recommended_shards = recommended_shards
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.token = token
         self.interaction_deadline_s = interaction_deadline_s
@@ -277,6 +289,10 @@ class FakeDiscord:
         self.other_bot = FakeUser(self.ids.next(), "otherbot", bot=True)
         self.users = [self.bot_user, self.admin, self.member, self.other_member, self.other_bot]
         self.channels = {"general": self.ids.next(), "stories": self.ids.next()}
+        # Every guild's channels by name; the first guild's are also self.channels (most tests need one guild).
+        self.guild_channels: dict[str, dict[str, str]] = {self.guild_id: self.channels}
+        self.guild_names: dict[str, str] = {self.guild_id: "Fairy Tale Club"}
+        self.dispatched: list[tuple[str, str | None, int]] = []  # (event, guild id, shard) for every dispatch
 
         self.requests: list[RecordedRequest] = []
         self.unknown_routes: list[RecordedRequest] = []
@@ -293,6 +309,7 @@ class FakeDiscord:
 
         self._session: _GatewaySession | None = None
         self._sessions: dict[str, _GatewaySession] = {}
+        self._by_shard: dict[int, _GatewaySession] = {}
         self._changed = asyncio.Condition()
         self._routes = self._build_routes()
         self._runner: web.AppRunner | None = None
@@ -379,7 +396,8 @@ class FakeDiscord:
 
         def ready() -> bool:
             s = self._session
-            return s is not None and any(e.get("t") == "GUILD_CREATE" for e in s.sent)
+            return s is not None and any(e.get("t") == "READY" for e in s.sent) and \
+                sum(e.get("t") == "GUILD_CREATE" for e in s.sent) >= max(1, len(self.guilds_of(s.shard)))
 
         await self.wait_until(ready, timeout, "the bot to connect to the gateway and receive GUILD_CREATE")
 
@@ -393,6 +411,59 @@ class FakeDiscord:
     @property
     def session_id(self) -> str | None:
         return self._session.session_id if self._session else None
+
+    def add_guild(self, name: str, shard: int | None = None, shard_count: int = 1) -> str:
+        """Another guild (channels ``general`` and ``stories``), on ``shard`` of ``shard_count`` if given.
+
+        Add guilds before the bot connects: they are announced in READY and GUILD_CREATE.
+        """
+        guild_id = self.ids.next(shard, shard_count)
+        self.guild_channels[guild_id] = {"general": self.ids.next(), "stories": self.ids.next()}
+        self.guild_names[guild_id] = name
+        return guild_id
+
+    def twin(self, **options: Any) -> FakeDiscord:
+        """Another fake server with this one's world (application, guilds, channels, users, token).
+
+        Two bot processes, each on its own twin, see the same guild and people: what a rolling
+        restart or a resharded cluster does to one guild, in a form a test can drive one
+        process at a time. Start it with ``async with``.
+        """
+        other = FakeDiscord(heartbeat_interval_ms=self.heartbeat_interval_ms, token=self.token,
+                            interaction_deadline_s=self.interaction_deadline_s,
+                            privileged_intents=self.privileged_intents, **options)
+        for name in ("ids", "app_id", "bot_user", "guild_id", "admin_role_id", "admin", "member", "other_member",
+                     "other_bot", "users", "channels", "guild_channels", "guild_names"):
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def guilds_of(self, shard: tuple[int, int]) -> list[str]:
+        """The guilds Discord sends to ``shard`` = (shard id, shard count)."""
+        return [g for g in self.guild_channels if shard_of(g, shard[1]) == shard[0]]
+
+    @property
+    def shards(self) -> dict[int, tuple[int, int]]:
+        """The shards identified so far, by shard id: (id, count)."""
+        return {k: s.shard for k, s in self._by_shard.items()}
+
+    async def wait_shards_ready(self, shard_ids: list[int], timeout: float = 60.0) -> None:
+        """Wait until each of ``shard_ids`` has identified and been sent READY and its guilds."""
+
+        def ready() -> bool:
+            return all(
+                (s := self._by_shard.get(i)) is not None
+                and sum(e.get("t") == "GUILD_CREATE" for e in s.sent) >= len(self.guilds_of(s.shard))
+                for i in shard_ids
+            )
+
+        await self.wait_until(ready, timeout, f"shards {shard_ids} to connect and receive their guilds")
+
+    def _session_for(self, guild_id: str | None) -> _GatewaySession | None:
+        """Where Discord sends a guild's events: the connected session of the guild's shard (DMs: shard 0)."""
+        if not self._by_shard:
+            return self._session
+        count = next(iter(self._by_shard.values())).shard[1]
+        return self._by_shard.get(shard_of(guild_id, count) if guild_id else 0)
 
     @property
     def synced_command_names(self) -> set[str]:
@@ -531,7 +602,7 @@ class FakeDiscord:
 
     async def _get_gateway(self, rec: RecordedRequest) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return self._json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return self._json({"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limit})
 
     async def _get_me(self, rec: RecordedRequest) -> web.Response:
         return self._json({**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0})
@@ -770,7 +841,7 @@ class FakeDiscord:
 
     def _check_channel(self, rec: RecordedRequest) -> str:
         channel_id = rec.params["channel_id"]
-        if channel_id not in self.channels.values():
+        if not any(channel_id in chans.values() for chans in self.guild_channels.values()):
             raise _Reject(self._error(404, 10003, "Unknown Channel"))
         return channel_id
 
@@ -853,12 +924,21 @@ class FakeDiscord:
             if privileged & ~self.privileged_intents:
                 await ws.close(code=4014, message=b"Disallowed intent(s).")
                 return session
-            session = _GatewaySession(secrets.token_hex(16), intents)
+            shard = data.get("shard") or [0, 1]
+            valid = (isinstance(shard, list) and len(shard) == 2 and all(isinstance(n, int) for n in shard)
+                     and 0 <= shard[0] < shard[1])
+            counts = {s.shard[1] for s in self._by_shard.values() if s.ws is not None and not s.ws.closed}
+            if not valid or (counts and shard[1] not in counts):
+                await ws.close(code=4010, message=b"Invalid shard.")
+                return session
+            session = _GatewaySession(secrets.token_hex(16), intents, (shard[0], shard[1]))
             session.ws = ws
             self._sessions[session.session_id] = session
             self._session = session
+            self._by_shard[shard[0]] = session
             await self._send(session, "READY", self._ready_payload(session))
-            await self._send(session, "GUILD_CREATE", self.guild_payload())
+            for guild_id in self.guilds_of(session.shard):
+                await self._send(session, "GUILD_CREATE", self.guild_payload(guild_id))
         elif op == 6:
             self.resumes.append(data)
             old = self._sessions.get(data.get("session_id"))
@@ -867,6 +947,7 @@ class FakeDiscord:
                 return session
             old.ws = ws
             self._session = old
+            self._by_shard[old.shard[0]] = old
             session = old
             for event in old.sent:
                 if event["s"] > int(data.get("seq") or 0):
@@ -875,7 +956,8 @@ class FakeDiscord:
         elif op == 8:
             if session is not None:
                 members = [u.member_payload() for u in self.users]
-                chunk = {"guild_id": self.guild_id, "members": members, "chunk_index": 0, "chunk_count": 1}
+                guild_id = str(data.get("guild_id") or self.guild_id)
+                chunk = {"guild_id": guild_id, "members": members, "chunk_index": 0, "chunk_count": 1}
                 if data.get("nonce"):
                     chunk["nonce"] = data["nonce"]
                 await self._send(session, "GUILD_MEMBERS_CHUNK", chunk)
@@ -896,17 +978,19 @@ class FakeDiscord:
         return {
             "v": API_VERSION,
             "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": self.guild_id, "unavailable": True}],
+            "guilds": [{"id": g, "unavailable": True} for g in self.guilds_of(session.shard)],
             "session_id": session.session_id,
+            "shard": list(session.shard),
             "resume_gateway_url": self.gateway_url,
             "application": {"id": self.app_id, "flags": 0},
             "private_channels": [],
             "relationships": [],
         }
 
-    def guild_payload(self) -> dict:
+    def guild_payload(self, guild_id: str | None = None) -> dict:
+        guild_id = guild_id or self.guild_id
         everyone = {
-            "id": self.guild_id,
+            "id": guild_id,
             "name": "@everyone",
             "permissions": str(MEMBER_PERMISSIONS),
             "position": 0,
@@ -927,7 +1011,7 @@ class FakeDiscord:
             {
                 "id": cid,
                 "type": 0,
-                "guild_id": self.guild_id,
+                "guild_id": guild_id,
                 "name": name,
                 "position": i,
                 "permission_overwrites": [],
@@ -937,11 +1021,11 @@ class FakeDiscord:
                 "last_message_id": None,
                 "rate_limit_per_user": 0,
             }
-            for i, (name, cid) in enumerate(self.channels.items())
+            for i, (name, cid) in enumerate(self.guild_channels[guild_id].items())
         ]
         return {
-            "id": self.guild_id,
-            "name": "Fairy Tale Club",
+            "id": guild_id,
+            "name": self.guild_names[guild_id],
             "icon": None,
             "owner_id": self.admin.id,
             "roles": [everyone, admin],
@@ -972,10 +1056,13 @@ class FakeDiscord:
         }
 
     async def dispatch(self, event: str, data: dict) -> None:
-        """Send a dispatch event to the bot's current gateway session."""
-        session = self._session
+        """Send a dispatch event to the session Discord would: the shard of the event's guild."""
+        guild_id = data.get("guild_id") if isinstance(data, dict) else None
+        session = self._session_for(guild_id)
         if session is None or session.ws is None or session.ws.closed:
-            raise FakeDiscordError(f"cannot dispatch {event}: the bot is not connected to the gateway")
+            raise FakeDiscordError(f"cannot dispatch {event}: the bot is not connected to the gateway"
+                                   + (f" for guild {guild_id}" if guild_id else ""))
+        self.dispatched.append((event, guild_id, session.shard[0]))
         await self._send(session, event, data)
 
     def delete_response(self, inter: FakeInteraction) -> None:
@@ -999,23 +1086,26 @@ class FakeDiscord:
                     return cmd
         return None
 
-    def _interaction_payload(self, kind: int, user: FakeUser, data: dict, channel: str, dm: bool = False) -> dict:
+    def _interaction_payload(
+        self, kind: int, user: FakeUser, data: dict, channel: str, dm: bool = False, guild: str | None = None
+    ) -> dict:
         if dm:
             return self._dm_payload(kind, user, data)
-        channel_id = self.channels[channel]
+        guild_id = guild or self.guild_id
+        channel_id = self.guild_channels[guild_id][channel]
         return {
             "id": self.ids.next(),
             "application_id": self.app_id,
             "type": kind,
             "token": f"itoken-{secrets.token_urlsafe(24)}",
             "version": 1,
-            "guild_id": self.guild_id,
-            "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
+            "guild_id": guild_id,
+            "guild": {"id": guild_id, "locale": "en-US", "features": []},
             "channel_id": channel_id,
             "channel": {
                 "id": channel_id,
                 "type": 0,
-                "guild_id": self.guild_id,
+                "guild_id": guild_id,
                 "name": channel,
                 "position": 0,
                 "permission_overwrites": [],
@@ -1029,7 +1119,7 @@ class FakeDiscord:
             "guild_locale": "en-US",
             "app_permissions": str(ALL_PERMISSIONS & ~ADMINISTRATOR),
             "entitlements": [],
-            "authorizing_integration_owners": {"0": self.guild_id},
+            "authorizing_integration_owners": {"0": guild_id},
             "context": 0,
             "attachment_size_limit": 10 * 1024 * 1024,
         }
@@ -1061,7 +1151,8 @@ class FakeDiscord:
         }
 
     async def command(
-        self, data: dict, *, user: FakeUser | None = None, channel: str = "general", dm: bool = False
+        self, data: dict, *, user: FakeUser | None = None, channel: str = "general", dm: bool = False,
+        guild: str | None = None,
     ) -> FakeInteraction:
         """Send an application-command interaction with exactly ``data``, unchecked.
 
@@ -1070,7 +1161,7 @@ class FakeDiscord:
         client or a crafted request would send them.
         """
         user = user or self.member
-        payload = self._interaction_payload(APPLICATION_COMMAND, user, {"type": 1, **data}, channel, dm)
+        payload = self._interaction_payload(APPLICATION_COMMAND, user, {"type": 1, **data}, channel, dm, guild)
         return await self._send_interaction(payload, user)
 
     async def _send_interaction(self, payload: dict, user: FakeUser) -> FakeInteraction:
@@ -1087,12 +1178,14 @@ class FakeDiscord:
         user: FakeUser | None = None,
         channel: str = "general",
         dm: bool = False,
+        guild: str | None = None,
     ) -> FakeInteraction:
         """A user runs ``/command`` (``"group sub"`` for subcommands) with ``options``; returns the interaction.
 
         The command must have been registered by the bot (as Discord only shows registered commands); option
         types come from that registration, so ``1`` for a NUMBER option is sent as a number. ``dm`` sends it
-        from a direct message with the bot (see :meth:`_dm_payload`).
+        from a direct message with the bot (see :meth:`_dm_payload`); ``guild`` from another guild
+        (:meth:`add_guild`; a guild command of the first guild is then sent as the global command).
         """
         user = user or self.member
         parts = command.split()
@@ -1118,9 +1211,9 @@ class FakeDiscord:
         for sub, kind in reversed(path):
             tree = [{"name": sub, "type": kind, "options": tree}]
         data: dict[str, Any] = {"id": registered["id"], "name": parts[0], "type": 1, "options": tree}
-        if registered.get("guild_id"):
+        if registered.get("guild_id") and registered["guild_id"] == (guild or self.guild_id):
             data["guild_id"] = registered["guild_id"]
-        payload = self._interaction_payload(APPLICATION_COMMAND, user, data, channel, dm)
+        payload = self._interaction_payload(APPLICATION_COMMAND, user, data, channel, dm, guild)
         return await self._send_interaction(payload, user)
 
     async def submit_modal(
@@ -1187,14 +1280,17 @@ class FakeDiscord:
             raise FakeDiscordError("the modal has no text inputs")
         data = {"custom_id": modal["custom_id"], "components": components}
         user = user or opened_by.user
-        channel = next(n for n, c in self.channels.items() if c == opened_by.payload["channel_id"])
-        return await self._send_interaction(self._interaction_payload(MODAL_SUBMIT, user, data, channel, dm), user)
+        guild = opened_by.payload.get("guild_id") or self.guild_id
+        channel = next(n for n, c in self.guild_channels[guild].items() if c == opened_by.payload["channel_id"])
+        payload = self._interaction_payload(MODAL_SUBMIT, user, data, channel, dm, guild)
+        return await self._send_interaction(payload, user)
 
     def message_payload(self, author: FakeUser, content: str, channel_id: str, mentions: list[FakeUser] = ()) -> dict:
+        guild_id = next((g for g, chans in self.guild_channels.items() if channel_id in chans.values()), self.guild_id)
         message = {
             "id": self.ids.next(),
             "channel_id": channel_id,
-            "guild_id": self.guild_id,
+            "guild_id": guild_id,
             "author": author.payload(),
             "content": content,
             "timestamp": _now_iso(),
@@ -1218,14 +1314,15 @@ class FakeDiscord:
         return message
 
     async def post_message(
-        self, content: str, *, author: FakeUser | None = None, channel: str = "general", mentions: list[FakeUser] = ()
+        self, content: str, *, author: FakeUser | None = None, channel: str = "general", mentions: list[FakeUser] = (),
+        guild: str | None = None,
     ) -> dict | None:
         """A user posts ``content`` in ``channel``; returns what the bot received, or None if its intents hide it."""
         author = author or self.member
-        channel_id = self.channels[channel]
+        channel_id = self.guild_channels[guild or self.guild_id][channel]
         message = self.message_payload(author, content, channel_id, list(mentions))
         self.channel_messages.setdefault(channel_id, {})[message["id"]] = message
-        session = self._session
+        session = self._session_for(message["guild_id"])
         if session is None:
             raise FakeDiscordError("the bot is not connected to the gateway")
         if not session.intents & INTENT_GUILD_MESSAGES:

@@ -194,3 +194,59 @@ def test_numbers_default_when_blank_and_bad_ones_name_the_variable_with_the_call
         env_number(env, "BAD", 1, int, Custom)
     with pytest.raises(Custom, match="F must be a whole number"):
         env_number(env, "F", 1, int, Custom)
+
+
+def test_shards_are_off_by_default_and_set_by_count_ids_or_auto():
+    plain = load_config(None, {}, require_token=False)
+    assert plain.shard_count is None and plain.shard_ids is None and not plain.sharded
+    auto = load_config(None, {"CHARBOT_SHARD_COUNT": " Auto "}, require_token=False)
+    assert auto.shard_count == "auto" and auto.sharded
+    some = load_config(None, {"CHARBOT_SHARD_COUNT": "4", "CHARBOT_SHARD_IDS": "3, 1,1"}, require_token=False)
+    assert some.shard_count == 4 and some.shard_ids == (1, 3)
+
+
+@pytest.mark.parametrize(("count", "ids", "says"), [
+    ("0", "", "at least 1, or auto"),
+    ("many", "", "at least 1, or auto"),
+    ("", "0,1", "need a shard count that is a number"),
+    ("auto", "0", "need a shard count that is a number"),
+    ("2", "2", "run from 0 to 1"),
+    ("2", "0;1", "comma-separated"),
+])
+def test_shard_settings_that_cannot_work_are_one_line_each(count, ids, says):
+    with pytest.raises(ConfigError, match=says):
+        load_config(None, {"CHARBOT_SHARD_COUNT": count, "CHARBOT_SHARD_IDS": ids}, require_token=False)
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "http"])
+def test_a_metrics_port_must_be_a_tcp_port(port):
+    with pytest.raises(ConfigError, match="CHARBOT_METRICS_PORT"):
+        load_config(None, {"CHARBOT_METRICS_PORT": port}, require_token=False)
+
+
+def test_run_flags_for_shards_win_over_the_environment_and_are_checked(monkeypatch, capsys):
+    import bot.serve
+
+    seen = []
+
+    async def fake_serve(config, models=None):
+        seen.append(config)
+
+    monkeypatch.setattr(bot.serve, "serve", fake_serve)
+    monkeypatch.setattr("bot.config.setup_logging", lambda config: None)  # the root logger stays as the tests have it
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    monkeypatch.setenv("CHARBOT_SHARD_COUNT", "2")
+    assert main(["run", "--env-file", "/nonexistent/.env", "--shard-count", "4", "--shard-ids", "2,3"]) == 0
+    assert (seen[0].shard_count, seen[0].shard_ids) == (4, (2, 3))
+    assert main(["run", "--env-file", "/nonexistent/.env", "--shard-ids", "2"]) == 2
+    assert "shard ids run from 0 to 1" in capsys.readouterr().err
+
+
+def test_a_postgresql_database_needs_shared_storage_for_versions_and_its_password_is_never_shown():
+    url = "postgresql://charbot:s3cret-pass@db.internal:5432/charbot"
+    with pytest.raises(ConfigError, match="CHARBOT_STATE_DIR"):
+        load_config(None, {"CHARBOT_DB": url}, require_token=False)
+    config = load_config(None, {"CHARBOT_DB": url, "CHARBOT_STATE_DIR": "/srv/charbot"}, require_token=False)
+    assert config.database == url  # not a Path: "postgresql://" would lose a slash
+    assert "s3cret-pass" not in repr(config) and "charbot:***@db.internal" in repr(config)
+    assert load_config(None, {"CHARBOT_DB": "~/bot.db"}, require_token=False).database.name == "bot.db"

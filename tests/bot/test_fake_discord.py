@@ -211,3 +211,32 @@ async def test_options_discord_itself_would_refuse_never_reach_the_client(fake: 
         with pytest.raises(DiscordClientRefused, match="6000"):
             await fake.slash("echo", {"text": "a" * 6001})
         assert not fake.interactions
+
+
+async def test_shards_identify_get_only_their_guilds_and_a_bad_shard_is_closed_4010() -> None:
+    import aiohttp
+
+    from tests.bot.fake_discord import shard_of
+
+    async with FakeDiscord(recommended_shards=2) as fake:
+        odd = fake.add_guild("Odd", shard=1, shard_count=2)
+        assert shard_of(odd, 2) == 1
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{fake.api_base}/gateway/bot", headers={"Authorization": f"Bot {fake.token}"}) as resp:
+                assert (await resp.json())["shards"] == 2
+
+            async def identify(shard: list) -> aiohttp.ClientWebSocketResponse:
+                ws = await http.ws_connect(fake.gateway_url)
+                await ws.receive_json()  # HELLO
+                await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 0, "shard": shard}})
+                return ws
+
+            one = await identify([1, 2])
+            ready = await one.receive_json()
+            assert ready["t"] == "READY" and ready["d"]["shard"] == [1, 2]
+            assert [g["id"] for g in ready["d"]["guilds"]] == fake.guilds_of((1, 2))
+            assert odd in fake.guilds_of((1, 2)) and odd not in fake.guilds_of((0, 2))
+            for bad in ([2, 2], [0, 3]):  # beyond the count; a count other than the running shards'
+                ws = await identify(bad)
+                assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4010
+            await one.close()
