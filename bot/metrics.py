@@ -8,8 +8,8 @@ library's global one), so two bots in one test process never mix their figures.
 
 What is measured, and why an operator looks at it:
 
-- ``charbot_replies_total{corpus,outcome}``: finished replies (``length``, ``stop``,
-  ``cancelled``, ``error``) and refused ones (``busy``: the engine queue is full, add capacity;
+- ``charbot_replies_total{corpus,outcome}``: finished replies (their finish reason: ``sentence``,
+  ``length``, ``stop``, ``cancelled``; or ``error``) and refused ones (``busy``: the engine queue is full, add capacity;
   ``refused``: cooldown, restarting).
 - ``charbot_reply_seconds{corpus}``: time from accepting a reply to its last character.
 - ``charbot_engine_batch_size{corpus}``, ``charbot_engine_queue_depth{corpus}``: replies in the
@@ -149,7 +149,7 @@ class BotMetrics:
         elif future.exception() is not None:
             outcome = "error"
         else:
-            outcome = str(getattr(future.result(), "finish", "done"))
+            outcome = _finish_of(future.result())
         self.replies.labels(corpus, outcome).inc()
         self.reply_seconds.labels(corpus).observe(time.monotonic() - began)
 
@@ -234,3 +234,12 @@ class BotMetrics:
     async def _ready(self, request: web.Request) -> web.Response:
         ready, why = self.readiness()
         return web.json_response({"ready": ready, "status": why}, status=200 if ready else 503)
+
+
+def _finish_of(result: object) -> str:
+    """How a reply ended: its generation's finish reason; with several candidates (best-of-n),
+    that of the first one not shed under load (they end alike: at a sentence, or at the cap)."""
+    if isinstance(result, list):
+        kept = [g for g in result if str(getattr(g, "finish", "")) != "cancelled"] or result
+        result = kept[0] if kept else None
+    return str(getattr(result, "finish", "done"))

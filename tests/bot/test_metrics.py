@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.client import CharBot
 from bot.config import load_config
 from bot.metrics import BotMetrics
+from corpora.registry import get_corpus
 from tests.bot.e2e_bot import bot_on_fake, write_checkpoints
 from tests.helpers import eventually, free_port
 
@@ -45,9 +46,12 @@ async def test_a_busy_model_and_its_queue_show_in_the_metrics_and_the_server_sto
         assert "busy" in world.private_answer(refused)
         await running
         after = samples((await get(port, "/metrics"))[1])
-    assert during[("charbot_engine_batch_size", (("corpus", "novel"),))] == 1
+    rows = get_corpus("novel").best_of  # the one reply's candidates, side by side in the batch
+    assert during[("charbot_engine_batch_size", (("corpus", "novel"),))] == rows
     assert after[("charbot_replies_total", (("corpus", "novel"), ("outcome", "busy")))] == 1
-    assert after[("charbot_replies_total", (("corpus", "novel"), ("outcome", "length")))] == 1
+    finished = {dict(labels)["outcome"]: v for (name, labels), v in after.items()
+                if name == "charbot_replies_total" and ("corpus", "novel") in labels}
+    assert finished.get("length", 0) + finished.get("sentence", 0) == 1, finished
     assert after[("charbot_reply_seconds_count", (("corpus", "novel"),))] == 1
     assert after[("charbot_engine_batch_size", (("corpus", "novel"),))] == 0
     assert after[("charbot_finetune_job_state", (("corpus", "novel"), ("state", "running")))] == 0
