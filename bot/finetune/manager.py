@@ -2,10 +2,12 @@
 
 The order of the steps is what makes a crash at any moment harmless: the job is recorded as
 running, the training runs in a child process on a copy of the contributions, the result is
-copied in under a new version number, checked on that very file, and only then recorded as
-served in one transaction, after which the live engine is swapped. Until that transaction the
-database still names the old checkpoint, so a killed job or bot changes nothing that is
-served; :meth:`FinetuneManager.recover` marks such a job failed at the next start.
+judged (:mod:`bot.finetune.guard`: better on the new text, corpus kept; a refused result is
+never copied in unless the job was forced), copied in under a new version number, checked
+on that very file, and only then recorded as served in one transaction, after which the live
+engine is swapped. Until that transaction the database still names the old checkpoint, so a
+killed job or bot changes nothing that is served; :meth:`FinetuneManager.recover` marks such a
+job failed at the next start.
 """
 
 from __future__ import annotations

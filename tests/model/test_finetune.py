@@ -208,3 +208,21 @@ def test_bad_replay_and_anchor_values_are_refused_with_their_range():
         FinetuneConfig(replay=1.0)
     with pytest.raises(ValueError, match="anchor must be 0"):
         FinetuneConfig(anchor=-1)
+
+
+def test_real_prose_is_learned_and_the_old_style_kept(base_checkpoint, tmp_path):
+    """Realistic contributions: paragraphs of Grimms' tales (public domain, in the shared corpora folder)."""
+    from corpora.paths import SHARED_ROOT
+
+    grimms = SHARED_ROOT / "corpora" / "grimms.txt"
+    if not grimms.is_file():
+        pytest.skip(f"{grimms} is not on this machine")
+    text = TextData.from_file(grimms).text[100_000:108_000]
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    held = TextData.from_text("tale", OLD_STYLE * 30).codes()
+    corpus_train = TextData.from_text("tale", OLD_STYLE * 120).codes()
+    report = finetune(paragraphs, base_checkpoint, "tale", tmp_path / "new.safetensors", FinetuneConfig(**FAST),
+                      corpus_codes=held, replay_codes=corpus_train)
+    assert report.heldout_chars >= 1000 and not report.thin()
+    assert report.after.contributed < report.before.contributed - 0.2
+    assert report.corpus_rise < 0.05
