@@ -10,7 +10,7 @@ of the old style it kept.
 
 Learning without forgetting: a few pages of chat learned alone overwrite the corpus (measured:
 FAQ held-out loss 0.99 -> 2.24 nats while the new text went 4.44 -> 0.39). So by default every
-batch is half new text and half *replay* of the corpus's own training text
+batch is a quarter new text and three quarters *replay* of the corpus's own training text
 (:class:`ReplayPlan`; experience replay / rehearsal, Robins 1995): the gradient that would
 unlearn the corpus is met by one that keeps it. An L2-SP pull towards the starting weights
 (Li et al. 2018, ``anchor``) is there to compare with and combine; measured, replay kept the
@@ -85,7 +85,7 @@ class FinetuneConfig:
     min_chars: int = MIN_CHARS
     min_heldout_chars: int = MIN_HELDOUT_CHARS
     corpus_eval_chars: int = 50_000
-    replay: float = 0.5
+    replay: float = 0.75
     anchor: float = 0.0
     seed: int = 1337
     device: str = "auto"

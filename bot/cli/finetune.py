@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-epochs", type=float, help="at most this many passes over the text (default 40)")
     t.add_argument("--patience", type=int, help="stop after N validations without improvement (default 3)")
     t.add_argument("--replay", type=float, help="share of each batch taken from the corpus's own training text, "
-                   "so the model keeps its old style (default 0.5; 0 = off)")
+                   "so the model keeps its old style (default 0.75; 0 = off)")
     t.add_argument("--anchor", type=float, help="L2-SP strength pulling the weights towards the served ones "
                    "(default 0 = off)")
     t.add_argument("--min-chars", type=int, help="refuse less contributed text than this (default 2000)")

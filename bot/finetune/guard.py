@@ -22,6 +22,7 @@ class Verdict:
 
     ok: bool
     reasons: tuple[str, ...]
+    max_corpus_rise: float = DEFAULT_MAX_CORPUS_RISE
 
     def text(self) -> str:
         return "; ".join(self.reasons)
@@ -44,4 +45,4 @@ def judge(report: FinetuneReport, max_corpus_rise: float = DEFAULT_MAX_CORPUS_RI
         reasons.append(f"it forgot too much of the {report.corpus} style: its held-out loss rose "
                        f"{report.before.corpus:.3f} -> {report.after.corpus:.3f} nats/char ({rise:+.3f}, "
                        f"more than the {max_corpus_rise:g} allowed)")
-    return Verdict(not reasons, tuple(reasons))
+    return Verdict(not reasons, tuple(reasons), max_corpus_rise)

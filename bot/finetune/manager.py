@@ -83,6 +83,9 @@ class JobOutcome:
             text = f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
             if self.verdict is not None and not self.verdict.ok:
                 text += f"\nInstalled because it was forced, although {self.verdict.text()}."
+            elif self.verdict is not None:
+                text += (f"\nChecks passed: better on the new text, and the {self.corpus} held-out loss rose by at "
+                         f"most {self.verdict.max_corpus_rise:g} nats.")
             return text
         if self.state == REFUSED and self.report is not None:
             return (f"Fine-tune of {self.corpus} (job {self.job_id}) was refused, so the served model is unchanged: "

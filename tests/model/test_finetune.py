@@ -88,7 +88,7 @@ def test_batches_fit_every_accepted_text_size(chars):
     assert plan.batches_per_epoch() >= 4
     cfg = train_config(FinetuneConfig(), chars)
     assert cfg.lr < 3e-3 and cfg.val_fraction == 0.1 and cfg.eval_every <= 50 and cfg.n_seqs == n_seqs
-    assert train_config(FinetuneConfig(), chars, replaying=True).n_seqs == 2 * n_seqs
+    assert train_config(FinetuneConfig(), chars, replaying=True).n_seqs == 4 * n_seqs
 
 
 def test_contributions_are_joined_oldest_first_with_blank_lines():
@@ -101,12 +101,12 @@ def test_contributions_are_joined_oldest_first_with_blank_lines():
 OLD_STYLE = "Once upon a time a princess sat by the well and wept. "  # what base_checkpoint was trained on
 
 
-def test_replay_is_on_by_default_and_half_of_every_batch_is_corpus_training_text(base_checkpoint, tmp_path,
+def test_replay_is_on_by_default_and_three_quarters_of_every_batch_are_corpus_training_text(base_checkpoint, tmp_path,
                                                                                   monkeypatch):
     from model import finetune as ft
     from model.charset import decode
 
-    assert FinetuneConfig().replay == 0.5 and FinetuneConfig().anchor == 0.0
+    assert FinetuneConfig().replay == 0.75 and FinetuneConfig().anchor == 0.0
     seen: list = []
     real_batch = ft.ReplayPlan.batch
 
@@ -121,14 +121,14 @@ def test_replay_is_on_by_default_and_half_of_every_batch_is_corpus_training_text
     contributed = contributed_data(contributed_texts(), "tale").text
     report = finetune(contributed_texts(), base_checkpoint, "tale", tmp_path / "new.safetensors",
                       FinetuneConfig(**{**FAST, "max_epochs": 2}), replay_codes=corpus_train)
-    assert seen and report.replay == 0.5 and report.replay_chars == len(corpus_train)
-    assert "50% of each batch replayed from the tale training text" in report.summary()
+    assert seen and report.replay == 0.75 and report.replay_chars == len(corpus_train)
+    assert "75% of each batch replayed from the tale training text" in report.summary()
     for x in seen:
         rows = [decode(r) for r in x]
-        half = len(rows) // 2
-        assert len(rows) == 2 * half
-        assert all(r in contributed for r in rows[:half])
-        assert all(r in corpus_text for r in rows[half:])
+        new = len(rows) // 4
+        assert len(rows) == 4 * new
+        assert all(r in contributed for r in rows[:new])
+        assert all(r in corpus_text for r in rows[new:])
 
 
 def test_replay_rows_move_on_through_the_corpus_and_continue_their_streams():
@@ -190,7 +190,7 @@ def test_the_report_gives_both_figures_in_nats_and_bits_and_flags_thin_ones():
     from model.finetune import FinetuneReport, Losses
 
     report = FinetuneReport("faq", "base", "out", 2000, 1500, 500, 8000, None, Losses(4.0, 1.0),
-                            Losses(1.5, 1.02), 50, "early-stop", 30.0, replay=0.5, replay_chars=70_000)
+                            Losses(1.5, 1.02), 50, "early-stop", 30.0, replay=0.75, replay_chars=70_000)
     text = report.summary()
     assert "New text (held-out contributions, 500 chars): 4.000 -> 1.500 nats/char (-2.500)" in text
     assert "5.771 -> 2.164 bits/char" in text

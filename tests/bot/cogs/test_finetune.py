@@ -97,7 +97,7 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
     assert f"<@{world.fake.admin.id}> Fine-tune of tale finished: now serving v1." in report
     assert "New text (held-out contributions, " in report and "Old style (tale held-out, " in report
     assert "nats/char" in report and "bits/char" in report  # both figures, before and after, in both units
-    assert "50% of each batch replayed from the tale training text" in report
+    assert "75% of each batch replayed from the tale training text" in report
     tuned_reply = await tale(world)
     assert tuned_reply != base_reply
     model = world.private_answer(await world.run("model"))

@@ -87,7 +87,7 @@ async def test_jobs_serve_new_versions_without_restart_and_rollback_restores_out
     assert report.before.corpus is not None and report.after.corpus is not None
     msg = outcome.message()
     assert "now serving v1" in msg and "New text (held-out contributions, " in msg and "Old style" in msg
-    assert report.replay == 0.5 and "50% of each batch replayed from the tale training text" in msg
+    assert report.replay == 0.75 and "75% of each batch replayed from the tale training text" in msg
 
     v1 = env.tmp / "state" / "versions" / "tale" / "v0001.safetensors"
     assert env.served_calls == [("tale", v1, 1)]
@@ -339,6 +339,8 @@ async def test_a_result_within_the_bound_is_served_without_force(env):
     _, outcome = await install_finished_job(env, manager, after=0.4, corpus=(0.99, 1.08))
     assert (outcome.state, outcome.version, outcome.forced) == (DONE, 1, False)
     assert "forced" not in outcome.message()
+    assert "Checks passed: better on the new text, and the tale held-out loss rose by at most 0.1 nats." in \
+        outcome.message()
     assert (await env.fstore.version("tale", 1)).losses["guard"]["passed"]
 
 
