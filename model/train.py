@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 RESUME_FORMAT = "charbot-train-state"
+WARMUP_MAX_FRACTION = 0.05
 
 
 class Batches(Protocol):
@@ -60,7 +61,6 @@ class Batches(Protocol):
 
 # Makes the batches of a run from its training codes (see train()'s ``make_plan``).
 PlanMaker = Callable[[torch.Tensor, "TrainConfig"], Batches]
-WARMUP_MAX_FRACTION = 0.05
 
 
 @dataclass

@@ -226,3 +226,20 @@ def test_real_prose_is_learned_and_the_old_style_kept(base_checkpoint, tmp_path)
     assert report.heldout_chars >= 1000 and not report.thin()
     assert report.after.contributed < report.before.contributed - 0.2
     assert report.corpus_rise < 0.05
+
+
+def test_an_anchor_pulls_every_step_towards_the_served_weights(base_checkpoint, tmp_path):
+    """With a strong L2-SP anchor the weights hardly move from the base; the report says it was used."""
+    import torch
+
+    base = load_checkpoint(base_checkpoint).model.state_dict()
+
+    def moved(anchor: float) -> float:
+        out = tmp_path / f"a{anchor}.safetensors"
+        report = finetune(contributed_texts(), base_checkpoint, "tale", out,
+                          FinetuneConfig(**{**FAST, "max_epochs": 2, "replay": 0.0, "anchor": anchor}))
+        assert report.anchor == anchor and (f"L2-SP anchor {anchor:g}" in report.summary()) == (anchor > 0)
+        new = load_checkpoint(out).model.state_dict()
+        return sum(float(((new[k] - base[k]) ** 2).sum()) for k in base if torch.is_floating_point(base[k]))
+
+    assert moved(100.0) < moved(0.0) / 10
