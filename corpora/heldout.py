@@ -103,3 +103,18 @@ def corpus_heldout(corpus: str, max_chars: int) -> tuple[torch.Tensor | None, st
     except FileNotFoundError:
         return None, f"the corpus file {CORPORA[corpus].filename} is not on this machine"
     return val[: max_chars + 1], None
+
+
+def corpus_replay(corpus: str) -> tuple[torch.Tensor | None, str | None]:
+    """Codes of the corpus's own *training* split, for fine-tuning to replay, or None and why not.
+
+    Only the part before the held-out tail: replaying held-out text would teach the model the
+    very characters the "old style" figure is measured on, and that figure would then be a lie.
+    """
+    if corpus not in CORPORA:
+        return None, f"{corpus!r} is not a registered corpus"
+    try:
+        train, _ = load_corpus(corpus).split(get_corpus(corpus).val_fraction)
+    except FileNotFoundError:
+        return None, f"the corpus file {CORPORA[corpus].filename} is not on this machine"
+    return train, None

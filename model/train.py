@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,18 @@ if TYPE_CHECKING:
 
 RESUME_FORMAT = "charbot-train-state"
 WARMUP_MAX_FRACTION = 0.05
+
+
+class Batches(Protocol):
+    """What the loop needs of a batch plan (:class:`BatchPlan` is one); every batch has ``n_seqs`` rows."""
+
+    def batches_per_epoch(self) -> int: ...
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+# Makes the batches of a run from its training codes (see train()'s ``make_plan``).
+PlanMaker = Callable[[torch.Tensor, "TrainConfig"], Batches]
 
 
 @dataclass
@@ -279,7 +291,7 @@ class _Run:
     device: torch.device
     model: CharLSTM
     opt: torch.optim.Optimizer
-    plan: BatchPlan
+    plan: Batches
     per_epoch: int  # batches
     max_steps: int | None  # the step budget from max_steps and epochs; None when only minutes count
     val_codes: torch.Tensor
@@ -298,6 +310,7 @@ class _Run:
     bad_evals: int = 0  # validations since the best one
     history: list[dict] = field(default_factory=list)
     last_eval_step: int = -1
+    penalty: Callable[[CharLSTM], torch.Tensor] | None = None  # added to each step's loss (see train())
 
     def fraction(self, elapsed: float) -> float:
         """The share of the budget spent, 0 to 1: of the steps or the minutes, whichever is further."""
@@ -318,11 +331,12 @@ def _start(
     init_from: str | Path | None,
     threads: int | None,
     ranks: Ranks = SINGLE,
+    make_plan: PlanMaker | None = None,
 ) -> _Run:
     """Set up the run: a new one, one fine-tuned from ``init_from``, or one resumed from its state."""
     if resume:
         tensors, saved, cfg, model_cfg = _read_resume_state(resume_path(out), data, cfg)
-        run = _set_up(data, out, cfg, model_cfg, saved.get("parent"), None, threads, ranks)
+        run = _set_up(data, out, cfg, model_cfg, saved.get("parent"), None, threads, ranks, make_plan)
         _restore(run, tensors, saved)
         return run
     init, parent = None, None
@@ -331,7 +345,7 @@ def _start(
         model_cfg = init.config
         parent = {"path": str(init_from), "corpus": init.info.get("corpus"),
                   "val_loss_nats": init.info.get("val_loss_nats")}
-    return _set_up(data, out, cfg, model_cfg, parent, init, threads, ranks)
+    return _set_up(data, out, cfg, model_cfg, parent, init, threads, ranks, make_plan)
 
 
 def _read_resume_state(
@@ -363,6 +377,7 @@ def _set_up(
     init: Checkpoint | None,
     threads: int | None,
     ranks: Ranks = SINGLE,
+    make_plan: PlanMaker | None = None,
 ) -> _Run:
     """A run at step 0: the data split, device and threads, seeded weights (or ``init``'s),
     optimizer, batch plan and budget; with several processes, this rank's share of it."""
@@ -394,7 +409,7 @@ def _set_up(
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     try:
-        plan = BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, seed=cfg.seed)
+        plan = make_plan(train_codes, cfg) if make_plan else BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, cfg.seed)
     except ValueError as exc:
         raise ValueError(f"{data.name}: training part {exc}") from None
     per_epoch = plan.batches_per_epoch()
@@ -480,8 +495,9 @@ def _optimizer_step(run: _Run, lr: float) -> float:
     with run.autocast:
         logits, run.h_state = (run.net or run.model)(x, h_state)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    total = loss if run.penalty is None else loss + run.penalty(run.model)
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.opt.step()
     run.step += 1
@@ -644,6 +660,8 @@ def train(
     progress_bar: bool = True,
     threads: int | None = None,
     ranks: Ranks = SINGLE,
+    make_plan: PlanMaker | None = None,
+    penalty: Callable[[CharLSTM], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train on ``data`` and keep the best weights under ``out``; see the module docstring.
 
@@ -652,6 +670,13 @@ def train(
     (threads describe the machine, not the run, so a resumed run does not inherit them).
     ``ranks`` is this process's place among several started by torchrun (see
     :mod:`model.distributed`); each trains on its share of every batch's rows, rank 0 saves.
+
+    Two hooks let a caller change what is learned without a loop of its own (fine-tuning uses
+    them to keep the old corpus, see :mod:`model.finetune`): ``make_plan`` makes the batches from
+    the training codes instead of :class:`BatchPlan` (e.g. mixing in other text), and ``penalty``
+    is added to every step's loss (e.g. a pull towards the starting weights); the reported
+    training loss stays the plain next-character loss. Neither is saved with the state: a
+    resumed run must be given them again.
     """
     if resume and init_from is not None:
         raise ValueError("resume and init_from cannot be combined: a resumed run already has its weights")
@@ -664,7 +689,8 @@ def train(
         raise PermissionError(f"{out.parent}: cannot write checkpoints into this folder")
     previous_threads = torch.get_num_threads()
     try:
-        run = _start(data, out, cfg, model_cfg, resume, init_from, threads, ranks)
+        run = _start(data, out, cfg, model_cfg, resume, init_from, threads, ranks, make_plan)
+        run.penalty = penalty
         try:
             return _train(run, on_progress, should_stop, progress_bar)
         finally:

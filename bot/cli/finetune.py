@@ -32,12 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune", help="fine-tune a corpus's served model on the text people contributed",
         description="Fine-tune the checkpoint served for CORPUS on its contributions in the bot's database. "
-        "10% of the contributed text is held out; the loss on it and on the corpus's own held-out text is "
-        "reported before and after. The result becomes the next numbered version and is served.",
+        "The newest contributions are held out (a tenth, at least 1,000 characters where the text allows); the "
+        "loss on them and on the corpus's own held-out text is reported before and after, in nats and bits. "
+        "Each batch mixes in the corpus's own training text so the model keeps its style. The result becomes "
+        "the next numbered version and is served only if it is better on the new text and the corpus loss rose "
+        "by at most CHARBOT_FINETUNE_MAX_CORPUS_RISE (0.05 nats); otherwise it is refused (see --force).",
     )
     p.add_argument("corpus", choices=list(CORPORA), help="which model learns")
     p.add_argument("--db", help="database file (default: CHARBOT_DB from .env, else charbot.db)")
     p.add_argument("--minutes", type=float, help="time budget (default: CHARBOT_FINETUNE_MINUTES, else 10)")
+    p.add_argument("--force", action="store_true",
+                   help="serve the result even if the guard refuses it (no better on the new text, or the corpus's "
+                   "held-out loss rose more than CHARBOT_FINETUNE_MAX_CORPUS_RISE)")
     p.add_argument("--out", help="also copy the new checkpoint here, e.g. to ship it to the bot's machine")
     p.add_argument("--install", metavar="CHECKPOINT",
                    help="no training: check CHECKPOINT (made with --out elsewhere) and serve it as the next version")
@@ -51,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     t.add_argument("--max-epochs", type=float, help="at most this many passes over the text (default 40)")
     t.add_argument("--patience", type=int, help="stop after N validations without improvement (default 3)")
+    t.add_argument("--replay", type=float, help="share of each batch taken from the corpus's own training text, "
+                   "so the model keeps its old style (default 0.75; 0 = off)")
+    t.add_argument("--anchor", type=float, help="L2-SP strength pulling the weights towards the served ones "
+                   "(default 0 = off)")
     t.add_argument("--min-chars", type=int, help="refuse less contributed text than this (default 2000)")
     t.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
     t.add_argument("--threads", type=int, help="CPU threads (default: the free cores)")
@@ -77,7 +87,8 @@ def _settings(args: argparse.Namespace) -> tuple[Path, FinetuneSettings, Path]:
         raise UserError(f"{db}: no such database (give the bot's database with --db)")
     settings = load_settings(db, args.env_file)
     overrides = {k: v for k, v in (("lr", args.lr), ("max_epochs", args.max_epochs), ("patience", args.patience),
-                                   ("device", args.device)) if v is not None}
+                                   ("replay", args.replay), ("anchor", args.anchor), ("device", args.device))
+                 if v is not None}
     settings = replace(
         settings, config={**settings.config, **overrides}, threads=args.threads, nice=args.nice,
         state_dir=Path(args.state_dir).expanduser() if args.state_dir else settings.state_dir,
@@ -110,7 +121,7 @@ async def _run(args: argparse.Namespace) -> int:
             emit(args, {"corpus": args.corpus, "version": served.version, "path": str(served.path)},
                  f"{args.corpus}: now serving {served.label} ({served.path})")
             return 0
-        job = await manager.start(args.corpus, who, args.minutes)
+        job = await manager.start(args.corpus, who, args.minutes, force=args.force)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(manager.cancel(args.corpus, "interrupted")))
         show = not (args.quiet or args.json)
@@ -131,8 +142,13 @@ async def _run(args: argparse.Namespace) -> int:
         if args.out:
             Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, Path(args.out).expanduser())
+    verdict = outcome.verdict
     payload = {"job": outcome.job_id, "corpus": outcome.corpus, "state": outcome.state, "version": outcome.version,
                "path": str(path) if path else None, "out": args.out if path else None, "error": outcome.error,
+               "losses": outcome.report.figures() if outcome.report else None,
+               "guard": None if verdict is None else {"passed": verdict.ok, "reasons": list(verdict.reasons),
+                                                      "forced": outcome.forced,
+                                                      "max_corpus_rise": manager.settings.max_corpus_rise},
                "report": outcome.report.to_dict() if outcome.report else None}
     human = outcome.message()
     if path is not None:

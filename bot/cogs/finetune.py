@@ -127,23 +127,25 @@ class Finetune(commands.Cog):
     # ---- /finetune ----------------------------------------------------------------------
 
     @finetune.command(name="start", description="(Admins) Fine-tune a corpus's model on its contributions")
-    @app_commands.describe(corpus="which model learns", minutes="time budget (early stopping may end it sooner)")
+    @app_commands.describe(corpus="which model learns", minutes="time budget (early stopping may end it sooner)",
+                           force="serve the result even if it forgets the corpus or learns nothing (default: no)")
     @app_commands.choices(corpus=CORPUS_CHOICES)
     @app_commands.check(is_admin)
     async def start(
         self, interaction: discord.Interaction, corpus: app_commands.Choice[str],
-        minutes: app_commands.Range[float, 0.1, 600.0] = None,
+        minutes: app_commands.Range[float, 0.1, 600.0] = None, force: bool = False,
     ) -> None:
         manager = self._manager()
         name = self._corpus(corpus.value)
         await defer(interaction)  # starting a job writes to the database, which may be busy
         try:
             job = await manager.start(name, f"discord:{interaction.user.id}", minutes, interaction.guild_id,
-                                      interaction.channel_id)
+                                      interaction.channel_id, force=force)
         except FinetuneRefused as exc:
             raise Refusal(f"I can't start that: {exc}") from None
         await send(interaction, f"Started fine-tuning **{name}** (job {job.id}) on {job.chars:,} characters from "
-                   f"{job.contributions} contributions. I keep a status message in this channel up to date and "
+                   f"{job.contributions} contributions{' (forced: served whatever the checks say)' if force else ''}. "
+                   f"I keep a status message in this channel up to date and "
                    f"post the results here when it ends; `/finetune cancel` stops it.")
         channel = interaction.channel or self.bot.get_channel(interaction.channel_id)
         task = asyncio.create_task(self._follow(job, channel), name=f"finetune-follow-{job.id}")

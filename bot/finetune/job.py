@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec, texts = JobSpec.read(jobdir)
         _lower_priority(spec.nice, spec.threads)
-        from corpora.heldout import corpus_heldout
+        from corpora.heldout import corpus_heldout, corpus_replay
         from model.checkpoint import atomic_write_bytes
         from model.finetune import FinetuneConfig, JobCancelled, TooLittleText, finetune
 
@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                          elapsed_s=round(p.elapsed_s, 1), eta_s=None if p.eta_s is None else round(p.eta_s, 1))
 
         corpus_codes, corpus_note = corpus_heldout(spec.corpus, cfg.corpus_eval_chars)
+        replay_codes, _ = corpus_replay(spec.corpus) if cfg.replay else (None, None)
         report = finetune(texts, spec.base, spec.corpus, jobdir / STAGED, cfg, corpus_codes=corpus_codes,
-                          corpus_note=corpus_note, on_progress=progress,
+                          corpus_note=corpus_note, replay_codes=replay_codes, on_progress=progress,
                           on_phase=lambda name: channel.emit("phase", phase=name), should_stop=channel.stop.is_set)
     except JobCancelled as exc:
         channel.emit("cancelled", reason=channel.reason or str(exc))

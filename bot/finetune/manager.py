@@ -2,10 +2,12 @@
 
 The order of the steps is what makes a crash at any moment harmless: the job is recorded as
 running, the training runs in a child process on a copy of the contributions, the result is
-copied in under a new version number, checked on that very file, and only then recorded as
-served in one transaction, after which the live engine is swapped. Until that transaction the
-database still names the old checkpoint, so a killed job or bot changes nothing that is
-served; :meth:`FinetuneManager.recover` marks such a job failed at the next start.
+judged (:mod:`bot.finetune.guard`: better on the new text, corpus kept; a refused result is
+never copied in unless the job was forced), copied in under a new version number, checked
+on that very file, and only then recorded as served in one transaction, after which the live
+engine is swapped. Until that transaction the database still names the old checkpoint, so a
+killed job or bot changes nothing that is served; :meth:`FinetuneManager.recover` marks such a
+job failed at the next start.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bot.finetune.guard import Verdict, judge
 from bot.finetune.job import STAGED, JobProcess, JobSpec, describe_exit
 from bot.finetune.settings import FinetuneSettings
 from bot.finetune.versions import VersionDir, versions_to_prune
 from bot.store import utc_now
-from bot.store.finetune import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict, JobRow, VersionRow
+from bot.store.finetune import CANCELLED, DONE, FAILED, REFUSED, FinetuneStore, JobConflict, JobRow, VersionRow
 from model.checkpoint import CheckpointError
-from model.evaluate import bits
 from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
 from model.verify import verify_checkpoint
 
@@ -73,10 +75,22 @@ class JobOutcome:
     version: int | None = None
     report: FinetuneReport | None = None
     error: str | None = None
+    verdict: Verdict | None = None  # the guard's, for a job that got that far
+    forced: bool = False
 
     def message(self) -> str:
         if self.state == DONE and self.report is not None:
-            return f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
+            text = f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
+            if self.verdict is not None and not self.verdict.ok:
+                text += f"\nInstalled because it was forced, although {self.verdict.text()}."
+            elif self.verdict is not None:
+                text += (f"\nChecks passed: better on the new text, and the {self.corpus} held-out loss rose by at "
+                         f"most {self.verdict.max_corpus_rise:g} nats.")
+            return text
+        if self.state == REFUSED and self.report is not None:
+            return (f"Fine-tune of {self.corpus} (job {self.job_id}) was refused, so the served model is unchanged: "
+                    f"{self.error}.\n{self.report.summary()}\nTo serve such a result anyway, run it again with "
+                    f"force (`/finetune start {self.corpus} force:True`, or `charbot finetune {self.corpus} --force`).")
         if self.state == CANCELLED:
             return f"Fine-tune of {self.corpus} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
         text = f"Fine-tune of {self.corpus} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
@@ -95,6 +109,7 @@ class RunningJob:
     chars: int
     minutes: float
     channel_id: int | None = None
+    force: bool = False  # install even if the guard refuses the result
     started: float = field(default_factory=time.monotonic)
     phase: str = "starting"
     progress: dict | None = None
@@ -197,8 +212,10 @@ class FinetuneManager:
         minutes: float | None = None,
         guild_id: int | None = None,
         channel_id: int | None = None,
+        force: bool = False,
     ) -> RunningJob:
-        """Check the request, record the job and start its process; FinetuneRefused says why not."""
+        """Check the request, record the job and start its process; FinetuneRefused says why not.
+        With ``force`` the result is served even if the guard (:mod:`bot.finetune.guard`) refuses it."""
         s = self.settings
         minutes = s.default_minutes if minutes is None else float(minutes)
         if not 0 < minutes <= s.max_minutes:
@@ -224,15 +241,17 @@ class FinetuneManager:
             parent = await self.served(corpus)
             if not parent.path.is_file():
                 raise FinetuneRefused(f"the served checkpoint of {corpus} ({parent.path}) is missing")
-            config = {**s.config, "minutes": minutes, "min_chars": s.min_chars}
+            config = {"replay": s.replay, **s.config, "minutes": minutes, "min_chars": s.min_chars}
             FinetuneConfig(**config)  # a bad override fails here, before anything is recorded
             params = {"minutes": minutes, "parent_version": parent.version, "parent_path": str(parent.path),
-                      "contributions": len(texts), "chars": len(data.text), "config": config}
+                      "contributions": len(texts), "chars": len(data.text), "config": config, "force": force,
+                      "max_corpus_rise": s.max_corpus_rise}
             try:
                 job_id = await self.store.create_job(corpus, started_by, params, guild_id, channel_id)
             except JobConflict as exc:
                 raise FinetuneRefused(f"{exc}; see /finetune status") from None
-            job = RunningJob(job_id, corpus, started_by, parent, len(texts), len(data.text), minutes, channel_id)
+            job = RunningJob(job_id, corpus, started_by, parent, len(texts), len(data.text), minutes, channel_id,
+                             force)
             jobdir = s.jobs_dir / str(job_id)
             try:
                 jobdir.mkdir(parents=True, exist_ok=True)
@@ -341,13 +360,14 @@ class FinetuneManager:
     # ---- installing the result ----------------------------------------------------------
 
     async def _install(self, job: RunningJob, jobdir: Path, report: FinetuneReport) -> JobOutcome:
-        """New version number, atomic copy, check on that file, record as served, swap engines."""
-        if not report.after.contributed < report.before.contributed:
-            before, after = bits(report.before.contributed), bits(report.after.contributed)
-            why = (f"it did not get better at the new text (held-out contributions {before:.3f} -> {after:.3f} "
-                   "bits/char), so no version was made; more contributed text usually helps")
-            await self.store.finish_job(job.id, FAILED, why, report.to_dict())
-            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
+        """The guard, then: new version number, atomic copy, check on that file, record as served,
+        swap engines. A result the guard refuses is not made a version unless the job was forced."""
+        verdict = judge(report, self.settings.max_corpus_rise)
+        if not verdict.ok and not job.force:
+            await self.store.finish_job(job.id, FAILED, f"{REFUSED}: {verdict.text()}", report.to_dict())
+            return JobOutcome(job.id, job.corpus, REFUSED, report=report, error=verdict.text(), verdict=verdict)
+        guard = {"max_corpus_rise": self.settings.max_corpus_rise, "passed": verdict.ok, "forced": job.force,
+                 "reasons": list(verdict.reasons), "min_heldout_chars": report.min_heldout_chars}
 
         def row(number: int, path: Path) -> VersionRow:
             return VersionRow(
@@ -355,7 +375,8 @@ class FinetuneManager:
                 parent_path=str(job.parent.path), job_id=job.id, started_by=job.started_by,
                 contributions=job.contributions, train_chars=report.train_chars, heldout_chars=report.heldout_chars,
                 losses={"before": asdict(report.before), "after": asdict(report.after),
-                        "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note},
+                        "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note,
+                        "guard": guard},
                 created=utc_now(), served=True, pruned=False,
             )
 
@@ -364,10 +385,12 @@ class FinetuneManager:
         except CheckpointError as exc:
             why = f"the new checkpoint failed its check and was not served: {exc.problem}"
             await self.store.finish_job(job.id, FAILED, why, report.to_dict())
-            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why)
+            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why, verdict=verdict)
         except NotServed as exc:
-            return JobOutcome(job.id, job.corpus, FAILED, version=exc.version, report=report, error=str(exc))
-        return JobOutcome(job.id, job.corpus, DONE, version=served.version, report=report)
+            return JobOutcome(job.id, job.corpus, FAILED, version=exc.version, report=report, error=str(exc),
+                              verdict=verdict)
+        return JobOutcome(job.id, job.corpus, DONE, version=served.version, report=report, verdict=verdict,
+                          forced=job.force and not verdict.ok)
 
     async def _add_version(
         self,

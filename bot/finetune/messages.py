@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.finetune.manager import FinetuneManager
+from bot.store.finetune import FAILED, REFUSED
 from model.evaluate import bits
+from model.finetune import MIN_HELDOUT_CHARS
 
 
 def who(started_by: str) -> str:
@@ -41,6 +43,8 @@ async def status_text(manager: FinetuneManager, corpus: str | None = None) -> st
     for row in recent:
         result = f"made v{row.version}" if row.version else row.state
         why = f": {row.error}" if row.error and row.state != "done" else ""
+        if row.state == FAILED and (row.error or "").startswith(f"{REFUSED}:"):  # turned down by the guard
+            result, why = REFUSED, f": {row.error.removeprefix(f'{REFUSED}:').strip()}"
         out.append(f"- job {row.id}, {row.corpus}, by {who(row.started_by)}, {row.created}: {result}{why}"[:400])
     return "\n".join(out)
 
@@ -64,13 +68,32 @@ async def versions_text(manager: FinetuneManager, corpora: list[str] | tuple[str
             else:
                 line += (f" (fine-tuned from {parent} on {current.train_chars:,} contributed characters by "
                          f"{who(current.started_by)}, {current.created[:10]}")
-            after = current.losses.get("after", {})
-            before = current.losses.get("before", {})
-            if after.get("contributed") and before.get("contributed"):
-                line += (f"; new text {bits(before['contributed']):.2f} -> {bits(after['contributed']):.2f} "
-                         "bits/char")
-            if after.get("corpus") and before.get("corpus"):
-                line += f", {corpus} text {bits(before['corpus']):.2f} -> {bits(after['corpus']):.2f}"
-            line += ")"
+            line += _losses_text(corpus, current.losses, current.heldout_chars) + ")"
         lines.append(f"{line}; kept: {kept}. `/rollback {corpus} [version]` restores one.")
     return "\n".join(lines)
+
+
+def _change(before: float, after: float) -> str:
+    return f"{before:.3f} -> {after:.3f} nats ({bits(before):.2f} -> {bits(after):.2f} bits/char)"
+
+
+def _losses_text(corpus: str, losses: dict, heldout_chars: int) -> str:
+    """Both held-out figures of a version, before and after, in nats and bits, on how much text;
+    whether a figure is too thin to trust, and whether it was installed against the guard."""
+    after, before = losses.get("after", {}), losses.get("before", {})
+    guard = losses.get("guard") or {}
+    least = guard.get("min_heldout_chars", MIN_HELDOUT_CHARS)
+    out = ""
+    if after.get("contributed") is not None and before.get("contributed") is not None:
+        thin = ", too little text to trust" if heldout_chars < least else ""
+        change = _change(before["contributed"], after["contributed"])
+        out += f"; new text ({heldout_chars:,} held-out chars{thin}) {change}"
+    if after.get("corpus") is not None and before.get("corpus") is not None:
+        chars = losses.get("corpus_heldout_chars", 0)
+        thin = ", too little text to trust" if chars < least else ""
+        out += f", {corpus} text ({chars:,} chars{thin}) {_change(before['corpus'], after['corpus'])}"
+    elif losses.get("corpus_note"):
+        out += f", {corpus} text not measured ({losses['corpus_note']})"
+    if guard.get("forced") and not guard.get("passed", True):
+        out += "; installed by force against the checks"
+    return out

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.config import env_number, read_env
-from model.finetune import MIN_CHARS
+from bot.finetune.guard import DEFAULT_MAX_CORPUS_RISE
+from model.finetune import MIN_CHARS, FinetuneConfig
 
 STATE_DIR_NAME = "charbot-state"  # beside the database unless CHARBOT_STATE_DIR says otherwise
 
@@ -34,6 +35,8 @@ class FinetuneSettings:
     nice: int = 10
     max_running: int = 1
     status_interval_s: float = 15.0
+    max_corpus_rise: float = DEFAULT_MAX_CORPUS_RISE  # nats the corpus held-out loss may rise (the guard)
+    replay: float = FinetuneConfig.replay  # share of each batch replayed from the corpus's training text
     config: dict = field(default_factory=dict)  # overrides for FinetuneConfig (tests, experiments)
     command: tuple[str, ...] | None = None  # replaces `python -m bot.finetune.job`
 
@@ -52,6 +55,10 @@ class FinetuneSettings:
             raise SettingsError("CHARBOT_FINETUNE_MAX_RUNNING must be at least 1")
         if self.status_interval_s < 1:
             raise SettingsError("CHARBOT_FINETUNE_STATUS_INTERVAL must be at least 1 second")
+        if not self.max_corpus_rise >= 0:
+            raise SettingsError("CHARBOT_FINETUNE_MAX_CORPUS_RISE must be 0 or more (nats per character)")
+        if not 0 <= self.replay <= 0.9:
+            raise SettingsError("CHARBOT_FINETUNE_REPLAY must be from 0 (off) to 0.9")
 
     @property
     def jobs_dir(self) -> Path:
@@ -77,4 +84,7 @@ def load_settings(
         nice=int(env_number(env, "CHARBOT_FINETUNE_NICE", 10, int, SettingsError)),
         max_running=int(env_number(env, "CHARBOT_FINETUNE_MAX_RUNNING", 1, int, SettingsError)),
         status_interval_s=env_number(env, "CHARBOT_FINETUNE_STATUS_INTERVAL", 15.0, error=SettingsError),
+        max_corpus_rise=env_number(env, "CHARBOT_FINETUNE_MAX_CORPUS_RISE", DEFAULT_MAX_CORPUS_RISE,
+                                   error=SettingsError),
+        replay=env_number(env, "CHARBOT_FINETUNE_REPLAY", FinetuneConfig.replay, error=SettingsError),
     )

@@ -17,6 +17,9 @@ from datetime import datetime, timedelta, timezone
 from bot.store import Store, utc_now
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+# How a job that the guard turned down ends (bot.finetune.guard). The jobs table records it as
+# failed, with an error that starts "refused:" and the report, so no migration is needed.
+REFUSED = "refused"
 
 
 class JobConflict(Exception):

@@ -51,3 +51,17 @@ def test_corpus_heldout_is_the_start_of_the_split_or_says_why_not(tmp_path, monk
     assert corpus_heldout("nope", 10) == (None, "'nope' is not a registered corpus")
     monkeypatch.setattr(registry, "search_dirs", lambda: [tmp_path / "nowhere"])
     assert corpus_heldout("tale", 10) == (None, "the corpus file fairy-tales.txt is not on this machine")
+
+
+def test_fine_tuning_replays_only_the_training_part_never_the_held_out_split(tmp_path, monkeypatch):
+    from corpora.heldout import corpus_replay
+
+    register_mini(monkeypatch, tmp_path)
+    data = registry.load_corpus("mini")
+    replay, note = corpus_replay("mini")
+    held = corpus_split("mini")
+    assert note is None and len(replay) + len(held) == len(data.text)
+    assert replay.equal(data.codes()[: len(replay)])  # the head, so it never overlaps the held-out tail
+    assert corpus_replay("nope") == (None, "'nope' is not a registered corpus")
+    register_mini(monkeypatch, tmp_path, name="gone", write=False)
+    assert corpus_replay("gone") == (None, "the corpus file gone.txt is not on this machine")

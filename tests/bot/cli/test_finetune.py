@@ -69,7 +69,9 @@ def test_finetune_from_the_command_line_and_ship_the_result(setup, run):
     assert result["state"] == "done" and result["version"] == 1
     report = result["report"]
     assert report["after"]["contributed"] < report["before"]["contributed"]
-    assert (report["after"]["corpus"] is None) == (report["corpus_note"] is not None)
+    assert report["after"]["corpus"] is not None and report["replay"] == 0.75  # kept the tale, checked it
+    assert result["guard"] == {"passed": True, "reasons": [], "forced": False, "max_corpus_rise": 0.05}
+    assert result["losses"]["corpus"]["after_bits"] > 0 and result["losses"]["contributed"]["heldout_chars"] > 0
     shipped = load_checkpoint(tmp / "ship" / "tale-v1.safetensors")
     assert shipped.info["finetune"]["after"]["contributed"] == report["after"]["contributed"]
 
@@ -139,3 +141,36 @@ async def test_killing_the_owning_process_mid_job_changes_nothing_served_and_res
             assert not (state / "finetune-jobs" / str(row[0])).exists()
 
     await restart()  # (that the next job then works is shown with a killed bot in tests/bot)
+
+
+def test_a_job_whose_corpus_loss_cannot_be_checked_is_refused_with_the_figures_and_force_installs_it(
+    setup, run, monkeypatch
+):
+    """Only a verified corpus file counts: with another file in its place the old style cannot be measured
+    (nor replayed), so the guard cannot pass the result; --force serves it anyway."""
+    tmp, db, ckdir = setup
+    data = tmp / "data"
+    data.mkdir()
+    (data / "fairy-tales.txt").write_text("Not the fairy tales at all.\n")
+    monkeypatch.setenv("CHARBOT_DATA_DIR", str(data))  # searched before the shared corpora, by the job too
+    common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(tmp / "state"), "--minutes", "2",
+              *FAST, "--json"]
+    code, out, err = run("tale", *common)
+    assert code == 1, err
+    result = json.loads(out)
+    assert result["state"] == "refused" and result["version"] is None and result["path"] is None
+    assert result["guard"]["passed"] is False and result["guard"]["max_corpus_rise"] == 0.05
+    assert "how much of the tale style it kept could not be measured" in result["error"]
+    contributed = result["losses"]["contributed"]
+    assert {"before_nats", "after_nats", "before_bits", "after_bits", "heldout_chars", "thin"} <= set(contributed)
+    assert contributed["after_nats"] < contributed["before_nats"] and result["losses"]["corpus"] is None
+    assert result["report"]["replay"] == 0.0  # nothing verified to replay either
+    code, out, _ = run("tale", "--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(tmp / "state"),
+                       "--list")
+    assert "serving base" in out and "job 1: failed" in out and "refused: how much of the tale style" in out
+
+    code, out, err = run("tale", *common, "--force")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["state"], result["version"]) == ("done", 1)
+    assert result["guard"]["forced"] is True and result["guard"]["passed"] is False

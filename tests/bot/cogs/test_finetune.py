@@ -95,11 +95,22 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
     report = await eventually(lambda: next((p for p in channel_posts(world) if "now serving v1" in p), None),
                               timeout=120, what="the fine-tune result")
     assert f"<@{world.fake.admin.id}> Fine-tune of tale finished: now serving v1." in report
-    assert "New text (held-out contributions):" in report and "bits/char" in report
+    assert "New text (held-out contributions, " in report and "Old style (tale held-out, " in report
+    assert "nats/char" in report and "bits/char" in report  # both figures, before and after, in both units
+    assert "75% of each batch replayed from the tale training text" in report
     tuned_reply = await tale(world)
     assert tuned_reply != base_reply
-    model = await world.run("model")
-    assert "**tale** versions: serving **v1** (fine-tuned from base" in world.private_answer(model)
+    model = world.private_answer(await world.run("model"))
+    assert "**tale** versions: serving **v1** (fine-tuned from base" in model
+    assert "; new text (" in model and ", tale text (2,001 chars) " in model and "bits/char" in model
+
+    # force: the admin's word that the result is served whatever the guard says
+    forced = await world.run("finetune start", {"corpus": "tale", "minutes": 2, "force": True}, user=world.fake.admin)
+    assert "(forced: served whatever the checks say)" in world.private_answer(forced)
+    assert ft.manager.jobs["tale"].force
+    await eventually(lambda: any("now serving v2" in p for p in channel_posts(world)), timeout=120,
+                     what="the forced fine-tune result")
+    await world.run("rollback", {"corpus": "tale"}, user=world.fake.admin)
 
     rolled = await world.run("rollback", {"corpus": "tale"}, user=world.fake.admin)
     assert "**tale** now serves **base** (was v1)" in world.final(rolled)

@@ -15,7 +15,7 @@ from bot.engines import Models
 from bot.finetune.manager import FinetuneManager, FinetuneRefused
 from bot.finetune.settings import FinetuneSettings
 from bot.store import Store
-from bot.store.finetune import CANCELLED, DONE, FAILED, FinetuneStore, JobConflict
+from bot.store.finetune import CANCELLED, DONE, FAILED, REFUSED, FinetuneStore, JobConflict
 from model.sample import SampleSettings
 from tests.helpers import contributed_texts, eventually
 
@@ -86,7 +86,8 @@ async def test_jobs_serve_new_versions_without_restart_and_rollback_restores_out
     assert report.after.contributed < report.before.contributed * 0.9
     assert report.before.corpus is not None and report.after.corpus is not None
     msg = outcome.message()
-    assert "now serving v1" in msg and "New text (held-out contributions)" in msg and "Old style" in msg
+    assert "now serving v1" in msg and "New text (held-out contributions, " in msg and "Old style" in msg
+    assert report.replay == 0.75 and "75% of each batch replayed from the tale training text" in msg
 
     v1 = env.tmp / "state" / "versions" / "tale" / "v0001.safetensors"
     assert env.served_calls == [("tale", v1, 1)]
@@ -268,7 +269,7 @@ async def test_a_version_the_engine_cannot_load_stays_on_record_and_the_parent_s
                                         r"still serving base$"):
         await manager.import_checkpoint("tale", env.base, "cli:op")
 
-    job_id, outcome = await install_finished_job(env, manager, after=1.5)
+    job_id, outcome = await install_finished_job(env, manager, after=1.5, corpus=(1.0, 1.0))
     assert (outcome.state, outcome.version) == (FAILED, 2)
     assert outcome.error == "v2 was saved but could not be loaded for serving (out of memory); still serving base"
 
@@ -278,18 +279,75 @@ async def test_a_version_the_engine_cannot_load_stays_on_record_and_the_parent_s
     assert VersionFiles(env).numbers() == ["v0001.safetensors", "v0002.safetensors"]
 
 
-async def test_a_result_no_better_on_the_new_text_is_not_made_a_version(env):
+async def test_a_result_no_better_on_the_new_text_is_refused_and_not_made_a_version(env):
 
     manager = await env.open()
-    job_id, outcome = await install_finished_job(env, manager, after=2.01)
-    assert outcome.state == FAILED and "did not get better at the new text" in outcome.error
-    assert "2.885 -> 2.900 bits/char" in outcome.message() and "New text (held-out" in outcome.message()
+    job_id, outcome = await install_finished_job(env, manager, after=2.01, corpus=(1.0, 1.0))
+    assert outcome.state == REFUSED and "did not get better at the new text" in outcome.error
+    assert "2.000 -> 2.010 nats/char" in outcome.message() and "2.885 -> 2.900 bits/char" in outcome.message()
     assert (await env.fstore.job(job_id)).state == FAILED
+    assert (await env.fstore.job(job_id)).error.startswith("refused: it did not get better")
     assert await env.fstore.versions("tale") == [] and VersionFiles(env).numbers() == []
 
 
-async def install_finished_job(env, manager, after: float) -> tuple[int, object]:
-    """A job whose child process left the base weights as its result, held-out loss 2.0 -> ``after``; installed."""
+async def test_a_result_that_forgets_the_corpus_is_refused_with_both_figures_and_nothing_changes(env):
+    from bot.finetune.messages import status_text
+
+    manager = await env.open()
+    texts = contributed_texts()
+    await env.contribute(texts)
+    before_text = env.sample()
+    job_id, outcome = await install_finished_job(env, manager, after=0.4, corpus=(0.99, 2.24))
+    assert outcome.state == REFUSED and not outcome.verdict.ok
+    msg = outcome.message()
+    assert f"Fine-tune of tale (job {job_id}) was refused, so the served model is unchanged" in msg
+    assert "its held-out loss rose 0.990 -> 2.240 nats/char (+1.250, more than the 0.05 allowed)" in msg
+    assert "New text (held-out contributions, 230 chars): 2.000 -> 0.400 nats/char" in msg  # both figures,
+    assert "Old style (tale held-out, 5,000 chars): 0.990 -> 2.240 nats/char" in msg  # nats and bits
+    assert "1.428 -> 3.232 bits/char" in msg
+    assert "rests on only 230 held-out characters" in msg  # and which one is too thin to trust
+    assert "`/finetune start tale force:True`" in msg and "`charbot finetune tale --force`" in msg
+    job = await env.fstore.job(job_id)
+    assert job.state == FAILED and job.report["after"]["corpus"] == 2.24
+    assert "refused: it forgot too much of the tale style" in await status_text(manager, "tale")
+    assert (await manager.served("tale")).version == 0 and env.served_calls == [] and env.sample() == before_text
+    assert await env.fstore.versions("tale") == [] and VersionFiles(env).numbers() == []
+    assert [c.text for c in await env.store.contributions(corpus="tale")] == texts
+
+
+async def test_forcing_installs_a_refused_result_and_says_so(env):
+    from bot.finetune.messages import versions_text
+
+    manager = await env.open()
+    job_id, outcome = await install_finished_job(env, manager, after=0.4, corpus=(0.99, 2.24), force=True)
+    assert (outcome.state, outcome.version, outcome.forced) == (DONE, 1, True)
+    assert "now serving v1" in outcome.message()
+    assert "Installed because it was forced, although it forgot too much of the tale style" in outcome.message()
+    assert (await manager.served("tale")).version == 1
+    row = await env.fstore.version("tale", 1)
+    assert row.losses["guard"] == {"max_corpus_rise": 0.05, "passed": False, "forced": True,
+                                   "reasons": list(outcome.verdict.reasons), "min_heldout_chars": 1000}
+    shown = await versions_text(manager, ["tale"])
+    assert "new text (230 held-out chars, too little text to trust) 2.000 -> 0.400 nats (2.89 -> 0.58 bits/char)" \
+        in shown
+    assert "tale text (5,000 chars) 0.990 -> 2.240 nats (1.43 -> 3.23 bits/char)" in shown
+    assert "installed by force against the checks" in shown
+
+
+async def test_a_result_within_the_bound_is_served_without_force(env):
+    manager = await env.open(max_corpus_rise=0.1)
+    _, outcome = await install_finished_job(env, manager, after=0.4, corpus=(0.99, 1.08))
+    assert (outcome.state, outcome.version, outcome.forced) == (DONE, 1, False)
+    assert "forced" not in outcome.message()
+    assert "Checks passed: better on the new text, and the tale held-out loss rose by at most 0.1 nats." in \
+        outcome.message()
+    assert (await env.fstore.version("tale", 1)).losses["guard"]["passed"]
+
+
+async def install_finished_job(env, manager, after: float, corpus: tuple[float, float] | None = None,
+                               force: bool = False) -> tuple[int, object]:
+    """A job whose child process left the base weights as its result, held-out loss 2.0 -> ``after`` (and
+    ``corpus`` before and after on 5,000 corpus characters); installed unless the guard refuses (or ``force``)."""
     from bot.finetune.manager import RunningJob, Served
     from model.finetune import FinetuneReport, Losses
 
@@ -297,7 +355,9 @@ async def install_finished_job(env, manager, after: float) -> tuple[int, object]
     jobdir = env.tmp / "job"
     jobdir.mkdir()
     (jobdir / "new.safetensors").write_bytes(env.base.read_bytes())
-    job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0)
-    report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230, 0, "skipped",
-                            Losses(2.0, None), Losses(after, None), 12, "early-stop", 3.0)
+    job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0, force=force)
+    corpus = corpus or (None, None)
+    report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230,
+                            5000 if corpus[0] is not None else 0, None if corpus[0] is not None else "skipped",
+                            Losses(2.0, corpus[0]), Losses(after, corpus[1]), 12, "early-stop", 3.0)
     return job_id, await manager._install(job, jobdir, report)
