@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+# bm25s imports JAX when it is installed and runs a JAX operation at import, and JAX then takes
+# three quarters of the GPU's memory, which the bot's models need. BM25 here is NumPy work of
+# well under a millisecond: keep JAX (if present) on the CPU, unless the operator said otherwise.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import bm25s
 import Stemmer

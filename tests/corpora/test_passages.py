@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from corpora.passages import PRIME_PASSAGE_CHARS, PassageIndex, grounded_prime, quote, split_passages
@@ -75,3 +79,14 @@ def test_the_quote_is_short_and_ends_at_a_sentence_or_word():
     assert quote(text, 100) == "The first sentence is long enough to stand alone."
     cut = quote("word " * 200, 100)
     assert cut.endswith("\u2026") and len(cut) <= 101 and "wor\u2026" not in cut
+
+
+def test_importing_the_index_keeps_jax_off_the_gpu_unless_the_operator_chose():
+    """bm25s runs JAX at import when JAX is installed, and JAX would take most of the GPU's memory."""
+    show = "import os, corpora.passages; print(os.environ['JAX_PLATFORMS'])"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    assert subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "cpu"
+    chosen = subprocess.run([sys.executable, "-c", show], env={**env, "JAX_PLATFORMS": "cuda"},
+                            capture_output=True, text=True, check=True)
+    assert chosen.stdout.strip() == "cuda"
