@@ -64,9 +64,17 @@ def ranks_from_env(environ: dict[str, str] | None = None) -> Ranks:
 
 
 def device_for(ranks: Ranks, requested: str) -> str:
-    """The device this rank trains on: with several processes, each CUDA rank gets its local GPU."""
+    """The device this rank trains on: with several processes, each CUDA rank gets its own local GPU.
+
+    NCCL cannot run two ranks on one GPU, so more processes than GPUs is refused here with what
+    to do instead, rather than failing inside NCCL.
+    """
     if ranks.distributed and requested in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{ranks.local_rank % torch.cuda.device_count()}"
+        gpus = torch.cuda.device_count()
+        if ranks.local_rank >= gpus:
+            raise ValueError(f"{ranks.local_rank + 1} or more training processes on this machine but {gpus} GPU(s): "
+                             f"use --nproc-per-node {gpus}, or --device cpu for processes on the CPU")
+        return f"cuda:{ranks.local_rank}"
     return requested
 
 

@@ -29,3 +29,15 @@ def test_a_broken_environment_is_a_clear_error(env):
 
 def test_ranks_compare_by_value():
     assert Ranks(1, 2, 1) == ranks_from_env({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+
+
+def test_more_processes_than_gpus_is_refused_with_what_to_do(monkeypatch):
+    from model import distributed
+
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
+    assert distributed.device_for(Ranks(0, 2, 0), "auto") == "cuda:0"
+    with pytest.raises(ValueError, match="--nproc-per-node 1, or --device cpu"):
+        distributed.device_for(Ranks(1, 2, 1), "cuda")
+    assert distributed.device_for(Ranks(1, 2, 1), "cpu") == "cpu"
+    assert distributed.device_for(SINGLE, "auto") == "auto"

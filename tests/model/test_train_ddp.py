@@ -18,7 +18,7 @@ from tests.helpers import made_up_text
 
 SMALL = ["--hidden", "24", "--layers", "2", "--embed", "8", "--dropout", "0", "--batch-seqs", "8",
          "--batch-steps", "16", "--lr", "0.01", "--warmup", "3", "--eval-every", "10", "--threads", "1", "--quiet",
-         "--precision", "fp32"]
+         "--precision", "fp32", "--device", "cpu"]  # gloo on the CPU, also on a machine with one GPU
 
 
 def charbot_train(*args: str, processes: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from bot.errors import Refusal
 from bot.render import DISCORD_LIMIT
 from bot.replies import hard_cap
 from bot.store import Store
+from model.device import pick_device
 
 
 @pytest.fixture(autouse=True)
@@ -211,7 +212,7 @@ def test_chat_model_lists_every_corpus(capsys, monkeypatch, tiny_checkpoint_dir,
     )
     for name in ("tale", "faq", "novel"):
         assert f"**{name}**" in out
-    assert "bits/char" in out and "on cpu" in out
+    assert "bits/char" in out and f"on {pick_device('auto')}" in out  # the GPU where there is one
 
 
 def test_chat_with_an_unusable_database_is_one_line(capsys, monkeypatch, tiny_checkpoint_dir, tmp_path):
