@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -44,6 +45,18 @@ def small_cfg(**kw) -> TrainConfig:
     base = dict(n_seqs=4, n_steps=16, lr=1e-2, warmup_steps=3, eval_every=10, log_every=5, max_steps=30, seed=5,
                 device="cpu")
     return TrainConfig(**{**base, **kw})
+
+
+def stops_after(steps: int) -> Callable[[], bool]:
+    """A ``should_stop`` that lets exactly ``steps`` optimizer steps run (it is asked before each)."""
+    calls = 0
+
+    def stop() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > steps
+
+    return stop
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -105,15 +118,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, varied_data, st
     cfg = small_cfg(max_steps=40)
     whole = train(varied_data, tmp_path / "whole.safetensors", cfg, mc, progress_bar=False)
 
-    calls = 0
-
-    def stop() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > stop_after
-
     part = tmp_path / "part.safetensors"
-    first = train(varied_data, part, cfg, mc, progress_bar=False, should_stop=stop)
+    first = train(varied_data, part, cfg, mc, progress_bar=False, should_stop=stops_after(stop_after))
     assert first.stopped == "interrupted" and first.steps == stop_after
     second = train(varied_data, part, resume=True, progress_bar=False)
     assert second.stopped == "budget" and second.steps == 40
@@ -132,14 +138,7 @@ def test_resume_crosses_epochs(tmp_path, varied_data):
     whole = train(varied_data, tmp_path / "w.safetensors", cfg, mc, progress_bar=False)
     per_epoch = (len(varied_data.split(0.1)[0]) - 32) // 8 // 32
     assert 2 * per_epoch < 60  # so the run below spans several epochs
-    calls = 0
-
-    def stop() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > per_epoch + 3
-
-    train(varied_data, tmp_path / "p.safetensors", cfg, mc, progress_bar=False, should_stop=stop)
+    train(varied_data, tmp_path / "p.safetensors", cfg, mc, progress_bar=False, should_stop=stops_after(per_epoch + 3))
     train(varied_data, tmp_path / "p.safetensors", resume=True, progress_bar=False)
     assert_same(last_weights(tmp_path / "p.safetensors"), last_weights(tmp_path / "w.safetensors"))
     assert whole.steps == 60
@@ -228,15 +227,8 @@ def test_interrupted_before_any_validation_leaves_an_older_checkpoint_alone(tmp_
 
 
 def test_interrupted_after_a_validation_keeps_the_best_so_far(tmp_path, cat_data, tiny_config):
-    calls = 0
-
-    def stop() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > 14
-
     out = tmp_path / "m.safetensors"
-    result = train(cat_data, out, small_cfg(), tiny_config, progress_bar=False, should_stop=stop)
+    result = train(cat_data, out, small_cfg(), tiny_config, progress_bar=False, should_stop=stops_after(14))
     assert result.stopped == "interrupted" and result.steps == 14
     info = load_checkpoint(out).info
     assert info["stopped"] == "interrupted" and info["steps"] == 10

@@ -10,7 +10,13 @@ from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_loss
 from model.network import ModelConfig
 from model.train import TrainConfig, train
-from tests.model.test_train import assert_same, last_weights, varied_data, weights  # noqa: F401 (a fixture)
+from tests.model.test_train import (  # noqa: F401 (varied_data is a fixture)
+    assert_same,
+    last_weights,
+    stops_after,
+    varied_data,
+    weights,
+)
 
 pytestmark = pytest.mark.cuda
 
@@ -42,15 +48,9 @@ def test_an_interrupted_cuda_run_resumes_where_it_stopped(tmp_path, varied_data,
     mc = ModelConfig(embed_size=8, hidden_size=24, n_layers=2, dropout=0.0)
     cfg = cuda_cfg(max_steps=40, eval_every=10, precision="fp32")
     whole = train(varied_data, tmp_path / "whole.safetensors", cfg, mc, progress_bar=False)
-    calls = 0
-
-    def stop() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > stop_after
-
     part = tmp_path / "part.safetensors"
-    assert train(varied_data, part, cfg, mc, progress_bar=False, should_stop=stop).steps == stop_after
+    first = train(varied_data, part, cfg, mc, progress_bar=False, should_stop=stops_after(stop_after))
+    assert first.steps == stop_after
     second = train(varied_data, part, resume=True, progress_bar=False)
     assert second.steps == 40 and second.chars_seen == whole.chars_seen
     assert_same(last_weights(part), last_weights(tmp_path / "whole.safetensors"))
