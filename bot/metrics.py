@@ -12,8 +12,9 @@ What is measured, and why an operator looks at it:
   ``length``, ``stop``, ``cancelled``; or ``error``) and refused ones (``busy``: the engine queue is full, add capacity;
   ``refused``: cooldown, restarting).
 - ``charbot_reply_seconds{corpus}``: time from accepting a reply to its last character.
-- ``charbot_engine_batch_size{corpus}``, ``charbot_engine_queue_depth{corpus}``: replies in the
-  running batch and waiting for a place in it (a growing queue means the device is saturated).
+- ``charbot_engine_batch_size{corpus}``, ``charbot_engine_queue_depth{corpus}``: rows in the
+  running batch (a reply's n candidates are n rows) and replies waiting for a place in it (a
+  growing queue means the device is saturated).
 - ``charbot_event_loop_lag_seconds``: how late a timer fires; Discord drops a connection whose
   heartbeat is late by a whole interval (about 41 s), replies feel slow well before that.
 - ``charbot_gateway_latency_seconds{shard}``, ``charbot_guilds{shard}``: per gateway shard.
@@ -63,8 +64,8 @@ class _LiveFigures(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         bot = self.metrics.bot
-        batch = GaugeMetricFamily("charbot_engine_batch_size", "Replies in the engine's running batch",
-                                  labels=["corpus"])
+        batch = GaugeMetricFamily("charbot_engine_batch_size",
+                                  "Rows in the engine's running batch (n per best-of-n reply)", labels=["corpus"])
         queue = GaugeMetricFamily("charbot_engine_queue_depth", "Replies waiting for a place in the batch",
                                   labels=["corpus"])
         info = GaugeMetricFamily("charbot_model_info", "The checkpoint this process serves (1 per corpus)",
@@ -72,9 +73,9 @@ class _LiveFigures(Collector):
         models = getattr(bot, "models", None)
         if models is not None:
             for corpus, engine in list(models.engines.items()):
-                # The engine's own lists, read without its lock: a scrape may be one step stale, never wrong for long.
-                batch.add_metric([corpus], len(getattr(engine, "_active", ())))
-                queue.add_metric([corpus], len(getattr(engine, "_queue", ())))
+                rows, waiting = engine.load()
+                batch.add_metric([corpus], rows)
+                queue.add_metric([corpus], waiting)
             for corpus, m in list(models.info.items()):
                 info.add_metric([corpus, m.version], 1)
         served = GaugeMetricFamily("charbot_served_version", "Version served per corpus (0: the base checkpoint)",

@@ -243,6 +243,12 @@ class Engine:
         with self._lock:
             return len(self._by_future)
 
+    def load(self) -> tuple[int, int]:
+        """Rows in the batch now (a best-of-n reply holds n) and replies waiting for a place: what
+        an operator's metrics show."""
+        with self._lock:
+            return len(self._active), len(self._queue)
+
     def cancel(self, future: Future) -> None:
         """Stop a reply early; its future resolves with the text so far and finish ``cancelled``."""
         with self._lock:
