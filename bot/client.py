@@ -20,7 +20,7 @@ from discord.ext import commands
 from bot.actions import SERVERS_ONLY
 from bot.config import BotConfig, loggable
 from bot.engines import Models
-from bot.errors import BUSY, UNEXPECTED, Refusal
+from bot.errors import DATABASE_BUSY, UNEXPECTED, Refusal
 from bot.interactions import send
 from bot.metrics import BotMetrics
 from bot.options import STALE, BadOption, check_options
@@ -100,7 +100,7 @@ class CharTree(app_commands.CommandTree):
             text = STALE
         elif isinstance(original, DatabaseLocked):
             log.warning("/%s: %s", name, original)
-            text = BUSY
+            text = DATABASE_BUSY
         elif isinstance(original, StoreError):
             log.error("/%s: %s", name, original)
             text = UNEXPECTED

@@ -10,7 +10,9 @@ from __future__ import annotations
 UNEXPECTED = (
     "Sorry, something went wrong on my side and I could not finish that. The error was logged; please try again."
 )
-BUSY = "My database is busy right now (another program is writing to it); nothing was saved. Try again in a moment."
+DATABASE_BUSY = (
+    "My database is busy right now (another program is writing to it); nothing was saved. Try again in a moment."
+)
 
 
 class Refusal(Exception):

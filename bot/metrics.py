@@ -43,7 +43,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.errors import Refusal
-from bot.replies import BUSY, ReplyRequest, ReplyService, ReplyStream
+from bot.replies import ENGINE_BUSY, ReplyRequest, ReplyService, ReplyStream
 
 if TYPE_CHECKING:
     from discord.ext import commands
@@ -136,7 +136,7 @@ class BotMetrics:
             try:
                 stream = start(request)
             except Refusal as exc:
-                self.replies.labels(request.corpus, "busy" if exc.message == BUSY else "refused").inc()
+                self.replies.labels(request.corpus, "busy" if exc.message == ENGINE_BUSY else "refused").inc()
                 raise
             stream.future.add_done_callback(lambda f: self._finished(request.corpus, began, f))
             return stream

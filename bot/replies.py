@@ -40,7 +40,7 @@ from model.sample import MAX_TEMPERATURE, Finish, Generation, SampleSettings
 
 log = logging.getLogger(__name__)
 
-BUSY = "I'm busy writing other replies right now; try again in a moment."
+ENGINE_BUSY = "I'm busy writing other replies right now; try again in a moment."
 RESTARTING = "I'm restarting; try again in a minute."
 MAX_BEST_OF = 16
 HARD_CAP = 1700
@@ -245,7 +245,7 @@ class ReplyStream:
                 self.future = engine.submit_best_of(prime, sample_settings(request), self.n, on_text,
                                                     adaptive=request.n is None)
         except EngineBusy:
-            raise Refusal(BUSY) from None
+            raise Refusal(ENGINE_BUSY) from None
         except EngineClosed:
             raise Refusal(RESTARTING) from None
         self._done = asyncio.wrap_future(self.future)
@@ -338,7 +338,7 @@ class ReplyService:
             if wait > 0:
                 raise Refusal(f"Slow down a little: you can ask again in {math.ceil(wait)} s.")
         if engine.pending() >= self.limits.max_pending:
-            raise Refusal(BUSY)
+            raise Refusal(ENGINE_BUSY)
         stream = ReplyStream(self, request, engine)
         if request.user is not None:
             self.cooldown.start(request.user)

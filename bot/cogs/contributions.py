@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
-from bot.errors import BUSY, Refusal
+from bot.errors import DATABASE_BUSY, Refusal
 from bot.interactions import NO_MENTIONS, defer, send, send_answer, send_unexpected
 from bot.store import DatabaseLocked
 from corpora.registry import CORPORA
@@ -62,7 +62,7 @@ async def _answer_safely(interaction: discord.Interaction, text: str) -> None:
 async def _hand_back(interaction: discord.Interaction, text: object) -> None:
     """Say the database is busy, and give the person their text back to send again."""
     data = (text if isinstance(text, str) else "").encode("utf-8", "replace")
-    await send(interaction, f"{BUSY} Your text is attached, so you can paste it into `/contribute` again.")
+    await send(interaction, f"{DATABASE_BUSY} Your text is attached, so you can paste it into `/contribute` again.")
     await interaction.followup.send(file=discord.File(io.BytesIO(data), "your-contribution.txt"),
                                     ephemeral=True, allowed_mentions=NO_MENTIONS)
 

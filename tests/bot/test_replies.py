@@ -16,7 +16,7 @@ from bot.engines import Models
 from bot.errors import Refusal
 from bot.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM
 from bot.replies import (
-    BUSY,
+    ENGINE_BUSY,
     RESTARTING,
     ReplyService,
     check_temperature,
@@ -227,7 +227,7 @@ async def test_a_bound_on_queued_replies_says_busy(models):
     try:
         with pytest.raises(Refusal) as err:
             service.start(long)
-        assert err.value.message == BUSY
+        assert err.value.message == ENGINE_BUSY
         service.start(make_request("faq", "Masks?", LIMITS, length=5)).close()  # other corpora have their own engine
     finally:
         running.close()
