@@ -156,6 +156,7 @@ class BotConfig:
 
 
 def is_postgres_url(value: object) -> bool:
+    """Whether a CHARBOT_DB value names a PostgreSQL server rather than a SQLite file (the one test of it)."""
     return str(value).startswith(("postgresql://", "postgres://"))
 
 

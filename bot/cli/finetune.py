@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "by at most CHARBOT_FINETUNE_MAX_CORPUS_RISE (0.05 nats); otherwise it is refused (see --force).",
     )
     p.add_argument("corpus", choices=list(CORPORA), help="which model learns")
-    p.add_argument("--db", help="database file (default: CHARBOT_DB from .env, else charbot.db)")
+    p.add_argument("--db", help="database file or postgresql:// URL (default: CHARBOT_DB from .env, else charbot.db)")
     p.add_argument("--minutes", type=float, help="time budget (default: CHARBOT_FINETUNE_MINUTES, else 10)")
     p.add_argument("--force", action="store_true",
                    help="serve the result even if the guard refuses it (no better on the new text, or the corpus's "
@@ -75,16 +75,21 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
 
 
-def _settings(args: argparse.Namespace) -> tuple[Path, FinetuneSettings, Path]:
+def _settings(args: argparse.Namespace) -> tuple[Path | str, FinetuneSettings, Path]:
     from dataclasses import replace
 
-    from bot.config import load_config
+    from bot.config import is_postgres_url, load_config, read_env
     from bot.finetune.settings import load_settings
 
     config = load_config(args.env_file, require_token=False)
-    db = Path(args.db).expanduser() if args.db else config.database
-    if not db.is_file():
-        raise UserError(f"{db}: no such database (give the bot's database with --db)")
+    db = args.db or config.database
+    if not is_postgres_url(db):  # a SQLite file must exist; a server is checked when the store opens
+        db = Path(db).expanduser()
+        if not db.is_file():
+            raise UserError(f"{db}: no such database (give the bot's database with --db)")
+    elif not (args.state_dir or read_env(args.env_file).get("CHARBOT_STATE_DIR")):
+        raise UserError("with a PostgreSQL database the versions live on storage every machine reads: "
+                        "give --state-dir or set CHARBOT_STATE_DIR (the bots' own)")
     settings = load_settings(db, args.env_file)
     overrides = {k: v for k, v in (("lr", args.lr), ("max_epochs", args.max_epochs), ("patience", args.patience),
                                    ("replay", args.replay), ("anchor", args.anchor), ("device", args.device))

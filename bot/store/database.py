@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.config import is_postgres_url
 from bot.sanitise import storable_text
 
 MIGRATIONS: list[str] = [
@@ -157,7 +158,7 @@ class Store:
 
         A ``postgresql://`` URL opens the same store on PostgreSQL (:mod:`bot.store.postgres`).
         """
-        if str(path).startswith(("postgresql://", "postgres://")):
+        if is_postgres_url(path):
             from bot.store.postgres import PostgresStore
 
             return await PostgresStore.open(str(path), busy_timeout_s)

@@ -22,13 +22,8 @@ import asyncpg
 from bot.config import redact_url as redact
 from bot.store.database import MIGRATIONS, DatabaseLocked, Store, StoreError
 
-SCHEMES = ("postgresql://", "postgres://")
 MIGRATION_LOCK = 0x63686172  # "char": pg_advisory_xact_lock key while migrating
 _INSERT_WITH_ID = re.compile(r"^\s*INSERT INTO (contributions|jobs)\b", re.IGNORECASE)
-
-
-def is_postgres(database: object) -> bool:
-    return str(database).startswith(SCHEMES)
 
 
 def translate(sql: str) -> str:
@@ -168,4 +163,4 @@ class PostgresStore(Store):
         return results
 
 
-__all__ = ["DatabaseLocked", "PostgresStore", "Result", "is_postgres", "migration", "redact", "translate"]
+__all__ = ["DatabaseLocked", "PostgresStore", "Result", "migration", "redact", "translate"]

@@ -174,3 +174,13 @@ def test_a_job_whose_corpus_loss_cannot_be_checked_is_refused_with_the_figures_a
     result = json.loads(out)
     assert (result["state"], result["version"]) == ("done", 1)
     assert result["guard"]["forced"] is True and result["guard"]["passed"] is False
+
+
+def test_a_postgresql_database_is_taken_as_a_url_and_needs_the_shared_state_folder(setup, run, postgres_url):
+    tmp, _, ckdir = setup
+    code, _, err = run("tale", "--db", postgres_url, "--list")
+    assert code == 2 and "--state-dir" in err and "CHARBOT_STATE_DIR" in err and "\n" not in err.strip()
+    code, out, err = run("tale", "--db", postgres_url, "--list", "--state-dir", str(tmp / "shared-state"),
+                         "--checkpoints", str(ckdir))
+    assert code == 0, err
+    assert out.startswith(f"tale: serving base ({ckdir / 'tale.safetensors'})")  # read from the server
