@@ -30,6 +30,7 @@ from bot.config import Limits
 from bot.engines import Models
 from bot.errors import Refusal
 from bot.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM, head_length, prime_continues, render_reply
+from bot.sanitise import quote
 from bot.score import Grounding, Score, best, debris_end, score_reply
 from bot.throttle import Cooldown
 from corpora.passages import Hit, grounded_prime
@@ -83,9 +84,9 @@ def check_temperature(value: float) -> float:
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise Refusal(f"Temperature must be a number from 0 to 2 ({explain}); got {value!r}.") from None
+        raise Refusal(f"Temperature must be a number from 0 to 2 ({explain}); got {quote(value)}.") from None
     if not math.isfinite(t) or not 0 <= t <= MAX_TEMPERATURE:
-        raise Refusal(f"Temperature must be from 0 to 2 ({explain}); got {value:g}.")
+        raise Refusal(f"Temperature must be from 0 to 2 ({explain}); got {quote(f'{t:g}')}.")
     return t
 
 
@@ -102,13 +103,15 @@ def check_length(value: int | None, limits: Limits) -> int:
     if value is None:
         return limits.default_length
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.max_length:
-        raise Refusal(f"Length must be a whole number of characters from 1 to {limits.max_length}; got {value!r}.")
+        raise Refusal(f"Length must be a whole number of characters from 1 to {limits.max_length}; got {quote(value)}.")
     return value
 
 
 def check_prompt(corpus: str, prompt: str | None, limits: Limits) -> str:
     """The prompt, or a Refusal saying what is wrong with it."""
     style = CORPORA[corpus].style
+    if prompt is not None and not isinstance(prompt, str):
+        raise Refusal(f"The {style.prompt_label} must be text.")
     prompt = prompt or ""
     if len(prompt) > limits.max_prompt_chars:
         raise Refusal(
@@ -138,9 +141,9 @@ def make_request(
 ) -> ReplyRequest:
     """Check every part of a request and settle its temperature; raise Refusal on bad input."""
     if corpus not in CORPORA:
-        raise Refusal(f"I don't know the corpus {corpus!r}; I know {', '.join(CORPORA)}.")
+        raise Refusal(f"I don't know the corpus {quote(corpus)}; I know {', '.join(CORPORA)}.")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BEST_OF):
-        raise Refusal(f"The number of candidates must be a whole number from 1 to {MAX_BEST_OF}; got {n!r}.")
+        raise Refusal(f"The number of candidates must be a whole number from 1 to {MAX_BEST_OF}; got {quote(n)}.")
     return ReplyRequest(
         corpus=corpus,
         prompt=check_prompt(corpus, prompt, limits),

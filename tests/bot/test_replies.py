@@ -334,3 +334,14 @@ async def test_faq_answers_are_grounded_and_quote_their_passage(models):
     assert "\n\n> *From the FAQ:* \u201c" in update.text and len(update.text) <= DISCORD_LIMIT
     tale = await ReplyService(models, LIMITS).reply(make_request("tale", "The moon", LIMITS, length=60, seed=2))
     assert tale.source is None and "From the FAQ" not in tale.text
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": "@everyone <@123>"}, {"length": "<@&5> click"},
+                                    {"prompt": 5}, {"corpus": "@here"}])
+def test_a_refusal_never_repeats_a_raw_value(kwargs):
+    args = {"corpus": "tale", "prompt": "Once", **kwargs}
+    with pytest.raises(Refusal) as err:
+        make_request(args.pop("corpus"), args.pop("prompt"), Limits(), **args)
+    message = err.value.message
+    assert "@everyone" not in message and "<@123>" not in message and "<@&5>" not in message
+    assert "@here" not in message
