@@ -189,8 +189,9 @@ def help_text(chat: bool = False) -> str:
     else:
         lines += [
             "/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus",
-            "/finetune start corpus [minutes], /finetune status, /finetune cancel corpus: "
-            "(admins) teach a corpus its contributions, while the bot keeps talking",
+            "/finetune start corpus [minutes] [force], /finetune status, /finetune cancel corpus: "
+            "(admins) teach a corpus its contributions, while the bot keeps talking; a result that forgets "
+            "the corpus is refused unless forced",
             "/rollback corpus [version]: (admins) serve an earlier version of a corpus's model",
         ]
     return "\n".join(lines)

@@ -104,7 +104,8 @@ def build_command(cog: Generate, corpus: str, limits: Limits) -> app_commands.Co
 
     callback = app_commands.describe(
         prompt=f"the {style.prompt_label} to answer" if style.layout == "question" else "the words to continue",
-        length=f"most characters to write (1-{limits.max_length}, default {limits.default_length})",
+        length=f"about how many characters: it ends at a sentence near this (1-{limits.max_length}, "
+               f"default {limits.default_length})",
         temperature=f"0 = predictable ... 2 = wild (default: yours from /temp, else {default_t:g})",
     )(callback)
     if style.prompt_label != "prompt":
