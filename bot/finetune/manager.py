@@ -26,7 +26,17 @@ from bot.finetune.job import STAGED, JobProcess, JobSpec, describe_exit
 from bot.finetune.settings import FinetuneSettings
 from bot.finetune.versions import VersionDir, versions_to_prune
 from bot.store import utc_now
-from bot.store.finetune import CANCELLED, DONE, FAILED, REFUSED, FinetuneStore, JobConflict, JobRow, VersionRow
+from bot.store.finetune import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    REFUSED,
+    FinetuneStore,
+    JobConflict,
+    JobRow,
+    Source,
+    VersionRow,
+)
 from model.checkpoint import CheckpointError
 from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
 from model.verify import verify_checkpoint
@@ -116,6 +126,7 @@ class RunningJob:
     process: JobProcess | None = None
     task: asyncio.Task | None = None
     cancel_reason: str | None = None
+    sources: list[Source] = field(default_factory=list)  # the contributions it trains on: the version's provenance
 
     def status(self) -> str:
         """One line: phase, step, losses, speed and time left."""
@@ -228,7 +239,7 @@ class FinetuneManager:
                 others = ", ".join(f"{j.corpus} (job {j.id})" for j in self.jobs.values())
                 raise FinetuneRefused(f"only {s.max_running} fine-tune may run at a time so replies stay quick; "
                                       f"running now: {others}")
-            texts, opted_out = await self.store.training_texts(corpus)
+            texts, sources, opted_out = await self.store.training_contributions(corpus)
             data = contributed_data(texts, corpus)
             try:
                 check_enough(data, s.min_chars)
@@ -251,7 +262,7 @@ class FinetuneManager:
             except JobConflict as exc:
                 raise FinetuneRefused(f"{exc}; see /finetune status") from None
             job = RunningJob(job_id, corpus, started_by, parent, len(texts), len(data.text), minutes, channel_id,
-                             force)
+                             force, sources=sources)
             jobdir = s.jobs_dir / str(job_id)
             try:
                 jobdir.mkdir(parents=True, exist_ok=True)
@@ -381,7 +392,8 @@ class FinetuneManager:
             )
 
         try:
-            served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict())
+            served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict(),
+                                             job.sources)
         except CheckpointError as exc:
             why = f"the new checkpoint failed its check and was not served: {exc.problem}"
             await self.store.finish_job(job.id, FAILED, why, report.to_dict())
@@ -400,6 +412,7 @@ class FinetuneManager:
         row: Callable[[int, Path], VersionRow],
         job_id: int | None = None,
         report: dict | None = None,
+        sources: list[Source] | None = None,
     ) -> Served:
         """Make ``source`` the next version and serve it: the one path from a checkpoint file to a
         served version, for a finished job and an imported file alike.
@@ -419,7 +432,7 @@ class FinetuneManager:
             vdir.remove(number)
             raise
         try:
-            await self.store.record_version(job_id, row(number, path), report)
+            await self.store.record_version(job_id, row(number, path), report, sources)
         except BaseException:
             vdir.remove(number)  # never recorded, so never served: do not leave it lying around
             raise
