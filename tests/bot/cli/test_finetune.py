@@ -174,3 +174,21 @@ def test_a_job_whose_corpus_loss_cannot_be_checked_is_refused_with_the_figures_a
     result = json.loads(out)
     assert (result["state"], result["version"]) == ("done", 1)
     assert result["guard"]["forced"] is True and result["guard"]["passed"] is False
+
+
+def test_without_forgotten_takes_deleted_texts_out_of_the_served_model(setup, run):
+    tmp, db, ckdir = setup
+    common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(tmp / "state")]
+    code, out, err = run("tale", *common, "--without-forgotten")
+    assert code != 0 and "nothing to retrain" in err
+    assert run("tale", *common, "--minutes", "2", *FAST, "--json")[0] == 0  # v1 learns user 3's texts
+
+    async def forget() -> None:
+        async with await Store.open(db) as store:
+            assert await store.forget(1, 3) == 8
+
+    asyncio.run(forget())
+    code, out, err = run("tale", *common, "--without-forgotten", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"corpus": "tale", "version": 0, "path": str(ckdir / "tale.safetensors")}
+    assert not (tmp / "state" / "versions" / "tale" / "v0001.safetensors").exists()
