@@ -26,6 +26,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.sanitise import storable_text
+from bot.verbatim import shingles
 
 MIGRATIONS: list[str] = [
     # 1: the core tables of the bot.
@@ -106,6 +107,8 @@ MIGRATIONS: list[str] = [
     # 3: provenance (issue 17): which contributions each version learned from, its parent's
     # included, so /forget can say which versions still carry a member's texts. A row outlives
     # the contribution it names (that is the point); it keeps a SHA-256 of the text, never the text.
+    # forgotten_shingles: the one-way hashed windows of deleted texts, for the verbatim-copy guard
+    # (bot.verbatim) to keep a model from reciting them; never the text.
     """
     CREATE TABLE version_provenance (
         corpus          TEXT NOT NULL,
@@ -119,6 +122,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX provenance_by_member ON version_provenance (guild_id, user_id);
     CREATE INDEX provenance_by_contribution ON version_provenance (contribution_id);
+    CREATE TABLE forgotten_shingles (
+        corpus TEXT NOT NULL,
+        hash   INTEGER NOT NULL,
+        PRIMARY KEY (corpus, hash)
+    );
     """,
 ]
 
@@ -420,13 +428,41 @@ class Store:
         return [Carrier(str(c), int(v), bool(s), int(n)) for c, v, s, n in rows]
 
     async def forget(self, guild_id: int, user_id: int) -> int:
-        """Delete the user's contributions in this server; return how many were deleted."""
-        (cur,) = await self.write([
-            ("DELETE FROM contributions WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)),
-        ])
+        """Delete the user's contributions in this server; return how many were deleted.
+
+        Each deleted text's windows are kept as one-way hashes (:func:`bot.verbatim.shingles`) in
+        the same transaction, so the verbatim-copy guard keeps replies from reciting it."""
+        rows = await self.fetchall(
+            "SELECT id, corpus, text FROM contributions WHERE guild_id = ? AND user_id = ? ORDER BY id",
+            (guild_id, user_id),
+        )
+        if not rows:
+            return 0
+        hashed = sorted({(str(corpus), h) for _, corpus, text in rows for h in shingles(str(text))})
+        statements = [
+            ("INSERT OR IGNORE INTO forgotten_shingles (corpus, hash) VALUES " + ", ".join(["(?, ?)"] * len(chunk)),
+             tuple(v for pair in chunk for v in pair))
+            for chunk in (hashed[i : i + 400] for i in range(0, len(hashed), 400))
+        ]
+        statements.append(("DELETE FROM contributions WHERE guild_id = ? AND user_id = ? AND id <= ?",
+                           (guild_id, user_id, int(rows[-1][0]))))
+        cur = (await self.write(statements))[-1]
         if cur.rowcount:
             await self._scrub()
         return int(cur.rowcount)
+
+    async def texts_since(self, after_id: int) -> list[tuple[int, str, str]]:
+        """(id, corpus, text) of the contributions stored after ``after_id``: what the guard adds."""
+        rows = await self.fetchall("SELECT id, corpus, text FROM contributions WHERE id > ? ORDER BY id", (after_id,))
+        return [(int(i), str(c), str(t)) for i, c, t in rows]
+
+    async def count_forgotten_shingles(self) -> int:
+        row = await self.fetchone("SELECT COUNT(*) FROM forgotten_shingles")
+        return int(row[0]) if row else 0
+
+    async def forgotten_shingles(self) -> list[tuple[str, int]]:
+        rows = await self.fetchall("SELECT corpus, hash FROM forgotten_shingles")
+        return [(str(c), int(h)) for c, h in rows]
 
     async def _scrub(self) -> None:
         """After a deletion: leave no copy of the deleted text on disk. ``secure_delete`` zeroed it
