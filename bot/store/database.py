@@ -436,8 +436,6 @@ class Store:
             "SELECT id, corpus, text FROM contributions WHERE guild_id = ? AND user_id = ? ORDER BY id",
             (guild_id, user_id),
         )
-        if not rows:
-            return 0
         hashed = sorted({(str(corpus), h) for _, corpus, text in rows for h in shingles(str(text))})
         statements = [
             ("INSERT OR IGNORE INTO forgotten_shingles (corpus, hash) VALUES " + ", ".join(["(?, ?)"] * len(chunk)),
@@ -445,7 +443,7 @@ class Store:
             for chunk in (hashed[i : i + 400] for i in range(0, len(hashed), 400))
         ]
         statements.append(("DELETE FROM contributions WHERE guild_id = ? AND user_id = ? AND id <= ?",
-                           (guild_id, user_id, int(rows[-1][0]))))
+                           (guild_id, user_id, int(rows[-1][0]) if rows else 0)))
         cur = (await self.write(statements))[-1]
         if cur.rowcount:
             await self._scrub()
