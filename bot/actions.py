@@ -8,6 +8,7 @@ through :func:`bot.sanitise.quote`), and never reaches the database.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from bot.sanitise import clean_text, quote
 from bot.store import Store
 from corpora.registry import CORPORA
 from model.charset import normalize
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,20 @@ async def contribute(
 async def forget(store: Store, guild_id: int | None, user_id: int) -> Answer:
     guild_id = in_server(guild_id)
     n = await store.forget(guild_id, user_id)
-    if n == 0:
+    carriers = await store.learned_from(guild_id, user_id)
+    if n == 0 and not carriers:
         return Answer("You have no contributions stored in this server; nothing to delete.")
-    return Answer(f"Deleted {_plural(n, 'contribution')} of yours from this server.")
+    head = (f"Deleted {_plural(n, 'contribution')} of yours from this server." if n else
+            "You have no contributions stored in this server any more.")
+    if not carriers:
+        return Answer(head)
+    # Deleting the texts does not take them out of the weights: say which versions still carry them.
+    named = "; ".join(f"the {c.corpus} model, version {c.version}{' (served now)' if c.served else ''}, learned "
+                      f"from {c.texts} of your texts" for c in carriers)
+    log.warning("/forget: %d contributions deleted; kept versions still carry them: %s", n,
+                ", ".join(f"{c.corpus} v{c.version}" for c in carriers))
+    return Answer(f"{head} But {named}; deleting the texts does not remove what a model learned from them. "
+                  "An admin has been told (`/finetune status`) and can retrain without them or roll back.")
 
 
 async def optout(store: Store, guild_id: int | None, user_id: int, undo: bool = False) -> Answer:

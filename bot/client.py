@@ -26,12 +26,15 @@ from bot.metrics import BotMetrics
 from bot.options import STALE, BadOption, check_options
 from bot.replies import ReplyService
 from bot.store import DatabaseLocked, Store, StoreError
+from bot.verbatim import VerbatimGuard
 from model import __version__
 
 log = logging.getLogger(__name__)
 
 # The cogs, by module name (each has ``async def setup(bot)``), in the order their commands are registered.
 # Loaded by name, so this module imports no cog and no cog needs to import it (they type the bot as commands.Bot).
+GUARD_SYNC_S = 5.0  # how soon the verbatim-copy guard knows a new contribution
+
 EXTENSIONS = (
     "bot.cogs.generate",
     "bot.cogs.general",
@@ -149,6 +152,7 @@ class CharBot(commands.Bot):
         self._owns_models = models is None
         self._closing: asyncio.Task | None = None
         self.metrics: BotMetrics | None = None
+        self._guard_sync: asyncio.Task | None = None
 
     async def setup_hook(self) -> None:
         if self.serve:
@@ -160,7 +164,10 @@ class CharBot(commands.Bot):
                     precision=self.config.precision,
                 )
                 log.info("models loaded in %.1f s", time.perf_counter() - t0)
-            self.replies = ReplyService(self.models, self.config.limits)
+            guard = VerbatimGuard()
+            await guard.sync(self.store)
+            self.replies = ReplyService(self.models, self.config.limits, guard=guard)
+            self._guard_sync = asyncio.create_task(self._sync_guard(guard), name="verbatim-guard-sync")
             if self.config.metrics_port is not None:
                 self.metrics = BotMetrics(self)
                 self.metrics.watch(self.replies)
@@ -202,8 +209,20 @@ class CharBot(commands.Bot):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()  # discord.py's own exit waits only for the disconnect, not for our clean-up
 
+    async def _sync_guard(self, guard: VerbatimGuard) -> None:
+        """Keep the verbatim-copy guard up to date with contributions (this process's and others')."""
+        while True:
+            await asyncio.sleep(GUARD_SYNC_S)
+            try:
+                if self.store is not None:
+                    await guard.sync(self.store)
+            except Exception as exc:  # a busy or unreachable database: try again next time
+                log.warning("could not update the verbatim-copy guard: %s", exc)
+
     async def _shutdown(self) -> None:
         log.info("shutting down")
+        if self._guard_sync is not None:
+            self._guard_sync.cancel()
         if self.replies is not None:
             await self.replies.drain(self.config.limits.shutdown_grace_s)
         await super().close()

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.errors import Refusal
@@ -62,7 +62,7 @@ class _LiveFigures(Collector):
     def __init__(self, metrics: BotMetrics) -> None:
         self.metrics = metrics
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         bot = self.metrics.bot
         batch = GaugeMetricFamily("charbot_engine_batch_size",
                                   "Rows in the engine's running batch (n per best-of-n reply)", labels=["corpus"])
@@ -95,7 +95,14 @@ class _LiveFigures(Collector):
             counts[key] = counts.get(key, 0) + 1
         for shard, n in counts.items():
             guilds.add_metric([shard], n)
-        yield from (batch, queue, info, served, latency, guilds)
+        copies = CounterMetricFamily("charbot_verbatim_copies", "Replies that would have copied 50+ characters of "
+                                     "a contribution: another candidate posted (replaced) or the copy cut off "
+                                     "(trimmed)", labels=["action"])
+        guard = getattr(getattr(bot, "replies", None), "guard", None)
+        if guard is not None:
+            copies.add_metric(["replaced"], guard.replaced)
+            copies.add_metric(["trimmed"], guard.trimmed)
+        yield from (batch, queue, info, served, latency, guilds, copies)
 
 
 def _latencies(bot: object) -> list[tuple[int, float]]:

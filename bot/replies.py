@@ -33,6 +33,7 @@ from bot.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM, head_length, prime_
 from bot.sanitise import quote
 from bot.score import Grounding, Score, best, debris_end, score_reply
 from bot.throttle import Cooldown
+from bot.verbatim import VerbatimGuard
 from corpora.passages import Hit, grounded_prime
 from corpora.registry import CORPORA
 from model.charset import normalize
@@ -297,7 +298,7 @@ class ReplyStream:
             if not self.continues:  # a fresh line should not open mid-sentence
                 candidates = [tidy_opening(g) for g in candidates]
             chosen, scores = choose(request, candidates, self.service.models, self.source)
-            gen = candidates[chosen]
+            chosen, gen = self.service.not_copied(request.corpus, candidates, scores, chosen)
             quote = self.source.passage.text if self.source is not None else None
             text = render_reply(request.corpus, request.prompt, gen.text, gen.finish, continues=self.continues,
                                 source=quote)
@@ -310,15 +311,41 @@ class ReplyStream:
 class ReplyService:
     """Runs replies on the models' engines with a per-user cooldown and a bound on queued work."""
 
-    def __init__(self, models: Models, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, models: Models, limits: Limits, clock: Callable[[], float] = time.monotonic,
+        guard: VerbatimGuard | None = None,
+    ) -> None:
         self.models = models
         self.limits = limits
+        self.guard = guard  # the verbatim-copy guard (bot.verbatim); None: no contributions to guard
         self.cooldown = Cooldown(limits.cooldown_s, clock)
         self._clock = clock
         self._running: set[ReplyStream] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
+
+    def not_copied(
+        self, corpus: str, candidates: list[Generation], scores: list[Score], chosen: int
+    ) -> tuple[int, Generation]:
+        """The candidate to post, without a long span copied from a contribution (:mod:`bot.verbatim`):
+        the chosen one if it copies nothing, else the best-scoring one that copies nothing, else the
+        chosen one trimmed before its copy. Counted in the guard's ``replaced`` and ``trimmed``."""
+        gen, guard = candidates[chosen], self.guard
+        span = None if guard is None else guard.copied(corpus, gen.text)
+        if guard is None or span is None:
+            return chosen, gen
+        for i in sorted(range(len(candidates)), key=lambda i: (-scores[i].total, i)):
+            if guard.copied(corpus, candidates[i].text) is None:
+                guard.replaced += 1
+                log.info("%s: candidate %d copied %d characters of a contribution; posting candidate %d instead",
+                         corpus, chosen, span[1] - span[0], i)
+                return i, candidates[i]
+        guard.trimmed += 1
+        text = guard.trim(gen.text, span[0])
+        log.info("%s: every candidate copied a contribution; trimmed %d characters off the reply", corpus,
+                 len(gen.text) - len(text))
+        return chosen, replace(gen, text=text, logprobs=gen.logprobs[: len(text)], finish=Finish.LENGTH)
 
     def in_flight(self) -> int:
         return len(self._running)

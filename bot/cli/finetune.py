@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="serve the result even if the guard refuses it (no better on the new text, or the corpus's "
                    "held-out loss rose more than CHARBOT_FINETUNE_MAX_CORPUS_RISE)")
+    p.add_argument("--without-forgotten", action="store_true",
+                   help="take out what the model learned from texts deleted with /forget: fine-tune the contributions "
+                   "that remain from the newest version that never saw them (same checks), or roll back to it when "
+                   "too little text remains; the other versions that saw them are deleted")
     p.add_argument("--out", help="also copy the new checkpoint here, e.g. to ship it to the bot's machine")
     p.add_argument("--install", metavar="CHECKPOINT",
                    help="no training: check CHECKPOINT (made with --out elsewhere) and serve it as the next version")
@@ -106,7 +110,7 @@ def _settings(args: argparse.Namespace) -> tuple[Path | str, FinetuneSettings, P
 
 async def _run(args: argparse.Namespace) -> int:
     from bot.engines import checkpoint_path
-    from bot.finetune.manager import FinetuneManager, FinetuneRefused
+    from bot.finetune.manager import FinetuneManager, FinetuneRefused, Served
     from bot.store import Store
     from bot.store.finetune import DONE, FinetuneStore
 
@@ -126,7 +130,16 @@ async def _run(args: argparse.Namespace) -> int:
             emit(args, {"corpus": args.corpus, "version": served.version, "path": str(served.path)},
                  f"{args.corpus}: now serving {served.label} ({served.path})")
             return 0
-        job = await manager.start(args.corpus, who, args.minutes, force=args.force)
+        if args.without_forgotten:
+            started = await manager.retrain_without_forgotten(args.corpus, who, args.minutes, force=args.force)
+            if isinstance(started, Served):
+                emit(args, {"corpus": args.corpus, "version": started.version, "path": str(started.path)},
+                     f"{args.corpus}: too little text remains to fine-tune without the forgotten texts; now serving "
+                     f"{started.label} ({started.path}), the newest version that never saw them")
+                return 0
+            job = started
+        else:
+            job = await manager.start(args.corpus, who, args.minutes, force=args.force)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(manager.cancel(args.corpus, "interrupted")))
         show = not (args.quiet or args.json)

@@ -20,7 +20,7 @@ from discord.ext import commands
 from bot.cogs.contributions import CORPUS_CHOICES
 from bot.engines import checkpoint_path
 from bot.errors import Refusal
-from bot.finetune.manager import FinetuneManager, FinetuneRefused, RunningJob
+from bot.finetune.manager import FinetuneManager, FinetuneRefused, RunningJob, Served
 from bot.finetune.messages import status_text, versions_text, who
 from bot.finetune.settings import SettingsError, load_settings
 from bot.interactions import NO_MENTIONS, defer, is_admin, send
@@ -128,23 +128,39 @@ class Finetune(commands.Cog):
 
     @finetune.command(name="start", description="(Admins) Fine-tune a corpus's model on its contributions")
     @app_commands.describe(corpus="which model learns", minutes="time budget (early stopping may end it sooner)",
-                           force="serve the result even if it forgets the corpus or learns nothing (default: no)")
+                           force="serve the result even if it forgets the corpus or learns nothing (default: no)",
+                           without_forgotten="take out texts deleted with /forget: retrain from the newest version "
+                                             "that never saw them, or roll back to it (default: no)")
     @app_commands.choices(corpus=CORPUS_CHOICES)
     @app_commands.check(is_admin)
     async def start(
         self, interaction: discord.Interaction, corpus: app_commands.Choice[str],
         minutes: app_commands.Range[float, 0.1, 600.0] = None, force: bool = False,
+        without_forgotten: bool = False,
     ) -> None:
         manager = self._manager()
         name = self._corpus(corpus.value)
         await defer(interaction)  # starting a job writes to the database, which may be busy
+        by = f"discord:{interaction.user.id}"
         try:
-            job = await manager.start(name, f"discord:{interaction.user.id}", minutes, interaction.guild_id,
-                                      interaction.channel_id, force=force)
+            if without_forgotten:
+                started = await manager.retrain_without_forgotten(name, by, minutes, interaction.guild_id,
+                                                                  interaction.channel_id, force=force)
+            else:
+                started = await manager.start(name, by, minutes, interaction.guild_id, interaction.channel_id,
+                                              force=force)
         except FinetuneRefused as exc:
             raise Refusal(f"I can't start that: {exc}") from None
-        await send(interaction, f"Started fine-tuning **{name}** (job {job.id}) on {job.chars:,} characters from "
-                   f"{job.contributions} contributions{' (forced: served whatever the checks say)' if force else ''}. "
+        if isinstance(started, Served):
+            await send(interaction, f"Too little text remains to fine-tune **{name}** without the forgotten texts, "
+                       f"so it now serves **{started.label}**, the newest version that never saw them; the versions "
+                       "that did were deleted.")
+            return
+        job = started
+        start = f"from {job.parent.label} without the forgotten texts, " if without_forgotten else ""
+        forced = " (forced: served whatever the checks say)" if force else ""
+        await send(interaction, f"Started fine-tuning **{name}** (job {job.id}) {start}on {job.chars:,} characters "
+                   f"from {job.contributions} contributions{forced}. "
                    f"I keep a status message in this channel up to date and "
                    f"post the results here when it ends; `/finetune cancel` stops it.")
         channel = interaction.channel or self.bot.get_channel(interaction.channel_id)

@@ -26,7 +26,17 @@ from bot.finetune.job import STAGED, JobProcess, JobSpec, describe_exit
 from bot.finetune.settings import FinetuneSettings
 from bot.finetune.versions import VersionDir, versions_to_prune
 from bot.store import utc_now
-from bot.store.finetune import CANCELLED, DONE, FAILED, REFUSED, FinetuneStore, JobConflict, JobRow, VersionRow
+from bot.store.finetune import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    REFUSED,
+    FinetuneStore,
+    JobConflict,
+    JobRow,
+    Source,
+    VersionRow,
+)
 from model.checkpoint import CheckpointError
 from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
 from model.verify import verify_checkpoint
@@ -116,6 +126,8 @@ class RunningJob:
     process: JobProcess | None = None
     task: asyncio.Task | None = None
     cancel_reason: str | None = None
+    sources: list[Source] = field(default_factory=list)  # the contributions it trains on: the version's provenance
+    without_forgotten: bool = False  # from the newest version that never saw a forgotten text; drops the others
 
     def status(self) -> str:
         """One line: phase, step, losses, speed and time left."""
@@ -213,9 +225,12 @@ class FinetuneManager:
         guild_id: int | None = None,
         channel_id: int | None = None,
         force: bool = False,
+        without_forgotten: bool = False,
     ) -> RunningJob:
         """Check the request, record the job and start its process; FinetuneRefused says why not.
-        With ``force`` the result is served even if the guard (:mod:`bot.finetune.guard`) refuses it."""
+        With ``force`` the result is served even if the guard (:mod:`bot.finetune.guard`) refuses it.
+        ``without_forgotten`` starts from the newest version that never learned from a forgotten
+        text instead of the served one (see :meth:`retrain_without_forgotten`)."""
         s = self.settings
         minutes = s.default_minutes if minutes is None else float(minutes)
         if not 0 < minutes <= s.max_minutes:
@@ -228,7 +243,7 @@ class FinetuneManager:
                 others = ", ".join(f"{j.corpus} (job {j.id})" for j in self.jobs.values())
                 raise FinetuneRefused(f"only {s.max_running} fine-tune may run at a time so replies stay quick; "
                                       f"running now: {others}")
-            texts, opted_out = await self.store.training_texts(corpus)
+            texts, sources, opted_out = await self.store.training_contributions(corpus)
             data = contributed_data(texts, corpus)
             try:
                 check_enough(data, s.min_chars)
@@ -238,20 +253,20 @@ class FinetuneManager:
                     left_out = f" ({opted_out} messages collected from people who opted out are left out)"
                 raise FinetuneRefused(f"not enough text for {corpus}: {exc}{left_out}. "
                                       "Contribute more with /contribute, then try again.") from None
-            parent = await self.served(corpus)
+            parent = await self._clean_parent(corpus) if without_forgotten else await self.served(corpus)
             if not parent.path.is_file():
                 raise FinetuneRefused(f"the served checkpoint of {corpus} ({parent.path}) is missing")
             config = {"replay": s.replay, **s.config, "minutes": minutes, "min_chars": s.min_chars}
             FinetuneConfig(**config)  # a bad override fails here, before anything is recorded
             params = {"minutes": minutes, "parent_version": parent.version, "parent_path": str(parent.path),
                       "contributions": len(texts), "chars": len(data.text), "config": config, "force": force,
-                      "max_corpus_rise": s.max_corpus_rise}
+                      "max_corpus_rise": s.max_corpus_rise, "without_forgotten": without_forgotten}
             try:
                 job_id = await self.store.create_job(corpus, started_by, params, guild_id, channel_id)
             except JobConflict as exc:
                 raise FinetuneRefused(f"{exc}; see /finetune status") from None
             job = RunningJob(job_id, corpus, started_by, parent, len(texts), len(data.text), minutes, channel_id,
-                             force)
+                             force, sources=sources, without_forgotten=without_forgotten)
             jobdir = s.jobs_dir / str(job_id)
             try:
                 jobdir.mkdir(parents=True, exist_ok=True)
@@ -381,7 +396,8 @@ class FinetuneManager:
             )
 
         try:
-            served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict())
+            served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict(),
+                                             job.sources)
         except CheckpointError as exc:
             why = f"the new checkpoint failed its check and was not served: {exc.problem}"
             await self.store.finish_job(job.id, FAILED, why, report.to_dict())
@@ -389,6 +405,8 @@ class FinetuneManager:
         except NotServed as exc:
             return JobOutcome(job.id, job.corpus, FAILED, version=exc.version, report=report, error=str(exc),
                               verdict=verdict)
+        if job.without_forgotten:
+            await self._drop_forgotten(job.corpus)
         return JobOutcome(job.id, job.corpus, DONE, version=served.version, report=report, verdict=verdict,
                           forced=job.force and not verdict.ok)
 
@@ -400,6 +418,7 @@ class FinetuneManager:
         row: Callable[[int, Path], VersionRow],
         job_id: int | None = None,
         report: dict | None = None,
+        sources: list[Source] | None = None,
     ) -> Served:
         """Make ``source`` the next version and serve it: the one path from a checkpoint file to a
         served version, for a finished job and an imported file alike.
@@ -419,7 +438,7 @@ class FinetuneManager:
             vdir.remove(number)
             raise
         try:
-            await self.store.record_version(job_id, row(number, path), report)
+            await self.store.record_version(job_id, row(number, path), report, sources)
         except BaseException:
             vdir.remove(number)  # never recorded, so never served: do not leave it lying around
             raise
@@ -476,6 +495,59 @@ class FinetuneManager:
             return await self._add_version(corpus, source, parent, row)
         except CheckpointError as exc:
             raise FinetuneRefused(f"the copy of {source} failed its check: {exc.problem}") from None
+
+    # ---- forgotten texts (issue 17) ------------------------------------------------------
+
+    async def _clean_parent(self, corpus: str) -> Served:
+        """The newest kept version whose provenance has no forgotten text (0: the base checkpoint)."""
+        clean = await self.store.last_clean(corpus)
+        if clean == 0:
+            return Served(corpus, 0, Path(self.base_checkpoint(corpus)))
+        row = await self.store.version(corpus, clean)
+        assert row is not None
+        return Served(corpus, clean, Path(row.path))
+
+    async def retrain_without_forgotten(
+        self,
+        corpus: str,
+        started_by: str,
+        minutes: float | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        force: bool = False,
+    ) -> RunningJob | Served:
+        """Take the texts /forget deleted out of the served model: a fine-tune on the
+        contributions that remain, starting from the newest version that never saw the deleted
+        ones, through the same job, checks and guard as any fine-tune (:meth:`start`); or, when
+        too little text remains to fine-tune, a rollback to that version. Either way the other
+        kept versions that learned from deleted texts are then deleted, so no rollback brings
+        them back. Returns the job, or what is served after the rollback."""
+        if not await self.store.forgotten(corpus):
+            raise FinetuneRefused(f"no kept version of {corpus} learned from texts deleted with /forget; "
+                                  "nothing to retrain")
+        texts, _, _ = await self.store.training_contributions(corpus)
+        try:
+            check_enough(contributed_data(texts, corpus), self.settings.min_chars)
+        except TooLittleText:
+            if corpus in self.jobs:
+                raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first") from None
+            clean = await self._clean_parent(corpus)
+            if (await self.served(corpus)).version != clean.version:
+                await self.rollback(corpus, clean.version)
+            await self._drop_forgotten(corpus)
+            return clean
+        return await self.start(corpus, started_by, minutes, guild_id, channel_id, force, without_forgotten=True)
+
+    async def _drop_forgotten(self, corpus: str) -> list[int]:
+        """Delete the kept versions, other than the served one, that learned from forgotten texts."""
+        doomed = [f.version for f in await self.store.forgotten(corpus) if not f.served]
+        if doomed:
+            await self.store.mark_pruned(corpus, doomed)
+            vdir = self.versions_dir(corpus)
+            for n in doomed:
+                vdir.remove(n)
+            log.info("%s: deleted versions %s, which learned from forgotten texts", corpus, doomed)
+        return doomed
 
     # ---- rollback -----------------------------------------------------------------------
 

@@ -33,8 +33,9 @@ async def status_text(manager: FinetuneManager, corpus: str | None = None) -> st
         step = (row.progress or {}).get("step")
         lines.append(f"Fine-tuning {row.corpus} (job {row.id}) runs in another process ({who(row.started_by)}, "
                      f"pid {row.owner_pid} on {row.owner_host})" + (f", at step {step}." if step else "."))
+    notes = await forgotten_text(manager, corpus)
     if lines:
-        return "\n".join(lines)
+        return "\n".join([*lines, *notes])
     recent = await manager.store.recent_jobs(corpus, limit=3)
     head = f"No fine-tune{' of ' + corpus if corpus else ''} is running."
     if not recent:
@@ -46,7 +47,21 @@ async def status_text(manager: FinetuneManager, corpus: str | None = None) -> st
         if row.state == FAILED and (row.error or "").startswith(f"{REFUSED}:"):  # turned down by the guard
             result, why = REFUSED, f": {row.error.removeprefix(f'{REFUSED}:').strip()}"
         out.append(f"- job {row.id}, {row.corpus}, by {who(row.started_by)}, {row.created}: {result}{why}"[:400])
-    return "\n".join(out)
+    return "\n".join([*out, *notes])
+
+
+async def forgotten_text(manager: FinetuneManager, corpus: str | None = None) -> list[str]:
+    """What /forget could not delete: the kept versions that learned from texts deleted since,
+    and the version to go back to. Shown until no kept version carries them."""
+    out = []
+    for f in await manager.store.forgotten(corpus):
+        clean = await manager.store.last_clean(f.corpus)
+        target = f"v{clean}" if clean else "the base checkpoint"
+        out.append(f"Forgotten texts: {f.corpus} v{f.version}{' (served)' if f.served else ''} learned from "
+                   f"{f.texts} text{'s' if f.texts != 1 else ''} that {f.members} member"
+                   f"{'s' if f.members != 1 else ''} deleted with /forget; the newest version that never saw "
+                   f"them is {target} (`/rollback {f.corpus} {clean}`).")
+    return out
 
 
 async def versions_text(manager: FinetuneManager, corpora: list[str] | tuple[str, ...]) -> str:

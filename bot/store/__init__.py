@@ -8,6 +8,7 @@ contributions, listening channels, opt-outs); ``finetune`` the fine-tuning jobs 
 from bot.store.database import (
     MIGRATIONS,
     SOURCES,
+    Carrier,
     Contribution,
     DatabaseLocked,
     Store,
@@ -15,4 +16,4 @@ from bot.store.database import (
     utc_now,
 )
 
-__all__ = ["MIGRATIONS", "SOURCES", "Contribution", "DatabaseLocked", "Store", "StoreError", "utc_now"]
+__all__ = ["MIGRATIONS", "SOURCES", "Carrier", "Contribution", "DatabaseLocked", "Store", "StoreError", "utc_now"]

@@ -15,6 +15,7 @@ at the end; never edit or reorder the ones already shipped. All queries are para
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ import aiosqlite
 
 from bot.config import is_postgres_url
 from bot.sanitise import storable_text
+from bot.verbatim import shingles
 
 MIGRATIONS: list[str] = [
     # 1: the core tables of the bot.
@@ -103,9 +105,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX one_served_version_per_corpus ON checkpoint_versions (corpus) WHERE served = 1;
     """,
+    # 3: provenance (issue 17): which contributions each version learned from, its parent's
+    # included, so /forget can say which versions still carry a member's texts. A row outlives
+    # the contribution it names (that is the point); it keeps a SHA-256 of the text, never the text.
+    # forgotten_shingles: the one-way hashed windows of deleted texts, for the verbatim-copy guard
+    # (bot.verbatim) to keep a model from reciting them; never the text.
+    """
+    CREATE TABLE version_provenance (
+        corpus          TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        contribution_id INTEGER NOT NULL,
+        guild_id        INTEGER NOT NULL,
+        user_id         INTEGER NOT NULL,
+        digest          TEXT NOT NULL,
+        PRIMARY KEY (corpus, version, contribution_id),
+        FOREIGN KEY (corpus, version) REFERENCES checkpoint_versions (corpus, version)
+    );
+    CREATE INDEX provenance_by_member ON version_provenance (guild_id, user_id);
+    CREATE INDEX provenance_by_contribution ON version_provenance (contribution_id);
+    CREATE TABLE forgotten_shingles (
+        corpus TEXT NOT NULL,
+        hash   INTEGER NOT NULL,
+        PRIMARY KEY (corpus, hash)
+    );
+    """,
 ]
 
 SOURCES = ("modal", "listen", "cli")
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -128,6 +156,16 @@ class Contribution:
     text: str
     created: str
     source: str
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """A kept checkpoint version that learned from ``texts`` of one member's contributions."""
+
+    corpus: str
+    version: int
+    served: bool
+    texts: int
 
 
 def utc_now() -> str:
@@ -241,6 +279,7 @@ class Store:
         row = await cur.fetchone()
         self.journal_mode = str(row[0]).lower() if row else "unknown"
         await self._execute("PRAGMA synchronous = FULL", db=db)
+        await self._execute("PRAGMA secure_delete = ON", db=db)  # a deleted text is zeroed, not left in a free page
         await self._execute("PRAGMA foreign_keys = ON", db=db)
         await self._execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -377,12 +416,68 @@ class Store:
         )
         return int(row[0])
 
+    async def learned_from(self, guild_id: int, user_id: int) -> list[Carrier]:
+        """The kept versions (not pruned) that learned from this member's texts in this server,
+        whether or not the texts are still stored: what /forget cannot delete by itself."""
+        rows = await self.fetchall(
+            "SELECT v.corpus, v.version, v.served, COUNT(*) FROM version_provenance p "
+            "JOIN checkpoint_versions v ON v.corpus = p.corpus AND v.version = p.version "
+            "WHERE p.guild_id = ? AND p.user_id = ? AND v.pruned = 0 "
+            "GROUP BY v.corpus, v.version, v.served ORDER BY v.corpus, v.version",
+            (guild_id, user_id),
+        )
+        return [Carrier(str(c), int(v), bool(s), int(n)) for c, v, s, n in rows]
+
     async def forget(self, guild_id: int, user_id: int) -> int:
-        """Delete the user's contributions in this server; return how many were deleted."""
-        (cur,) = await self.write([
-            ("DELETE FROM contributions WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)),
-        ])
+        """Delete the user's contributions in this server; return how many were deleted.
+
+        Each deleted text's windows are kept as one-way hashes (:func:`bot.verbatim.shingles`) in
+        the same transaction, so the verbatim-copy guard keeps replies from reciting it."""
+        rows = await self.fetchall(
+            "SELECT id, corpus, text FROM contributions WHERE guild_id = ? AND user_id = ? ORDER BY id",
+            (guild_id, user_id),
+        )
+        hashed = sorted({(str(corpus), h) for _, corpus, text in rows for h in shingles(str(text))})
+        statements = [
+            ("INSERT OR IGNORE INTO forgotten_shingles (corpus, hash) VALUES " + ", ".join(["(?, ?)"] * len(chunk)),
+             tuple(v for pair in chunk for v in pair))
+            for chunk in (hashed[i : i + 400] for i in range(0, len(hashed), 400))
+        ]
+        statements.append(("DELETE FROM contributions WHERE guild_id = ? AND user_id = ? AND id <= ?",
+                           (guild_id, user_id, int(rows[-1][0]) if rows else 0)))
+        cur = (await self.write(statements))[-1]
+        if cur.rowcount:
+            await self._scrub()
         return int(cur.rowcount)
+
+    async def texts_since(self, after_id: int) -> list[tuple[int, str, str]]:
+        """(id, corpus, text) of the contributions stored after ``after_id``: what the guard adds."""
+        rows = await self.fetchall("SELECT id, corpus, text FROM contributions WHERE id > ? ORDER BY id", (after_id,))
+        return [(int(i), str(c), str(t)) for i, c, t in rows]
+
+    async def count_forgotten_shingles(self) -> int:
+        row = await self.fetchone("SELECT COUNT(*) FROM forgotten_shingles")
+        return int(row[0]) if row else 0
+
+    async def forgotten_shingles(self) -> list[tuple[str, int]]:
+        rows = await self.fetchall("SELECT corpus, hash FROM forgotten_shingles")
+        return [(str(c), int(h)) for c, h in rows]
+
+    async def _scrub(self) -> None:
+        """After a deletion: leave no copy of the deleted text on disk. ``secure_delete`` zeroed it
+        in the database's pages; the write-ahead log still holds the pages as they were, so it is
+        copied back and truncated now. Best effort: a reader of another process in the middle of a
+        read keeps it until the next checkpoint, which SQLite makes by itself soon after."""
+        async with self._write_lock:
+            try:
+                cur = await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                row = await cur.fetchone()
+            except sqlite3.Error as exc:
+                log.warning("%s: could not clear the write-ahead log after a deletion: %s", self.path, exc)
+                return
+        if row and row[0]:
+            log.warning("%s: the write-ahead log is in use; deleted text stays in it until the next checkpoint",
+                        self.path)
 
     # ---- listening channels -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ a row here is never served.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -61,6 +62,32 @@ class VersionRow:
     created: str
     served: bool
     pruned: bool
+
+
+@dataclass(frozen=True)
+class Source:
+    """One contribution a version learned from, as its provenance keeps it: ids and a digest."""
+
+    contribution_id: int
+    guild_id: int
+    user_id: int
+    digest: str
+
+
+def digest(text: str) -> str:
+    """SHA-256 of a contribution's text: says which text a version saw without keeping it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """A kept version still carrying what it learned from texts that /forget has deleted since."""
+
+    corpus: str
+    version: int
+    served: bool
+    texts: int
+    members: int
 
 
 _JOB_COLUMNS = ("id, corpus, state, started_by, guild_id, channel_id, owner_pid, owner_host, params, created, "
@@ -218,8 +245,13 @@ class FinetuneStore:
 
     # ---- versions ---------------------------------------------------------------------
 
-    async def record_version(self, job_id: int | None, row: VersionRow, report: dict | None = None) -> None:
-        """Add a version and serve it, and mark its job done, in one transaction."""
+    async def record_version(
+        self, job_id: int | None, row: VersionRow, report: dict | None = None, sources: list[Source] | None = None
+    ) -> None:
+        """Add a version and serve it, and mark its job done, in one transaction.
+
+        Its provenance is its parent's (what the parent learned stays in the weights) plus
+        ``sources``, the contributions this job trained on."""
         statements = [
             ("UPDATE checkpoint_versions SET served = 0 WHERE corpus = ? AND served = 1", (row.corpus,)),
             (f"INSERT INTO checkpoint_versions ({_VERSION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
@@ -227,12 +259,54 @@ class FinetuneStore:
               row.contributions, row.train_chars, row.heldout_chars, json.dumps(row.losses), row.created,
               int(row.served), int(row.pruned))),
         ]
+        if row.parent_version:
+            statements.append((
+                "INSERT INTO version_provenance (corpus, version, contribution_id, guild_id, user_id, digest) "
+                "SELECT corpus, ?, contribution_id, guild_id, user_id, digest FROM version_provenance "
+                "WHERE corpus = ? AND version = ?",
+                (row.version, row.corpus, row.parent_version),
+            ))
+        statements += [(
+            "INSERT OR IGNORE INTO version_provenance (corpus, version, contribution_id, guild_id, user_id, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row.corpus, row.version, s.contribution_id, s.guild_id, s.user_id, s.digest),
+        ) for s in sources or ()]
         if job_id is not None:
             statements.append((
                 "UPDATE jobs SET state = 'done', finished = ?, version = ?, report = ? WHERE id = ?",
                 (utc_now(), row.version, None if report is None else json.dumps(report), job_id),
             ))
         await self.store.write(statements)
+
+    async def provenance(self, corpus: str, version: int) -> list[Source]:
+        """The contributions version ``version`` learned from, its ancestors' included."""
+        rows = await self.store.fetchall(
+            "SELECT contribution_id, guild_id, user_id, digest FROM version_provenance "
+            "WHERE corpus = ? AND version = ? ORDER BY contribution_id", (corpus, version),
+        )
+        return [Source(int(c), int(g), int(u), str(d)) for c, g, u, d in rows]
+
+    async def forgotten(self, corpus: str | None = None) -> list[Forgotten]:
+        """Kept versions that learned from contributions deleted since (by /forget): what an
+        admin should retrain without, or roll back past."""
+        extra, params = ("", ()) if corpus is None else (" AND v.corpus = ?", (corpus,))
+        rows = await self.store.fetchall(
+            "SELECT v.corpus, v.version, v.served, COUNT(*), COUNT(DISTINCT p.user_id) "
+            "FROM version_provenance p JOIN checkpoint_versions v ON v.corpus = p.corpus AND v.version = p.version "
+            "WHERE v.pruned = 0 AND NOT EXISTS (SELECT 1 FROM contributions c WHERE c.id = p.contribution_id)"
+            f"{extra} GROUP BY v.corpus, v.version, v.served ORDER BY v.corpus, v.version", params,
+        )
+        return [Forgotten(str(c), int(v), bool(s), int(n), int(m)) for c, v, s, n, m in rows]
+
+    async def last_clean(self, corpus: str) -> int:
+        """The newest kept version that never learned from a deleted contribution (0: the base
+        checkpoint), the one to roll back to after a /forget."""
+        row = await self.store.fetchone(
+            "SELECT MAX(v.version) FROM checkpoint_versions v WHERE v.corpus = ? AND v.pruned = 0 AND NOT EXISTS ("
+            "SELECT 1 FROM version_provenance p WHERE p.corpus = v.corpus AND p.version = v.version "
+            "AND NOT EXISTS (SELECT 1 FROM contributions c WHERE c.id = p.contribution_id))", (corpus,),
+        )
+        return int(row[0]) if row and row[0] is not None else 0
 
     async def versions(self, corpus: str, include_pruned: bool = False) -> list[VersionRow]:
         extra = "" if include_pruned else " AND pruned = 0"
@@ -278,10 +352,16 @@ class FinetuneStore:
         """The contributions to learn from, oldest first, and how many were left out: messages a
         listening channel collected from people who have opted out since (what they sent
         themselves with /contribute stays in, as /optout tells them)."""
+        texts, sources, left_out = await self.training_contributions(corpus)
+        return texts, left_out
+
+    async def training_contributions(self, corpus: str) -> tuple[list[str], list[Source], int]:
+        """As :meth:`training_texts`, with the provenance of each text (same order)."""
         rows = await self.store.fetchall(
             "SELECT c.text, c.source = 'listen' AND EXISTS (SELECT 1 FROM opt_outs o "
-            "WHERE o.guild_id = c.guild_id AND o.user_id = c.user_id) "
+            "WHERE o.guild_id = c.guild_id AND o.user_id = c.user_id), c.id, c.guild_id, c.user_id "
             "FROM contributions c WHERE c.corpus = ? ORDER BY c.id",
             (corpus,),
         )
-        return [str(t) for t, out in rows if not out], sum(1 for _, out in rows if out)
+        kept = [(str(t), Source(int(i), int(g), int(u), digest(str(t)))) for t, out, i, g, u in rows if not out]
+        return [t for t, _ in kept], [s for _, s in kept], sum(1 for r in rows if r[1])

@@ -13,6 +13,7 @@ transaction, then inserts nothing, which the job store reports as a conflict).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import asyncpg
 from bot.config import redact_url as redact
 from bot.store.database import MIGRATIONS, DatabaseLocked, Store, StoreError
 
+log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x63686172  # "char": pg_advisory_xact_lock key while migrating
 _INSERT_WITH_ID = re.compile(r"^\s*INSERT INTO (contributions|jobs)\b", re.IGNORECASE)
 
@@ -135,6 +137,16 @@ class PostgresStore(Store):
                         await con.execute("UPDATE schema_version SET version = $1 WHERE id = 1", number + 1)
         except asyncpg.PostgresError as exc:
             raise StoreError(f"{self.path}: migration failed: {exc}") from None
+
+    async def _scrub(self) -> None:
+        """After a deletion: VACUUM the table so the deleted rows' space is reclaimed (PostgreSQL
+        keeps a deleted row's text in its page until then). Its write-ahead log and backups are the
+        server operator's to rotate; best effort, a busy table is vacuumed later by autovacuum."""
+        try:
+            async with self.pool.acquire() as con:
+                await con.execute("VACUUM contributions")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: could not vacuum after a deletion: %s", self.path, exc)
 
     async def write(self, statements: list[tuple[str, tuple]], wait_s: float | None = None) -> list[Result]:
         """Run statements in one committed transaction (rolled back on any error); see :meth:`Store.write`."""

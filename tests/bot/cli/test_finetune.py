@@ -184,3 +184,21 @@ def test_a_postgresql_database_is_taken_as_a_url_and_needs_the_shared_state_fold
                          "--checkpoints", str(ckdir))
     assert code == 0, err
     assert out.startswith(f"tale: serving base ({ckdir / 'tale.safetensors'})")  # read from the server
+
+
+def test_without_forgotten_takes_deleted_texts_out_of_the_served_model(setup, run):
+    tmp, db, ckdir = setup
+    common = ["--db", str(db), "--checkpoints", str(ckdir), "--state-dir", str(tmp / "state")]
+    code, out, err = run("tale", *common, "--without-forgotten")
+    assert code != 0 and "nothing to retrain" in err
+    assert run("tale", *common, "--minutes", "2", *FAST, "--json")[0] == 0  # v1 learns user 3's texts
+
+    async def forget() -> None:
+        async with await Store.open(db) as store:
+            assert await store.forget(1, 3) == 8
+
+    asyncio.run(forget())
+    code, out, err = run("tale", *common, "--without-forgotten", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"corpus": "tale", "version": 0, "path": str(ckdir / "tale.safetensors")}
+    assert not (tmp / "state" / "versions" / "tale" / "v0001.safetensors").exists()

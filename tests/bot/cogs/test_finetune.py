@@ -169,3 +169,26 @@ async def test_a_version_made_by_the_command_line_beside_the_bot_is_served_witho
     assert await ft.sync_served() == []
     model = await world.run("model")
     assert "serving **v1** (imported from novel.safetensors by op (command line)" in world.private_answer(model)
+
+
+async def test_forget_after_a_fine_tune_names_the_version_and_an_admin_takes_the_texts_out(world: BotUnderTest) -> None:
+    ft = cog(world)
+    ft.manager.settings = replace(ft.manager.settings, config=QUICK)
+    await contribute(world, contributed_texts())  # all the member's
+    await world.run("finetune start", {"corpus": "tale", "minutes": 2}, user=world.fake.admin)
+    await eventually(lambda: any("now serving v1" in p for p in channel_posts(world)), timeout=120,
+                     what="the fine-tune result")
+
+    forgot = world.private_answer(await world.run("forget"))
+    assert forgot.startswith("Deleted 8 contributions of yours from this server. But the tale model, version 1 "
+                             "(served now), learned from 8 of your texts;")
+    assert "An admin has been told (`/finetune status`)" in forgot
+    status = world.private_answer(await world.run("finetune status", user=world.fake.admin))
+    assert "Forgotten texts: tale v1 (served) learned from 8 texts that 1 member deleted with /forget" in status
+
+    # Nothing else remains to learn from, so taking them out rolls back to the version before them.
+    undone = await world.run("finetune start", {"corpus": "tale", "without_forgotten": True}, user=world.fake.admin)
+    assert "so it now serves **base**, the newest version that never saw them" in world.private_answer(undone)
+    assert "Forgotten" not in world.private_answer(await world.run("finetune status", user=world.fake.admin))
+    again = world.private_answer(await world.run("forget"))
+    assert again == "You have no contributions stored in this server; nothing to delete."
