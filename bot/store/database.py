@@ -208,8 +208,7 @@ class Store:
         db = await _connect(path, busy_timeout_s)
         store = cls(db, path, busy_timeout_s)
         try:
-            await store._configure(db)
-            await store._migrate()
+            await store._prepare()
             if path != ":memory:":  # a second in-memory connection would be a different database
                 store._reader = await _connect(path, busy_timeout_s)
                 await store._configure(store._reader, reader=True)
@@ -217,6 +216,25 @@ class Store:
             await store.close()
             raise
         return store
+
+    async def _prepare(self) -> None:
+        """Configure and migrate, retrying within the busy bound while another process does the same.
+
+        Two bots opening a new database at once race to create it: in SQLite's rollback mode
+        (before WAL is on) a statement that must turn its read lock into a write lock while the
+        other holds one fails at once instead of waiting (waiting could deadlock), so the
+        busy timeout alone does not cover start-up.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                await self._configure(self._db)
+                await self._migrate()
+                return
+            except DatabaseLocked:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         for db in (self._reader, self._db):

@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bot.e2e_bot import answered, bot_on_fake, write_checkpoints
-from tests.bot.fake_discord import FakeDiscord, shard_of
+from tests.bot.fake_discord import FakeDiscord, FakeDiscordError, shard_of
 from tests.helpers import BotProcess, free_port, start_bot
 
 
@@ -59,7 +59,11 @@ async def test_two_processes_with_one_shard_each_answer_only_their_own_guilds_on
             for shard in (0, 1)
         }
         try:
-            await fake.wait_shards_ready([0, 1], timeout=120)
+            try:
+                await fake.wait_shards_ready([0, 1], timeout=120)
+            except FakeDiscordError as exc:
+                logs = "\n----\n".join(p.log[-4000:] for p in procs.values())
+                raise AssertionError(f"{exc}\nthe bots' logs:\n{logs}") from None
             assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
             for port in ports.values():  # ready once its shard has its guilds
                 for _ in range(200):
