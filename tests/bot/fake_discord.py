@@ -1094,11 +1094,7 @@ class FakeDiscord:
         guild_id = guild or self.guild_id
         channel_id = self.guild_channels[guild_id][channel]
         return {
-            "id": self.ids.next(),
-            "application_id": self.app_id,
-            "type": kind,
-            "token": f"itoken-{secrets.token_urlsafe(24)}",
-            "version": 1,
+            **self._envelope(kind, data),
             "guild_id": guild_id,
             "guild": {"id": guild_id, "locale": "en-US", "features": []},
             "channel_id": channel_id,
@@ -1114,13 +1110,23 @@ class FakeDiscord:
                 "permissions": str(user.permissions),
             },
             "member": user.member_payload(with_permissions=True),
-            "data": data,
-            "locale": "en-US",
             "guild_locale": "en-US",
             "app_permissions": str(ALL_PERMISSIONS & ~ADMINISTRATOR),
-            "entitlements": [],
             "authorizing_integration_owners": {"0": guild_id},
             "context": 0,
+        }
+
+    def _envelope(self, kind: int, data: dict) -> dict:
+        """What every interaction carries, from a server or a direct message alike."""
+        return {
+            "id": self.ids.next(),
+            "application_id": self.app_id,
+            "type": kind,
+            "token": f"itoken-{secrets.token_urlsafe(24)}",
+            "version": 1,
+            "data": data,
+            "locale": "en-US",
+            "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
         }
 
@@ -1132,22 +1138,14 @@ class FakeDiscord:
         """
         dm_channel = self.ids.next()
         return {
-            "id": self.ids.next(),
-            "application_id": self.app_id,
-            "type": kind,
-            "token": f"itoken-{secrets.token_urlsafe(24)}",
-            "version": 1,
+            **self._envelope(kind, data),
             "channel_id": dm_channel,
             "channel": {"id": dm_channel, "type": 1, "recipients": [user.payload()], "last_message_id": None,
                         "flags": 0},
             "user": user.payload(),
-            "data": data,
-            "locale": "en-US",
             "app_permissions": str(MEMBER_PERMISSIONS),
-            "entitlements": [],
             "authorizing_integration_owners": {"1": user.id},
             "context": 1,
-            "attachment_size_limit": 10 * 1024 * 1024,
         }
 
     async def command(
