@@ -11,7 +11,8 @@ from typing import Literal
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "auto")  # what training computes in
+GENERATION_PRECISIONS = ("fp32", "bf16", "int8", "auto")  # what the generation engine's weights may be
 
 ThreadUse = Literal["training", "generation"]
 
@@ -80,17 +81,48 @@ def cuda_bf16_supported() -> bool:
         return False
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` itself when it is one of :data:`PRECISIONS`, else a ValueError naming them."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+def int8_matmul_supported() -> bool:
+    """Whether this PyTorch has oneDNN's u8 x s8 linear, the engine's ``int8`` path (CPU only)."""
+    try:
+        return bool(
+            torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.onednn, "qlinear_pointwise")
+            and hasattr(torch.ops.onednn, "qlinear_prepack")
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """``precision`` itself when it is one of ``allowed``, else a ValueError naming them."""
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
     return precision
 
 
+def generation_precisions(device: torch.device) -> list[str]:
+    """The concrete precisions the engine can run on ``device`` natively, fp32 first."""
+    if device.type == "cuda":
+        return ["fp32", "bf16"] if cuda_bf16_supported() else ["fp32"]
+    out = ["fp32"]
+    if bf16_matmul_supported():
+        out.append("bf16")
+    if int8_matmul_supported():
+        out.append("int8")
+    return out
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """Generation's rule: ``auto`` is bf16 on a CPU with native bfloat16 matrix instructions, else fp32."""
-    if check_precision(precision) == "auto":
+    """Generation's static rule, without measuring: ``auto`` is bf16 on a CPU with native
+    bfloat16 matrix instructions, else fp32; ``int8`` where the device has no int8 path is an error.
+
+    The engine's ``auto`` measures instead (see :mod:`model.precision`); this rule is its fallback.
+    """
+    if check_precision(precision, GENERATION_PRECISIONS) == "auto":
         return "bf16" if device.type == "cpu" and bf16_matmul_supported() else "fp32"
+    if precision == "int8" and "int8" not in generation_precisions(device):
+        where = "on a GPU" if device.type == "cuda" else "in this PyTorch build (it needs oneDNN's quantized linear)"
+        raise ValueError(f"precision int8 is not available {where}: use fp32, bf16 or auto")
     return precision
 
 
