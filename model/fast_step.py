@@ -14,8 +14,10 @@ of in-place kernels:
 Rows ``0..batch-1`` of the buffers are the active replies. The gate matrices are packed
 once for oneDNN on CPU (see :class:`_Linear`). ``precision="bf16"`` keeps them in bfloat16
 and everything else in float32; it is faster on CPUs with bf16 instructions and shifts each
-next-character distribution by a small KL divergence (measured by ``charbot bench``);
-``"auto"`` picks it only where the CPU has those instructions.
+next-character distribution by a small KL divergence (measured by ``charbot bench``).
+``precision="int8"`` (CPU) keeps them as int8 with one scale per output row and feeds them the
+hidden states as uint8 (see :class:`_Int8Linear`): half bf16's bytes per step. ``"auto"`` here
+is the static rule of :func:`model.device.resolve_precision`; the engine measures instead.
 On CUDA the step is captured once per batch size as a CUDA graph and replayed.
 """
 
@@ -91,6 +93,64 @@ class _Linear:
             torch.add(bias, torch.mm(x, self.weight_t), out=out)
 
 
+class _Int8Linear:
+    """``x @ W.T`` for one layer's stacked gate weights in int8, through oneDNN's u8 x s8 linear.
+
+    Each output row of ``W`` is stored as int8 with its own scale (the row's largest
+    ``|w| / 127``). The input is always hidden states, and ``h = o * tanh(c)`` lies in [-1, 1],
+    so it is fed as uint8 at the fixed scale 1/127 around 128 (:data:`X_SCALE`,
+    :data:`X_ZERO`): no per-step range to measure, and a row's input never depends on the other
+    rows, so every row's result is the same bits whatever the batch size. The sums are exact
+    integer arithmetic, scaled to float32 once.
+    """
+
+    X_SCALE = 1 / 127
+    X_ZERO = 128
+
+    def __init__(self, weight: torch.Tensor, max_batch: int) -> None:
+        w = weight.double()
+        scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
+        self.qweight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.scale = scale.float()
+        self.zero = torch.zeros(w.shape[0], dtype=torch.long)
+        self.packed = torch.ops.onednn.qlinear_prepack(self.qweight, [max_batch, w.shape[1]])
+        self._probe()
+
+    def __call__(self, qx: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``bias + x @ W.T`` as a new float32 tensor, ``x`` given as uint8 by :func:`quantize_states`."""
+        return torch.ops.onednn.qlinear_pointwise(
+            qx, self.X_SCALE, self.X_ZERO, self.packed, self.scale, self.zero, bias,
+            1.0, 0, torch.float32, "none", [], "",
+        )
+
+    def add_to(self, qx: torch.Tensor, out: torch.Tensor) -> None:
+        """``out += x @ W.T``."""
+        out.add_(self(qx, None))
+
+    def write(self, qx: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = bias + x @ W.T``."""
+        out.copy_(self(qx, bias))
+
+    def _probe(self) -> None:
+        """Refuse a oneDNN build whose int8 linear does not compute what it should."""
+        k = self.qweight.shape[1]
+        qx = torch.arange(k, dtype=torch.long).remainder(255).to(torch.uint8).view(1, -1)
+        want = ((qx.double() - self.X_ZERO) * self.X_SCALE) @ (self.qweight.double() * self.scale.double()[:, None]).t()
+        got = self(qx, None).double()
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+            raise ValueError("precision int8: this PyTorch's oneDNN int8 linear failed its check; use fp32 or bf16")
+
+
+def quantize_states(h: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor, half: torch.Tensor) -> None:
+    """``out = round(h / X_SCALE) + X_ZERO`` as uint8, for hidden states ``h`` in [-1, 1].
+
+    ``half`` holds ``X_ZERO + 0.5`` and ``scratch`` is float32 like ``h``: one fused add, then
+    the cast to uint8 truncates, which rounds because every value is positive.
+    """
+    torch.add(half, h, alpha=1 / _Int8Linear.X_SCALE, out=scratch)
+    out.copy_(scratch)
+
+
 @dataclass
 class _Views:
     """Slices of the preallocated buffers for one batch size, made once and reused."""
@@ -103,11 +163,14 @@ class _Views:
     o: torch.Tensor
     g: torch.Tensor
     hs: torch.Tensor
-    hs_lo: torch.Tensor | None
     h: list[torch.Tensor]
     xh: list[torch.Tensor]
     c: list[torch.Tensor]
     logits: torch.Tensor
+    lo_h: list[torch.Tensor] | None  # each layer's hidden state in the matmuls' input precision
+    lo_x: list[torch.Tensor] | None  # each layer's matmul input in that precision
+    scratch: torch.Tensor | None
+    half: torch.Tensor | None
 
 
 class FastStep:
@@ -143,8 +206,12 @@ class FastStep:
         for k in range(1, L):
             mats.append(_reorder_gates(torch.cat([sd[f"lstm.weight_ih_l{k}"], sd[f"lstm.weight_hh_l{k}"]], dim=1)))
         self.bias = [torch.zeros(0, device=dev)] + [b(k).to(dev, torch.float32) for k in range(1, L)]
-        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-        self.linears = [_Linear(m.to(dev, torch.float32), max_batch, dtype) for m in mats]
+        self.linears: list[_Linear] | list[_Int8Linear]
+        if precision == "int8":
+            self.linears = [_Int8Linear(m, max_batch) for m in mats]
+        else:
+            dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+            self.linears = [_Linear(m.to(dev, torch.float32), max_batch, dtype) for m in mats]
         self.head = _Linear(sd["head.weight"].to(dev, torch.float32), max_batch, torch.float32)  # always fp32
         self.head_b = sd["head.bias"].to(dev, torch.float32)
 
@@ -152,7 +219,13 @@ class FastStep:
         self.hs = torch.zeros(max_batch, L * H, **f32)  # [h_0 | h_1 | ...] per row
         self.cs = torch.zeros(L, max_batch, H, **f32)
         self.gates = torch.empty(max_batch, 4 * H, **f32)
-        self.hs_lo = torch.zeros(max_batch, L * H, device=dev, dtype=torch.bfloat16) if precision == "bf16" else None
+        # The hidden states again in the matmuls' input precision: bf16, or uint8 for int8.
+        lo_dtype = {"bf16": torch.bfloat16, "int8": torch.uint8}.get(precision)
+        self.hs_lo = torch.zeros(max_batch, L * H, device=dev, dtype=lo_dtype) if lo_dtype else None
+        self._scratch = torch.zeros(max_batch, L * H, **f32) if precision == "int8" else None
+        self._half = torch.full((max_batch, L * H), _Int8Linear.X_ZERO + 0.5, **f32) if precision == "int8" else None
+        if self.hs_lo is not None:
+            self._lower_rows(slice(None))
         self._logits_dev = torch.zeros(max_batch, V, **f32)
         pin = dev.type == "cuda"
         self.idx_host = torch.zeros(max_batch, dtype=torch.long, pin_memory=pin)
@@ -171,8 +244,7 @@ class FastStep:
         logits = logits.detach()
         self.hs[row].copy_(h.reshape(-1))
         self.cs[:, row].copy_(c.reshape(self.n_layers, self.hidden))
-        if self.hs_lo is not None:
-            self.hs_lo[row].copy_(self.hs[row])
+        self._lower_rows(slice(row, row + 1))
         self.logits[row].copy_(logits.reshape(-1))
         if self._logits_dev is not self.logits:
             self._logits_dev[row].copy_(logits.reshape(-1))
@@ -191,6 +263,15 @@ class FastStep:
         h = self.hs[row].reshape(self.n_layers, 1, self.hidden).clone()
         return h, self.cs[:, row : row + 1].clone()
 
+    def _lower_rows(self, rows: slice) -> None:
+        """Refresh ``hs_lo[rows]`` (the matmuls' copy of the hidden states) from ``hs[rows]``."""
+        if self.hs_lo is None:
+            return
+        if self._scratch is None:
+            self.hs_lo[rows].copy_(self.hs[rows])
+        else:
+            quantize_states(self.hs[rows], self.hs_lo[rows], self._scratch[rows], self._half[rows])
+
     # ---- the step ---------------------------------------------------------------------
 
     def _view(self, n: int) -> _Views:
@@ -199,14 +280,19 @@ class FastStep:
             H, L = self.hidden, self.n_layers
             gates = self.gates[:n]
             hs = self.hs[:n]
+            lo = self.hs_lo[:n] if self.hs_lo is not None else None
             v = _Views(
                 idx=self._idx_dev[:n], gates=gates, sig=gates[:, : 3 * H],
                 i=gates[:, :H], f=gates[:, H : 2 * H], o=gates[:, 2 * H : 3 * H], g=gates[:, 3 * H :],
-                hs=hs, hs_lo=self.hs_lo[:n] if self.hs_lo is not None else None,
+                hs=hs,
                 h=[hs[:, k * H : (k + 1) * H] for k in range(L)],
                 xh=[hs[:, max(0, k - 1) * H : (k + 1) * H] for k in range(L)],
                 c=[self.cs[k, :n] for k in range(L)],
                 logits=self._logits_dev[:n],
+                lo_h=None if lo is None else [lo[:, k * H : (k + 1) * H] for k in range(L)],
+                lo_x=None if lo is None else [lo[:, max(0, k - 1) * H : (k + 1) * H] for k in range(L)],
+                scratch=None if self._scratch is None else self._scratch[:n, :H],
+                half=None if self._half is None else self._half[:n, :H],
             )
             self._views[n] = v
         return v
@@ -218,24 +304,22 @@ class FastStep:
         c.mul_(v.f).addcmul_(v.i, v.g)
         torch.tanh(c, out=h)
         h.mul_(v.o)
+        if v.lo_h is None:
+            return
+        if v.scratch is None:
+            v.lo_h[layer].copy_(h)
+        else:
+            quantize_states(h, v.lo_h[layer], v.scratch, v.half)
 
     def _compute(self, n: int) -> None:
         v = self._view(n)
-        H, L = self.hidden, self.n_layers
+        x = v.xh if v.lo_x is None else v.lo_x  # the matmuls' inputs, in their precision
         torch.index_select(self.table0, 0, v.idx, out=v.gates)
-        lo = v.hs_lo  # bf16 copy of the hidden states, the matmuls' input at that precision
-        self.linears[0].add_to(v.h[0] if lo is None else lo[:, :H], v.gates)
+        self.linears[0].add_to(x[0], v.gates)
         self._cell(v, 0)
-        for layer in range(1, L):
-            if lo is None:
-                x = v.xh[layer]
-            else:
-                lo[:, (layer - 1) * H : layer * H].copy_(v.h[layer - 1])
-                x = lo[:, (layer - 1) * H : (layer + 1) * H]
-            self.linears[layer].write(x, self.bias[layer], v.gates)
+        for layer in range(1, self.n_layers):
+            self.linears[layer].write(x[layer], self.bias[layer], v.gates)
             self._cell(v, layer)
-        if lo is not None:
-            lo[:, (L - 1) * H :].copy_(v.h[-1])
         self.head.write(v.h[-1], self.head_b, v.logits)
 
     def step(self, n: int) -> torch.Tensor:
