@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from model.cpu import cpu_identity
 
-EPYC = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
+EPYC = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu avx2 fma avx512f avx512_bf16\n")
 
 
 def test_identity_is_model_vendor_family_and_the_flags_that_matter():
