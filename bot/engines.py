@@ -114,7 +114,7 @@ class Models:
         """Load every corpus's checkpoint; a missing or bad one is one clear CheckpointError.
 
         ``precision`` "auto" serves the fastest precision that stays within the fidelity bounds
-        on this machine, measured when a checkpoint is first loaded here (about half a second)
+        on this machine, measured when a checkpoint is first loaded here (under a second)
         and kept in ``precision_cache`` (see :mod:`model.precision`); "fp32" gives exactly the
         text ``charbot sample`` gives for the same seed; "bf16" and "int8" force those.
         """

@@ -116,7 +116,7 @@ class Engine:
     ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`model.fast_step`); "int8" (CPU) quantizes the gate weights; "auto" is the
-    fastest of those that stay within the fidelity bounds, measured at load (about half a second,
+    fastest of those that stay within the fidelity bounds, measured at load (under a second,
     then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
     :attr:`precision_decision`. ``threads`` sets the worker's torch intra-op threads
     (default: :func:`model.device.cpu_threads` for generation). ``cuda_graphs`` False steps
