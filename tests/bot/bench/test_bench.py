@@ -168,3 +168,21 @@ def test_quality_measures_what_a_reader_notices_per_corpus_and_candidate_count(t
     md = markdown({"targets": TARGETS, "machine_start": {"when": "now", "torch": "x", "cpu_count": 2, "cuda": None},
                    "config": {"threads": 1, "quick": True}, "quality": rows})
     assert "## Reply quality" in md and "| faq | default | 2 |" in md
+
+
+def test_the_report_says_what_auto_picked_also_where_only_fp32_runs():
+    from bot.bench.report import markdown
+    from bot.bench.run import TARGETS
+
+    base = {"targets": TARGETS, "machine_start": {"when": "now", "torch": "x", "cpu_count": 2, "cuda": None},
+            "config": {"threads": 1, "quick": True}}
+    only = {"model": "m", "size": "1x8", "precision": "fp32", "reason": "only fp32 runs natively here",
+            "measured": [], "seconds": 0.0}
+    assert "| m | fp32 | - | - | - | - | - | - | only fp32 runs natively here |" in markdown({**base, "auto": [only]})
+    failed = {**only, "precision": "bf16", "reason": "the fastest within the bounds", "measured": [
+        {"precision": "bf16", "fidelity": {"kl_mean": 5e-6, "top1_agreement": 0.999},
+         "speed": {"lone_ms": 0.2, "crowd_ms": 0.8, "crowd": 32, "score_ms": 0.4}, "error": None},
+        {"precision": "int8", "fidelity": None, "speed": None, "error": "RuntimeError: no kernel"}]}
+    md = markdown({**base, "auto": [failed]})
+    assert "| m | **bf16** | bf16 | 5.0e-06 | 99.90% | 0.200 ms | 0.800 ms (32) | 0.400 ms |  |" in md
+    assert "| m |  | int8 | - | - | - | - (-) | - | RuntimeError: no kernel |" in md
