@@ -179,7 +179,7 @@ def model_text(info: dict[str, ModelInfo]) -> str:
         bpc = "not measured" if m.val_bpc is None else f"{m.val_bpc:.3f} bits/char on held-out text"
         tuned = " (fine-tuned)" if m.parent else ""
         lines.append(f"**{name}** ({corpus.description}): version `{m.version}`{tuned}, {bpc}, "
-                     f"{m.n_params:,} parameters, on {m.device}")
+                     f"{m.n_params:,} parameters, on {m.device} in {m.precision}")
     return "\n".join(lines)
 
 

@@ -161,7 +161,7 @@ class CharBot(commands.Bot):
                 t0 = time.perf_counter()
                 self.models = await asyncio.to_thread(
                     Models.load, self.config.corpora, self.config.checkpoint_dir, self.config.device,
-                    precision=self.config.precision,
+                    precision=self.config.precision, precision_cache=self.config.precision_cache,
                 )
                 log.info("models loaded in %.1f s", time.perf_counter() - t0)
             guard = VerbatimGuard()

@@ -123,7 +123,8 @@ class BotConfig:
     dev_guild_id: int | None = None
     admin_ids: frozenset[int] = frozenset()
     device: str = "auto"
-    precision: str = "auto"
+    precision: str = "auto"  # the engines' (model.device.GENERATION_PRECISIONS); auto is measured at load
+    state_dir: Path | None = None  # CHARBOT_STATE_DIR; None: charbot-state/ beside the SQLite database
     checkpoint_dir: Path = shipped_dir({})  # CHARBOT_CHECKPOINT_DIR, else the shipped checkpoints/
     corpora: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -140,15 +141,22 @@ class BotConfig:
     metrics_host: str = "127.0.0.1"
 
     @property
+    def precision_cache(self) -> Path | None:
+        """Where the engines keep their measured ``auto`` precisions: ``precision.json`` in the state folder."""
+        if self.state_dir is None and is_postgres_url(self.database):
+            return None  # not reachable: load_config refuses PostgreSQL without a state folder
+        return (self.state_dir or state_dir({}, self.database)) / PRECISION_CACHE_NAME
+
+    @property
     def sharded(self) -> bool:
         return self.shard_count is not None
 
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{k}={loggable(getattr(self, k))!r}"
-            for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "checkpoint_dir", "corpora",
-                      "limits", "discord_api", "discord_gateway", "log_level", "shard_count", "shard_ids",
-                      "metrics_port", "metrics_host")
+            for k in ("database", "dev_guild_id", "admin_ids", "device", "precision", "state_dir",
+                      "checkpoint_dir", "corpora", "limits", "discord_api", "discord_gateway", "log_level",
+                      "shard_count", "shard_ids", "metrics_port", "metrics_host")
         )
         return f"BotConfig(token={'set' if self.token else 'unset'}, {shown})"
 
@@ -187,6 +195,17 @@ def _database(env: Mapping[str, str]) -> Path | str:
         raise ConfigError("CHARBOT_DB is a PostgreSQL URL: set CHARBOT_STATE_DIR to a folder every machine running "
                           "the bot reads and writes (the fine-tuned versions live there)")
     return raw
+
+
+STATE_DIR_NAME = "charbot-state"  # beside the database unless CHARBOT_STATE_DIR says otherwise
+PRECISION_CACHE_NAME = "precision.json"  # in the state folder: the engines' measured ``auto`` precisions
+
+
+def state_dir(env: Mapping[str, str], database: Path | str) -> Path:
+    """The bot's state folder: CHARBOT_STATE_DIR, else ``charbot-state`` beside the SQLite database,
+    so what is kept there (fine-tuned versions, the precision cache) travels with the database."""
+    state = (env.get("CHARBOT_STATE_DIR") or "").strip()
+    return Path(state).expanduser() if state else Path(database).expanduser().resolve().parent / STATE_DIR_NAME
 
 
 def check_token(raw: str | None) -> Secret:
@@ -246,6 +265,23 @@ def _corpora(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _precision(env: Mapping[str, str]) -> str:
+    """CHARBOT_PRECISION: auto (measured at load, the default), fp32, bf16 or int8.
+
+    The list is the engine's own, imported here (as :func:`_corpora` imports the registry) so that
+    importing this module stays light.
+    """
+    raw = (env.get("CHARBOT_PRECISION") or "").strip().lower()
+    if not raw:
+        return "auto"
+    from model.device import GENERATION_PRECISIONS
+
+    if raw not in GENERATION_PRECISIONS:
+        raise ConfigError(f"CHARBOT_PRECISION must be {', '.join(GENERATION_PRECISIONS[:-1])} or "
+                          f"{GENERATION_PRECISIONS[-1]}, got {raw!r}")
+    return raw
+
+
 def parse_shards(count: str | None, ids: str | None, where: str = "CHARBOT_SHARD_COUNT/CHARBOT_SHARD_IDS") -> tuple[
     int | str | None, tuple[int, ...] | None
 ]:
@@ -300,20 +336,20 @@ def load_config(
     level = (env.get("CHARBOT_LOG_LEVEL") or "INFO").strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"CHARBOT_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    precision = (env.get("CHARBOT_PRECISION") or "auto").strip().lower()
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"CHARBOT_PRECISION must be auto, fp32 or bf16, got {precision!r}")
+    precision = _precision(env)
+    database = _database(env)
     shard_count, shard_ids = parse_shards(env.get("CHARBOT_SHARD_COUNT"), env.get("CHARBOT_SHARD_IDS"))
     metrics_port = _int(env, "CHARBOT_METRICS_PORT", None)
     if metrics_port is not None and not 1 <= metrics_port <= 65535:
         raise ConfigError(f"CHARBOT_METRICS_PORT must be a TCP port from 1 to 65535, got {metrics_port}")
     return BotConfig(
         token=token,
-        database=_database(env),
+        database=database,
         dev_guild_id=_int(env, "CHARBOT_DEV_GUILD", None),
         admin_ids=_ids(env, "CHARBOT_ADMINS"),
         device=(env.get("CHARBOT_DEVICE") or "auto").strip(),
         precision=precision,
+        state_dir=state_dir(env, database) if (env.get("CHARBOT_STATE_DIR") or "").strip() else None,
         checkpoint_dir=shipped_dir(env),
         corpora=_corpora(env),
         limits=limits,

@@ -40,6 +40,8 @@ class ModelInfo:
     device: str
     load_seconds: float
     parent: str | None = None
+    precision: str = "fp32"  # what the engine computes in (``auto`` resolved)
+    precision_reason: str | None = None  # how ``auto`` chose it; None when the precision was given
 
 
 def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
@@ -96,6 +98,7 @@ class Models:
         self.max_batch = 64
         self.max_queue = 256
         self.precision = "auto"
+        self.precision_cache: Path | None = None
 
     @classmethod
     def load(
@@ -106,12 +109,14 @@ class Models:
         max_batch: int = 64,
         max_queue: int = 256,
         precision: str = "auto",
+        precision_cache: Path | None = None,
     ) -> Models:
         """Load every corpus's checkpoint; a missing or bad one is one clear CheckpointError.
 
-        ``precision`` "auto" serves bf16 weights where the CPU multiplies bf16 natively (about
-        1.4x faster, KL ~5e-6 nats/char against fp32), else fp32; "fp32" gives exactly the text
-        ``charbot sample`` gives for the same seed.
+        ``precision`` "auto" serves the fastest precision that stays within the fidelity bounds
+        on this machine, measured when a checkpoint is first loaded here (under a second)
+        and kept in ``precision_cache`` (see :mod:`model.precision`); "fp32" gives exactly the
+        text ``charbot sample`` gives for the same seed; "bf16" and "int8" force those.
         """
         dev = pick_device(device)
         missing = [(c, checkpoint_path(c, checkpoint_dir)) for c in corpora]
@@ -127,6 +132,7 @@ class Models:
         models = cls()
         models.device = dev
         models.max_batch, models.max_queue, models.precision = max_batch, max_queue, precision
+        models.precision_cache = precision_cache
         try:
             for corpus in corpora:
                 path = checkpoint_path(corpus, checkpoint_dir)
@@ -167,17 +173,19 @@ class Models:
         self.ground(corpus, learned_texts(path))
         ck = load_checkpoint(path, device=self.device)
         engine = Engine(ck, device=self.device, max_batch=self.max_batch, max_queue=self.max_queue,
-                        precision=self.precision)
+                        precision=self.precision, precision_cache=self.precision_cache)
+        decision = engine.precision_decision
         seconds = time.perf_counter() - t0
         parent = ck.info.get("parent")
         info = ModelInfo(
             corpus=corpus, path=str(path), version=str(ck.info.get("version") or file_version(path)),
             val_bpc=_bpc(ck.info), n_params=ck.model.n_params(), device=str(self.device),
             load_seconds=seconds, parent=parent.get("path") if isinstance(parent, dict) else None,
+            precision=engine.precision, precision_reason=decision.reason if decision is not None else None,
         )
         bpc = "?" if info.val_bpc is None else f"{info.val_bpc:.3f}"
-        log.info("loaded %s from %s: version %s, %s parameters, %s bits/char, on %s in %.2f s",
-                 corpus, path, info.version, f"{info.n_params:,}", bpc, self.device, seconds)
+        log.info("loaded %s from %s: version %s, %s parameters, %s bits/char, on %s (%s) in %.2f s",
+                 corpus, path, info.version, f"{info.n_params:,}", bpc, self.device, engine.precision, seconds)
         return engine, info
 
     def swap(self, corpus: str, path: str | Path) -> ModelInfo:

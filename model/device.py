@@ -116,7 +116,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """Generation's static rule, without measuring: ``auto`` is bf16 on a CPU with native
     bfloat16 matrix instructions, else fp32; ``int8`` where the device has no int8 path is an error.
 
-    The engine's ``auto`` measures instead (see :mod:`model.precision`); this rule is its fallback.
+    The engine's ``auto`` measures instead (see :mod:`model.precision`); this rule is what
+    :class:`~model.fast_step.FastStep` does with ``auto`` on its own, and what training uses on a CPU.
     """
     if check_precision(precision, GENERATION_PRECISIONS) == "auto":
         return "bf16" if device.type == "cpu" and bf16_matmul_supported() else "fp32"

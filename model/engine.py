@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import secrets
 import threading
 from collections import deque
@@ -41,6 +42,7 @@ from model.checkpoint import Checkpoint
 from model.device import cpu_threads, pick_device
 from model.fast_sample import BatchSampler
 from model.fast_step import FastStep
+from model.precision import Decision, auto_precision
 from model.sample import (
     PRIME_CHUNK,
     Finish,
@@ -113,8 +115,10 @@ class Engine:
 
     ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
-    fidelity (see :mod:`model.fast_step`); "auto" is bf16 where the CPU has those
-    instructions, else fp32. ``threads`` sets the worker's torch intra-op threads
+    fidelity (see :mod:`model.fast_step`); "int8" (CPU) quantizes the gate weights; "auto" is the
+    fastest of those that stay within the fidelity bounds, measured at load (under a second,
+    then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
+    :attr:`precision_decision`. ``threads`` sets the worker's torch intra-op threads
     (default: :func:`model.device.cpu_threads` for generation). ``cuda_graphs`` False steps
     eagerly on a GPU (the bench's comparison; graphs are faster).
     """
@@ -128,6 +132,7 @@ class Engine:
         precision: str = "fp32",
         threads: int | None = None,
         cuda_graphs: bool = True,
+        precision_cache: str | os.PathLike | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -146,8 +151,13 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.threads = threads if threads is not None else cpu_threads("generation")
+        self.precision_decision: Decision | None = None  # how "auto" was resolved
+        if precision == "auto":
+            self.precision_decision = auto_precision(model, self.device, threads=self.threads, max_batch=max_batch,
+                                                     cache=precision_cache)
+            precision = self.precision_decision.precision
         self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs)
-        self.precision = self._fast.precision  # "auto" resolved
+        self.precision = self._fast.precision
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._lock = threading.Condition()
         self._queue: deque[_Group] = deque()

@@ -1,4 +1,4 @@
-"""How faithful the fast paths are: bf16 KL against fp32, and how often texts agree exactly.
+"""How faithful the fast paths are: each precision's KL against fp32, and how often texts agree exactly.
 
 Exact agreement can only fail at float near-ties (two candidates whose noisy scores differ in
 the last bits), so the rates here show how rare those are at real sizes.
@@ -6,15 +6,15 @@ the last bits), so the rates here show how rare those are at real sizes.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from dataclasses import asdict
 
-from bot.bench.stats import percentile
+import torch
+
 from corpora.heldout import corpus_heldout
 from model.charset import decode, encode, normalize
 from model.checkpoint import Checkpoint
 from model.engine import Engine
-from model.fast_step import FastStep
+from model.precision import Bounds, fidelity
 from model.sample import SampleSettings, generate
 
 FALLBACK_TEXT = (
@@ -36,28 +36,15 @@ def sample_text(ck: Checkpoint, chars: int) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def _teacher_forced(fast: FastStep, codes: torch.Tensor) -> torch.Tensor:
-    zeros = torch.zeros(fast.n_layers, 1, fast.hidden)
-    fast.set_row(0, (zeros, zeros), torch.zeros(fast.vocab))
-    out = []
-    for code in codes.tolist():
-        fast.codes[0] = code
-        out.append(fast.step(1)[0].clone())
-    return torch.stack(out)
-
-
-@torch.no_grad()
 def kl_against_reference(ck: Checkpoint, chars: int = 2000, precision: str = "bf16") -> dict:
-    """Per-character KL(reference || fast step at ``precision``) over real text, in nats."""
+    """Per-character KL(reference || fast step at ``precision``) over real text, in nats.
+
+    The same measure the engine's ``auto`` applies to the model's own text
+    (:func:`model.precision.fidelity`), here on the corpus's held-out text.
+    """
     text, source = sample_text(ck, chars)
-    codes = encode(text)
-    ref = F.log_softmax(ck.model(codes.view(1, -1))[0][0].float(), -1)
-    fast = F.log_softmax(_teacher_forced(FastStep(ck.model, 1, precision=precision), codes), -1)
-    kl = (ref.exp() * (ref - fast)).sum(-1).clamp_min(0).tolist()
-    agree = (ref.argmax(-1) == fast.argmax(-1)).float().mean().item()
-    return {"precision": precision, "text": source, "chars": len(codes), "kl_mean": sum(kl) / len(kl),
-            "kl_p99": percentile(kl, 99), "kl_max": max(kl), "top1_agreement": agree,
-            "max_prob_diff": (ref.exp() - fast.exp()).abs().max().item()}
+    got = fidelity(ck.model, encode(text), precision)
+    return {"text": source, **asdict(got), "meets_bounds": got.meets(Bounds())}
 
 
 def agreement(ck: Checkpoint, seeds: int, chars: int, crowd: int = 16, precision: str = "fp32") -> dict:

@@ -7,50 +7,13 @@ from __future__ import annotations
 import os
 import platform
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
-# CPU features the generation and training paths can use (bf16 and int8 matrix instructions)
-FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
-                     "amx_int8")
-_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+from model.cpu import FLAGS_THAT_MATTER, cpu_facts
 
+__all__ = ["FLAGS_THAT_MATTER", "cpu_facts", "describe_cpu", "machine"]  # the CPU reader lives in model.cpu
 
-def cpu_facts(cpuinfo: str | None = None, caches: Path = _CACHES) -> dict:
-    """Model name, cores, cache sizes (per core for L1/L2, per socket or die for L3) and the flags that matter."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            cpuinfo = ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    flags = set(fields.get("flags", "").split())
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
-            "vendor": fields.get("vendor_id"), "family": fields.get("cpu family"), "cores": usable,
-            "caches": _cache_sizes(caches), "flags": [f for f in FLAGS_THAT_MATTER if f in flags]}
-
-
-def _cache_sizes(folder: Path) -> dict[str, str]:
-    sizes: dict[str, str] = {}
-    for index in sorted(folder.glob("index*")):
-        try:
-            level = (index / "level").read_text().strip()
-            kind = (index / "type").read_text().strip()
-            size = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        name = f"L{level}" + ({"Data": "d", "Instruction": "i"}.get(kind, ""))
-        sizes[name] = size
-    return sizes
 
 
 def machine(gpu: dict | None = None) -> dict:

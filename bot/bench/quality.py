@@ -9,6 +9,11 @@ answers showing their source; mean posted length; reply latency p50/p95 alone (o
 a time) and with :data:`CROWD` replies at once, with the aggregate posted characters per
 second and the event loop's lag p99 during the crowd.
 
+The replies are served at the bot's default precision (``auto``: see :mod:`model.precision`);
+the replies alone are then drawn again, same prompts and seeds, at fp32, so the invented-word
+rate at the default can be set beside the reference's (issue 14: at most 0.1 percentage
+points worse).
+
 The prompts are written the way people type them: lower case, no full stop, a question mark
 or none.
 """
@@ -84,6 +89,8 @@ class QualityConfig:
     crowd: int = CROWD
     quick: bool = False
     candidates: tuple[int | None, ...] = (1, None)  # None: the bot's default n (adapting to load)
+    precision: str = "auto"  # what the replies are served at: the bot's default
+    reference: str | None = "fp32"  # the replies alone drawn again at this precision, to compare (None: not)
     prompts: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(PROMPTS))
 
     def shrink(self) -> None:
@@ -178,7 +185,7 @@ def measure(cfg: QualityConfig, say: Callable[[str], None] = print) -> list[dict
         cfg.shrink()
     rows = []
     limits = Limits(cooldown_s=0.0, max_pending=max(64, cfg.crowd))  # the bot's own edit interval
-    with Models.load(list(cfg.corpora), cfg.checkpoint_dir, device="cpu") as models:
+    with Models.load(list(cfg.corpora), cfg.checkpoint_dir, device="cpu", precision=cfg.precision) as models:
         for corpus in cfg.corpora:
             for n in cfg.candidates:
                 label = "default" if n is None else str(n)
@@ -195,4 +202,35 @@ def measure(cfg: QualityConfig, say: Callable[[str], None] = print) -> list[dict
                              "length": cfg.length, **summarise(corpus, facts),
                              "alone_p50_s": percentile(alone, 50), "alone_p95_s": percentile(alone, 95),
                              "crowd": crowd})
+    if cfg.reference is not None:
+        _beside_reference(rows, cfg, limits, say)
     return rows
+
+
+def _beside_reference(rows: list[dict], cfg: QualityConfig, limits: Limits, say: Callable[[str], None]) -> None:
+    """Draw the replies alone again at ``cfg.reference``; each row gains ``reference`` with its rates.
+
+    Same prompts and seeds, so the two rates differ only by what the precision changes. A row
+    already served at the reference precision is its own reference (nothing is drawn twice).
+    """
+    reference = cfg.reference
+    todo = [r for r in rows if r["precision"] != reference]
+    for r in rows:
+        if r["precision"] == reference:
+            r["reference"] = {"precision": reference, "words": r["words"], "invented_rate": r["invented_rate"],
+                              "clean_rate": r["clean_rate"]}
+    if todo:
+        corpora = sorted({r["corpus"] for r in todo}, key=list(cfg.corpora).index)
+        with Models.load(corpora, cfg.checkpoint_dir, device="cpu", precision=reference) as models:
+            for r in todo:
+                n = None if r["n"] == "default" else int(r["n"])
+                say(f"quality: {r['corpus']}, n = {r['n']}, at {reference}")
+
+                async def run(corpus: str = r["corpus"], n: int | None = n) -> list:
+                    return (await _alone(ReplyService(models, limits), corpus, cfg, n))[0]
+
+                got = summarise(r["corpus"], asyncio.run(run()))
+                r["reference"] = {"precision": reference, "words": got["words"],
+                                  "invented_rate": got["invented_rate"], "clean_rate": got["clean_rate"]}
+    for r in rows:
+        r["invented_vs_reference_pp"] = 100 * (r["invented_rate"] - r["reference"]["invented_rate"])

@@ -43,23 +43,30 @@ def markdown(results: dict) -> str:
         lines += ["", f"Note: {note}"]
     for section, error in results.get("errors", {}).items():
         lines += ["", f"The {section} section failed: {error}"]
+    auto = {r["model"]: r["precision"] for r in results.get("auto") or []}
+    if results.get("auto"):
+        lines += _auto_lines(results["auto"])
     if results.get("single"):
+        precisions = [p for p in ("fp32", "bf16", "int8") if any(p in r for r in results["single"])]
         lines += ["", "## Single reply", "",
-                  f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s).", "",
+                  f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s). "
+                  "The precision auto picked for each model is marked *.", "",
                   "First character: time to the first character of an 85-character prompt primed inside the batch "
                   "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
-                  "| model | size | engine fp32 chars/s (ms/char) | engine bf16 chars/s (ms/char) | first char (fp32) "
-                  "| nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | fp32 / classic | bf16 / classic |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | size | " + " | ".join(f"engine {p} chars/s (ms/char)" for p in precisions)
+                  + " | first char (fp32) | nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | "
+                  + " | ".join(f"{p} / classic" for p in precisions) + " |",
+                  "|---|---|" + "---|" * (2 * len(precisions) + 4)]
         for r in results["single"]:
             cells = [r["model"], r["size"]]
-            for p in ("fp32", "bf16"):
-                cells.append(f"{_f(r[p]['chars_per_s'])} ({_f(r[p]['ms_per_char'], 3)})" if p in r else "-")
+            for p in precisions:
+                star = "*" if auto.get(r["model"]) == p else ""
+                cells.append(f"{_f(r[p]['chars_per_s'])}{star} ({_f(r[p]['ms_per_char'], 3)})" if p in r else "-")
             cells.append(_f(r["fp32"]["first_char_ms"], 1, " ms") if "fp32" in r else "-")
             cells.append(_f(r["reference"].get("prime_ms"), 1, " ms"))
             cells.append(_f(r["reference"]["chars_per_s"]))
             cells.append(_f(r.get("classic", {}).get("chars_per_s")))
-            for p in ("fp32", "bf16"):
+            for p in precisions:
                 v = r.get(p, {}).get("vs_classic")
                 cells.append(_f(v, 1, "x") + _mark(None if v is None else v >= t["single_vs_classic"]))
             lines.append("| " + " | ".join(cells) + " |")
@@ -67,13 +74,14 @@ def markdown(results: dict) -> str:
         lines += ["", "## Concurrent replies", "",
                   f"Target with 32 replies: at least {t['concurrent32_chars_per_s']:,.0f} chars/s in aggregate, "
                   f"event-loop lag p99 at most {t['loop_lag_p99_ms']:g} ms. "
-                  f"Path: {results['concurrent'][0]['path']}.", "",
+                  f"Path: {results['concurrent'][0]['path']}. The precision auto picked is marked *.", "",
                   "| model | precision | replies | aggregate chars/s | latency p50 | latency p99 | loop lag p99 |",
                   "|---|---|---|---|---|---|---|"]
         for r in results["concurrent"]:
             big = r["replies"] >= 32
+            star = "*" if auto.get(r["model"]) == r["precision"] else ""
             lines.append(
-                f"| {r['model']} | {r['precision']} | {r['replies']} | {_f(r['aggregate_chars_per_s'])}"
+                f"| {r['model']} | {r['precision']}{star} | {r['replies']} | {_f(r['aggregate_chars_per_s'])}"
                 f"{_mark(r['aggregate_chars_per_s'] >= t['concurrent32_chars_per_s'] if big else None)} | "
                 f"{_f(r['latency_p50_s'], 2, ' s')} | {_f(r['latency_p99_s'], 2, ' s')} | "
                 f"{_f(r['loop_lag_p99_ms'], 1, ' ms')}{_mark(r['loop_lag_p99_ms'] <= t['loop_lag_p99_ms'])} |")
@@ -97,21 +105,53 @@ def markdown(results: dict) -> str:
                              f"{_f(o['chars_per_s'])} | {classic_cps} | {_f(v, 2, 'x')}{_mark(target)} |")
     if results.get("fidelity"):
         lines += ["", "## Fidelity", "",
-                  "KL(reference || fast step) per character in nats over real text; texts compared exactly.", "",
-                  "| model | text | fp32 KL max | bf16 KL mean | bf16 KL p99 | bf16 KL max | bf16 top-1 agreement "
-                  "| engine = generate | alone = in a crowd |", "|---|---|---|---|---|---|---|---|---|"]
+                  "KL(reference || fast step) per character in nats over real text (the measure auto applies to the "
+                  "model's own text); bounds: KL mean at most 1e-3, top-1 agreement at least 99%.", "",
+                  "| model | text | precision | KL mean | KL p99 | KL max | top-1 agreement | within bounds |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in results["fidelity"]:
-            k32, k16 = r["kl"]
+            for k in r["kl"]:
+                lines.append(
+                    f"| {r['model']} | {k['text']} | {k['precision']} | {k['kl_mean']:.1e} | {k['kl_p99']:.1e} | "
+                    f"{k['kl_max']:.1e} | {k['top1_agreement']:.2%} | {'yes' if k.get('meets_bounds') else 'no'} |")
+        lines += ["", "Texts compared exactly (fp32 engine):", "",
+                  "| model | engine = generate | alone = in a crowd |", "|---|---|---|"]
+        for r in results["fidelity"]:
             a = r["agreement"]
-            lines.append(
-                f"| {r['model']} | {k16['text']} | {k32['kl_max']:.1e} | {k16['kl_mean']:.1e} | {k16['kl_p99']:.1e} | "
-                f"{k16['kl_max']:.1e} | {k16['top1_agreement']:.2%} | {a['engine_equals_generate']}/{a['replies']} | "
-                f"{a['alone_equals_crowd']}/{a['replies']} |")
+            lines.append(f"| {r['model']} | {a['engine_equals_generate']}/{a['replies']} | "
+                         f"{a['alone_equals_crowd']}/{a['replies']} |")
     if results.get("quality"):
         lines += _quality_lines(results["quality"], t)
     if results.get("gpu"):
         lines += _gpu_markdown(results["gpu"], t)
     return "\n".join(lines) + "\n"
+
+
+def _auto_lines(rows: list[dict]) -> list[str]:
+    """What the engine's auto picked per model, why, and the measurement behind it (model.precision)."""
+    lines = ["", "## Auto precision", "",
+             "What `precision=auto` picks at load on this machine: the fastest precision whose KL against the fp32 "
+             "reference (teacher-forced on 16 x 128 characters the model wrote itself) is at most 1e-3 nats/char "
+             "with top-1 agreement at least 99%; fastest = smallest geometric mean of the step time at 1 row and at "
+             "a crowd, ties within 5% to the more faithful.", "",
+             "| model | picked | precision | KL mean | top-1 | step 1 row | step crowd | geometric mean | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["measured"]:
+            lines.append(f"| {r['model']} | {r['precision']} | - | - | - | - | - | - | {r['reason']} |")
+        for m in r["measured"]:
+            f, sp = m.get("fidelity") or {}, m.get("speed") or {}
+            lines.append(
+                f"| {r['model']} | {'**' + r['precision'] + '**' if m['precision'] == r['precision'] else ''} | "
+                f"{m['precision']} | {_e(f.get('kl_mean'))} | {_pct(f.get('top1_agreement'), 2)} | "
+                f"{_f(sp.get('lone_ms'), 3, ' ms')} | {_f(sp.get('crowd_ms'), 3, ' ms')} ({sp.get('crowd', '-')}) | "
+                f"{_f(sp.get('score_ms'), 3, ' ms')} | {m.get('error') or ''} |")
+    lines += ["", "Measured in " + ", ".join(f"{_f(r['seconds'], 2, ' s')} ({r['model']})" for r in rows) + "."]
+    return lines
+
+
+def _e(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -122,8 +162,9 @@ def _quality_lines(rows: list[dict], t: dict) -> list[str]:
     """The reply-quality table: what a person reads, and how long it takes, per corpus and n."""
     clean_t, topic_t, p95_t = t.get("quality_clean_rate"), t.get("quality_faq_topic_rate"), t.get("quality_alone_p95_s")
     invented_t = t.get("quality_invented_rate", {})
+    served = ", ".join(f"{c} {p}" for c, p in dict((r["corpus"], r["precision"]) for r in rows).items())
     lines = ["", "## Reply quality", "",
-             f"Through the bot's reply path with the served checkpoints ({rows[0]['precision']}), "
+             f"Through the bot's reply path with the served checkpoints at the default precision ({served}), "
              f"a fixed set of prompts per corpus and seeds, target length {rows[0]['length']} characters. "
              f"Targets: clean endings at least {_pct(clean_t, 0)}; invented words at most "
              + ", ".join(f"{_pct(v)} ({c})" for c, v in invented_t.items())
@@ -150,9 +191,30 @@ def _quality_lines(rows: list[dict], t: dict) -> list[str]:
             f"{_mark(c['posted_chars_per_s'] >= t['concurrent32_chars_per_s'] if c['replies'] >= 32 else None)} | "
             f"{_f(c['loop_lag_p99_ms'], 1, ' ms')}{_mark(c['loop_lag_p99_ms'] <= t['loop_lag_p99_ms'])} | "
             f"{_f(c['mean_candidates'], 1)} |")
+    lines += _reference_lines(rows, t)
     examples = {r["corpus"]: r["invented_examples"] for r in rows if r.get("invented_examples") and r["n"] != "1"}
     for corpus, words in examples.items():
         lines.append(f"\nInvented words ({corpus}, default n): {', '.join(words)}")
+    return lines
+
+
+def _reference_lines(rows: list[dict], t: dict) -> list[str]:
+    """The default precision's invented-word rate beside fp32's, on the same prompts and seeds (alone)."""
+    rows = [r for r in rows if "reference" in r]
+    if not rows:
+        return []
+    limit = t.get("quality_invented_vs_fp32_pp")
+    lines = ["", f"Invented words at the default precision beside {rows[0]['reference']['precision']}, the same "
+             f"prompts and seeds (replies alone). Target: at most {limit} percentage points worse.", "",
+             "| corpus | n | default precision | invented words | at " + rows[0]["reference"]["precision"]
+             + " | difference | clean endings | at " + rows[0]["reference"]["precision"] + " |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref, diff = r["reference"], r["invented_vs_reference_pp"]
+        met = None if limit is None else diff <= limit
+        lines.append(f"| {r['corpus']} | {r['n']} | {r['precision']} | {_pct(r['invented_rate'], 2)} | "
+                     f"{_pct(ref['invented_rate'], 2)} | {diff:+.2f} pp{_mark(met)} | {_pct(r['clean_rate'])} | "
+                     f"{_pct(ref['clean_rate'])} |")
     return lines
 
 

@@ -16,8 +16,9 @@ from corpora.registry import CORPORA, find_corpus_file
 from corpora.shipped import checkpoint_dir
 from model.charset import VOCAB_SIZE
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.device import cpu_threads, training_precision
+from model.device import cpu_threads, generation_precisions, training_precision
 from model.network import CharLSTM, ModelConfig
+from model.precision import auto_precision
 
 SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu")
 TARGETS = {
@@ -31,6 +32,7 @@ TARGETS = {
     "gpu_train_vs_classic": 20.0,
     "quality_clean_rate": 0.95,
     "quality_invented_rate": {"tale": 0.005, "novel": 0.005, "faq": 0.01},
+    "quality_invented_vs_fp32_pp": 0.1,  # the default (auto) precision's invented-word rate over fp32's, at most
     "quality_faq_topic_rate": 0.8,
     "quality_alone_p95_s": 0.5,
 }
@@ -54,7 +56,7 @@ class BenchConfig:
     train_steps: int = 100
     classic_script: Path | None = None
     threads: int | None = None
-    precisions: tuple[str, ...] = ("fp32", "bf16")
+    precisions: tuple[str, ...] | None = None  # engine precisions to time; None: every one native here
     sections: tuple[str, ...] = SECTIONS
     agreement_seeds: int = 8
     agreement_chars: int = 200
@@ -117,6 +119,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
         cfg.shrink()
     if cfg.threads is None:  # the engine's own default, given to every side so ratios compare code, not threads
         cfg.threads = cpu_threads("generation")
+    if cfg.precisions is None:
+        cfg.precisions = tuple(generation_precisions(torch.device("cpu")))
     script = classic.find_script(cfg.classic_script)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                      "machine_start": machine(), "classic_script": str(script) if script else None,
@@ -139,6 +143,12 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
             quality.QualityConfig(checkpoint_dir=cfg.checkpoint_dir, quick=cfg.quick), say),
         "gpu": lambda: _gpu(models, cfg, script, say),
     }
+    if {"single", "concurrent", "fidelity"} & set(cfg.sections):
+        try:
+            results["auto"] = _auto(models, cfg, say)
+        except Exception as exc:
+            say(f"auto: failed: {exc}")
+            results["errors"]["auto"] = f"{type(exc).__name__}: {exc}"
     for name, measure in sections.items():
         if name not in cfg.sections:
             continue
@@ -170,9 +180,22 @@ def _fidelity(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], N
     rows = []
     for m in models:
         say(f"fidelity: {m.name}")
-        kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in ("fp32", "bf16")]
+        kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in cfg.precisions]
         agree = fidelity.agreement(m.checkpoint, cfg.agreement_seeds, cfg.agreement_chars)
         rows.append({"model": m.name, "size": m.size, "kl": kls, "agreement": agree})
+    return rows
+
+
+def _auto(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:
+    """What the engine's ``auto`` picks for each model on this machine, and the measurements behind it.
+
+    Measured afresh (no cache), with the bench's thread count and the engine's default batch.
+    """
+    rows = []
+    for m in models:
+        say(f"auto precision: {m.name}")
+        decision = auto_precision(m.checkpoint.model, torch.device("cpu"), threads=cfg.threads)
+        rows.append({"model": m.name, "size": m.size, **decision.to_dict()})
     return rows
 
 

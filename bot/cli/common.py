@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.device import GENERATION_PRECISIONS
+
 if TYPE_CHECKING:
     from bot.config import BotConfig
     from bot.engines import Models
@@ -58,6 +60,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", help="folder holding <corpus>.safetensors (default: CHARBOT_CHECKPOINT_DIR, "
                    "else the shipped checkpoints/ folder)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: CHARBOT_DEVICE, else auto)")
+    p.add_argument("--precision", choices=GENERATION_PRECISIONS,
+                   help="what the engine computes in: auto measures the fastest within the fidelity bounds once per "
+                        "checkpoint and machine (kept in precision.json in the state folder); fp32 gives the text "
+                        "`charbot sample` gives (default: CHARBOT_PRECISION, else auto)")
     add_env_file_flag(p)
 
 
@@ -71,7 +77,7 @@ def load_models(args: argparse.Namespace, corpora: list[str] | None) -> tuple[Bo
     config = load_config(args.env_file, require_token=False)
     checkpoints = Path(args.checkpoints) if args.checkpoints else config.checkpoint_dir
     models = Models.load(corpora or config.corpora, checkpoints, device=args.device or config.device,
-                         precision=config.precision)
+                         precision=args.precision or config.precision, precision_cache=config.precision_cache)
     return config, models
 
 

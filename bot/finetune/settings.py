@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.config import env_number, read_env
+from bot.config import STATE_DIR_NAME, env_number, read_env, state_dir
 from bot.finetune.guard import DEFAULT_MAX_CORPUS_RISE
 from model.finetune import MIN_CHARS, FinetuneConfig
 
-STATE_DIR_NAME = "charbot-state"  # beside the database unless CHARBOT_STATE_DIR says otherwise
+__all__ = ["STATE_DIR_NAME", "FinetuneSettings", "SettingsError", "load_settings"]
 
 
 class SettingsError(ValueError):
@@ -71,11 +71,9 @@ def load_settings(
     """Settings for a bot or CLI using ``database``; the state folder defaults to ``charbot-state``
     beside the database, so versions travel with the database they are recorded in."""
     env = read_env(env_file, environ)
-    state = (env.get("CHARBOT_STATE_DIR") or "").strip()
-    state_dir = Path(state).expanduser() if state else Path(database).expanduser().resolve().parent / STATE_DIR_NAME
     threads = int(env_number(env, "CHARBOT_FINETUNE_THREADS", 1, int, SettingsError))
     return FinetuneSettings(
-        state_dir=state_dir,
+        state_dir=state_dir(env, database),
         keep_versions=int(env_number(env, "CHARBOT_KEEP_VERSIONS", 5, int, SettingsError)),
         default_minutes=env_number(env, "CHARBOT_FINETUNE_MINUTES", 10.0, error=SettingsError),
         max_minutes=env_number(env, "CHARBOT_FINETUNE_MAX_MINUTES", 60.0, error=SettingsError),

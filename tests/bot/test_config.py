@@ -250,3 +250,29 @@ def test_a_postgresql_database_needs_shared_storage_for_versions_and_its_passwor
     assert config.database == url  # not a Path: "postgresql://" would lose a slash
     assert "s3cret-pass" not in repr(config) and "charbot:***@db.internal" in repr(config)
     assert load_config(None, {"CHARBOT_DB": "~/bot.db"}, require_token=False).database.name == "bot.db"
+
+
+@pytest.mark.parametrize("value", ["auto", "fp32", "bf16", "int8", " INT8 ", ""])
+def test_every_engine_precision_is_accepted(value):
+    assert load_config(None, {"CHARBOT_PRECISION": value}, require_token=False).precision == (value.strip().lower()
+                                                                                                or "auto")
+
+
+@pytest.mark.parametrize("value", ["fp16", "int4", "fast"])
+def test_an_unknown_precision_names_the_choices(value):
+    with pytest.raises(ConfigError, match="CHARBOT_PRECISION must be fp32, bf16, int8 or auto"):
+        load_config(None, {"CHARBOT_PRECISION": value}, require_token=False)
+
+
+def test_the_precision_cache_lives_in_the_state_folder(tmp_path):
+    from pathlib import Path
+
+    beside = load_config(None, {"CHARBOT_DB": str(tmp_path / "db" / "bot.db")}, require_token=False)
+    assert beside.precision_cache == tmp_path / "db" / "charbot-state" / "precision.json"
+    shared = load_config(None, {"CHARBOT_DB": "postgresql://u:p@h/db", "CHARBOT_STATE_DIR": str(tmp_path / "nfs")},
+                         require_token=False)
+    assert shared.precision_cache == tmp_path / "nfs" / "precision.json"
+    from bot.finetune.settings import load_settings
+
+    assert load_settings(tmp_path / "db" / "bot.db", None, {}).state_dir == beside.precision_cache.parent
+    assert Path(shared.state_dir) == tmp_path / "nfs"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from model import engine as engine_mod
 from model.charset import encode
 from model.checkpoint import Checkpoint
-from model.device import bf16_matmul_supported
+from model.device import bf16_matmul_supported, generation_precisions
 from model.engine import Engine, EngineBusy, EngineClosed
 from model.fast_sample import BatchSampler, batched_draw_matches
 from model.fast_step import FastStep
@@ -86,9 +86,16 @@ def test_unknown_precision_is_refused(trained):
 
 def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(trained):
     want = "bf16" if bf16_matmul_supported() else "fp32"
-    assert FastStep(trained, 1, precision="auto").precision == want
+    assert FastStep(trained, 1, precision="auto").precision == want  # the fused step alone keeps the static rule
+
+
+def test_the_engines_auto_is_measured_and_says_why(trained):
     with Engine(Checkpoint(trained, trained.config), precision="auto") as eng:
-        assert eng.precision == want
+        assert eng.precision in generation_precisions(eng.device)
+        assert eng.precision_decision is not None and eng.precision_decision.precision == eng.precision
+        assert eng.precision_decision.reason
+    with Engine(Checkpoint(trained, trained.config), precision="fp32") as eng:
+        assert eng.precision == "fp32" and eng.precision_decision is None  # explicit: nothing measured
 
 
 def test_batch_sampler_draws_what_pick_next_draws():

@@ -15,7 +15,9 @@ from bot.bench.run import BenchConfig, load_models
 from bot.bench.stats import percentile
 from bot.cli import main
 from corpora.paths import PROJECT_ROOT
-from model.device import bf16_matmul_supported
+from model.device import bf16_matmul_supported, generation_precisions
+
+NATIVE = generation_precisions(torch.device("cpu"))  # what the engine runs natively here
 
 
 def test_percentile_interpolates():
@@ -75,13 +77,18 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     assert results["errors"] == {}
     (single,) = results["single"]
     assert single["size"] == "1x16"
-    for precision in ("fp32", "bf16"):
+    for precision in NATIVE:  # every precision the engine has here, int8 included where oneDNN has it
         assert single[precision]["chars_per_s"] > 0
+    assert {r["precision"] for r in results["concurrent"]} == set(NATIVE)
+    (auto,) = results["auto"]  # what auto picked, and why
+    assert auto["precision"] in NATIVE and auto["reason"]
+    assert [m["precision"] for m in auto["measured"]] == (NATIVE if len(NATIVE) > 1 else [])
     assert {r["replies"] for r in results["concurrent"]} == {1, 4}
     assert all(r["aggregate_chars_per_s"] > 0 and r["loop_lag_p99_ms"] >= 0 for r in results["concurrent"])
     assert results["train"][0]["ours"]["chars_per_s"] > 0
     fid = results["fidelity"][0]
     assert fid["kl"][0]["kl_max"] < 1e-4 and fid["agreement"]["engine_equals_generate"] == 2
+    assert [k["precision"] for k in fid["kl"]] == NATIVE and fid["kl"][0]["meets_bounds"]
     assert single["fp32"]["vs_classic"] == pytest.approx(single["fp32"]["chars_per_s"] / 100.0)
     assert single["classic"]["argv"] == ["sample", "--hidden", "16", "--layers", "1", "--vocab", "96", "--chars", "30"]
     train = results["train"][0]
@@ -92,10 +99,15 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
         assert train["ours_fp32"]["precision"] == "fp32" and train["fp32_vs_classic"] > 0
     md = (out / "bench.md").read_text()
     assert " - CPU: " in md.splitlines()[2] and results["machine_start"]["cpu"]["model"]
-    for heading in ("## Single reply", "## Concurrent replies", "## Training", "## Fidelity", "## Reply quality"):
+    for heading in ("## Auto precision", "## Single reply", "## Concurrent replies", "## Training", "## Fidelity",
+                    "## Reply quality", "Invented words at the default precision beside fp32"):
         assert heading in md
     assert {(r["corpus"], r["n"]) for r in results["quality"]} == {
         (c, n) for c in ("tale", "novel", "faq") for n in ("1", "default")}
+    for r in results["quality"]:  # the default precision's invented-word rate beside fp32's
+        assert r["reference"]["precision"] == "fp32" and 0 <= r["reference"]["invented_rate"] <= 1
+        assert r["invented_vs_reference_pp"] == pytest.approx(100 * (r["invented_rate"]
+                                                                     - r["reference"]["invented_rate"]))
     assert "| reference 1x16 | 1x16 |" in md
 
 
@@ -156,3 +168,21 @@ def test_quality_measures_what_a_reader_notices_per_corpus_and_candidate_count(t
     md = markdown({"targets": TARGETS, "machine_start": {"when": "now", "torch": "x", "cpu_count": 2, "cuda": None},
                    "config": {"threads": 1, "quick": True}, "quality": rows})
     assert "## Reply quality" in md and "| faq | default | 2 |" in md
+
+
+def test_the_report_says_what_auto_picked_also_where_only_fp32_runs():
+    from bot.bench.report import markdown
+    from bot.bench.run import TARGETS
+
+    base = {"targets": TARGETS, "machine_start": {"when": "now", "torch": "x", "cpu_count": 2, "cuda": None},
+            "config": {"threads": 1, "quick": True}}
+    only = {"model": "m", "size": "1x8", "precision": "fp32", "reason": "only fp32 runs natively here",
+            "measured": [], "seconds": 0.0}
+    assert "| m | fp32 | - | - | - | - | - | - | only fp32 runs natively here |" in markdown({**base, "auto": [only]})
+    failed = {**only, "precision": "bf16", "reason": "the fastest within the bounds", "measured": [
+        {"precision": "bf16", "fidelity": {"kl_mean": 5e-6, "top1_agreement": 0.999},
+         "speed": {"lone_ms": 0.2, "crowd_ms": 0.8, "crowd": 32, "score_ms": 0.4}, "error": None},
+        {"precision": "int8", "fidelity": None, "speed": None, "error": "RuntimeError: no kernel"}]}
+    md = markdown({**base, "auto": [failed]})
+    assert "| m | **bf16** | bf16 | 5.0e-06 | 99.90% | 0.200 ms | 0.800 ms (32) | 0.400 ms |  |" in md
+    assert "| m |  | int8 | - | - | - | - (-) | - | RuntimeError: no kernel |" in md

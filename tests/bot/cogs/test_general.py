@@ -41,7 +41,8 @@ async def test_model_names_each_checkpoint_version_quality_and_size(world: BotUn
         version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         assert line.startswith(f"**{corpus}**")
         assert version in line
-        assert "bits/char" in line and "on cpu" in line
+        assert "bits/char" in line and "on cpu in " in line
+        assert line.endswith(world.bot.models.engines[corpus].precision)  # what the engine computes in
     assert "3.250 bits/char" in lines[0]
 
 

@@ -1,0 +1,436 @@
+"""The engine's ``auto`` precision: measured on the machine at hand, not guessed from the CPU's name.
+
+Which precision is fastest depends on the chip (native bf16 or int8 instructions, cache
+sizes, how the BLAS library treats it), and whether a faster one is faithful enough depends
+on the checkpoint. So when an engine is made with ``precision="auto"``, every precision that
+runs natively on its device (:func:`model.device.generation_precisions`) is measured, briefly:
+
+- **fidelity** against the fp32 reference (the model's own ``nn.LSTM`` forward): teacher-forced
+  over text the model wrote itself with a fixed seed (model/ has no corpus at hand, and its
+  own text is what it will be reading back while it replies), :attr:`Probe.rows` sequences of
+  :attr:`Probe.chars` characters stepped as one batch from a zero state. A precision qualifies
+  when its mean KL(reference || fast step) is at most :attr:`Bounds.kl_mean` nats per
+  character and its most likely next character agrees with the reference's at least
+  :attr:`Bounds.top1_agreement` of the time.
+- **speed**: :meth:`FastStep.step` timed at 1 row (a lone reply's latency) and at
+  :attr:`Probe.crowd` rows (throughput under a crowd), the precisions interleaved round by
+  round so background load hits them alike, each figure the best round's.
+
+"Fastest" is the smallest geometric mean of the two step times (the square root of their
+product): a precision that halves the crowd step but doubles the lone one gains nothing, so
+neither a lone reply's latency nor a crowd's throughput is bought with the other. Within
+:data:`TIE_MARGIN` of the fastest, the more faithful precision wins (fp32, then bf16, then
+int8): a few percent is inside the noise of a short measurement, fidelity is not.
+
+The decision is cached as JSON, keyed by the checkpoint's weights digest, the CPU (or GPU),
+the torch version, the device, the thread count and the precisions on offer, with the
+measurements beside it so an operator can read why. A missing, corrupt or unwritable cache
+is logged and otherwise ignored: the engine then measures again (about a second).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model import device as devices
+from model.checkpoint import atomic_write_bytes, tensors_digest
+from model.cpu import cpu_identity
+from model.fast_step import FastStep
+from model.network import CharLSTM
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when what is measured, or how, changes: older entries are then measured again
+CACHE_ENTRIES = 64  # newest kept; every fine-tuned version adds one
+TIE_MARGIN = 0.05  # a less faithful precision must be this much faster (geometric mean) to be chosen
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How close to the fp32 reference a precision must stay to be served (issue 14's bounds)."""
+
+    kl_mean: float = 1e-3  # nats per character, mean of KL(reference || fast step)
+    top1_agreement: float = 0.99  # share of positions whose most likely next character is the reference's
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How much is measured: small enough to take well under two seconds on a 2-core CPU."""
+
+    rows: int = 16  # sequences read side by side for fidelity
+    chars: int = 128  # characters per sequence
+    seed: int = 1234  # of the text the model writes for itself
+    crowd: int = 32  # rows of the crowd step timing
+    steps: int = 8  # steps per timed run
+    rounds: int = 5  # timed runs per precision and size; the best counts
+
+
+@dataclass
+class Fidelity:
+    """A precision's agreement with the fp32 reference over ``chars`` teacher-forced positions."""
+
+    precision: str
+    chars: int
+    kl_mean: float
+    kl_p99: float
+    kl_max: float
+    top1_agreement: float
+    max_prob_diff: float
+
+    def meets(self, bounds: Bounds) -> bool:
+        return self.kl_mean <= bounds.kl_mean and self.top1_agreement >= bounds.top1_agreement
+
+
+@dataclass
+class Speed:
+    """Milliseconds per :meth:`FastStep.step` for one row and for a crowd of rows."""
+
+    precision: str
+    lone_ms: float
+    crowd_ms: float
+    crowd: int
+
+    @property
+    def score_ms(self) -> float:
+        """The figure "fastest" minimises: the geometric mean of the lone and crowd step times."""
+        return math.sqrt(self.lone_ms * self.crowd_ms)
+
+
+@dataclass
+class Measured:
+    """What was measured of one precision; ``error`` when its path failed to build or step."""
+
+    precision: str
+    fidelity: Fidelity | None = None
+    speed: Speed | None = None
+    error: str | None = None
+
+    def qualifies(self, bounds: Bounds) -> bool:
+        return self.error is None and self.speed is not None and self.fidelity is not None \
+            and self.fidelity.meets(bounds)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        if self.speed is not None:
+            out["speed"]["score_ms"] = self.speed.score_ms
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Measured:
+        speed = d.get("speed")
+        if speed is not None:
+            speed = Speed(**{k: v for k, v in speed.items() if k != "score_ms"})
+        fid = d.get("fidelity")
+        return cls(d["precision"], Fidelity(**fid) if fid is not None else None, speed, d.get("error"))
+
+
+@dataclass
+class Decision:
+    """The precision ``auto`` resolved to, why, and what it was measured on."""
+
+    precision: str
+    reason: str
+    measured: list[Measured] = field(default_factory=list)
+    key: dict = field(default_factory=dict)
+    seconds: float = 0.0  # the measurement's own time (not a cache hit's)
+    when: str = ""
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "reason": self.reason, "measured": [m.to_dict() for m in self.measured],
+                "key": self.key, "seconds": self.seconds, "when": self.when}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Decision:
+        return cls(d["precision"], d["reason"], [Measured.from_dict(m) for m in d.get("measured", [])],
+                   d.get("key", {}), float(d.get("seconds", 0.0)), d.get("when", ""), cached=True)
+
+
+# ---- fidelity -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reference_logprobs(model: CharLSTM, codes: torch.Tensor) -> torch.Tensor:
+    """Next-character log-probabilities of the fp32 ``nn.LSTM`` forward, (rows, T, V), on the CPU."""
+    logits, _ = model(codes.to(model.head.weight.device))
+    return F.log_softmax(logits.float(), -1).cpu()
+
+
+@torch.no_grad()
+def teacher_forced(fast: FastStep, codes: torch.Tensor) -> torch.Tensor:
+    """Feed ``codes`` (rows, T) through ``fast`` from a zero state; its log-probabilities, (rows, T, V)."""
+    rows, length = codes.shape
+    zeros = torch.zeros(fast.n_layers, 1, fast.hidden)
+    for row in range(rows):
+        fast.set_row(row, (zeros, zeros), torch.zeros(fast.vocab))
+    out = torch.empty(rows, length, fast.vocab)
+    for t in range(length):
+        fast.codes[:rows] = codes[:, t].numpy()
+        out[:, t] = fast.step(rows)
+    return F.log_softmax(out, -1)
+
+
+def compare(precision: str, reference: torch.Tensor, fast: torch.Tensor) -> Fidelity:
+    """KL(reference || fast) per position, top-1 agreement and the largest probability gap."""
+    kl = (reference.exp() * (reference - fast)).sum(-1).clamp_min(0).reshape(-1)
+    agree = (reference.argmax(-1) == fast.argmax(-1)).float().mean().item()
+    return Fidelity(precision=precision, chars=kl.numel(), kl_mean=kl.mean().item(),
+                    kl_p99=torch.quantile(kl.double(), 0.99).item(), kl_max=kl.max().item(), top1_agreement=agree,
+                    max_prob_diff=(reference.exp() - fast.exp()).abs().max().item())
+
+
+@torch.no_grad()
+def fidelity(model: CharLSTM, codes: torch.Tensor, precision: str, device: torch.device | str | None = None,
+             reference: torch.Tensor | None = None) -> Fidelity:
+    """How faithful the fused step at ``precision`` is to the fp32 reference on ``codes`` ((T,) or (rows, T)).
+
+    The one measure of fidelity: the engine's ``auto`` runs it on the model's own text, the
+    bench on a corpus's held-out text. ``reference`` (from :func:`reference_logprobs`) saves
+    recomputing it when several precisions are compared on the same codes.
+    """
+    codes = codes.view(1, -1) if codes.dim() == 1 else codes
+    if reference is None:
+        reference = reference_logprobs(model, codes)
+    fast = FastStep(model, codes.shape[0], device, precision=precision)
+    return compare(fast.precision, reference, teacher_forced(fast, codes.cpu()))
+
+
+@torch.no_grad()
+def own_text(model: CharLSTM, rows: int, chars: int, seed: int, device: torch.device | None = None) -> torch.Tensor:
+    """``rows`` texts of ``chars`` codes the model writes itself (fp32, temperature 1, from a space): (rows, chars).
+
+    Temperature 1 draws from the whole distribution, so the text also visits the less likely
+    places where a lower precision would first part from the reference.
+    """
+    fast = FastStep(model, rows, device, precision="fp32")
+    zeros = torch.zeros(fast.n_layers, 1, fast.hidden)
+    for row in range(rows):
+        fast.set_row(row, (zeros, zeros), torch.zeros(fast.vocab))
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.empty(rows, chars, dtype=torch.long)
+    codes[:, 0] = 1  # a space (code 0 is a newline)
+    for t in range(1, chars):
+        fast.codes[:rows] = codes[:, t - 1].numpy()
+        probs = F.softmax(fast.step(rows).float(), -1)
+        codes[:, t] = torch.multinomial(probs, 1, generator=generator).view(-1)
+    return codes
+
+
+# ---- speed ----------------------------------------------------------------------------
+
+
+def _step_ms(fast: FastStep, rows: int, steps: int, codes: torch.Tensor) -> float:
+    fast.codes[:rows] = codes[:rows].numpy()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fast.step(rows)
+    return 1000 * (time.perf_counter() - t0) / steps
+
+
+@torch.no_grad()
+def speeds(steps: dict[str, FastStep], probe: Probe) -> dict[str, Speed]:
+    """Step times at 1 row and at the crowd, the precisions interleaved round by round; the best round counts."""
+    best: dict[str, list[float]] = {p: [math.inf, math.inf] for p in steps}
+    crowd = {p: min(probe.crowd, fast.max_batch) for p, fast in steps.items()}
+    codes = torch.randint(1, 96, (max(crowd.values(), default=1),), generator=torch.Generator().manual_seed(0))
+    for p, fast in steps.items():  # warm-up: oneDNN builds its kernels for each batch size on first use
+        _step_ms(fast, 1, 2, codes % fast.vocab)
+        _step_ms(fast, crowd[p], 2, codes % fast.vocab)
+    for _ in range(probe.rounds):
+        for p, fast in steps.items():
+            best[p][0] = min(best[p][0], _step_ms(fast, 1, probe.steps, codes % fast.vocab))
+            best[p][1] = min(best[p][1], _step_ms(fast, crowd[p], probe.steps, codes % fast.vocab))
+    return {p: Speed(p, lone, many, crowd[p]) for p, (lone, many) in best.items()}
+
+
+# ---- the measurement and the choice -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (the engine worker's count), then restore."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_batch: int = 64,
+            probe: Probe = Probe()) -> list[Measured]:
+    """Fidelity and speed of each of ``precisions`` on ``device`` (see the module docstring).
+
+    A precision whose path fails to build or to step is recorded with its error, never raised:
+    ``auto`` must come up with something servable wherever a path is missing.
+    """
+    rows = min(probe.rows, max_batch)
+    codes = own_text(model, rows, probe.chars, probe.seed, device)
+    reference = reference_logprobs(model, codes)
+    results = {p: Measured(p) for p in precisions}
+    steps: dict[str, FastStep] = {}
+    for p in precisions:
+        try:
+            fast = FastStep(model, max_batch, device, precision=p)
+            results[p].fidelity = compare(p, reference, teacher_forced(fast, codes))
+            steps[p] = fast
+        except Exception as exc:  # a missing or broken path: not chosen, and said why
+            log.warning("precision %s could not be measured: %s", p, exc)
+            results[p].error = _said(exc)
+    try:
+        for p, speed in speeds(steps, probe).items():
+            results[p].speed = speed
+    except Exception as exc:
+        log.warning("precision speeds could not be measured: %s", exc)
+        for p in steps:
+            results[p].error = results[p].error or _said(exc)
+    return [results[p] for p in precisions]
+
+
+def _said(exc: BaseException) -> str:
+    """An error in one short line (oneDNN's run on with advice about environment variables)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:160]}"
+
+
+def choose(measured: list[Measured], bounds: Bounds = Bounds(), margin: float = TIE_MARGIN) -> tuple[str, str]:
+    """The precision to serve and a sentence saying why, from measurements in fidelity order (fp32 first).
+
+    The fastest (smallest :attr:`Speed.score_ms`) among those meeting ``bounds``; a more
+    faithful one within ``margin`` of it wins the tie. Nothing qualifying (fp32 itself failing
+    would be a bug) falls back to fp32, the reference.
+    """
+    rejected = []
+    for m in measured:
+        if m.error is not None:
+            rejected.append(f"{m.precision} failed ({m.error})")
+        elif m.fidelity is not None and not m.fidelity.meets(bounds):
+            rejected.append(f"{m.precision} is outside the bounds (KL {m.fidelity.kl_mean:.2g} nats/char, "
+                            f"top-1 {m.fidelity.top1_agreement:.2%})")
+    ok = [m for m in measured if m.qualifies(bounds)]
+    if not ok:
+        return "fp32", "nothing measured within the bounds; the reference precision" + _also(rejected)
+    fastest = min(ok, key=lambda m: m.speed.score_ms)
+    pick = next(m for m in ok if m.speed.score_ms <= fastest.speed.score_ms * (1 + margin))
+    times = ", ".join(f"{m.precision} {m.speed.score_ms:.3f}" for m in ok)
+    how = "the fastest within the bounds" if pick is fastest else \
+        f"within {margin:.0%} of the fastest ({fastest.precision}) and more faithful"
+    return pick.precision, (f"{how}: step time (geometric mean of 1 and {pick.speed.crowd} rows, ms) {times}; "
+                            f"KL {pick.fidelity.kl_mean:.2g} nats/char, top-1 {pick.fidelity.top1_agreement:.2%}"
+                            + _also(rejected))
+
+
+def _also(rejected: list[str]) -> str:
+    return "; " + "; ".join(rejected) if rejected else ""
+
+
+# ---- the cache ------------------------------------------------------------------------
+
+
+def device_identity(device: torch.device) -> dict:
+    """The processor a step runs on: the CPU's identity, or the GPU's name and capability."""
+    if device.type == "cuda":
+        return {"gpu": torch.cuda.get_device_name(device),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(device)))}
+    return {"cpu": cpu_identity()}
+
+
+def cache_key(model: CharLSTM, device: torch.device, threads: int | None, precisions: list[str],
+              max_batch: int, bounds: Bounds = Bounds()) -> dict:
+    """Everything a decision depends on; a change to any of it measures again."""
+    return {"format": CACHE_FORMAT, "checkpoint": tensors_digest(model.state_dict()), **device_identity(device),
+            "device": device.type, "torch": torch.__version__, "threads": threads, "max_batch": max_batch,
+            "precisions": list(precisions), "bounds": asdict(bounds)}
+
+
+def key_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_cache(path: Path) -> dict[str, dict]:
+    """The cached decisions by key id; an absent or unreadable file is none (logged)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        log.info("precision cache %s: none yet; measuring", path)
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("precision cache %s: not read (%s); measuring and rewriting it", path, exc)
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        log.warning("precision cache %s: not a charbot precision cache; measuring and rewriting it", path)
+        return {}
+    return entries
+
+
+def write_cache(path: Path, entries: dict[str, dict]) -> None:
+    """Write the newest :data:`CACHE_ENTRIES` decisions atomically; failure is logged, never raised."""
+    newest = sorted(entries.items(), key=lambda kv: str(kv[1].get("when", "")) if isinstance(kv[1], dict) else "")
+    data = {"format": CACHE_FORMAT, "entries": dict(newest[-CACHE_ENTRIES:])}
+    try:
+        atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        log.warning("precision cache %s: not written (%s); the next start measures again", path, exc)
+
+
+def _cached(entries: dict[str, dict], kid: str, precisions: list[str]) -> Decision | None:
+    entry = entries.get(kid)
+    if entry is None:
+        return None
+    try:
+        decision = Decision.from_dict(entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("precision cache: a damaged entry (%s); measuring again", exc)
+        return None
+    return decision if decision.precision in precisions else None
+
+
+def auto_precision(model: CharLSTM, device: torch.device, *, threads: int | None = None, max_batch: int = 64,
+                   cache: str | Path | None = None, probe: Probe = Probe(), bounds: Bounds = Bounds()) -> Decision:
+    """Resolve ``auto`` for ``model`` on ``device``: from ``cache`` when it has this key, else measured (and cached).
+
+    ``threads`` is what the engine's worker will step with; the measurement runs with it too.
+    """
+    precisions = devices.generation_precisions(device)
+    key = cache_key(model, device, threads, precisions, max_batch, bounds)
+    kid = key_id(key)
+    path = Path(cache).expanduser() if cache is not None else None
+    entries = read_cache(path) if path is not None else {}
+    hit = _cached(entries, kid, precisions)
+    if hit is not None:
+        log.info("precision auto: %s (cached %s): %s", hit.precision, hit.when, hit.reason)
+        return hit
+    t0 = time.perf_counter()
+    if len(precisions) == 1:
+        measured = []
+        precision, reason = precisions[0], f"only {precisions[0]} runs natively here"
+    else:
+        try:
+            with torch_threads(threads):
+                measured = measure(model, device, precisions, max_batch, probe)
+        except Exception as exc:  # the reference itself failed: serve it anyway, and measure again next time
+            log.exception("precision auto: the measurement failed; serving fp32")
+            return Decision("fp32", f"the measurement failed ({_said(exc)}); the reference precision", [], key)
+        precision, reason = choose(measured, bounds)
+    decision = Decision(precision, reason, measured, key, time.perf_counter() - t0,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    log.info("precision auto: %s, measured in %.2f s: %s", precision, decision.seconds, reason)
+    if path is not None:
+        entries[kid] = decision.to_dict()
+        write_cache(path, entries)
+    return decision

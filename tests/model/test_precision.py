@@ -1,0 +1,250 @@
+"""The engine's ``auto`` precision: the fastest within the fidelity bounds, measured once per checkpoint and CPU.
+
+Behaviour only: measurements are injected where a choice is tested, so no test depends on
+how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import pytest
+import torch
+
+import model.device
+import model.precision as precision
+from model.checkpoint import Checkpoint
+from model.engine import Engine
+from model.fast_step import FastStep
+from model.precision import Bounds, Fidelity, Measured, Speed, auto_precision, choose
+
+CPU = torch.device("cpu")
+
+
+def measured(name: str, score: float, kl: float = 1e-6, top1: float = 1.0, error: str | None = None) -> Measured:
+    """A precision measured as ``score`` ms per step at both sizes, with the given fidelity."""
+    if error is not None:
+        return Measured(name, error=error)
+    return Measured(name, Fidelity(name, 2048, kl, kl, kl, top1, 0.0), Speed(name, score, score, 32))
+
+
+class FakeMeasure:
+    """Stands in for :func:`model.precision.measure`: counts calls, answers with given scores."""
+
+    def __init__(self, scores: dict[str, float], kl: dict[str, float] | None = None) -> None:
+        self.scores, self.kl = scores, kl or {}
+        self.calls: list[list[str]] = []
+
+    def __call__(self, model, device, precisions, max_batch=64, probe=None) -> list[Measured]:
+        self.calls.append(list(precisions))
+        return [measured(p, self.scores.get(p, 1.0), self.kl.get(p, 1e-6)) for p in precisions]
+
+
+@pytest.fixture
+def three(monkeypatch):
+    """A machine where fp32, bf16 and int8 all run natively."""
+    monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32", "bf16", "int8"])
+
+
+# ---- the choice ------------------------------------------------------------------------
+
+
+def test_the_fastest_within_the_bounds_is_chosen():
+    got, why = choose([measured("fp32", 1.0), measured("bf16", 0.6), measured("int8", 0.8)])
+    assert got == "bf16" and "fastest" in why
+
+
+def test_a_precision_outside_the_bounds_is_never_chosen_even_when_fastest():
+    for bad in (measured("int8", 0.1, kl=2e-3), measured("int8", 0.1, top1=0.98)):
+        got, why = choose([measured("fp32", 1.0), measured("bf16", 0.6), bad])
+        assert got == "bf16" and "int8 is outside the bounds" in why
+
+
+def test_bounds_are_inclusive():
+    assert choose([measured("fp32", 1.0), measured("int8", 0.5, kl=1e-3, top1=0.99)])[0] == "int8"
+
+
+def test_a_tie_goes_to_the_more_faithful_precision():
+    assert choose([measured("fp32", 1.0), measured("bf16", 0.97)])[0] == "fp32"  # within the margin
+    assert choose([measured("fp32", 1.0), measured("bf16", 0.5), measured("int8", 0.49)])[0] == "bf16"
+    assert choose([measured("fp32", 1.0), measured("bf16", 1.0)])[0] == "fp32"
+
+
+def test_fastest_weighs_a_lone_reply_and_a_crowd_alike():
+    exact = Fidelity("x", 1, 0, 0, 0, 1, 0)
+    crowd_only = Measured("int8", exact, Speed("int8", lone_ms=0.5, crowd_ms=0.3, crowd=32))
+    balanced = Measured("bf16", exact, Speed("bf16", lone_ms=0.2, crowd_ms=0.5, crowd=32))
+    assert choose([measured("fp32", 1.0), balanced, crowd_only])[0] == "bf16"  # sqrt(.1) < sqrt(.15)
+
+
+def test_a_failed_path_is_not_chosen_and_nothing_qualifying_falls_back_to_fp32():
+    got, why = choose([measured("fp32", 1.0), measured("int8", 0, error="RuntimeError: no kernel")])
+    assert got == "fp32" and "int8 failed (RuntimeError: no kernel)" in why
+    got, why = choose([measured("fp32", 1.0, kl=1.0), measured("bf16", 0.5, kl=1.0)])
+    assert got == "fp32" and "nothing measured within the bounds" in why
+
+
+# ---- auto on a machine -------------------------------------------------------------------
+
+
+def test_auto_picks_from_measurements_and_records_them(trained, three, monkeypatch, tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.7, "int8": 0.4}, kl={"int8": 5e-3})
+    monkeypatch.setattr(precision, "measure", fake)
+    decision = auto_precision(trained, CPU, threads=1, cache=tmp_path / "precision.json")
+    assert decision.precision == "bf16" and fake.calls == [["fp32", "bf16", "int8"]]
+    entry = next(iter(json.loads((tmp_path / "precision.json").read_text())["entries"].values()))
+    assert entry["precision"] == "bf16" and "int8 is outside the bounds" in entry["reason"]
+    assert [m["precision"] for m in entry["measured"]] == ["fp32", "bf16", "int8"]
+    assert entry["measured"][2]["fidelity"]["kl_mean"] == 5e-3 and entry["measured"][1]["speed"]["score_ms"] == 0.7
+    assert entry["key"]["cpu"]["model"] and entry["key"]["torch"] == torch.__version__
+
+
+def test_a_machine_with_only_fp32_measures_nothing(trained, monkeypatch, tmp_path):
+    monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32"])
+    fake = FakeMeasure({})
+    monkeypatch.setattr(precision, "measure", fake)
+    decision = auto_precision(trained, CPU, cache=tmp_path / "p.json")
+    assert decision.precision == "fp32" and fake.calls == [] and "only fp32" in decision.reason
+
+
+def test_a_cache_hit_skips_measuring(trained, three, monkeypatch, tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5, "int8": 0.7})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "state" / "precision.json"  # its folder is made on first write
+    first = auto_precision(trained, CPU, threads=1, cache=cache)
+    again = auto_precision(trained, CPU, threads=1, cache=cache)
+    assert len(fake.calls) == 1 and not first.cached and again.cached
+    assert again.precision == first.precision == "bf16" and again.reason == first.reason
+    assert [m.speed.score_ms for m in again.measured] == [1.0, 0.5, 0.7]
+
+
+def test_the_cache_is_keyed_per_checkpoint_cpu_threads_and_precisions_on_offer(trained, three, monkeypatch, tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "precision.json"
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    other = copy.deepcopy(trained)
+    with torch.no_grad():
+        other.head.bias.add_(1e-3)  # another fine-tuned version: other weights
+    auto_precision(other, CPU, threads=1, cache=cache)
+    assert len(fake.calls) == 2
+    monkeypatch.setattr(precision, "cpu_identity", lambda: {"model": "Another CPU", "flags": ["avx2"]})
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    assert len(fake.calls) == 3
+    auto_precision(trained, CPU, threads=2, cache=cache)
+    assert len(fake.calls) == 4
+    monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32", "bf16"])
+    auto_precision(trained, CPU, threads=2, cache=cache)
+    assert len(fake.calls) == 5
+    assert len(json.loads(cache.read_text())["entries"]) == 5  # every decision kept beside the others
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"entries": 3}', ""])
+def test_a_corrupt_cache_is_measured_again_and_rewritten(trained, three, monkeypatch, tmp_path, caplog, content):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "precision.json"
+    cache.write_text(content)
+    with caplog.at_level(logging.WARNING, logger="model.precision"):
+        assert auto_precision(trained, CPU, cache=cache).precision == "bf16"
+    assert len(fake.calls) == 1 and "precision cache" in caplog.text
+    assert len(json.loads(cache.read_text())["entries"]) == 1
+    assert auto_precision(trained, CPU, cache=cache).cached and len(fake.calls) == 1
+
+
+def test_a_damaged_entry_is_measured_again(trained, three, monkeypatch, tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "precision.json"
+    auto_precision(trained, CPU, cache=cache)
+    data = json.loads(cache.read_text())
+    for entry in data["entries"].values():
+        entry["measured"] = [{"no": "precision"}]
+    cache.write_text(json.dumps(data))
+    assert not auto_precision(trained, CPU, cache=cache).cached and len(fake.calls) == 2
+
+
+def test_an_unwritable_cache_is_only_logged(trained, three, monkeypatch, tmp_path, caplog):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5})
+    monkeypatch.setattr(precision, "measure", fake)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="model.precision"):
+        assert auto_precision(trained, CPU, cache=blocker / "precision.json").precision == "bf16"
+    assert "not written" in caplog.text
+
+
+def test_without_a_cache_every_engine_measures(trained, three, monkeypatch):
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5})
+    monkeypatch.setattr(precision, "measure", fake)
+    auto_precision(trained, CPU)
+    auto_precision(trained, CPU)
+    assert len(fake.calls) == 2
+
+
+def test_a_failing_measurement_serves_fp32_and_is_not_cached(trained, three, monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no reference")
+
+    monkeypatch.setattr(precision, "measure", broken)
+    decision = auto_precision(trained, CPU, cache=tmp_path / "p.json")
+    assert decision.precision == "fp32" and "measurement failed" in decision.reason
+    assert not (tmp_path / "p.json").exists()
+
+
+# ---- int8 missing --------------------------------------------------------------------------
+
+
+def test_without_int8_auto_never_tries_it_and_asking_for_it_is_a_clear_error(trained, monkeypatch, tmp_path):
+    monkeypatch.setattr(model.device, "int8_matmul_supported", lambda: False)
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.9, "int8": 0.1})
+    monkeypatch.setattr(precision, "measure", fake)
+    decision = auto_precision(trained, CPU, cache=tmp_path / "p.json")
+    assert decision.precision != "int8" and all("int8" not in call for call in fake.calls)
+    with pytest.raises(ValueError, match="int8 is not available"):
+        Engine(Checkpoint(trained, trained.config), precision="int8")
+    with pytest.raises(ValueError, match="int8 is not available"):
+        FastStep(trained, 1, precision="int8")
+
+
+def test_a_path_that_fails_to_build_is_recorded_not_raised(trained, monkeypatch):
+    real = precision.FastStep
+
+    def fragile(model_, max_batch, device=None, precision="fp32", **kw):
+        if precision == "bf16":
+            raise RuntimeError("could not create a primitive descriptor\nRun with ONEDNN_VERBOSE=all")
+        return real(model_, max_batch, device, precision=precision, **kw)
+
+    monkeypatch.setattr(precision, "FastStep", fragile)
+    probe = precision.Probe(rows=2, chars=16, crowd=4, steps=1, rounds=1)
+    got = {m.precision: m for m in precision.measure(trained, CPU, ["fp32", "bf16"], 8, probe)}
+    assert got["bf16"].error == "RuntimeError: could not create a primitive descriptor"
+    assert got["fp32"].qualifies(Bounds()) and choose(list(got.values()))[0] == "fp32"
+
+
+# ---- the real measurement -------------------------------------------------------------------
+
+
+def test_the_measurement_reads_the_models_own_text_and_fp32_matches_the_reference(trained):
+    probe = precision.Probe(rows=3, chars=24, crowd=4, steps=2, rounds=2)
+    got = precision.measure(trained, CPU, ["fp32"], 8, probe)
+    fp32 = got[0]
+    assert fp32.error is None and fp32.fidelity.chars == 3 * 24
+    assert fp32.fidelity.kl_mean < 1e-6 and fp32.fidelity.top1_agreement == 1.0
+    assert fp32.speed.crowd == 4 and fp32.speed.lone_ms > 0 and fp32.speed.crowd_ms > 0
+
+
+def test_the_models_own_text_is_fixed_by_the_seed(trained):
+    a = precision.own_text(trained, 2, 20, seed=5)
+    assert torch.equal(a, precision.own_text(trained, 2, 20, seed=5))
+    assert not torch.equal(a, precision.own_text(trained, 2, 20, seed=6))
+    assert a.shape == (2, 20) and int(a.min()) >= 0 and int(a.max()) < trained.config.vocab_size
+
+
+def test_fidelity_takes_one_text_or_a_batch(trained):
+    codes = precision.own_text(trained, 2, 30, seed=1)
+    one = precision.fidelity(trained, codes[0], "fp32")
+    both = precision.fidelity(trained, codes, "fp32")
+    assert one.chars == 30 and both.chars == 60 and one.top1_agreement == both.top1_agreement == 1.0
