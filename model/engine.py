@@ -51,6 +51,7 @@ from model.sample import (
     finished_text,
     prime_codes,
 )
+from model.step_threads import StepThreads
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ class Engine:
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`model.fast_step`); "auto" is bf16 where the CPU has those
     instructions, else fp32. ``threads`` sets the worker's torch intra-op threads
-    (default: :func:`model.device.cpu_threads` for generation). ``cuda_graphs`` False steps
+    (default: :func:`model.device.cpu_threads` for generation, and with ``boost_threads``
+    every core for a lone reply when that is measured to pay, see :mod:`model.step_threads`;
+    an explicit ``threads`` is always kept). ``cuda_graphs`` False steps
     eagerly on a GPU (the bench's comparison; graphs are faster).
     """
 
@@ -131,6 +134,7 @@ class Engine:
         precision: str = "fp32",
         threads: int | None = None,
         cuda_graphs: bool = True,
+        boost_threads: bool = True,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -149,6 +153,8 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.threads = threads if threads is not None else cpu_threads("generation")
+        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" else 0
+        self._threads = StepThreads(self.threads, boost)
         self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs)
         self.precision = self._fast.precision  # "auto" resolved
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
@@ -241,6 +247,11 @@ class Engine:
             self._by_future[fut] = group
             self._lock.notify()
         return fut
+
+    @property
+    def boosted_steps(self) -> int:
+        """Steps stepped with every core's threads (a lone reply, see :mod:`model.step_threads`)."""
+        return self._threads.boosted_steps
 
     def pending(self) -> int:
         """Replies queued or running."""
@@ -374,6 +385,7 @@ class Engine:
         """Move queued replies into the batch; return False when the worker should stop."""
         with self._lock:
             while not self._queue and not self._active and not self._closing:
+                self._threads.busy(False)
                 self._lock.wait()
             if self._cancel_all:
                 for g in self._queue:
@@ -421,11 +433,18 @@ class Engine:
 
     @torch.no_grad()
     def _run(self) -> None:
-        torch.set_num_threads(self.threads)
+        self._threads.start()
+        try:
+            self._serve()
+        finally:
+            self._threads.busy(False)
+
+    def _serve(self) -> None:
         while True:
             try:
                 if not self._admit():
                     return
+                self._threads.busy(bool(self._active))
                 self._step_all()
             except Exception as exc:  # the step itself failed: fail the batch, keep serving
                 log.exception("generation step failed")
@@ -468,7 +487,10 @@ class Engine:
                     fast.move_row(old_row, new_row)
             self._active = [active[row] for row in keep]
         if self._active:
-            fast.step(len(self._active))
+            rows = len(self._active)
+            self._threads.before_step(rows)
+            fast.step(rows)
+            self._threads.after_step()
             self.steps += 1
 
     def _draw(self, rows: list[int], plan: list[int]) -> None:

@@ -54,6 +54,7 @@ class BenchConfig:
     train_steps: int = 100
     classic_script: Path | None = None
     threads: int | None = None
+    engine_threads: int | None = None  # set by run_bench: ``threads`` as given; None is the engine's own default
     precisions: tuple[str, ...] = ("fp32", "bf16")
     sections: tuple[str, ...] = SECTIONS
     agreement_seeds: int = 8
@@ -115,7 +116,11 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     """Measure every section in ``cfg.sections``; return the results (see :mod:`report`)."""
     if cfg.quick:
         cfg.shrink()
-    if cfg.threads is None:  # the engine's own default, given to every side so ratios compare code, not threads
+    # Engines get --threads only when it was given: otherwise they run as the bot runs them, a lone
+    # reply stepping with every core while that is measured faster (model.step_threads). The other
+    # sides (classic, reference, training) get the engine's normal count, so those ratios compare code.
+    cfg.engine_threads = cfg.threads
+    if cfg.threads is None:
         cfg.threads = cpu_threads("generation")
     script = classic.find_script(cfg.classic_script)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -123,6 +128,10 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
                      "targets": TARGETS, "notes": []}
     if script is None:
         results["notes"].append("classic baseline script not found: ratios are missing")
+    if cfg.engine_threads is None and cpu_threads("boost") > cfg.threads:
+        results["notes"].append(
+            f"engines use their default threads: a lone reply steps with {cpu_threads('boost')} while that is "
+            f"measured faster and no other engine steps; the classic and reference sides use {cfg.threads}")
     models = load_models(cfg)
     say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
         + f"; {cfg.threads} thread(s)")
@@ -161,7 +170,7 @@ def _concurrent(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str],
             say(f"concurrent: {m.name} {precision}")
             got = concurrent.concurrent_replies(
                 m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
-                threads=cfg.threads, min_replies=1 if cfg.quick else 32)
+                threads=cfg.engine_threads, min_replies=1 if cfg.quick else 32)
             rows += [{"model": m.name, "size": m.size, **row} for row in got]
     return rows
 
@@ -191,7 +200,7 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     c = m.checkpoint.config
     say(f"single reply: {m.name}")
     row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
-    probes = {p: generation.SingleReply(m.checkpoint, precision=p, threads=cfg.threads) for p in cfg.precisions}
+    probes = {p: generation.SingleReply(m.checkpoint, precision=p, threads=cfg.engine_threads) for p in cfg.precisions}
     speeds: dict[str, list[float]] = {p: [] for p in cfg.precisions}
     firsts: dict[str, list[float]] = {p: [] for p in cfg.precisions}
     classic_runs: list[dict] = []
@@ -206,13 +215,14 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
                                                                cfg.chars, cfg.threads))
                 except classic.BaselineError as exc:
                     row["classic_error"] = str(exc)
+        boosted = {p: probe.boosted_share() for p, probe in probes.items()}
     finally:
         for probe in probes.values():
             probe.close()
     for p in cfg.precisions:
         cps = median(speeds[p])
         row[p] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": median(firsts[p]),
-                  "runs_chars_per_s": speeds[p], "chars": cfg.chars}
+                  "runs_chars_per_s": speeds[p], "chars": cfg.chars, "boosted_share": boosted[p]}
     if classic_runs:
         cps = median([r["chars_per_s"] for r in classic_runs])
         row["classic"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps,

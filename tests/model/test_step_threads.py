@@ -1,0 +1,124 @@
+"""Every core for a lone reply: the policy, the measured choice, and that the text never changes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import engine as engine_mod
+from model import step_threads
+from model.checkpoint import Checkpoint
+from model.device import cpu_threads, generation_precisions
+from model.engine import Engine
+from model.fast_step import FastStep
+from model.sample import SampleSettings, generate
+from model.step_threads import BOOST_ROWS, PROBE_EVERY, StepThreads, boost_allowed, busy_engines
+
+
+def test_boost_only_for_a_small_batch_of_the_only_busy_engine():
+    assert boost_allowed(1, 1)
+    assert boost_allowed(BOOST_ROWS, 1)
+    assert not boost_allowed(BOOST_ROWS + 1, 1)  # the batch grew: a crowd
+    assert not boost_allowed(1, 2)  # another engine steps
+    assert not boost_allowed(0, 0)
+    assert cpu_threads("boost") >= cpu_threads("generation")
+
+
+class FakeClock:
+    """perf_counter for :class:`StepThreads`: a step lasts ``cost[threads]`` seconds."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cost: dict[int, float]) -> None:
+        self.now = 0.0
+        self.cost = cost
+        monkeypatch.setattr(step_threads.time, "perf_counter", lambda: self.now)
+
+    def steps(self, chooser: StepThreads, n: int, rows: int = 1) -> list[int]:
+        used = []
+        for _ in range(n):
+            chooser.before_step(rows)
+            self.now += self.cost[chooser.current]
+            chooser.after_step()
+            used.append(chooser.current)
+        return used
+
+
+@pytest.fixture
+def chooser(monkeypatch):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the choice, not the process, is tested
+    got = StepThreads(1, 2)
+    got.busy(True)
+    yield got
+    got.busy(False)
+
+
+def test_the_boost_is_used_when_it_is_measured_faster(monkeypatch, chooser):
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
+    used = clock.steps(chooser, PROBE_EVERY)
+    assert used[-100:] == [2] * 100
+    assert busy_engines() == 1
+
+
+def test_the_boost_backs_off_when_other_work_makes_it_slower(monkeypatch, chooser):
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 600e-6})
+    used = clock.steps(chooser, 20 * PROBE_EVERY)
+    assert used[-100:] == [1] * 100
+    assert used.count(2) < 0.01 * len(used)  # the probes grow rarer while the boost loses
+    clock.cost[2] = 100e-6  # the machine went quiet: a later probe finds the boost again
+    assert clock.steps(chooser, 20 * PROBE_EVERY)[-100:] == [2] * 100
+
+
+def test_the_boost_turns_off_when_another_engine_steps_or_the_batch_grows(monkeypatch, chooser):
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
+    assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+    assert clock.steps(chooser, 1, rows=BOOST_ROWS + 1) == [1]
+    other = StepThreads(1, 2)
+    other.busy(True)
+    try:
+        assert clock.steps(chooser, 5) == [1] * 5
+    finally:
+        other.busy(False)
+    assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+
+
+def test_no_boost_with_explicit_threads_or_when_turned_off(trained):
+    ck = Checkpoint(trained, trained.config)
+    with Engine(ck, threads=1) as eng:
+        assert not eng._threads.enabled
+    with Engine(ck, boost_threads=False) as eng:
+        assert not eng._threads.enabled
+
+
+# int8 joins this list when the fused step has its int8 path (oneDNN must not split its sums by thread)
+@pytest.mark.parametrize("precision", [p for p in generation_precisions(torch.device("cpu")) if p != "int8"])
+def test_a_step_gives_the_same_bits_with_more_threads(trained, precision):
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            step = FastStep(trained, 8, "cpu", precision)
+            got = []
+            for i in range(20):
+                step.codes[:2] = [i % 50, (7 * i) % 50]
+                got.append(step.step(2).clone())
+            outs.append(torch.stack(got))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_boosted_replies_are_the_reference_text(trained, monkeypatch):
+    """Forced to boost whenever the policy allows (2 threads, whatever this machine has)."""
+    monkeypatch.setattr(engine_mod, "cpu_threads", lambda use: 2 if use == "boost" else 1)
+    monkeypatch.setattr(StepThreads, "_choose",
+                        lambda self, rows: self.boost if boost_allowed(rows, busy_engines(), self.max_rows)
+                        else self.normal)
+    settings = SampleSettings(seed=11, max_chars=120)
+    with Engine(Checkpoint(trained, trained.config), max_batch=8) as eng:
+        alone = eng.submit("the cat", settings).result(timeout=60)
+        assert eng.boosted_steps > 0
+        crowd = [eng.submit("the cat", SampleSettings(seed=s, max_chars=120)) for s in (11, 12, 13, 14)]
+        in_crowd = crowd[0].result(timeout=60)
+    want = generate(trained, ["the cat"], settings)[0]
+    assert alone.text == in_crowd.text == want.text
+    assert alone.logprobs == in_crowd.logprobs
