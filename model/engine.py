@@ -488,7 +488,7 @@ class Engine:
             self._active = [active[row] for row in keep]
         if self._active:
             rows = len(self._active)
-            self._threads.before_step(rows)
+            self._threads.before_step(rows, len(self._by_future))  # replies running or queued
             fast.step(rows)
             self._threads.after_step()
             self.steps += 1

@@ -7,8 +7,9 @@ leaves that core unused: a bf16 step at batch 1 takes about 150 us with one thre
 118 us with two (2-core EPYC). So the worker may step with every core's thread
 (:func:`model.device.cpu_threads` "boost") when
 
-- its batch is small (at most :data:`BOOST_ROWS` rows: bigger batches mean a crowd, whose
-  replies the event loop must serve), and
+- it serves few replies (at most :data:`BOOST_REPLIES`, counting those queued: more mean a
+  crowd, whose replies the event loop must serve) in few rows (at most :data:`BOOST_ROWS`:
+  a lone best-of-n reply's candidates), and
 - no other engine in this process is stepping (:func:`busy_engines`), and
 - it is measured to be faster *now*: other processes may be using the other core, and then two
   threads make a step several times slower, not faster. :class:`StepThreads` times steps under
@@ -29,8 +30,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-BOOST_ROWS = 2  # most rows a boosted step may have (see the module docstring for why not more)
-PROBE_STEPS = 16  # steps timed under the thread count not in use, to see whether it pays now
+BOOST_ROWS = 16  # most rows a boosted step may have: a lone reply's best-of-n candidates
+BOOST_REPLIES = 1  # most replies (running or queued) an engine may serve while boosted
+PROBE_STEPS = 32  # steps timed under the thread count not in use, to see whether it pays now
 PROBE_EVERY = 512  # steps between probes while the boost wins ...
 PROBE_EVERY_MAX = 16_384  # ... and, doubling each time it loses, at most this many while it loses
 MARGIN = 0.05  # the boost must be this much faster per step to be used
@@ -50,17 +52,21 @@ def _count_busy(delta: int) -> None:
         _busy += delta
 
 
-def boost_allowed(rows: int, busy: int, max_rows: int = BOOST_ROWS) -> bool:
-    """Whether a step of ``rows`` rows may use every core while ``busy`` engines (this one
-    included) are stepping: only a small batch, and only when no other engine needs a core."""
-    return 1 <= rows <= max_rows and busy <= 1
+def boost_allowed(
+    rows: int, replies: int, busy: int, max_rows: int = BOOST_ROWS, max_replies: int = BOOST_REPLIES
+) -> bool:
+    """Whether a step of ``rows`` rows, for ``replies`` replies (running or queued), may use
+    every core while ``busy`` engines (this one included) are stepping: only a lone reply's
+    small batch, and only when no other engine needs a core."""
+    return 1 <= rows <= max_rows and replies <= max_replies and busy <= 1
 
 
 @dataclass
 class _Times:
-    """Step seconds at one batch size under the normal and the boosted count: the median of
-    the latest :data:`PROBE_STEPS` steps under each (a median, because a preempted step can
-    take milliseconds)."""
+    """Step seconds at one batch size under the normal and the boosted count: the mean of the
+    latest :data:`PROBE_STEPS` steps under each. The mean, not the median: when other work
+    takes the cores, two threads lose mostly through the few steps whose second thread was
+    descheduled (milliseconds each), which a median would not see."""
 
     normal: float | None = None
     boost: float | None = None
@@ -78,10 +84,13 @@ class StepThreads:
     :meth:`after_step` after it, all from the worker thread.
     """
 
-    def __init__(self, normal: int, boost: int, max_rows: int = BOOST_ROWS) -> None:
+    def __init__(
+        self, normal: int, boost: int, max_rows: int = BOOST_ROWS, max_replies: int = BOOST_REPLIES
+    ) -> None:
         self.normal = normal
         self.boost = boost
         self.max_rows = max_rows
+        self.max_replies = max_replies
         self.enabled = boost > normal
         self.current = normal
         self.boosted_steps = 0  # how many steps used the boost (for tests and metrics)
@@ -118,11 +127,11 @@ class StepThreads:
             for times in self._times.values():  # their steps so far ran under the other count
                 times.window.clear()
 
-    def before_step(self, rows: int) -> None:
-        """Pick the count for a step of ``rows`` rows and start timing it."""
+    def before_step(self, rows: int, replies: int = 1) -> None:
+        """Pick the count for a step of ``rows`` rows serving ``replies`` replies; start timing it."""
         self._rows = rows
         if self.enabled:
-            self._use(self._choose(rows))
+            self._use(self._choose(rows, replies))
         self._t0 = time.perf_counter()
 
     def after_step(self) -> None:
@@ -141,18 +150,18 @@ class StepThreads:
             return
         times.window.append(seconds)
         if len(times.window) >= PROBE_STEPS - 1:
-            median = statistics.median(times.window)
+            mean = statistics.fmean(times.window)
             times.window.clear()
             if self.current == self.boost:
-                times.boost = median
+                times.boost = mean
             else:
-                times.normal = median
+                times.normal = mean
             if self._probing == self.current:
                 self._probing = None
                 self._settle(times, self.current)
 
-    def _choose(self, rows: int) -> int:
-        if not boost_allowed(rows, busy_engines(), self.max_rows):
+    def _choose(self, rows: int, replies: int) -> int:
+        if not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies):
             self._probing = None  # an interrupted probe starts again when the boost is allowed
             return self.normal
         times = self._times.setdefault(rows, _Times())

@@ -12,15 +12,16 @@ from model.device import cpu_threads, generation_precisions
 from model.engine import Engine
 from model.fast_step import FastStep
 from model.sample import SampleSettings, generate
-from model.step_threads import BOOST_ROWS, PROBE_EVERY, StepThreads, boost_allowed, busy_engines
+from model.step_threads import BOOST_REPLIES, BOOST_ROWS, PROBE_EVERY, StepThreads, boost_allowed, busy_engines
 
 
 def test_boost_only_for_a_small_batch_of_the_only_busy_engine():
-    assert boost_allowed(1, 1)
-    assert boost_allowed(BOOST_ROWS, 1)
-    assert not boost_allowed(BOOST_ROWS + 1, 1)  # the batch grew: a crowd
-    assert not boost_allowed(1, 2)  # another engine steps
-    assert not boost_allowed(0, 0)
+    assert boost_allowed(1, 1, 1)
+    assert boost_allowed(BOOST_ROWS, 1, 1)  # a lone reply's best-of-n candidates
+    assert not boost_allowed(BOOST_ROWS + 1, 1, 1)  # the batch grew
+    assert not boost_allowed(2, BOOST_REPLIES + 1, 1)  # a crowd of replies, running or queued
+    assert not boost_allowed(1, 1, 2)  # another engine steps
+    assert not boost_allowed(0, 0, 0)
     assert cpu_threads("boost") >= cpu_threads("generation")
 
 
@@ -32,10 +33,10 @@ class FakeClock:
         self.cost = cost
         monkeypatch.setattr(step_threads.time, "perf_counter", lambda: self.now)
 
-    def steps(self, chooser: StepThreads, n: int, rows: int = 1) -> list[int]:
+    def steps(self, chooser: StepThreads, n: int, rows: int = 1, replies: int = 1) -> list[int]:
         used = []
         for _ in range(n):
-            chooser.before_step(rows)
+            chooser.before_step(rows, replies)
             self.now += self.cost[chooser.current]
             chooser.after_step()
             used.append(chooser.current)
@@ -60,17 +61,18 @@ def test_the_boost_is_used_when_it_is_measured_faster(monkeypatch, chooser):
 
 def test_the_boost_backs_off_when_other_work_makes_it_slower(monkeypatch, chooser):
     clock = FakeClock(monkeypatch, {1: 150e-6, 2: 600e-6})
-    used = clock.steps(chooser, 20 * PROBE_EVERY)
+    used = clock.steps(chooser, 40 * PROBE_EVERY)
     assert used[-100:] == [1] * 100
     assert used.count(2) < 0.01 * len(used)  # the probes grow rarer while the boost loses
     clock.cost[2] = 100e-6  # the machine went quiet: a later probe finds the boost again
-    assert clock.steps(chooser, 20 * PROBE_EVERY)[-100:] == [2] * 100
+    assert clock.steps(chooser, 40 * PROBE_EVERY)[-100:] == [2] * 100
 
 
 def test_the_boost_turns_off_when_another_engine_steps_or_the_batch_grows(monkeypatch, chooser):
     clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
     assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
     assert clock.steps(chooser, 1, rows=BOOST_ROWS + 1) == [1]
+    assert clock.steps(chooser, 1, rows=2, replies=BOOST_REPLIES + 1) == [1]
     other = StepThreads(1, 2)
     other.busy(True)
     try:
@@ -111,8 +113,8 @@ def test_boosted_replies_are_the_reference_text(trained, monkeypatch):
     """Forced to boost whenever the policy allows (2 threads, whatever this machine has)."""
     monkeypatch.setattr(engine_mod, "cpu_threads", lambda use: 2 if use == "boost" else 1)
     monkeypatch.setattr(StepThreads, "_choose",
-                        lambda self, rows: self.boost if boost_allowed(rows, busy_engines(), self.max_rows)
-                        else self.normal)
+                        lambda self, rows, replies: self.boost if boost_allowed(
+                            rows, replies, busy_engines(), self.max_rows, self.max_replies) else self.normal)
     settings = SampleSettings(seed=11, max_chars=120)
     with Engine(Checkpoint(trained, trained.config), max_batch=8) as eng:
         alone = eng.submit("the cat", settings).result(timeout=60)
