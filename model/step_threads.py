@@ -12,9 +12,11 @@ leaves that core unused: a bf16 step at batch 1 takes about 150 us with one thre
   a lone best-of-n reply's candidates), and
 - no other engine in this process is stepping (:func:`busy_engines`), and
 - it is measured to be faster *now*: other processes may be using the other core, and then two
-  threads make a step several times slower, not faster. :class:`StepThreads` times steps under
-  both counts (short probes, repeated less often while the boost keeps losing) and boosts
-  only while the boost's steps are clearly shorter.
+  threads make a step several times slower, not faster. :class:`StepThreads` probes: it
+  alternates the two counts step by step for a few dozen steps (side by side, so a change in
+  the machine's load hits both alike) and then uses the faster. It probes again now and then,
+  ever more rarely while the boost keeps losing, and at once when boosted steps get slower
+  (other work arrived).
 
 The thread count never changes a reply's text (every kernel gives the same bits whatever the
 thread count: see the tests). Switching costs about 0.1 us (``torch.set_num_threads``) and
@@ -32,10 +34,11 @@ import torch
 
 BOOST_ROWS = 16  # most rows a boosted step may have: a lone reply's best-of-n candidates
 BOOST_REPLIES = 1  # most replies (running or queued) an engine may serve while boosted
-PROBE_STEPS = 32  # steps timed under the thread count not in use, to see whether it pays now
+PROBE_STEPS = 32  # steps timed under each count in a probe
 PROBE_EVERY = 512  # steps between probes while the boost wins ...
 PROBE_EVERY_MAX = 16_384  # ... and, doubling each time it loses, at most this many while it loses
 MARGIN = 0.05  # the boost must be this much faster per step to be used
+DRIFT = 0.25  # boosted steps this much slower than in their probe: probe again at once
 
 _busy = 0
 _busy_lock = threading.Lock()
@@ -63,16 +66,19 @@ def boost_allowed(
 
 @dataclass
 class _Times:
-    """Step seconds at one batch size under the normal and the boosted count: the mean of the
-    latest :data:`PROBE_STEPS` steps under each. The mean, not the median: when other work
-    takes the cores, two threads lose mostly through the few steps whose second thread was
-    descheduled (milliseconds each), which a median would not see."""
+    """What the last probe found at one batch size, and the count used there until the next.
 
-    normal: float | None = None
-    boost: float | None = None
+    Step times are means, not medians: when other work takes the cores, two threads lose
+    mostly through the few steps whose second thread was descheduled (milliseconds each),
+    which a median would not see.
+    """
+
+    normal: float = 0.0  # mean step seconds under each count in the last probe
+    boost: float = 0.0
+    use: int = 0  # the count stepped with between probes; 0 before the first
     next_probe: int = 0
     every: int = PROBE_EVERY
-    window: list[float] = field(default_factory=list)  # steps under the count in use, not yet in a figure
+    window: list[float] = field(default_factory=list)  # boosted steps since the probe, watched for drift
 
 
 class StepThreads:
@@ -93,14 +99,14 @@ class StepThreads:
         self.max_replies = max_replies
         self.enabled = boost > normal
         self.current = normal
-        self.boosted_steps = 0  # how many steps used the boost (for tests and metrics)
+        self.boosted_steps = 0  # how many steps used the boost (for the bench and tests)
         self._busy = False
         self._times: dict[int, _Times] = {}
         self._steps = 0
-        self._probing: int | None = None  # the count a probe runs under, while one runs
+        self._probing: _Times | None = None  # the batch size a probe is timing, while one runs
+        self._samples: dict[int, list[float]] = {}
         self._rows = 0
         self._t0 = 0.0
-        self._warm = False  # the step after a switch wakes threads up: it is not timed
 
     def start(self) -> None:
         """Set the normal count on the calling (worker) thread."""
@@ -123,9 +129,6 @@ class StepThreads:
         if threads != self.current:
             torch.set_num_threads(threads)
             self.current = threads
-            self._warm = False
-            for times in self._times.values():  # their steps so far ran under the other count
-                times.window.clear()
 
     def before_step(self, rows: int, replies: int = 1) -> None:
         """Pick the count for a step of ``rows`` rows serving ``replies`` replies; start timing it."""
@@ -143,53 +146,43 @@ class StepThreads:
         if self.current == self.boost:
             self.boosted_steps += 1
         times = self._times.get(self._rows)
-        if times is None or not self._warm:  # a step after a switch also wakes threads: not timed
-            self._warm = True
-            if times is not None:
-                times.window.clear()
+        if times is None:
             return
-        times.window.append(seconds)
-        if len(times.window) >= PROBE_STEPS - 1:
-            mean = statistics.fmean(times.window)
-            times.window.clear()
-            if self.current == self.boost:
-                times.boost = mean
-            else:
-                times.normal = mean
-            if self._probing == self.current:
-                self._probing = None
-                self._settle(times, self.current)
+        if self._probing is times:
+            self._samples[self.current].append(seconds)
+            if all(len(got) >= PROBE_STEPS for got in self._samples.values()):
+                self._settle(times)
+        elif self._probing is None and times.use == self.boost == self.current:
+            self._watch(times, seconds)
 
     def _choose(self, rows: int, replies: int) -> int:
         if not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies):
-            self._probing = None  # an interrupted probe starts again when the boost is allowed
+            self._probing = None  # an interrupted probe starts afresh when the boost is allowed again
             return self.normal
         times = self._times.setdefault(rows, _Times())
-        if self._probing is not None:
-            return self._probing
-        if times.normal is None or times.boost is None or self._steps >= times.next_probe:
-            return self._probe(times)
-        return self._winner(times)
+        if self._probing is not times and (not times.use or self._steps >= times.next_probe):
+            self._probing = times
+            self._samples = {self.normal: [], self.boost: []}
+        if self._probing is times:  # alternate, the count with fewer timed steps first
+            return self.normal if len(self._samples[self.normal]) <= len(self._samples[self.boost]) else self.boost
+        return times.use
 
-    def _winner(self, times: _Times) -> int:
-        if times.boost is not None and times.normal is not None and times.boost < times.normal * (1 - MARGIN):
-            return self.boost
-        return self.normal
-
-    def _probe(self, times: _Times) -> int:
-        """Time a few steps under the count whose figure is missing or oldest (the one not in use)."""
-        if times.normal is None:
-            self._probing = self.normal
-        elif times.boost is None:
-            self._probing = self.boost
+    def _settle(self, times: _Times) -> None:
+        """End a probe: use the faster count; probe again soon while the boost wins, ever later while it loses."""
+        times.normal = statistics.fmean(self._samples[self.normal])
+        times.boost = statistics.fmean(self._samples[self.boost])
+        self._probing = None
+        if times.boost < times.normal * (1 - MARGIN):
+            times.use, times.every = self.boost, PROBE_EVERY
         else:
-            self._probing = self.normal if self._winner(times) == self.boost else self.boost
-        return self._probing
-
-    def _settle(self, times: _Times, probed: int) -> None:
-        """After a probe: probe again soon while the boost wins, ever later while it loses."""
-        if self._winner(times) == self.boost:
-            times.every = PROBE_EVERY
-        elif probed == self.boost:
-            times.every = min(PROBE_EVERY_MAX, 2 * times.every)
+            times.use, times.every = self.normal, min(PROBE_EVERY_MAX, 2 * times.every)
         times.next_probe = self._steps + times.every
+        times.window.clear()
+
+    def _watch(self, times: _Times, seconds: float) -> None:
+        """Boosted steps that got slower than in their probe (other work arrived): probe at once."""
+        times.window.append(seconds)
+        if len(times.window) >= PROBE_STEPS:
+            if statistics.fmean(times.window) > times.boost * (1 + DRIFT):
+                times.next_probe = self._steps
+            times.window.clear()

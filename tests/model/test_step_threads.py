@@ -12,7 +12,15 @@ from model.device import cpu_threads, generation_precisions
 from model.engine import Engine
 from model.fast_step import FastStep
 from model.sample import SampleSettings, generate
-from model.step_threads import BOOST_REPLIES, BOOST_ROWS, PROBE_EVERY, StepThreads, boost_allowed, busy_engines
+from model.step_threads import (
+    BOOST_REPLIES,
+    BOOST_ROWS,
+    PROBE_EVERY,
+    PROBE_STEPS,
+    StepThreads,
+    boost_allowed,
+    busy_engines,
+)
 
 
 def test_boost_only_for_a_small_batch_of_the_only_busy_engine():
@@ -66,6 +74,13 @@ def test_the_boost_backs_off_when_other_work_makes_it_slower(monkeypatch, choose
     assert used.count(2) < 0.01 * len(used)  # the probes grow rarer while the boost loses
     clock.cost[2] = 100e-6  # the machine went quiet: a later probe finds the boost again
     assert clock.steps(chooser, 40 * PROBE_EVERY)[-100:] == [2] * 100
+
+
+def test_boosted_steps_that_slow_down_are_probed_again_at_once(monkeypatch, chooser):
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
+    assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+    clock.cost[2] = 600e-6  # another process took the other core
+    assert clock.steps(chooser, 4 * PROBE_STEPS)[-PROBE_STEPS:] == [1] * PROBE_STEPS
 
 
 def test_the_boost_turns_off_when_another_engine_steps_or_the_batch_grows(monkeypatch, chooser):
