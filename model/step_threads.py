@@ -13,10 +13,19 @@ leaves that core unused: a bf16 step at batch 1 takes about 150 us with one thre
 - no other engine in this process is stepping (:func:`busy_engines`), and
 - it is measured to be faster *now*: other processes may be using the other core, and then two
   threads make a step several times slower, not faster. :class:`StepThreads` probes: it
-  alternates the two counts step by step for a few dozen steps (side by side, so a change in
-  the machine's load hits both alike) and then uses the faster. It probes again now and then,
+  alternates the two counts in blocks of a few steps for a few dozen steps (side by side, so a
+  change in the machine's load hits both alike; the first step of a block, which wakes the
+  threads, is not timed, as steady use does not pay it) and then uses the faster. It probes again now and then,
   ever more rarely while the boost keeps losing, and at once when boosted steps get slower
   (other work arrived).
+
+The boost only pays where the engine workers are the only threads that ever ran torch work
+on several threads: libgomp (PyTorch's OpenMP on Linux) keeps a thread pool for every thread
+that did, and once the process has more OpenMP threads than cores it stops spinning almost at
+once, so a boosted step wakes its helper thread through the kernel several times per step and
+takes about 460 us instead of 122 (batch 1, bf16, 2-core EPYC). A serving process therefore
+calls :func:`serve_threads` on the thread that loads its models, before loading them; where
+something else has made a pool anyway, the probes find the boost slower and do not use it.
 
 The thread count never changes a reply's text (every kernel gives the same bits whatever the
 thread count: see the tests). Switching costs about 0.1 us (``torch.set_num_threads``) and
@@ -32,9 +41,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model.device import cpu_threads
+
 BOOST_ROWS = 16  # most rows a boosted step may have: a lone reply's best-of-n candidates
 BOOST_REPLIES = 1  # most replies (running or queued) an engine may serve while boosted
-PROBE_STEPS = 32  # steps timed under each count in a probe
+PROBE_STEPS = 32  # steps under each count in a probe ...
+PROBE_BLOCK = 8  # ... in blocks of this many, alternating
 PROBE_EVERY = 512  # steps between probes while the boost wins ...
 PROBE_EVERY_MAX = 16_384  # ... and, doubling each time it loses, at most this many while it loses
 MARGIN = 0.05  # the boost must be this much faster per step to be used
@@ -53,6 +65,16 @@ def _count_busy(delta: int) -> None:
     global _busy
     with _busy_lock:
         _busy += delta
+
+
+def serve_threads() -> None:
+    """Give the calling thread the engines' normal torch thread count; call it before loading models.
+
+    So that only engine workers own OpenMP thread pools and a lone reply's boost pays (see the
+    module docstring). The loading thread (usually the event loop's) then runs its own torch
+    work on one core, as the engines' thread rule intends.
+    """
+    torch.set_num_threads(cpu_threads("generation"))
 
 
 def boost_allowed(
@@ -105,6 +127,7 @@ class StepThreads:
         self._steps = 0
         self._probing: _Times | None = None  # the batch size a probe is timing, while one runs
         self._samples: dict[int, list[float]] = {}
+        self._probe_step = 0
         self._rows = 0
         self._t0 = 0.0
 
@@ -149,8 +172,10 @@ class StepThreads:
         if times is None:
             return
         if self._probing is times:
-            self._samples[self.current].append(seconds)
-            if all(len(got) >= PROBE_STEPS for got in self._samples.values()):
+            if self._probe_step % PROBE_BLOCK:
+                self._samples[self.current].append(seconds)
+            self._probe_step += 1
+            if self._probe_step >= 2 * PROBE_STEPS:
                 self._settle(times)
         elif self._probing is None and times.use == self.boost == self.current:
             self._watch(times, seconds)
@@ -163,8 +188,9 @@ class StepThreads:
         if self._probing is not times and (not times.use or self._steps >= times.next_probe):
             self._probing = times
             self._samples = {self.normal: [], self.boost: []}
-        if self._probing is times:  # alternate, the count with fewer timed steps first
-            return self.normal if len(self._samples[self.normal]) <= len(self._samples[self.boost]) else self.boost
+            self._probe_step = 0
+        if self._probing is times:
+            return self.boost if (self._probe_step // PROBE_BLOCK) % 2 else self.normal
         return times.use
 
     def _settle(self, times: _Times) -> None:

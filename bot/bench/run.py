@@ -122,6 +122,15 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     cfg.engine_threads = cfg.threads
     if cfg.threads is None:
         cfg.threads = cpu_threads("generation")
+    main_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # before loading: only engine workers may own thread pools
+    try:
+        return _run_sections(cfg, say)
+    finally:
+        torch.set_num_threads(main_threads)
+
+
+def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
     script = classic.find_script(cfg.classic_script)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                      "machine_start": machine(), "classic_script": str(script) if script else None,
