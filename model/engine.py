@@ -438,6 +438,7 @@ class Engine:
             self._serve()
         finally:
             self._threads.busy(False)
+            self._threads.release()
 
     def _serve(self) -> None:
         while True:

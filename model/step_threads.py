@@ -24,8 +24,10 @@ on several threads: libgomp (PyTorch's OpenMP on Linux) keeps a thread pool for 
 that did, and once the process has more OpenMP threads than cores it stops spinning almost at
 once, so a boosted step wakes its helper thread through the kernel several times per step and
 takes about 460 us instead of 122 (batch 1, bf16, 2-core EPYC). A serving process therefore
-calls :func:`serve_threads` on the thread that loads its models, before loading them; where
-something else has made a pool anyway, the probes find the boost slower and do not use it.
+calls :func:`serve_threads` on the thread that loads its models, before loading them, and only
+one engine per process ever boosts (the first to claim it, until its worker ends: a worker's
+pool lives as long as the worker). Where something else has made a pool anyway, the probes
+find the boost slower and do not use it.
 
 The thread count never changes a reply's text (every kernel gives the same bits whatever the
 thread count: see the tests). Switching costs about 0.1 us (``torch.set_num_threads``) and
@@ -54,6 +56,7 @@ DRIFT = 0.25  # boosted steps this much slower than in their probe: probe again 
 
 _busy = 0
 _busy_lock = threading.Lock()
+_owner: StepThreads | None = None  # the one engine in this process that may boost
 
 
 def busy_engines() -> int:
@@ -88,7 +91,7 @@ def boost_allowed(
 
 @dataclass
 class _Times:
-    """What the last probe found at one batch size, and the count used there until the next.
+    """What the last probe found at one band of batch sizes, and the count used there until the next.
 
     Step times are means, not medians: when other work takes the cores, two threads lose
     mostly through the few steps whose second thread was descheduled (milliseconds each),
@@ -148,6 +151,23 @@ class StepThreads:
         if not busy:
             self._use(self.normal)
 
+    def _claim(self) -> bool:
+        """Whether this engine may boost: the first to ask holds the right until :meth:`release`."""
+        global _owner
+        if _owner is self:
+            return True
+        with _busy_lock:
+            if _owner is None:
+                _owner = self
+        return _owner is self
+
+    def release(self) -> None:
+        """The worker is ending (and its thread pool with it): another engine may boost."""
+        global _owner
+        with _busy_lock:
+            if _owner is self:
+                _owner = None
+
     def _use(self, threads: int) -> None:
         if threads != self.current:
             torch.set_num_threads(threads)
@@ -168,7 +188,7 @@ class StepThreads:
         self._steps += 1
         if self.current == self.boost:
             self.boosted_steps += 1
-        times = self._times.get(self._rows)
+        times = self._times.get(self._rows.bit_length())
         if times is None:
             return
         if self._probing is times:
@@ -181,10 +201,10 @@ class StepThreads:
             self._watch(times, seconds)
 
     def _choose(self, rows: int, replies: int) -> int:
-        if not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies):
+        if not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies) or not self._claim():
             self._probing = None  # an interrupted probe starts afresh when the boost is allowed again
             return self.normal
-        times = self._times.setdefault(rows, _Times())
+        times = self._times.setdefault(rows.bit_length(), _Times())  # sizes 1, 2-3, 4-7, 8-15, 16-31
         if self._probing is not times and (not times.use or self._steps >= times.next_probe):
             self._probing = times
             self._samples = {self.normal: [], self.boost: []}

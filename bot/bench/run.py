@@ -204,34 +204,37 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     """Our engine (each precision) and the classic script, alternated ``repeats`` times; medians.
 
     Alternating puts both sides under the same background load, so the ratio holds even when
-    the machine is busy and the absolute speeds do not.
+    the machine is busy and the absolute speeds do not. Each run gets a fresh engine, alone in
+    the process as a bot's lone reply is: only one engine per process may step a lone reply
+    with every core (:mod:`model.step_threads`), and an engine kept from an earlier run would
+    hold that right.
     """
     c = m.checkpoint.config
     say(f"single reply: {m.name}")
     row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
-    probes = {p: generation.SingleReply(m.checkpoint, precision=p, threads=cfg.engine_threads) for p in cfg.precisions}
     speeds: dict[str, list[float]] = {p: [] for p in cfg.precisions}
     firsts: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    boosted: dict[str, list[float]] = {p: [] for p in cfg.precisions}
     classic_runs: list[dict] = []
-    try:
-        for i in range(cfg.repeats):
-            for p, probe in probes.items():
+    for i in range(cfg.repeats):
+        for p in cfg.precisions:
+            probe = generation.SingleReply(m.checkpoint, precision=p, threads=cfg.engine_threads)
+            try:
                 speeds[p].append(probe.chars_per_s(cfg.chars, seed=i + 1))
                 firsts[p].append(probe.first_char_ms(seed=i + 1))
-            if script is not None and "classic_error" not in row:
-                try:
-                    classic_runs.append(classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE,
-                                                               cfg.chars, cfg.threads))
-                except classic.BaselineError as exc:
-                    row["classic_error"] = str(exc)
-        boosted = {p: probe.boosted_share() for p, probe in probes.items()}
-    finally:
-        for probe in probes.values():
-            probe.close()
+                boosted[p].append(probe.boosted_share())
+            finally:
+                probe.close()
+        if script is not None and "classic_error" not in row:
+            try:
+                classic_runs.append(classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE,
+                                                           cfg.chars, cfg.threads))
+            except classic.BaselineError as exc:
+                row["classic_error"] = str(exc)
     for p in cfg.precisions:
         cps = median(speeds[p])
         row[p] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": median(firsts[p]),
-                  "runs_chars_per_s": speeds[p], "chars": cfg.chars, "boosted_share": boosted[p]}
+                  "runs_chars_per_s": speeds[p], "chars": cfg.chars, "boosted_share": median(boosted[p])}
     if classic_runs:
         cps = median([r["chars_per_s"] for r in classic_runs])
         row["classic"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps,

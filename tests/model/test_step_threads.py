@@ -58,6 +58,7 @@ def chooser(monkeypatch):
     got.busy(True)
     yield got
     got.busy(False)
+    got.release()
 
 
 def test_the_boost_is_used_when_it_is_measured_faster(monkeypatch, chooser):
@@ -95,6 +96,23 @@ def test_the_boost_turns_off_when_another_engine_steps_or_the_batch_grows(monkey
     finally:
         other.busy(False)
     assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+
+
+def test_only_one_engine_per_process_ever_boosts(monkeypatch, chooser):
+    """Each worker that boosts keeps an OpenMP pool; two pools on two cores throttle both."""
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
+    assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+    chooser.busy(False)
+    other = StepThreads(1, 2)
+    other.busy(True)
+    try:
+        assert set(clock.steps(other, PROBE_EVERY)) == {1}
+        chooser.release()  # the first engine's worker ended
+        assert clock.steps(other, PROBE_EVERY)[-1] == 2
+    finally:
+        other.busy(False)
+        other.release()
+    chooser.busy(True)
 
 
 def test_no_boost_with_explicit_threads_or_when_turned_off(trained):
