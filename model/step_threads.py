@@ -11,6 +11,12 @@ leaves that core unused: a bf16 step at batch 1 takes about 150 us with one thre
   crowd, whose replies the event loop must serve) in few rows (at most :data:`BOOST_ROWS`:
   a lone best-of-n reply's candidates), and
 - no other engine in this process is stepping (:func:`busy_engines`), and
+- other processes leave a core free: over the last quarter second they used less than
+  :data:`OTHERS_MAX` of a core (``/proc/stat`` less this process's own time, :class:`Others`).
+  Short probes cannot see this alone: with a busy process beside it, the scheduler favours a
+  thread that has just woken, so a probe can find two threads faster while sustained use
+  makes the helper wait for timeslices (measured: a lone best-of-8 reply 40% slower beside
+  one busy-looping process, and that process slowed too);
 - it is measured to be faster *now*: other processes may be using the other core, and then two
   threads make a step several times slower, not faster. :class:`StepThreads` probes: it
   alternates the two counts in blocks of a few steps for a few dozen steps (side by side, so a
@@ -36,6 +42,8 @@ happens only when the choice changes.
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import threading
 import time
@@ -53,6 +61,8 @@ PROBE_EVERY = 512  # steps between probes while the boost wins ...
 PROBE_EVERY_MAX = 16_384  # ... and, doubling each time it loses, at most this many while it loses
 MARGIN = 0.05  # the boost must be this much faster per step to be used
 DRIFT = 0.25  # boosted steps this much slower than in their probe: probe again at once
+OTHERS_MAX = 0.25  # cores other processes may use while an engine boosts
+OTHERS_EVERY = 0.25  # seconds between readings of what other processes use
 
 _busy = 0
 _busy_lock = threading.Lock()
@@ -68,6 +78,42 @@ def _count_busy(delta: int) -> None:
     global _busy
     with _busy_lock:
         _busy += delta
+
+
+class Others:
+    """How many cores other processes used lately: ``/proc/stat``'s busy time less this process's.
+
+    Read at most every :data:`OTHERS_EVERY` seconds (a reading costs tens of microseconds).
+    Until the first reading they count as busy; where ``/proc/stat`` cannot be read, as idle,
+    and the probes decide alone.
+    """
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+        self._busy, self._mine = self._sample()
+        self.cores = math.inf if self._busy >= 0 else 0.0
+
+    @staticmethod
+    def _sample() -> tuple[float, float]:
+        """Seconds of CPU the machine and this process have used so far (machine: -1 if unknown)."""
+        times = os.times()
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return -1.0, times.user + times.system
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
+
+    def update(self) -> float:
+        """The cores other processes used since the last reading (kept between readings)."""
+        now = time.monotonic()
+        if now - self._at >= OTHERS_EVERY:
+            busy, mine = self._sample()
+            if busy >= 0 and self._busy >= 0:
+                self.cores = max(0.0, ((busy - self._busy) - (mine - self._mine)) / (now - self._at))
+            self._at, self._busy, self._mine = now, busy, mine
+        return self.cores
 
 
 def serve_threads() -> None:
@@ -133,6 +179,7 @@ class StepThreads:
         self._probe_step = 0
         self._rows = 0
         self._t0 = 0.0
+        self.others = Others() if self.enabled else None
 
     def start(self) -> None:
         """Set the normal count on the calling (worker) thread."""
@@ -201,7 +248,11 @@ class StepThreads:
             self._watch(times, seconds)
 
     def _choose(self, rows: int, replies: int) -> int:
-        if not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies) or not self._claim():
+        if (
+            not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies)
+            or (self.others is not None and self.others.update() >= OTHERS_MAX)
+            or not self._claim()
+        ):
             self._probing = None  # an interrupted probe starts afresh when the boost is allowed again
             return self.normal
         times = self._times.setdefault(rows.bit_length(), _Times())  # sizes 1, 2-3, 4-7, 8-15, 16-31
@@ -226,9 +277,21 @@ class StepThreads:
         times.window.clear()
 
     def _watch(self, times: _Times, seconds: float) -> None:
-        """Boosted steps that got slower than in their probe (other work arrived): probe at once."""
+        """Boosted steps that no longer beat the probe's unboosted ones: stop boosting, probe later.
+
+        Short probes can flatter the boost when another process competes for the core: the
+        scheduler favours a thread that has just woken, and only sustained use shows the
+        timeslices the helper thread then waits for. So the boosted steps stay watched, and a
+        window of them that is no faster than the unboosted steps ends the boost (backing off
+        as a lost probe does); one merely slower than in its probe asks for a probe at once.
+        """
         times.window.append(seconds)
-        if len(times.window) >= PROBE_STEPS:
-            if statistics.fmean(times.window) > times.boost * (1 + DRIFT):
-                times.next_probe = self._steps
-            times.window.clear()
+        if len(times.window) < PROBE_STEPS:
+            return
+        mean = statistics.fmean(times.window)
+        times.window.clear()
+        if mean >= times.normal * (1 - MARGIN):
+            times.use, times.every = self.normal, min(PROBE_EVERY_MAX, 2 * times.every)
+            times.next_probe = self._steps + times.every
+        elif mean > times.boost * (1 + DRIFT):
+            times.next_probe = self._steps

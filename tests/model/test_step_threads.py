@@ -17,6 +17,7 @@ from model.step_threads import (
     BOOST_ROWS,
     PROBE_EVERY,
     PROBE_STEPS,
+    Others,
     StepThreads,
     boost_allowed,
     busy_engines,
@@ -54,6 +55,7 @@ class FakeClock:
 @pytest.fixture
 def chooser(monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the choice, not the process, is tested
+    monkeypatch.setattr(step_threads.Others, "update", lambda self: 0.0)  # not this machine's load
     got = StepThreads(1, 2)
     got.busy(True)
     yield got
@@ -96,6 +98,27 @@ def test_the_boost_turns_off_when_another_engine_steps_or_the_batch_grows(monkey
     finally:
         other.busy(False)
     assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+
+
+def test_no_boost_while_other_processes_use_a_core(monkeypatch, chooser):
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
+    assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+    monkeypatch.setattr(step_threads.Others, "update", lambda self: 1.0)  # a busy process beside us
+    assert set(clock.steps(chooser, PROBE_EVERY)) == {1}
+    monkeypatch.setattr(step_threads.Others, "update", lambda self: 0.0)
+    assert clock.steps(chooser, PROBE_EVERY)[-1] == 2
+
+
+def test_other_processes_are_measured_in_cores(monkeypatch):
+    """Machine busy time less this process's own, per second of wall time."""
+    clock = {"now": 100.0}
+    samples = iter([(50.0, 10.0), (50.9, 10.5)])  # (machine busy s, this process s)
+    monkeypatch.setattr(step_threads.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(step_threads.Others, "_sample", staticmethod(lambda: next(samples)))
+    others = Others()
+    assert others.update() == float("inf")  # too soon for a reading: counted busy
+    clock["now"] += 1.0
+    assert others.update() == pytest.approx(0.4)  # 0.9 s busy, 0.5 s of it ours
 
 
 def test_only_one_engine_per_process_ever_boosts(monkeypatch, chooser):
