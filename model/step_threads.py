@@ -109,11 +109,26 @@ class Others:
         """The cores other processes used since the last reading (kept between readings)."""
         now = time.monotonic()
         if now - self._at >= OTHERS_EVERY:
-            busy, mine = self._sample()
-            if busy >= 0 and self._busy >= 0:
-                self.cores = max(0.0, ((busy - self._busy) - (mine - self._mine)) / (now - self._at))
-            self._at, self._busy, self._mine = now, busy, mine
+            with _busy_lock:  # engines' workers share one reading
+                if now - self._at >= OTHERS_EVERY:
+                    busy, mine = self._sample()
+                    if busy >= 0 and self._busy >= 0:
+                        self.cores = max(0.0, ((busy - self._busy) - (mine - self._mine)) / (now - self._at))
+                    self._at, self._busy, self._mine = now, busy, mine
         return self.cores
+
+
+_others: Others | None = None
+
+
+def shared_others() -> Others:
+    """The process's one :class:`Others`: what other processes use is the machine's, not an
+    engine's, and a new engine then knows it at once."""
+    global _others
+    with _busy_lock:
+        if _others is None:
+            _others = Others()
+        return _others
 
 
 def serve_threads() -> None:
@@ -179,7 +194,7 @@ class StepThreads:
         self._probe_step = 0
         self._rows = 0
         self._t0 = 0.0
-        self.others = Others() if self.enabled else None
+        self.others = shared_others() if self.enabled else None
 
     def start(self) -> None:
         """Set the normal count on the calling (worker) thread."""
