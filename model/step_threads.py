@@ -62,7 +62,7 @@ PROBE_EVERY_MAX = 16_384  # ... and, doubling each time it loses, at most this m
 MARGIN = 0.05  # the boost must be this much faster per step to be used
 DRIFT = 0.25  # boosted steps this much slower than in their probe: probe again at once
 OTHERS_MAX = 0.25  # cores other processes may use while an engine boosts
-OTHERS_EVERY = 0.25  # seconds between readings of what other processes use
+OTHERS_EVERY = 0.25  # seconds between readings of what other processes use (by a daemon thread)
 
 _busy = 0
 _busy_lock = threading.Lock()
@@ -83,15 +83,19 @@ def _count_busy(delta: int) -> None:
 class Others:
     """How many cores other processes used lately: ``/proc/stat``'s busy time less this process's.
 
-    Read at most every :data:`OTHERS_EVERY` seconds (a reading costs tens of microseconds).
+    A daemon thread reads them every :data:`OTHERS_EVERY` seconds (a reading costs tens of
+    microseconds), so a reply that starts after an idle spell sees the last quarter second, not
+    the whole spell (a finished job must not keep the boost off), and never waits for a reading.
     Until the first reading they count as busy; where ``/proc/stat`` cannot be read, as idle,
     and the probes decide alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start: bool = True) -> None:
         self._at = time.monotonic()
         self._busy, self._mine = self._sample()
         self.cores = math.inf if self._busy >= 0 else 0.0
+        if start and self._busy >= 0:
+            threading.Thread(target=self._watch, name="charbot-cpu-watch", daemon=True).start()
 
     @staticmethod
     def _sample() -> tuple[float, float]:
@@ -105,16 +109,21 @@ class Others:
         busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
         return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
 
-    def update(self) -> float:
-        """The cores other processes used since the last reading (kept between readings)."""
+    def _watch(self) -> None:
+        while True:
+            time.sleep(OTHERS_EVERY)
+            self.read()
+
+    def read(self) -> None:
+        """Take a reading: the cores other processes used since the previous one."""
         now = time.monotonic()
-        if now - self._at >= OTHERS_EVERY:
-            with _busy_lock:  # engines' workers share one reading
-                if now - self._at >= OTHERS_EVERY:
-                    busy, mine = self._sample()
-                    if busy >= 0 and self._busy >= 0:
-                        self.cores = max(0.0, ((busy - self._busy) - (mine - self._mine)) / (now - self._at))
-                    self._at, self._busy, self._mine = now, busy, mine
+        busy, mine = self._sample()
+        if busy >= 0 and self._busy >= 0 and now > self._at:
+            self.cores = max(0.0, ((busy - self._busy) - (mine - self._mine)) / (now - self._at))
+        self._at, self._busy, self._mine = now, busy, mine
+
+    def update(self) -> float:
+        """The cores other processes used in the latest reading."""
         return self.cores
 
 

@@ -115,9 +115,10 @@ def test_other_processes_are_measured_in_cores(monkeypatch):
     samples = iter([(50.0, 10.0), (50.9, 10.5)])  # (machine busy s, this process s)
     monkeypatch.setattr(step_threads.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(step_threads.Others, "_sample", staticmethod(lambda: next(samples)))
-    others = Others()
-    assert others.update() == float("inf")  # too soon for a reading: counted busy
+    others = Others(start=False)
+    assert others.update() == float("inf")  # no reading yet: counted busy
     clock["now"] += 1.0
+    others.read()
     assert others.update() == pytest.approx(0.4)  # 0.9 s busy, 0.5 s of it ours
 
 
