@@ -24,6 +24,7 @@ from corpora.shipped import shipped_path
 from model.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from model.device import pick_device
 from model.engine import Engine
+from model.step_threads import serve_threads
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Models:
         text ``charbot sample`` gives for the same seed; "bf16" and "int8" force those.
         """
         dev = pick_device(device)
+        serve_threads()  # before loading: only engine workers may own thread pools (model.step_threads)
         missing = [(c, checkpoint_path(c, checkpoint_dir)) for c in corpora]
         missing = [(c, p) for c, p in missing if not p.is_file()]
         if missing:

@@ -14,7 +14,7 @@ import torch
 PRECISIONS = ("fp32", "bf16", "auto")  # what training computes in
 GENERATION_PRECISIONS = ("fp32", "bf16", "int8", "auto")  # what the generation engine's weights may be
 
-ThreadUse = Literal["training", "generation"]
+ThreadUse = Literal["training", "generation", "boost"]
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -49,13 +49,17 @@ def cpu_threads(use: ThreadUse) -> int:
       reply's step is too small to split well, and on a machine with two cores the event loop
       (and often other engines) needs the other core: oversubscribed torch threads wait on
       each other and a step can become ten times slower.
+    - ``boost`` (an engine's worker stepping a lone reply while nothing else needs the cores,
+      see :mod:`model.step_threads`): every core this process may use.
     """
-    if use not in ("training", "generation"):
-        raise ValueError(f"use must be 'training' or 'generation', got {use!r}")
+    if use not in ("training", "generation", "boost"):
+        raise ValueError(f"use must be 'training', 'generation' or 'boost', got {use!r}")
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    if use == "boost":
+        return max(1, cores)
     if use == "generation":
         return 1 if cores <= 2 else min(4, cores // 2)
     try:

@@ -53,6 +53,7 @@ from model.sample import (
     finished_text,
     prime_codes,
 )
+from model.step_threads import StepThreads
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ PRIME_IN_BATCH = 1024  # longer primes run their head through nn.LSTM first
 # EPYC (bf16; 8 rows 1.7x), far less than 16 replies one after another; past that, rows add cost.
 BEST_OF_ROWS = 16
 SHED_ROWS = 2 * BEST_OF_ROWS  # past this many rows, adaptive replies drop their extra candidates
+# what a row does in a step when it draws nothing (codes are >= 0)
+_PRIMING = -1
+_CANCELLED = -2
 
 
 class EngineBusy(RuntimeError):
@@ -119,7 +123,9 @@ class Engine:
     fastest of those that stay within the fidelity bounds, measured at load (under a second,
     then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
     :attr:`precision_decision`. ``threads`` sets the worker's torch intra-op threads
-    (default: :func:`model.device.cpu_threads` for generation). ``cuda_graphs`` False steps
+    (default: :func:`model.device.cpu_threads` for generation, and with ``boost_threads``
+    every core for a lone reply when that is measured to pay, see :mod:`model.step_threads`;
+    an explicit ``threads`` is always kept). ``cuda_graphs`` False steps
     eagerly on a GPU (the bench's comparison; graphs are faster).
     """
 
@@ -133,6 +139,7 @@ class Engine:
         threads: int | None = None,
         cuda_graphs: bool = True,
         precision_cache: str | os.PathLike | None = None,
+        boost_threads: bool = True,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -156,9 +163,12 @@ class Engine:
             self.precision_decision = auto_precision(model, self.device, threads=self.threads, max_batch=max_batch,
                                                      cache=precision_cache)
             precision = self.precision_decision.precision
+        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" else 0
+        self._threads = StepThreads(self.threads, boost)
         self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs)
         self.precision = self._fast.precision
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
+        self._logit_rows = [self._fast.logits[:n] for n in range(max_batch + 1)]  # sliced once, not per step
         self._lock = threading.Condition()
         self._queue: deque[_Group] = deque()
         self._active: list[_Reply] = []
@@ -247,6 +257,11 @@ class Engine:
             self._by_future[fut] = group
             self._lock.notify()
         return fut
+
+    @property
+    def boosted_steps(self) -> int:
+        """Steps stepped with every core's threads (a lone reply, see :mod:`model.step_threads`)."""
+        return self._threads.boosted_steps
 
     def pending(self) -> int:
         """Replies queued or running."""
@@ -380,6 +395,7 @@ class Engine:
         """Move queued replies into the batch; return False when the worker should stop."""
         with self._lock:
             while not self._queue and not self._active and not self._closing:
+                self._threads.busy(False)
                 self._lock.wait()
             if self._cancel_all:
                 for g in self._queue:
@@ -427,11 +443,19 @@ class Engine:
 
     @torch.no_grad()
     def _run(self) -> None:
-        torch.set_num_threads(self.threads)
+        self._threads.start()
+        try:
+            self._serve()
+        finally:
+            self._threads.busy(False)
+            self._threads.release()
+
+    def _serve(self) -> None:
         while True:
             try:
                 if not self._admit():
                     return
+                self._threads.busy(bool(self._active))
                 self._step_all()
             except Exception as exc:  # the step itself failed: fail the batch, keep serving
                 log.exception("generation step failed")
@@ -444,61 +468,65 @@ class Engine:
             self._spread()
         fast = self._fast
         codes = fast.codes
-        cancelled = [reply.cancel_requested for reply in self._active]
+        active = self._active
+        # what each row does this step, decided once: another thread may cancel at any time
+        plan = [_PRIMING] * len(active)
         drawing: list[int] = []
-        for row, reply in enumerate(self._active):
-            if cancelled[row]:
-                continue
-            if reply.fed < len(reply.prime_list):
+        for row, reply in enumerate(active):
+            if reply.cancel_requested:
+                plan[row] = _CANCELLED
+            elif reply.fed < len(reply.prime_list):
                 codes[row] = reply.prime_list[reply.fed]
                 reply.fed += 1
             else:
                 drawing.append(row)
-        drawn = self._draw(drawing)
-        picks = dict(zip(drawing, drawn, strict=True))
-        if drawing:  # the model's own log-likelihood of each drawn character, for best-of-n scoring
-            logits = fast.logits[: len(self._active)]
-            if len(drawing) != len(self._active):
-                logits = logits.index_select(0, torch.tensor(drawing))
-            chosen = torch.tensor(drawn).view(-1, 1)
-            lps = torch.log_softmax(logits.float(), dim=-1).gather(1, chosen).view(-1).tolist()
-            for row, lp in zip(drawing, lps, strict=True):
-                self._active[row].logprobs.append(lp)
+        if drawing:
+            self._draw(drawing, plan)
         keep: list[int] = []
-        for row, reply in enumerate(self._active):
-            if cancelled[row]:
-                self._finish(reply, Finish.CANCELLED)
-                continue
-            code = picks.get(row)
-            if code is None:  # still reading its prime
+        for row, reply in enumerate(active):
+            code = plan[row]
+            if code == _PRIMING:
                 keep.append(row)
-                continue
-            reply.count += 1
-            piece, hit = reply.watcher.add(CHARS[code])
-            self._emit(reply, piece)
-            if hit:
-                self._finish(reply, Finish.STOP)
-            elif reply.watcher.sentence_ended(reply.count, reply.settings):
-                self._finish(reply, Finish.SENTENCE)
-            elif reply.count >= reply.settings.max_chars:
-                self._finish(reply, Finish.LENGTH)
-            else:
+            elif code == _CANCELLED:
+                self._finish(reply, Finish.CANCELLED)
+            elif self._take(reply, code):
                 codes[row] = code
                 keep.append(row)
-        if len(keep) != len(self._active):
+        if len(keep) != len(active):
             for new_row, old_row in enumerate(keep):
                 if new_row != old_row:
                     fast.move_row(old_row, new_row)
-            self._active = [self._active[row] for row in keep]
+            self._active = [active[row] for row in keep]
         if self._active:
-            fast.step(len(self._active))
+            rows = len(self._active)
+            self._threads.before_step(rows, len(self._by_future))  # replies running or queued
+            fast.step(rows)
+            self._threads.after_step()
             self.steps += 1
 
-    def _draw(self, rows: list[int]) -> list[int]:
-        if not rows:
-            return []
-        logits = self._fast.logits
-        if len(rows) != len(self._active):
-            logits = logits.index_select(0, torch.tensor(rows))
-        replies = [self._active[row] for row in rows]
-        return self._sampler.draw(logits, [r.settings for r in replies], [r.generator for r in replies])
+    def _draw(self, rows: list[int], plan: list[int]) -> None:
+        """Draw the next character of each of ``rows`` into ``plan``; record its log-likelihood
+        (the model's own, for best-of-n scoring)."""
+        active = self._active
+        replies = [active[row] for row in rows]
+        drawn, scores = self._sampler.draw_scored(
+            self._logit_rows[len(active)], rows, [r.settings for r in replies], [r.generator for r in replies]
+        )
+        for row, reply, code, score in zip(rows, replies, drawn, scores, strict=True):
+            plan[row] = code
+            reply.logprobs.append(score)
+
+    def _take(self, reply: _Reply, code: int) -> bool:
+        """Add a drawn character to ``reply``; return whether it goes on (else it is finished)."""
+        reply.count += 1
+        piece, hit = reply.watcher.add(CHARS[code])
+        self._emit(reply, piece)
+        if hit:
+            self._finish(reply, Finish.STOP)
+        elif reply.watcher.sentence_ended(reply.count, reply.settings):
+            self._finish(reply, Finish.SENTENCE)
+        elif reply.count >= reply.settings.max_chars:
+            self._finish(reply, Finish.LENGTH)
+        else:
+            return True
+        return False

@@ -43,6 +43,10 @@ class SingleReply:
         self.engine.submit(PRIME, SampleSettings(seed=seed, max_chars=5), on_text).result()
         return 1000 * (stamp[0] - t0) if stamp else float("nan")
 
+    def boosted_share(self) -> float:
+        """The share of this engine's steps that used every core (see :mod:`model.step_threads`)."""
+        return self.engine.boosted_steps / max(1, self.engine.steps)
+
     def close(self) -> None:
         self.engine.close()
 

@@ -19,6 +19,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.device import cpu_threads, generation_precisions, training_precision
 from model.network import CharLSTM, ModelConfig
 from model.precision import auto_precision
+from model.step_threads import OTHERS_EVERY
 
 SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu")
 TARGETS = {
@@ -56,6 +57,7 @@ class BenchConfig:
     train_steps: int = 100
     classic_script: Path | None = None
     threads: int | None = None
+    engine_threads: int | None = None  # set by run_bench: ``threads`` as given; None is the engine's own default
     precisions: tuple[str, ...] | None = None  # engine precisions to time; None: every one native here
     sections: tuple[str, ...] = SECTIONS
     agreement_seeds: int = 8
@@ -117,16 +119,33 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     """Measure every section in ``cfg.sections``; return the results (see :mod:`report`)."""
     if cfg.quick:
         cfg.shrink()
-    if cfg.threads is None:  # the engine's own default, given to every side so ratios compare code, not threads
+    # Engines get --threads only when it was given: otherwise they run as the bot runs them, a lone
+    # reply stepping with every core while that is measured faster (model.step_threads). The other
+    # sides (classic, reference, training) get the engine's normal count, so those ratios compare code.
+    cfg.engine_threads = cfg.threads
+    if cfg.threads is None:
         cfg.threads = cpu_threads("generation")
     if cfg.precisions is None:
         cfg.precisions = tuple(generation_precisions(torch.device("cpu")))
+    main_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # before loading: only engine workers may own thread pools
+    try:
+        return _run_sections(cfg, say)
+    finally:
+        torch.set_num_threads(main_threads)
+
+
+def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
     script = classic.find_script(cfg.classic_script)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                      "machine_start": machine(), "classic_script": str(script) if script else None,
                      "targets": TARGETS, "notes": []}
     if script is None:
         results["notes"].append("classic baseline script not found: ratios are missing")
+    if cfg.engine_threads is None and cpu_threads("boost") > cfg.threads:
+        results["notes"].append(
+            f"engines use their default threads: a lone reply steps with {cpu_threads('boost')} while that is "
+            f"measured faster and no other engine steps; the classic and reference sides use {cfg.threads}")
     models = load_models(cfg)
     say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
         + f"; {cfg.threads} thread(s)")
@@ -171,7 +190,7 @@ def _concurrent(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str],
             say(f"concurrent: {m.name} {precision}")
             got = concurrent.concurrent_replies(
                 m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
-                threads=cfg.threads, min_replies=1 if cfg.quick else 32)
+                threads=cfg.engine_threads, min_replies=1 if cfg.quick else 32)
             rows += [{"model": m.name, "size": m.size, **row} for row in got]
     return rows
 
@@ -209,33 +228,40 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     """Our engine (each precision) and the classic script, alternated ``repeats`` times; medians.
 
     Alternating puts both sides under the same background load, so the ratio holds even when
-    the machine is busy and the absolute speeds do not.
+    the machine is busy and the absolute speeds do not. Each run gets a fresh engine, alone in
+    the process as a bot's lone reply is: only one engine per process may step a lone reply
+    with every core (:mod:`model.step_threads`), and an engine kept from an earlier run would
+    hold that right. The engine runs start half a second after the classic script's: an
+    engine boosts only while the latest quarter second shows no other process busy, and the
+    classic script is one.
     """
     c = m.checkpoint.config
     say(f"single reply: {m.name}")
     row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
-    probes = {p: generation.SingleReply(m.checkpoint, precision=p, threads=cfg.threads) for p in cfg.precisions}
     speeds: dict[str, list[float]] = {p: [] for p in cfg.precisions}
     firsts: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    boosted: dict[str, list[float]] = {p: [] for p in cfg.precisions}
     classic_runs: list[dict] = []
-    try:
-        for i in range(cfg.repeats):
-            for p, probe in probes.items():
+    for i in range(cfg.repeats):
+        time.sleep(2 * OTHERS_EVERY)
+        for p in cfg.precisions:
+            probe = generation.SingleReply(m.checkpoint, precision=p, threads=cfg.engine_threads)
+            try:
                 speeds[p].append(probe.chars_per_s(cfg.chars, seed=i + 1))
                 firsts[p].append(probe.first_char_ms(seed=i + 1))
-            if script is not None and "classic_error" not in row:
-                try:
-                    classic_runs.append(classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE,
-                                                               cfg.chars, cfg.threads))
-                except classic.BaselineError as exc:
-                    row["classic_error"] = str(exc)
-    finally:
-        for probe in probes.values():
-            probe.close()
+                boosted[p].append(probe.boosted_share())
+            finally:
+                probe.close()
+        if script is not None and "classic_error" not in row:
+            try:
+                classic_runs.append(classic.classic_sample(script, c.hidden_size, c.n_layers, VOCAB_SIZE,
+                                                           cfg.chars, cfg.threads))
+            except classic.BaselineError as exc:
+                row["classic_error"] = str(exc)
     for p in cfg.precisions:
         cps = median(speeds[p])
         row[p] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": median(firsts[p]),
-                  "runs_chars_per_s": speeds[p], "chars": cfg.chars}
+                  "runs_chars_per_s": speeds[p], "chars": cfg.chars, "boosted_share": median(boosted[p])}
     if classic_runs:
         cps = median([r["chars_per_s"] for r in classic_runs])
         row["classic"] = {"chars_per_s": cps, "ms_per_char": 1000 / cps,

@@ -114,6 +114,27 @@ def test_batch_sampler_draws_what_pick_next_draws():
         assert sampler.draw(logits, settings, ours) == want
 
 
+
+def test_a_rows_draw_and_score_do_not_depend_on_the_other_rows():
+    """draw_scored: the same code and log-likelihood (temperature 1) for a row alone or in any block."""
+    torch.manual_seed(4)
+    logits = torch.randn(6, 96) * 4
+    settings = [SampleSettings(temperature=t) for t in (0.5, 0.8, 1.3)] + [SampleSettings(top_k=4)]
+    sampler = BatchSampler(8, 96)
+    for rows in ([0], [1], [2], [3], [0, 2], [1, 3, 5], [0, 1, 2, 3]):
+        alone = []
+        for i, row in enumerate(rows):
+            s = settings[i % len(settings)]
+            got = sampler.draw_scored(logits[row : row + 1], [0], [s], [torch.Generator().manual_seed(row)])
+            alone.append((got[0][0], got[1][0]))
+        codes, scores = sampler.draw_scored(
+            logits, rows, [settings[i % len(settings)] for i in range(len(rows))],
+            [torch.Generator().manual_seed(row) for row in rows],
+        )
+        assert list(zip(codes, scores, strict=True)) == alone
+        want = torch.log_softmax(logits, dim=-1)
+        assert scores == [float(want[row, code]) for row, code in zip(rows, codes, strict=True)]
+
 SETTINGS = [
     SampleSettings(seed=1, max_chars=150),
     SampleSettings(seed=2, max_chars=150, temperature=0),
