@@ -61,6 +61,7 @@ class BenchConfig:
     precisions: tuple[str, ...] | None = None  # engine precisions to time; None: every one native here
     sections: tuple[str, ...] = SECTIONS
     agreement_seeds: int = 8
+    quality_seeds: int | None = None  # seeds per prompt in the quality section; None: quality.SEEDS
     agreement_chars: int = 200
     kl_chars: int = 2000
     gpu_train_seqs: tuple[int, ...] = gpu.GPU_TRAIN_SEQS
@@ -159,7 +160,9 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
         "train": lambda: _train(models, cfg, script, say),
         "fidelity": lambda: _fidelity(models, cfg, say),
         "quality": lambda: quality.measure(
-            quality.QualityConfig(checkpoint_dir=cfg.checkpoint_dir, quick=cfg.quick), say),
+            quality.QualityConfig(checkpoint_dir=cfg.checkpoint_dir, quick=cfg.quick,
+                                  **({"seeds": tuple(range(1, cfg.quality_seeds + 1))} if cfg.quality_seeds else {})),
+            say),
         "gpu": lambda: _gpu(models, cfg, script, say),
     }
     if {"single", "concurrent", "fidelity"} & set(cfg.sections):

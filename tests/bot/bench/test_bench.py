@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.bench import classic
+from bot.bench import classic, report
 from bot.bench.classic import BaselineError, find_script, run_classic
 from bot.bench.run import BenchConfig, load_models
 from bot.bench.stats import percentile
@@ -186,3 +186,22 @@ def test_the_report_says_what_auto_picked_also_where_only_fp32_runs():
     md = markdown({**base, "auto": [failed]})
     assert "| m | **bf16** | bf16 | 5.0e-06 | 99.90% | 0.200 ms | 0.800 ms (32) | 0.400 ms |  |" in md
     assert "| m |  | int8 | - | - | - | - (-) | - | RuntimeError: no kernel |" in md
+
+
+def test_the_invented_word_comparison_is_judged_only_when_clear_of_the_noise():
+    """A difference within the noise of the 0.1-point limit (one-sided 95%) is called unresolved, not met or missed."""
+    def row(p: float, q: float, words: int) -> dict:
+        return {"invented_rate": p, "words": words, "reference": {"invented_rate": q, "words": words}}
+
+    small, large = row(0.0124, 0.0099, 2_300), row(0.0232, 0.0231, 184_000)
+    se_small, se_large = report.difference_se_pp(small), report.difference_se_pp(large)
+    assert 0.25 < se_small < 0.35 and 0.03 < se_large < 0.06  # the sampling noise of ~2,300 and ~184,000 words
+    assert report.difference_verdict(0.25, se_small, 0.1) == " (unresolved: more --quality-seeds)"
+    assert report.difference_verdict(0.01, se_large, 0.1) == " (met)"
+    assert report.difference_verdict(0.30, se_large, 0.1) == " (missed)"
+    assert report.difference_verdict(0.0, 0.0, None) == ""
+
+
+def test_quality_seeds_must_be_positive(tmp_path, capsys):
+    assert main(["bench", "--quality-seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--quality-seeds must be at least 1" in capsys.readouterr().err
