@@ -43,7 +43,7 @@ SHORT_FRACTION = 0.4
 SHORT_PENALTY = 0.5
 CONTENT_MIN_LETTERS = 4
 OPENING_PENALTY = 0.5
-_OPENING = re.compile(r"[A-Z0-9\"'\u201c\u2018(]")
+_OPENING = re.compile(r"[\"'\u201c\u2018(]*[A-Z0-9]")  # a quote or bracket opens well only before a capital
 _NEXT_SENTENCE = re.compile(r"[.!?][\"'\u2019\u201d)\]]*\s+(?=[A-Z0-9\"\u201c])")
 
 

@@ -52,3 +52,7 @@ def test_a_short_reply_and_a_debris_opening_cost_and_debris_can_be_cut():
     assert score_reply(debris, flat(debris), LEX, fresh_start=True).opening < 0
     assert debris[debris_end(debris):] == "You must test twice weekly at a campus site."
     assert debris_end("You are fine.") == 0
+    assert debris_end('"You are fine," she said.') == 0
+    assert debris_end("(Yes: see the form.)") == 0
+    stray = "(but there are not spread off-campus. Under some rules you test weekly at a campus site."
+    assert stray[debris_end(stray):] == "Under some rules you test weekly at a campus site."
