@@ -117,7 +117,7 @@ class _Int8Linear:
         self._probe()
 
     def __call__(self, qx: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``bias + x @ W.T`` as a new float32 tensor, ``x`` given as uint8 by :func:`quantize_states`."""
+        """``bias + x @ W.T`` as a new float32 tensor, ``x`` given as uint8 by :func:`lower_states`."""
         return torch.ops.onednn.qlinear_pointwise(
             qx, self.X_SCALE, self.X_ZERO, self.packed, self.scale, self.zero, bias,
             1.0, 0, torch.float32, "none", [], "",
@@ -173,12 +173,16 @@ class _Head:
         torch.baddbmm(args[0], h.unsqueeze(1), args[1], out=out.unsqueeze(1))
 
 
-def quantize_states(h: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor, half: torch.Tensor) -> None:
-    """``out = round(h / X_SCALE) + X_ZERO`` as uint8, for hidden states ``h`` in [-1, 1].
+def lower_states(h: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor | None, half: torch.Tensor | None) -> None:
+    """Write hidden states ``h`` into ``out``, the matmuls' copy of them: a cast to bf16, or for
+    int8 (``scratch`` given) ``round(h / X_SCALE) + X_ZERO`` as uint8, ``h`` being in [-1, 1].
 
     ``half`` holds ``X_ZERO + 0.5`` and ``scratch`` is float32 like ``h``: one fused add, then
     the cast to uint8 truncates, which rounds because every value is positive.
     """
+    if scratch is None:
+        out.copy_(h)
+        return
     torch.add(half, h, alpha=1 / _Int8Linear.X_SCALE, out=scratch)
     out.copy_(scratch)
 
@@ -296,12 +300,9 @@ class FastStep:
 
     def _lower_rows(self, rows: slice) -> None:
         """Refresh ``hs_lo[rows]`` (the matmuls' copy of the hidden states) from ``hs[rows]``."""
-        if self.hs_lo is None:
-            return
-        if self._scratch is None:
-            self.hs_lo[rows].copy_(self.hs[rows])
-        else:
-            quantize_states(self.hs[rows], self.hs_lo[rows], self._scratch[rows], self._half[rows])
+        if self.hs_lo is not None:
+            scratch, half = (None, None) if self._scratch is None else (self._scratch[rows], self._half[rows])
+            lower_states(self.hs[rows], self.hs_lo[rows], scratch, half)
 
     # ---- the step ---------------------------------------------------------------------
 
@@ -335,12 +336,8 @@ class FastStep:
         c.mul_(v.f).addcmul_(v.i, v.g)
         torch.tanh(c, out=h)
         h.mul_(v.o)
-        if v.lo_h is None:
-            return
-        if v.scratch is None:
-            v.lo_h[layer].copy_(h)
-        else:
-            quantize_states(h, v.lo_h[layer], v.scratch, v.half)
+        if v.lo_h is not None:
+            lower_states(h, v.lo_h[layer], v.scratch, v.half)
 
     def _compute(self, n: int) -> None:
         v = self._view(n)
