@@ -136,7 +136,7 @@ class BotConfig:
     # this process owns, so a cluster is several processes with the same count.
     shard_count: int | str | None = None
     shard_ids: tuple[int, ...] | None = None
-    # Prometheus metrics, liveness and readiness over HTTP (bot.metrics); None: no server.
+    # Prometheus metrics, liveness and readiness over HTTP (bot.discord_app.metrics); None: no server.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
 

@@ -1,9 +1,11 @@
-"""The tree's rules, checked from the source: imports run one way, and no package imports back.
+"""The tree's rules, checked from the source: imports run one way, Discord stays behind its door, no cycles.
 
 ``model`` is the toolkit and imports neither ``corpora`` nor ``bot``; ``corpora`` imports only
-``model``; ``bot`` may import both. And inside the tree no module imports from a package that
-imports that module back (``client.py`` loading the cogs while a cog imports ``client.py``),
-because such a pair can only be understood, tested and changed together.
+``model``; ``bot`` may import both. Only ``bot/discord_app/`` imports ``discord``: everything else
+is plain Python the CLI and the tests call directly. No module imports from a package that
+imports that module back (``client.py`` loading the cogs while a cog imports ``client.py``), and
+no chain of modules imports its way back to where it started, imports inside functions included,
+because such modules can only be understood, tested and changed together.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "corpora", "bot")
+DISCORD_DOOR = "bot.discord_app"  # the one package that may import discord
 MAY_IMPORT = {"model": {"model"}, "corpora": {"model", "corpora"}, "bot": {"model", "corpora", "bot"}}
 
 
@@ -28,21 +31,52 @@ def project_modules() -> dict[str, Path]:
     return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The project modules a file imports, at any depth (imports inside functions count too)."""
+def imported_names(path: Path) -> set[str]:
+    """Every module name a file imports, at any depth (imports inside functions count too).
+
+    ``from bot.core import answers`` names both ``bot.core`` and ``bot.core.answers``; callers keep
+    the names they know.
+    """
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from bot import actions` imports the module bot.actions; `from bot.x import f` imports bot.x
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             raise AssertionError(f"{path}: relative import; the project uses absolute imports only")
-        else:
-            continue
-        found.update(n for n in names if n in known)
     return found
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports, at any depth."""
+    return {name for name in imported_names(path) if name in known}
+
+
+def a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One chain of imports that leads back to its start (``[a, b, a]``), or None; depth-first."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished, no cycle through it
+    path: list[str] = []
+
+    def visit(mod: str) -> list[str] | None:
+        state[mod] = 1
+        path.append(mod)
+        for dep in sorted(graph.get(mod, ())):
+            if dep == mod:
+                continue
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[mod] = 2
+        return None
+
+    for mod in sorted(graph):
+        if mod not in state and (found := visit(mod)):
+            return found
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +86,7 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_package_is_found(graph):
-    assert {"model.train", "corpora.registry", "bot.client", "bot.cli"} <= set(graph)
+    assert {"model.train", "corpora.registry", "bot.discord_app.client", "bot.cli"} <= set(graph)
 
 
 def test_imports_run_one_way(graph):
@@ -78,10 +112,29 @@ def test_no_module_imports_a_package_that_imports_it_back(graph):
     assert not loops, "modules and packages importing each other:\n" + "\n".join(sorted(set(loops)))
 
 
+def test_only_the_discord_app_imports_discord():
+    """The boundary the package docstring states: the core, the store, the jobs, the CLI and the
+    bench run without discord.py, so what the CLI prints is what the bot's core decided."""
+    wrong = [f"{name} imports {dep}" for name, path in project_modules().items()
+             if not (name == DISCORD_DOOR or name.startswith(DISCORD_DOOR + "."))
+             for dep in sorted(imported_names(path)) if dep == "discord" or dep.startswith("discord.")]
+    assert not wrong, "discord imported outside bot/discord_app:\n" + "\n".join(wrong)
+
+
+def test_no_module_imports_its_way_back_to_itself(graph):
+    cycle = a_cycle(graph)
+    assert cycle is None, "an import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_sees_a_long_cycle_and_ignores_a_diamond():
+    assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert a_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+
+
 def test_the_checker_sees_a_wrong_way_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from bot.replies import ReplyService\n")
-    assert imports_of(bad, {"bot.replies", "bot"}) == {"bot.replies"}
+    bad.write_text("def f():\n    from bot.core.replies import ReplyService\n")
+    assert imports_of(bad, {"bot.core.replies", "bot"}) == {"bot.core.replies"}
 
 
 TOP_LEVEL = {".ci", ".env.example", ".gitignore", "Makefile", "Procfile", "README.md", "bot", "checkpoints", "corpora",

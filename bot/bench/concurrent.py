@@ -1,6 +1,6 @@
 """Many replies at once through the bot's reply path, with the event loop's responsiveness.
 
-Replies go through :class:`bot.replies.ReplyService` (what the Discord cog and
+Replies go through :class:`bot.core.replies.ReplyService` (what the Discord cog and
 ``charbot reply`` use), without Discord. A ticker task sleeps 5 ms at a time and records
 how late it wakes: that lateness is what every other coroutine of the bot (Discord
 heartbeats, other commands) would suffer.
@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 
 from bot.bench.stats import percentile
 from bot.config import Limits
-from bot.engines import Models
-from bot.replies import ReplyRequest, ReplyService
+from bot.core.engines import Models
+from bot.core.replies import ReplyRequest, ReplyService
 from model.checkpoint import Checkpoint
 from model.engine import Engine
 
 TICK_S = 0.005
-REPLY_PATH = "bot.replies.ReplyService.reply"  # what the figures measure, recorded in each row
+REPLY_PATH = "bot.core.replies.ReplyService.reply"  # what the figures measure, recorded in each row
 
 ReplyFn = Callable[[int], Awaitable[int]]  # seed -> characters generated
 

@@ -1,10 +1,10 @@
 """Reply quality: what a person reads, measured on a fixed set of prompts through the bot's reply path.
 
-Every reply goes through :class:`bot.replies.ReplyService` with the served checkpoints, so the
+Every reply goes through :class:`bot.core.replies.ReplyService` with the served checkpoints, so the
 figures are those of what the bot posts. Per corpus and per candidate count (n = 1, and the
-bot's default, which falls under load): the share of invented words (:mod:`bot.words`), of
+bot's default, which falls under load): the share of invented words (:mod:`bot.core.words`), of
 replies that end a sentence, for faq the share of answers sharing a content word with the
-question (four or more letters, not a stop word: :func:`bot.score.content_words`) and of
+question (four or more letters, not a stop word: :func:`bot.core.score.content_words`) and of
 answers showing their source; mean posted length; reply latency p50/p95 alone (one reply at
 a time) and with :data:`CROWD` replies at once, with the aggregate posted characters per
 second and the event loop's lag p99 during the crowd.
@@ -30,10 +30,10 @@ from pathlib import Path
 from bot.bench.concurrent import _ticker
 from bot.bench.stats import percentile
 from bot.config import Limits
-from bot.engines import Models
-from bot.replies import ReplyService, ReplyUpdate, make_request
-from bot.score import content_words
-from bot.words import lexicon, words
+from bot.core.engines import Models
+from bot.core.replies import ReplyService, ReplyUpdate, make_request
+from bot.core.score import content_words
+from bot.core.words import lexicon, words
 from model.sample import ends_sentence
 
 PROMPTS: dict[str, tuple[str, ...]] = {

@@ -19,7 +19,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bot.bench.run import SECTIONS
+    from bot.bench.suite import SECTIONS
 
     p = sub.add_parser(
         "bench", help="measure generation and training speed against the classic recipe",
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bot.bench.report import write_report
-    from bot.bench.run import SECTIONS, BenchConfig, run_bench
+    from bot.bench.suite import SECTIONS, BenchConfig, run_bench
     from bot.config import read_env
     from corpora.shipped import checkpoint_dir
 

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from bot.cli.repl import ChatSession, run_chat
-    from bot.replies import ReplyService
+    from bot.core.replies import ReplyService
     from bot.store import Store, StoreError
 
     config, models = load_models(args, None)

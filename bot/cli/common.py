@@ -12,7 +12,7 @@ from model.device import GENERATION_PRECISIONS
 
 if TYPE_CHECKING:
     from bot.config import BotConfig
-    from bot.engines import Models
+    from bot.core.engines import Models
     from model.textdata import TextData
 
 
@@ -72,7 +72,7 @@ def load_models(args: argparse.Namespace, corpora: list[str] | None) -> tuple[Bo
     from pathlib import Path
 
     from bot.config import load_config
-    from bot.engines import Models
+    from bot.core.engines import Models
 
     config = load_config(args.env_file, require_token=False)
     checkpoints = Path(args.checkpoints) if args.checkpoints else config.checkpoint_dir

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from bot.cli.common import UserError, add_env_file_flag, add_json_flag, emit
 
 if TYPE_CHECKING:
-    from bot.finetune.manager import FinetuneManager
-    from bot.finetune.settings import FinetuneSettings
+    from bot.jobs.manager import FinetuneManager
+    from bot.jobs.settings import FinetuneSettings
 
 STATUS_EVERY_S = 5.0
 
@@ -83,7 +83,7 @@ def _settings(args: argparse.Namespace) -> tuple[Path | str, FinetuneSettings, P
     from dataclasses import replace
 
     from bot.config import is_postgres_url, load_config, read_env
-    from bot.finetune.settings import load_settings
+    from bot.jobs.settings import load_settings
 
     config = load_config(args.env_file, require_token=False)
     db = args.db or config.database
@@ -109,10 +109,10 @@ def _settings(args: argparse.Namespace) -> tuple[Path | str, FinetuneSettings, P
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from bot.engines import checkpoint_path
-    from bot.finetune.manager import FinetuneManager, FinetuneRefused, Served
+    from bot.core.engines import checkpoint_path
+    from bot.jobs.manager import FinetuneManager, FinetuneRefused, Served
     from bot.store import Store
-    from bot.store.finetune import DONE, FinetuneStore
+    from bot.store.jobs import DONE, FinetuneStore
 
     db, settings, checkpoints = _settings(args)
     store = await Store.open(db)

@@ -1,7 +1,7 @@
 """``charbot chat``: type the bot's slash commands in a terminal, against a local database.
 
 Each line is one command (``/tale Once upon a time --temperature 0.5``); the answer printed
-is the text the bot would post, made by the same reply logic and actions. Lines come from
+is the text the bot would post, made by the same reply logic and answers. Lines come from
 any text stream, so a pipe or a file works as well as a person at the keyboard. The local
 person is guild 0, channel 0, user 0: no Discord ID is 0, so local rows never mix with a
 server's.
@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import TextIO
 
-from bot import actions
 from bot.config import Limits
-from bot.errors import Refusal
-from bot.replies import ReplyService, make_request
+from bot.core import answers
+from bot.core.refusals import Refusal
+from bot.core.replies import ReplyService, make_request
 from bot.store import Store
 from corpora.registry import CORPORA
 
@@ -94,27 +94,27 @@ class ChatSession:
             return (await self.service.reply(request)).text
         if name == "temp":
             if rest.lower() == "reset":
-                return (await actions.temp(self.store, g, u, reset=True)).text
+                return (await answers.temp(self.store, g, u, reset=True)).text
             if not rest:
-                return (await actions.temp(self.store, g, u)).text
+                return (await answers.temp(self.store, g, u)).text
             try:
                 value = float(rest)
             except ValueError:
                 raise Refusal(f"Temperature must be a number from 0 to 2, or 'reset'; got {rest!r}.") from None
-            return (await actions.temp(self.store, g, u, value)).text
+            return (await answers.temp(self.store, g, u, value)).text
         if name == "contribute":
             corpus, _, text = rest.partition(" ")
             if not corpus:
                 raise Refusal(f"Say which corpus and the text: /contribute {next(iter(CORPORA))} your text here")
-            return (await actions.contribute(self.store, g, c, u, corpus, text, "cli", self.limits)).text
+            return (await answers.contribute(self.store, g, c, u, corpus, text, "cli", self.limits)).text
         if name == "forget":
-            return (await actions.forget(self.store, g, u)).text
+            return (await answers.forget(self.store, g, u)).text
         if name == "optout":
-            return (await actions.optout(self.store, g, u, undo=rest.lower() == "undo")).text
+            return (await answers.optout(self.store, g, u, undo=rest.lower() == "undo")).text
         if name == "model":
-            return actions.model_text(self.service.models.info)
+            return answers.model_text(self.service.models.info)
         if name == "help":
-            return actions.help_text(chat=True)
+            return answers.help_text(chat=True)
         if name in ("listen", "unlisten"):
             return f"/{name} works in Discord channels only."
         return f"Unknown command /{name}; try /help."

@@ -2,7 +2,7 @@
 
 It uses the bot's own settings (.env), checkpoint, engine and reply logic. ``--json`` gives
 the posted message with what produced it: the generated part, why it ended, how many
-candidates were drawn, the chosen one's score parts (:mod:`bot.score`) and, for a grounded
+candidates were drawn, the chosen one's score parts (:mod:`bot.core.score`) and, for a grounded
 corpus, the passage it drew on and its BM25 score.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bot.cli.common import UserError, add_json_flag, add_model_flags, emit, load_models
 
 if TYPE_CHECKING:
-    from bot.replies import ReplyUpdate
+    from bot.core.replies import ReplyUpdate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,8 +57,8 @@ def reply_json(update: ReplyUpdate) -> dict:
 
 
 def run_reply(args: argparse.Namespace) -> int:
-    from bot.errors import Refusal
-    from bot.replies import ReplyService, make_request
+    from bot.core.refusals import Refusal
+    from bot.core.replies import ReplyService, make_request
 
     config, models = load_models(args, [args.corpus])
 

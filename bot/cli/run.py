@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bot.config import load_config, setup_logging
-    from bot.serve import BotStartError, serve
+    from bot.discord_app.serve import BotStartError, serve
     from bot.store import StoreError
 
     environ = dict(os.environ)  # the flags win over the environment, which wins over .env

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bot.config import read_env
     from corpora.registry import CORPORA
-    from corpora.ship import ship
+    from corpora.release import ship
     from corpora.shipped import shipped_path
     from model.evaluate import bits
 

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def sync(args: argparse.Namespace) -> int:
     from bot.config import load_config, setup_logging
-    from bot.serve import BotStartError, sync_commands
+    from bot.discord_app.serve import BotStartError, sync_commands
 
     config = load_config(args.env_file)
     setup_logging(config)

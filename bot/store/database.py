@@ -5,7 +5,7 @@ writer proceed together, so reads go through their own connection (its own worke
 a write waiting for another program's lock never holds up a read such as the temperature a
 reply needs. Every write is one transaction that always ends, committed or rolled back
 whatever is raised, and waits at most a bounded time for the lock; text is cleaned
-(:mod:`bot.sanitise`) before it is stored. ``synchronous=FULL`` means a contribution the bot
+(:mod:`bot.core.sanitise`) before it is stored. ``synchronous=FULL`` means a contribution the bot
 has acknowledged is on disk even if the machine loses power right after. The schema grows
 through the ordered MIGRATIONS list: each entry is one SQL script, applied once, in order, in
 its own transaction, and the number applied is kept in ``schema_version``. Append new scripts
@@ -26,8 +26,8 @@ from pathlib import Path
 import aiosqlite
 
 from bot.config import is_postgres_url
-from bot.sanitise import storable_text
-from bot.verbatim import shingles
+from bot.core.sanitise import storable_text
+from bot.core.verbatim import shingles
 
 MIGRATIONS: list[str] = [
     # 1: the core tables of the bot.
@@ -63,7 +63,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (guild_id, user_id)
     );
     """,
-    # 2: fine-tuning jobs and the numbered checkpoint versions they make (bot.finetune).
+    # 2: fine-tuning jobs and the numbered checkpoint versions they make (bot.jobs).
     # At most one running job per corpus, and at most one served version per corpus (none
     # served means the configured base checkpoint is).
     """
@@ -109,7 +109,7 @@ MIGRATIONS: list[str] = [
     # included, so /forget can say which versions still carry a member's texts. A row outlives
     # the contribution it names (that is the point); it keeps a SHA-256 of the text, never the text.
     # forgotten_shingles: the one-way hashed windows of deleted texts, for the verbatim-copy guard
-    # (bot.verbatim) to keep a model from reciting them; never the text.
+    # (bot.core.verbatim) to keep a model from reciting them; never the text.
     """
     CREATE TABLE version_provenance (
         corpus          TEXT NOT NULL,
@@ -269,7 +269,7 @@ class Store:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    # ---- queries: the only way in for this class and its companions (bot.store.finetune) ----
+    # ---- queries: the only way in for this class and its companions (bot.store.jobs) ----
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of one read (on the reading connection, so never behind a waiting write).
@@ -449,7 +449,7 @@ class Store:
     async def forget(self, guild_id: int, user_id: int) -> int:
         """Delete the user's contributions in this server; return how many were deleted.
 
-        Each deleted text's windows are kept as one-way hashes (:func:`bot.verbatim.shingles`) in
+        Each deleted text's windows are kept as one-way hashes (:func:`bot.core.verbatim.shingles`) in
         the same transaction, so the verbatim-copy guard keeps replies from reciting it."""
         rows = await self.fetchall(
             "SELECT id, corpus, text FROM contributions WHERE guild_id = ? AND user_id = ? ORDER BY id",

@@ -20,9 +20,9 @@ from typing import Any
 import discord
 import torch
 
-from bot.client import CharBot, new_bot
 from bot.config import BotConfig, load_config
-from bot.endpoints import discord_endpoints
+from bot.discord_app.client import CharBot, new_bot
+from bot.discord_app.endpoints import discord_endpoints
 from bot.store import Store
 from model.checkpoint import save_checkpoint
 from model.network import CharLSTM, ModelConfig

@@ -164,7 +164,7 @@ def test_env_example_documents_every_setting_and_loads_as_the_defaults():
     assert read <= set(names), f"settings read but not in .env.example: {sorted(read - set(names))}"
     loaded = load_config(example, {}, require_token=False)
     assert repr(loaded) == repr(BotConfig(corpora=loaded.corpora))
-    from bot.finetune.settings import load_settings
+    from bot.jobs.settings import load_settings
 
     db = root / "charbot.db"
     assert load_settings(db, example, {}) == load_settings(db, None, {})
@@ -225,14 +225,14 @@ def test_a_metrics_port_must_be_a_tcp_port(port):
 
 
 def test_run_flags_for_shards_win_over_the_environment_and_are_checked(monkeypatch, capsys):
-    import bot.serve
+    import bot.discord_app.serve
 
     seen = []
 
     async def fake_serve(config, models=None):
         seen.append(config)
 
-    monkeypatch.setattr(bot.serve, "serve", fake_serve)
+    monkeypatch.setattr(bot.discord_app.serve, "serve", fake_serve)
     monkeypatch.setattr("bot.config.setup_logging", lambda config: None)  # the root logger stays as the tests have it
     monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
     monkeypatch.setenv("CHARBOT_SHARD_COUNT", "2")
@@ -272,7 +272,7 @@ def test_the_precision_cache_lives_in_the_state_folder(tmp_path):
     shared = load_config(None, {"CHARBOT_DB": "postgresql://u:p@h/db", "CHARBOT_STATE_DIR": str(tmp_path / "nfs")},
                          require_token=False)
     assert shared.precision_cache == tmp_path / "nfs" / "precision.json"
-    from bot.finetune.settings import load_settings
+    from bot.jobs.settings import load_settings
 
     assert load_settings(tmp_path / "db" / "bot.db", None, {}).state_dir == beside.precision_cache.parent
     assert Path(shared.state_dir) == tmp_path / "nfs"

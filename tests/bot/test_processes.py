@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.engines import file_version
+from bot.core.engines import file_version
 from tests.bot.e2e_bot import answered, write_checkpoints
 from tests.bot.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from tests.helpers import BotProcess, eventually, start_bot
 
-# Version changes are polled every 2 s (bot.cogs.finetune.SYNC_EVERY_S); "a few seconds", with room for a busy CPU.
+# Version changes are polled every 2 s (SYNC_EVERY_S); "a few seconds", with room for a busy CPU.
 SERVED_EVERYWHERE_S = 20.0
 
 
@@ -64,10 +64,10 @@ async def rows(database: str, sql: str, params: tuple = ()) -> list[tuple]:
 async def test_two_bot_processes_share_settings_contributions_opt_outs_and_served_versions(tmp_path, database):
     """On SQLite, two processes of one machine; on PostgreSQL, as two machines would (the versions on
     storage both read, named by CHARBOT_STATE_DIR)."""
-    from bot.finetune.manager import FinetuneManager
-    from bot.finetune.settings import load_settings
+    from bot.jobs.manager import FinetuneManager
+    from bot.jobs.settings import load_settings
     from bot.store import Store
-    from bot.store.finetune import FinetuneStore
+    from bot.store.jobs import FinetuneStore
 
     checkpoints = write_checkpoints(tmp_path / "checkpoints")
     db = database
@@ -121,7 +121,7 @@ async def test_two_bot_processes_share_settings_contributions_opt_outs_and_serve
 _HOLD_JOB = """
 import asyncio, sys
 from bot.store import Store
-from bot.store.finetune import FinetuneStore
+from bot.store.jobs import FinetuneStore
 
 async def main():
     store = await Store.open(sys.argv[1])
@@ -144,7 +144,7 @@ async def hold_job(db: Path, name: str) -> tuple[asyncio.subprocess.Process, int
 
 async def test_one_job_per_corpus_across_processes_and_a_dead_holder_releases_it(tmp_path):
     from bot.store import Store
-    from bot.store.finetune import FinetuneStore, JobConflict
+    from bot.store.jobs import FinetuneStore, JobConflict
 
     db = tmp_path / "shared.db"
     async with await Store.open(db) as store:

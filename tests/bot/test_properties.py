@@ -2,7 +2,7 @@
 
 Whatever arrives (any Unicode: lone surrogates, controls, bidirectional overrides, emoji, texts of
 10,000+ characters; any number: NaN, infinities, huge, negative; values of the wrong type), no
-exception but a :class:`~bot.errors.Refusal` escapes, the database accepts the next write, what is
+exception but a :class:`~bot.core.refusals.Refusal` escapes, the database accepts the next write, what is
 stored is clean, and what would be posted is within Discord's limit and safe. The example counts are
 bounded so the whole module runs in well under a minute.
 """
@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import actions
 from bot.config import Limits
-from bot.errors import Refusal
-from bot.interactions import MESSAGE_LIMIT, postable
-from bot.options import BadOption, check_options
-from bot.render import render_reply
-from bot.replies import make_request
-from bot.sanitise import BIDI_CONTROLS, clean_text, quote
+from bot.core import answers
+from bot.core.refusals import Refusal
+from bot.core.render import render_reply
+from bot.core.replies import make_request
+from bot.core.sanitise import BIDI_CONTROLS, clean_text, quote
+from bot.discord_app.interactions import MESSAGE_LIMIT, postable
+from bot.discord_app.options import BadOption, check_options
 from bot.store import Store, StoreError
 from corpora.registry import CORPORA
 
@@ -91,14 +91,14 @@ def loop_and_store(tmp_path: Path):
 async def _act(store: Store, action: str, guild: int, user: int, corpus: object, text: object, value: object) -> str:
     limits = Limits(max_contribution_chars=20_000)
     if action == "contribute":
-        return (await actions.contribute(store, guild, 7, user, corpus, text, "modal", limits)).text
+        return (await answers.contribute(store, guild, 7, user, corpus, text, "modal", limits)).text
     if action == "temp":
-        return (await actions.temp(store, guild, user, value)).text
+        return (await answers.temp(store, guild, user, value)).text
     if action == "optout":
-        return (await actions.optout(store, guild, user, undo=bool(value))).text
+        return (await answers.optout(store, guild, user, undo=bool(value))).text
     if action == "listen":
-        return (await actions.listen(store, guild, 7, corpus)).text
-    return (await actions.forget(store, guild, user)).text
+        return (await answers.listen(store, guild, 7, corpus)).text
+    return (await answers.forget(store, guild, user)).text
 
 
 def test_the_actions_and_the_store_take_anything_and_the_next_write_works(loop_and_store):
@@ -199,9 +199,9 @@ def test_whatever_is_sent_is_postable_and_quotes_are_short(text):
 
 
 def _commands():
-    from bot.cogs.contributions import Contributions
-    from bot.cogs.general import General
-    from bot.cogs.generate import build_command
+    from bot.discord_app.cogs.contributions import Contributions
+    from bot.discord_app.cogs.general import General
+    from bot.discord_app.cogs.generate import build_command
 
     return [build_command(None, "tale", Limits()), build_command(None, "faq", Limits()), General.temp,
             Contributions.contribute, Contributions.optout]

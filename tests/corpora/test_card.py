@@ -11,7 +11,7 @@ from bot.cli import main
 from corpora import registry
 from corpora.card import CardError, build_card
 from corpora.heldout import heldout_codes
-from corpora.ship import ship
+from corpora.release import ship
 from model.checkpoint import load_checkpoint
 from model.evaluate import bits, evaluate_loss
 from tests.helpers import register_mini, train_tiny

@@ -11,8 +11,8 @@ import torch
 
 from bot.bench import classic, report
 from bot.bench.classic import BaselineError, find_script, run_classic
-from bot.bench.run import BenchConfig, load_models
 from bot.bench.stats import percentile
+from bot.bench.suite import BenchConfig, load_models
 from bot.cli import main
 from corpora.paths import PROJECT_ROOT
 from model.device import bf16_matmul_supported, generation_precisions
@@ -144,7 +144,7 @@ def test_bench_reads_the_checkpoint_folder_from_the_env_file(tmp_path, monkeypat
     def configured(cfg: BenchConfig, say: object) -> None:
         raise _Configured(cfg)
 
-    monkeypatch.setattr("bot.bench.run.run_bench", configured)
+    monkeypatch.setattr("bot.bench.suite.run_bench", configured)
     with pytest.raises(_Configured) as got:
         main(["bench", "--env-file", str(env), "--out", str(tmp_path / "bench")])
     assert got.value.args[0].checkpoint_dir == tmp_path / "weights"
@@ -153,7 +153,7 @@ def test_bench_reads_the_checkpoint_folder_from_the_env_file(tmp_path, monkeypat
 def test_quality_measures_what_a_reader_notices_per_corpus_and_candidate_count(tiny_checkpoint_dir):
     from bot.bench.quality import PROMPTS, QualityConfig, measure
     from bot.bench.report import markdown
-    from bot.bench.run import TARGETS
+    from bot.bench.suite import TARGETS
 
     assert all(len(p) >= 10 for p in PROMPTS.values())  # at least 10 prompts per corpus
     rows = measure(QualityConfig(checkpoint_dir=tiny_checkpoint_dir, quick=True), say=lambda line: None)
@@ -172,7 +172,7 @@ def test_quality_measures_what_a_reader_notices_per_corpus_and_candidate_count(t
 
 def test_the_report_says_what_auto_picked_also_where_only_fp32_runs():
     from bot.bench.report import markdown
-    from bot.bench.run import TARGETS
+    from bot.bench.suite import TARGETS
 
     base = {"targets": TARGETS, "machine_start": {"when": "now", "torch": "x", "cpu_count": 2, "cuda": None},
             "config": {"threads": 1, "quick": True}}

@@ -10,9 +10,9 @@ import pytest
 
 from bot.cli import main
 from bot.cli.repl import LOCAL_GUILD, LOCAL_USER, parse_generation
-from bot.errors import Refusal
-from bot.render import DISCORD_LIMIT
-from bot.replies import hard_cap
+from bot.core.refusals import Refusal
+from bot.core.render import DISCORD_LIMIT
+from bot.core.replies import hard_cap
 from bot.store import Store
 from model.device import pick_device
 

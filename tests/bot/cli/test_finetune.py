@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.finetune.manager import FinetuneManager
-from bot.finetune.settings import FinetuneSettings
+from bot.jobs.manager import FinetuneManager
+from bot.jobs.settings import FinetuneSettings
 from bot.store import Store
-from bot.store.finetune import FinetuneStore
+from bot.store.jobs import FinetuneStore
 from model.checkpoint import load_checkpoint
 from tests.helpers import contributed_texts, eventually
 

@@ -9,8 +9,8 @@ import pytest
 
 from bot.cli import main
 from bot.config import Limits
-from bot.engines import Models
-from bot.replies import ReplyService, make_request
+from bot.core.engines import Models
+from bot.core.replies import ReplyService, make_request
 
 
 @pytest.fixture(autouse=True)

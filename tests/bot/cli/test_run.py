@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.render import CUT_SHORT
+from bot.core.render import CUT_SHORT
 from tests.bot.fake_discord import FakeDiscord
 from tests.helpers import start_bot
 
@@ -55,7 +55,7 @@ async def test_a_rejected_token_is_one_line(tmp_path, tiny_checkpoint_dir):
 
 async def test_sync_publishes_the_commands_globally_with_their_options_and_admin_defaults():
     from bot.config import load_config
-    from bot.serve import sync_commands
+    from bot.discord_app.serve import sync_commands
 
     async with FakeDiscord() as fake:
         config = load_config(None, {"DISCORD_TOKEN": fake.token, "CHARBOT_DISCORD_API": fake.api_base,

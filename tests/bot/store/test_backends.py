@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from bot.store import MIGRATIONS, DatabaseLocked, Store, StoreError, utc_now
-from bot.store.finetune import FinetuneStore, JobConflict, VersionRow
+from bot.store.jobs import FinetuneStore, JobConflict, VersionRow
 
 
 async def test_migrations_apply_once_and_reopening_keeps_everything(database):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bot.store import Carrier, Store
-from bot.store.finetune import FinetuneStore, Source, VersionRow, digest
+from bot.store.jobs import FinetuneStore, Source, VersionRow, digest
 
 GUILD, MEMBER, OTHER = 1_146_439_104_567_410_688, 987_654_321_098_765_432, 5
 

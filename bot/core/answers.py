@@ -1,0 +1,220 @@
+"""What the non-generating commands do, as plain text answers (no Discord objects).
+
+/temp, /contribute, /forget, /optout, /listen, /unlisten, /model and /help: the cogs send
+these answers and ``charbot chat`` prints them, so both behave the same. Bad input raises
+:class:`~bot.core.refusals.Refusal` with a message for the person (quoting what they typed only
+through :func:`bot.core.sanitise.quote`), and never reaches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from bot.config import Limits
+from bot.core.engines import ModelInfo
+from bot.core.refusals import Refusal
+from bot.core.replies import check_temperature
+from bot.core.sanitise import clean_text, quote
+from bot.store import Store
+from corpora.registry import CORPORA
+from model.charset import normalize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply to a command; ``ephemeral`` answers are shown only to the person who asked."""
+
+    text: str
+    ephemeral: bool = True
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+SERVERS_ONLY = "That works in servers only: use it in a server's channel, not in a direct message."
+
+
+def check_corpus(corpus: str) -> str:
+    if not isinstance(corpus, str) or corpus not in CORPORA:
+        raise Refusal(f"There is no corpus called {quote(corpus)}; choose one of {', '.join(CORPORA)}.")
+    return corpus
+
+
+def in_server(guild_id: int | None) -> int:
+    """The server the command came from; a direct message has none, and these answers belong to a server."""
+    if guild_id is None:
+        raise Refusal(SERVERS_ONLY)
+    return guild_id
+
+
+def check_temperature_option(value: object) -> float:
+    """A number from 0 to 2 (see :func:`check_temperature`); anything else is refused unechoed."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Refusal("Temperature must be a number from 0 to 2 (0 = predictable, 0.8 = the usual, 2 = wild).")
+    return check_temperature(value)
+
+
+def corpus_defaults() -> str:
+    return ", ".join(f"{name} {c.default_temperature:g}" for name, c in CORPORA.items())
+
+
+async def temp(
+    store: Store, guild_id: int | None, user_id: int, value: float | None = None, reset: bool = False
+) -> Answer:
+    """Show, set or clear the caller's default temperature in this server."""
+    guild_id = in_server(guild_id)
+    if reset:
+        await store.set_temperature(guild_id, user_id, None)
+        return Answer(f"Your default temperature here is cleared; each corpus uses its own ({corpus_defaults()}).")
+    if value is None:
+        current = await store.get_temperature(guild_id, user_id)
+        if current is None:
+            return Answer(f"You have no default temperature in this server; each corpus uses its own "
+                          f"({corpus_defaults()}). Set one with `/temp 0.5` (0 = predictable, 2 = wild).")
+        return Answer(f"Your default temperature in this server is {current:g}. A command's own temperature "
+                      "option still wins; `/temp reset` clears it.")
+    t = check_temperature_option(value)
+    await store.set_temperature(guild_id, user_id, t)
+    return Answer(f"Your default temperature in this server is now {t:g}.")
+
+
+async def contribute(
+    store: Store, guild_id: int | None, channel_id: int, user_id: int, corpus: str, text: str, source: str,
+    limits: Limits,
+) -> Answer:
+    """Store a text offered for a corpus; the answer is sent only once it is on disk.
+
+    Characters no text needs and the database cannot hold (lone surrogates, NUL and other
+    control characters, bidirectional overrides) are left out, and the answer says how many.
+    """
+    guild_id = in_server(guild_id)
+    check_corpus(corpus)
+    if not isinstance(text, str):
+        raise Refusal("There was no text to save; write something, then send it.")
+    text, dropped = clean_text(text)
+    text = text.strip()
+    if not text:
+        raise Refusal("There was no text to save; write something, then send it.")
+    if len(text) > limits.max_contribution_chars:
+        raise Refusal(f"That text is {len(text):,} characters; the limit is {limits.max_contribution_chars:,}. "
+                      "Send it in parts.")
+    if not normalize(text).text.strip():
+        raise Refusal("I can only learn from plain letters, digits and punctuation, and that text had none.")
+    cid = await store.add_contribution(guild_id, channel_id, user_id, corpus, text, source)
+    left_out = ""
+    if dropped:
+        left_out = (f" I left out {_plural(dropped, 'character')} that text cannot hold (control characters, "
+                    "direction overrides or broken bytes).")
+    return Answer(f"Thank you! Saved your text ({_plural(len(text), 'character')}) for **{corpus}** as "
+                  f"contribution #{cid}.{left_out} `/forget` deletes everything you contributed in this server.")
+
+
+async def forget(store: Store, guild_id: int | None, user_id: int) -> Answer:
+    guild_id = in_server(guild_id)
+    n = await store.forget(guild_id, user_id)
+    carriers = await store.learned_from(guild_id, user_id)
+    if n == 0 and not carriers:
+        return Answer("You have no contributions stored in this server; nothing to delete.")
+    head = (f"Deleted {_plural(n, 'contribution')} of yours from this server." if n else
+            "You have no contributions stored in this server any more.")
+    if not carriers:
+        return Answer(head)
+    # Deleting the texts does not take them out of the weights: say which versions still carry them.
+    named = "; ".join(f"the {c.corpus} model, version {c.version}{' (served now)' if c.served else ''}, learned "
+                      f"from {c.texts} of your texts" for c in carriers)
+    log.warning("/forget: %d contributions deleted; kept versions still carry them: %s", n,
+                ", ".join(f"{c.corpus} v{c.version}" for c in carriers))
+    return Answer(f"{head} But {named}; deleting the texts does not remove what a model learned from them. "
+                  "An admin has been told (`/finetune status`) and can retrain without them or roll back.")
+
+
+async def optout(store: Store, guild_id: int | None, user_id: int, undo: bool = False) -> Answer:
+    """Stop (or with ``undo``, resume) storing the caller's messages in listening channels."""
+    guild_id = in_server(guild_id)
+    changed = await store.set_opt_out(guild_id, user_id, not undo)
+    kept = await store.count_contributions(guild_id, user_id)
+    if undo:
+        head = "You're opted back in" if changed else "You were not opted out"
+        return Answer(f"{head}: messages you write in listening channels here may be stored to train the models.")
+    head = "Done" if changed else "You were already opted out"
+    tail = ""
+    if kept:
+        tail = f" You have {_plural(kept, 'contribution')} stored here; `/forget` deletes what you contributed."
+    return Answer(f"{head}: I won't store your messages in listening channels in this server. "
+                  f"Texts you send yourself with `/contribute` are still kept.{tail}")
+
+
+async def listen(store: Store, guild_id: int | None, channel_id: int, corpus: str) -> Answer:
+    guild_id = in_server(guild_id)
+    check_corpus(corpus)
+    before = await store.listen(guild_id, channel_id, corpus)
+    if before == corpus:
+        return Answer(f"This channel is already collecting messages for **{corpus}**.")
+    was = f" (instead of {before})" if before else ""
+    return Answer(f"From now on, messages people write in this channel are stored for **{corpus}**{was}. "
+                  "Bots, commands and people who used `/optout` are skipped; `/unlisten` stops it.", ephemeral=False)
+
+
+async def unlisten(store: Store, guild_id: int | None, channel_id: int) -> Answer:
+    guild_id = in_server(guild_id)
+    before = await store.unlisten(guild_id, channel_id)
+    if before is None:
+        return Answer("This channel was not collecting messages.")
+    return Answer(f"Stopped collecting messages in this channel (it collected for **{before}**).", ephemeral=False)
+
+
+def model_text(info: dict[str, ModelInfo]) -> str:
+    """One line per corpus: which checkpoint, how good on held-out text, how big, on what device."""
+    lines = []
+    for name, corpus in CORPORA.items():
+        m = info.get(name)
+        if m is None:
+            lines.append(f"**{name}**: not loaded on this bot")
+            continue
+        bpc = "not measured" if m.val_bpc is None else f"{m.val_bpc:.3f} bits/char on held-out text"
+        tuned = " (fine-tuned)" if m.parent else ""
+        lines.append(f"**{name}** ({corpus.description}): version `{m.version}`{tuned}, {bpc}, "
+                     f"{m.n_params:,} parameters, on {m.device} in {m.precision}")
+    return "\n".join(lines)
+
+
+def help_text(chat: bool = False) -> str:
+    """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``)."""
+    options = "--temperature T --length N --seed S" if chat else "[temperature] [length]"
+    lines = [
+        f"/{name} {corpus.style.prompt_label} {options}: {corpus.description}"
+        for name, corpus in CORPORA.items()
+    ]
+    lines += [
+        "/temp [value]: show or set your default temperature here (0 = predictable, 2 = wild); /temp reset clears it",
+        "/model: which model each corpus runs and how good it is",
+        "/contribute corpus text: offer a text to teach a corpus" if chat
+        else "/contribute corpus: offer a text to teach a corpus",
+        "/forget: delete everything you contributed here",
+        "/optout: stop your messages in listening channels from being stored (/optout undo to resume)",
+    ]
+    if chat:
+        lines += ["/help: this list", "/quit: leave (or Ctrl-D)"]
+    else:
+        lines += [
+            "/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus",
+            "/finetune start corpus [minutes] [force], /finetune status, /finetune cancel corpus: "
+            "(admins) teach a corpus its contributions, while the bot keeps talking; a result that forgets "
+            "the corpus is refused unless forced",
+            "/rollback corpus [version]: (admins) serve an earlier version of a corpus's model",
+        ]
+    return "\n".join(lines)
+
+
+def may_administer(user_id: int, has_manage_guild: bool, admin_ids: frozenset[int]) -> bool:
+    """Admins are the configured user IDs and anyone with Manage Server in this server.
+
+    ``has_manage_guild`` must count Administrator, which implies every permission
+    (:func:`bot.discord_app.interactions.is_admin` does).
+    """
+    return user_id in admin_ids or has_manage_guild

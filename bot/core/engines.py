@@ -1,0 +1,214 @@
+"""The models the bot serves: one checkpoint per corpus, each loaded into its own Engine.
+
+Shared by the bot (at start) and the local CLI, so ``charbot reply`` runs the very checkpoint
+and engine the bot would. Beside each engine it keeps what scoring and grounding need, built
+once at load: the corpus's :class:`~bot.core.words.Lexicon` and, for a grounded corpus (faq), the
+BM25 :class:`~corpora.passages.PassageIndex` of its passages. Checkpoints are
+``<folder>/<corpus>.safetensors``, the folder being
+``CHARBOT_CHECKPOINT_DIR`` (from .env or the environment), else the shipped ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.core.words import Lexicon, lexicon
+from corpora.passages import PassageIndex
+from corpora.registry import CORPORA, CorpusMissing, load_corpus
+from corpora.shipped import shipped_path
+from model.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from model.device import pick_device
+from model.engine import Engine
+from model.step_threads import serve_threads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /model tells people about one corpus's model."""
+
+    corpus: str
+    path: str
+    version: str
+    val_bpc: float | None
+    n_params: int
+    device: str
+    load_seconds: float
+    parent: str | None = None
+    precision: str = "fp32"  # what the engine computes in (``auto`` resolved)
+    precision_reason: str | None = None  # how ``auto`` chose it; None when the precision was given
+
+
+def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
+    """Where the checkpoint for ``corpus`` is expected."""
+    if checkpoint_dir is not None:
+        return Path(checkpoint_dir) / f"{corpus}.safetensors"
+    return shipped_path(corpus)
+
+
+def file_version(path: Path) -> str:
+    """A short content hash: two files with the same version hold the same weights."""
+    return file_sha256(path)[:12]
+
+
+def learned_path(checkpoint: Path) -> Path:
+    """Where the texts a fine-tuned checkpoint learned beyond its corpus are kept: ``<name>.learned.json``."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".learned.json")
+
+
+def learned_texts(checkpoint: Path) -> list[str]:
+    """The contributed texts a version was fine-tuned on (a JSON list beside it), so grounding can quote them.
+
+    None beside the shipped checkpoints; an unreadable file counts as none (grounding then
+    uses the corpus alone) rather than keeping the version from being served.
+    """
+    path = learned_path(Path(checkpoint))
+    if not path.is_file():
+        return []
+    try:
+        texts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: not read (%s); grounding uses the corpus alone", path, exc)
+        return []
+    return [t for t in texts if isinstance(t, str)] if isinstance(texts, list) else []
+
+
+def _bpc(info: dict) -> float | None:
+    if info.get("val_bpc") is not None:
+        return float(info["val_bpc"])
+    if info.get("val_loss_nats") is not None:
+        return float(info["val_loss_nats"]) / math.log(2)
+    return None
+
+
+class Models:
+    """Engines by corpus name, with what was loaded; close() stops every engine."""
+
+    def __init__(self) -> None:
+        self.engines: dict[str, Engine] = {}
+        self.info: dict[str, ModelInfo] = {}
+        self.lexicons: dict[str, Lexicon] = {}
+        self.passages: dict[str, PassageIndex] = {}
+        self.device = pick_device("cpu")
+        self.max_batch = 64
+        self.max_queue = 256
+        self.precision = "auto"
+        self.precision_cache: Path | None = None
+
+    @classmethod
+    def load(
+        cls,
+        corpora: tuple[str, ...] | list[str],
+        checkpoint_dir: Path | None = None,
+        device: str | None = "auto",
+        max_batch: int = 64,
+        max_queue: int = 256,
+        precision: str = "auto",
+        precision_cache: Path | None = None,
+    ) -> Models:
+        """Load every corpus's checkpoint; a missing or bad one is one clear CheckpointError.
+
+        ``precision`` "auto" serves the fastest precision that stays within the fidelity bounds
+        on this machine, measured when a checkpoint is first loaded here (under a second)
+        and kept in ``precision_cache`` (see :mod:`model.precision`); "fp32" gives exactly the
+        text ``charbot sample`` gives for the same seed; "bf16" and "int8" force those.
+        """
+        dev = pick_device(device)
+        serve_threads()  # before loading: only engine workers may own thread pools (model.step_threads)
+        missing = [(c, checkpoint_path(c, checkpoint_dir)) for c in corpora]
+        missing = [(c, p) for c, p in missing if not p.is_file()]
+        if missing:
+            corpus, path = missing[0]
+            others = "".join(f"; {c} also has none at {p}" for c, p in missing[1:])
+            raise CheckpointError(
+                path,
+                f"no checkpoint for {corpus} here{others}; train one with `charbot train {corpus} --out {path}` "
+                "or set CHARBOT_CHECKPOINT_DIR to a folder holding <corpus>.safetensors",
+            )
+        models = cls()
+        models.device = dev
+        models.max_batch, models.max_queue, models.precision = max_batch, max_queue, precision
+        models.precision_cache = precision_cache
+        try:
+            for corpus in corpora:
+                path = checkpoint_path(corpus, checkpoint_dir)
+                models.engines[corpus], models.info[corpus] = models._load_one(corpus, path)
+        except BaseException:
+            models.close(wait=False)
+            raise
+        return models
+
+    def lexicon(self, corpus: str) -> Lexicon:
+        """The corpus's lexicon (built on first use when the engine was put in by hand)."""
+        if corpus not in self.lexicons:
+            self.lexicons[corpus] = lexicon(corpus)
+        return self.lexicons[corpus]
+
+    def ground(self, corpus: str, extra: tuple[str, ...] | list[str] = ()) -> PassageIndex | None:
+        """Build the passage index of a grounded corpus (``extra``: texts a fine-tuned version learned too).
+
+        None for corpora that are not grounded, or when the corpus text is not on this machine
+        (replies are then ungrounded, and say nothing about a source).
+        """
+        if corpus not in CORPORA or not CORPORA[corpus].grounded:
+            return None
+        try:
+            text = load_corpus(corpus).text
+        except CorpusMissing as exc:
+            log.warning("no %s text here (%s): its answers are not grounded", corpus, exc)
+            self.passages.pop(corpus, None)
+            return None
+        index = PassageIndex.from_text(text, extra)
+        self.passages[corpus] = index
+        log.info("%s: %d passages indexed for grounding", corpus, len(index))
+        return index
+
+    def _load_one(self, corpus: str, path: Path) -> tuple[Engine, ModelInfo]:
+        t0 = time.perf_counter()
+        self.lexicon(corpus)
+        self.ground(corpus, learned_texts(path))
+        ck = load_checkpoint(path, device=self.device)
+        engine = Engine(ck, device=self.device, max_batch=self.max_batch, max_queue=self.max_queue,
+                        precision=self.precision, precision_cache=self.precision_cache)
+        decision = engine.precision_decision
+        seconds = time.perf_counter() - t0
+        parent = ck.info.get("parent")
+        info = ModelInfo(
+            corpus=corpus, path=str(path), version=str(ck.info.get("version") or file_version(path)),
+            val_bpc=_bpc(ck.info), n_params=ck.model.n_params(), device=str(self.device),
+            load_seconds=seconds, parent=parent.get("path") if isinstance(parent, dict) else None,
+            precision=engine.precision, precision_reason=decision.reason if decision is not None else None,
+        )
+        bpc = "?" if info.val_bpc is None else f"{info.val_bpc:.3f}"
+        log.info("loaded %s from %s: version %s, %s parameters, %s bits/char, on %s (%s) in %.2f s",
+                 corpus, path, info.version, f"{info.n_params:,}", bpc, self.device, engine.precision, seconds)
+        return engine, info
+
+    def swap(self, corpus: str, path: str | Path) -> ModelInfo:
+        """Serve ``corpus`` from another checkpoint (after fine-tuning or a rollback).
+
+        Blocking: call it from a worker thread. New replies go to the new engine at once;
+        replies already running on the old one finish there before it is closed.
+        """
+        engine, info = self._load_one(corpus, Path(path))
+        old = self.engines.get(corpus)
+        self.engines[corpus], self.info[corpus] = engine, info
+        if old is not None:
+            old.close(wait=True)
+        return info
+
+    def close(self, wait: bool = True) -> None:
+        for engine in self.engines.values():
+            engine.close(wait=wait)
+
+    def __enter__(self) -> Models:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(wait=exc[0] is None)

@@ -1,0 +1,425 @@
+"""The reply logic, knowing nothing of Discord: check a request, generate it, stream it, render it.
+
+The generate cog, ``charbot reply`` and ``charbot chat`` all go through :class:`ReplyService`,
+so what the terminal prints is exactly what the bot posts. Generation runs on the engines'
+worker threads; text comes back to the event loop through ``call_soon_threadsafe`` and is
+handed out as rendered message snapshots no more often than the edit interval, because
+Discord rate-limits message edits.
+
+What a person reads is decided here too. The length asked for is a target: generation runs
+to the first sentence end after it (hard cap :func:`hard_cap`) or is cut back to the last
+one, never mid-word. Each reply is sampled as n candidates side by side on the engine
+(``n`` from the request, else the corpus's :attr:`~corpora.registry.Corpus.best_of` while the
+engine is idle, falling to 1 under load: :meth:`model.engine.Engine.best_of`) and the one with the best
+:mod:`bot.core.score` is posted. FAQ answers are grounded: the question retrieves the best
+passage (:mod:`corpora.passages`), the model reads it before the question, and the passage
+is quoted under the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+from bot.config import Limits
+from bot.core.engines import Models
+from bot.core.refusals import Refusal
+from bot.core.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM, head_length, prime_continues, render_reply
+from bot.core.sanitise import quote
+from bot.core.score import Grounding, Score, best, debris_end, score_reply
+from bot.core.throttle import Cooldown
+from bot.core.verbatim import VerbatimGuard
+from corpora.passages import Hit, grounded_prime
+from corpora.registry import CORPORA
+from model.charset import normalize
+from model.engine import Engine, EngineBusy, EngineClosed
+from model.sample import MAX_TEMPERATURE, Finish, Generation, SampleSettings
+
+log = logging.getLogger(__name__)
+
+ENGINE_BUSY = "I'm busy writing other replies right now; try again in a moment."
+RESTARTING = "I'm restarting; try again in a minute."
+MAX_BEST_OF = 16
+HARD_CAP = 1700
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    """A checked request: every field is within limits."""
+
+    corpus: str
+    prompt: str
+    temperature: float
+    length: int
+    seed: int | None = None
+    user: Hashable | None = None  # who asked, for the cooldown; None for local use
+    n: int | None = None  # best-of-n candidates; None: the corpus's best_of, fewer when the engine is busy
+
+
+@dataclass(frozen=True)
+class ReplyUpdate:
+    """The message as it should look now; ``done`` with the finished generation at the end.
+
+    The final update also says how many candidates were drawn, the posted one's score, and
+    for a grounded corpus the passage it was grounded on.
+    """
+
+    text: str
+    done: bool
+    generation: Generation | None = None
+    candidates: int = 1
+    score: Score | None = None
+    source: Hit | None = None
+    chosen: int = 0  # which candidate was posted (0 is the one a single draw gives)
+    seed: int | None = None  # the reply's seed: with the same n, it gives this reply again
+
+
+def check_temperature(value: float) -> float:
+    """A temperature from 0 to 2, or a Refusal that explains the scale."""
+    explain = "0 = always the likeliest character, 0.8 = the usual, 2 = wild"
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise Refusal(f"Temperature must be a number from 0 to 2 ({explain}); got {quote(value)}.") from None
+    if not math.isfinite(t) or not 0 <= t <= MAX_TEMPERATURE:
+        raise Refusal(f"Temperature must be from 0 to 2 ({explain}); got {quote(f'{t:g}')}.")
+    return t
+
+
+def resolve_temperature(option: float | None, user_default: float | None, corpus_default: float) -> float:
+    """The command's own option wins, then the user's default in this server, then the corpus's."""
+    if option is not None:
+        return check_temperature(option)
+    if user_default is not None:
+        return user_default
+    return corpus_default
+
+
+def check_length(value: int | None, limits: Limits) -> int:
+    if value is None:
+        return limits.default_length
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.max_length:
+        raise Refusal(f"Length must be a whole number of characters from 1 to {limits.max_length}; got {quote(value)}.")
+    return value
+
+
+def check_prompt(corpus: str, prompt: str | None, limits: Limits) -> str:
+    """The prompt, or a Refusal saying what is wrong with it."""
+    style = CORPORA[corpus].style
+    if prompt is not None and not isinstance(prompt, str):
+        raise Refusal(f"The {style.prompt_label} must be text.")
+    prompt = prompt or ""
+    if len(prompt) > limits.max_prompt_chars:
+        raise Refusal(
+            f"That {style.prompt_label} is {len(prompt)} characters long; the limit is {limits.max_prompt_chars}. "
+            "Try a shorter one."
+        )
+    if style.prompt_required:
+        example = CORPORA[corpus].example_prompt or "..."
+        if not prompt.strip():
+            raise Refusal(f"Ask me a {style.prompt_label}, for example `/{corpus} {style.prompt_label}: {example}`")
+        if not normalize(prompt).text.strip() or not CORPORA[corpus].prime(prompt).strip():
+            raise Refusal(f"I could not find any words in that {style.prompt_label}; I read plain letters, digits "
+                          f"and punctuation. For example: `/{corpus} {style.prompt_label}: {example}`")
+    return prompt
+
+
+def make_request(
+    corpus: str,
+    prompt: str | None,
+    limits: Limits,
+    temperature: float | None = None,
+    user_default: float | None = None,
+    length: int | None = None,
+    seed: int | None = None,
+    user: Hashable | None = None,
+    n: int | None = None,
+) -> ReplyRequest:
+    """Check every part of a request and settle its temperature; raise Refusal on bad input."""
+    if corpus not in CORPORA:
+        raise Refusal(f"I don't know the corpus {quote(corpus)}; I know {', '.join(CORPORA)}.")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BEST_OF):
+        raise Refusal(f"The number of candidates must be a whole number from 1 to {MAX_BEST_OF}; got {quote(n)}.")
+    return ReplyRequest(
+        corpus=corpus,
+        prompt=check_prompt(corpus, prompt, limits),
+        temperature=resolve_temperature(temperature, user_default, CORPORA[corpus].default_temperature),
+        length=check_length(length, limits),
+        seed=seed,
+        user=user,
+        n=n,
+    )
+
+
+def prime_of(request: ReplyRequest) -> tuple[str, bool]:
+    """The text the model continues, and whether it continues the user's own words."""
+    prime = CORPORA[request.corpus].prime(request.prompt)
+    return prime, prime_continues(prime)
+
+
+def hard_cap(length: int) -> int:
+    """The most characters a reply of target ``length`` may run to while looking for a sentence end.
+
+    A quarter of the target again (at least 40), and never more than :data:`HARD_CAP`, well
+    under Discord's 2000 so the prompt and the source quote still fit. A longer run finds a
+    sentence end more often but keeps a crowd's batch busy for the slowest reply's sake.
+    """
+    return min(HARD_CAP, length + max(40, length // 4))
+
+
+def sample_settings(request: ReplyRequest, limit: int = DISCORD_LIMIT) -> SampleSettings:
+    """Engine settings: the length as a target, and never more characters than the message can hold."""
+    room = limit - head_length(request.corpus, request.prompt, limit, prime_of(request)[1]) - len(CUT_SHORT)
+    if CORPORA[request.corpus].grounded:
+        room -= QUOTE_ROOM
+    cap = max(1, min(hard_cap(request.length), room))
+    return SampleSettings(
+        temperature=request.temperature,
+        max_chars=cap,
+        stop=CORPORA[request.corpus].stop,
+        seed=request.seed,
+        target_chars=min(request.length, cap),
+    )
+
+
+def ground(request: ReplyRequest, models: Models) -> Hit | None:
+    """The passage a grounded corpus's reply draws on (None: not grounded, or nothing matches)."""
+    index = models.passages.get(request.corpus)
+    if index is None or not CORPORA[request.corpus].grounded:
+        return None
+    hits = index.search(request.prompt, 1)
+    return hits[0] if hits else None
+
+
+def tidy_opening(gen: Generation) -> Generation:
+    """The generation without a leading fragment before its first real sentence (:func:`bot.core.score.debris_end`)."""
+    cut = debris_end(gen.text)
+    if not cut:
+        return gen
+    return replace(gen, text=gen.text[cut:], logprobs=gen.logprobs[cut:])
+
+
+def choose(
+    request: ReplyRequest, candidates: list[Generation], models: Models, source: Hit | None
+) -> tuple[int, list[Score]]:
+    """Which candidate to post, and every candidate's score (see :mod:`bot.core.score`)."""
+    grounding = None
+    if CORPORA[request.corpus].grounded:
+        grounding = Grounding(request.prompt, source.passage.text if source else "")
+    lexicon = models.lexicon(request.corpus)
+    fresh = not prime_of(request)[1]
+    scores = [score_reply(g.text, g.logprobs, lexicon, g.settings.target_chars, grounding, fresh_start=fresh)
+              for g in candidates]
+    return best(scores), scores
+
+
+class ReplyStream:
+    """One reply being generated: iterate :meth:`updates`, and :meth:`close` when done with it."""
+
+    def __init__(self, service: ReplyService, request: ReplyRequest, engine: Engine) -> None:
+        self.service = service
+        self.request = request
+        self.engine = engine
+        self._pieces: list[str] = []
+        self._arrived = asyncio.Event()
+        self._closed = False
+        loop = asyncio.get_running_loop()
+
+        def add(piece: str) -> None:
+            self._pieces.append(piece)
+            self._arrived.set()
+
+        def on_text(piece: str) -> None:  # called on the engine's worker thread
+            loop.call_soon_threadsafe(add, piece)
+
+        prime, self.continues = prime_of(request)
+        self.source = ground(request, service.models)
+        if self.source is not None:
+            prime = grounded_prime(self.source.passage.text, prime)
+        self.n = request.n if request.n is not None else engine.best_of(CORPORA[request.corpus].best_of)
+        try:
+            if self.n == 1:
+                self.future = engine.submit(prime, sample_settings(request), on_text)
+            else:
+                self.future = engine.submit_best_of(prime, sample_settings(request), self.n, on_text,
+                                                    adaptive=request.n is None)
+        except EngineBusy:
+            raise Refusal(ENGINE_BUSY) from None
+        except EngineClosed:
+            raise Refusal(RESTARTING) from None
+        self._done = asyncio.wrap_future(self.future)
+
+    def cancel(self) -> None:
+        """Stop generating; the final update says the reply was cut short."""
+        self.engine.cancel(self.future)
+
+    def close(self) -> None:
+        """Release the reply (cancelling it if still running); safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.future.done():
+            self.engine.cancel(self.future)
+        self.service._release(self)
+
+    async def updates(self) -> AsyncIterator[ReplyUpdate]:
+        """The message as it grows (at most once per edit interval), then the finished one."""
+        request, clock = self.request, self.service._clock
+        interval = self.service.limits.edit_interval_s
+        next_at, shown = clock(), 0
+        try:
+            while not self._done.done():
+                if len(self._pieces) > shown and clock() >= next_at:
+                    shown = len(self._pieces)
+                    text = render_reply(request.corpus, request.prompt, "".join(self._pieces),
+                                        continues=self.continues)
+                    yield ReplyUpdate(text, False)
+                    next_at = clock() + interval
+                    continue
+                self._arrived.clear()
+                waiters: set[asyncio.Future] = {self._done}
+                timeout = None
+                if len(self._pieces) > shown:
+                    timeout = max(0.0, next_at - clock())
+                else:
+                    waiters.add(asyncio.ensure_future(self._arrived.wait()))
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters - {self._done}:
+                    w.cancel()
+            got = self._done.result()
+            candidates = got if isinstance(got, list) else [got]
+            if any(g.finish != Finish.CANCELLED for g in candidates):  # without those shed under load
+                candidates = [g for g in candidates if g.finish != Finish.CANCELLED]
+            if not self.continues:  # a fresh line should not open mid-sentence
+                candidates = [tidy_opening(g) for g in candidates]
+            chosen, scores = choose(request, candidates, self.service.models, self.source)
+            chosen, gen = self.service.not_copied(request.corpus, candidates, scores, chosen)
+            quote = self.source.passage.text if self.source is not None else None
+            text = render_reply(request.corpus, request.prompt, gen.text, gen.finish, continues=self.continues,
+                                source=quote)
+            yield ReplyUpdate(text, True, gen, len(candidates), scores[chosen], self.source, chosen,
+                              candidates[0].seed)
+        finally:
+            self.close()
+
+
+class ReplyService:
+    """Runs replies on the models' engines with a per-user cooldown and a bound on queued work."""
+
+    def __init__(
+        self, models: Models, limits: Limits, clock: Callable[[], float] = time.monotonic,
+        guard: VerbatimGuard | None = None,
+    ) -> None:
+        self.models = models
+        self.limits = limits
+        self.guard = guard  # the verbatim-copy guard (bot.core.verbatim); None: no contributions to guard
+        self.cooldown = Cooldown(limits.cooldown_s, clock)
+        self._clock = clock
+        self._running: set[ReplyStream] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.closing = False
+
+    def not_copied(
+        self, corpus: str, candidates: list[Generation], scores: list[Score], chosen: int
+    ) -> tuple[int, Generation]:
+        """The candidate to post, without a long span copied from a contribution (:mod:`bot.core.verbatim`):
+        the chosen one if it copies nothing, else the best-scoring one that copies nothing, else the
+        chosen one trimmed before its copy. Counted in the guard's ``replaced`` and ``trimmed``."""
+        gen, guard = candidates[chosen], self.guard
+        span = None if guard is None else guard.copied(corpus, gen.text)
+        if guard is None or span is None:
+            return chosen, gen
+        for i in sorted(range(len(candidates)), key=lambda i: (-scores[i].total, i)):
+            if guard.copied(corpus, candidates[i].text) is None:
+                guard.replaced += 1
+                log.info("%s: candidate %d copied %d characters of a contribution; posting candidate %d instead",
+                         corpus, chosen, span[1] - span[0], i)
+                return i, candidates[i]
+        guard.trimmed += 1
+        text = guard.trim(gen.text, span[0])
+        log.info("%s: every candidate copied a contribution; trimmed %d characters off the reply", corpus,
+                 len(gen.text) - len(text))
+        return chosen, replace(gen, text=text, logprobs=gen.logprobs[: len(text)], finish=Finish.LENGTH)
+
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def start(self, request: ReplyRequest) -> ReplyStream:
+        """Queue ``request`` on its engine, or raise Refusal (busy, restarting, on cooldown).
+
+        Cheap and synchronous, so a command can refuse privately before it answers publicly.
+        Call from the event loop; the caller must iterate or close the returned stream.
+        """
+        if self.closing:
+            raise Refusal(RESTARTING)
+        engine = self.models.engines.get(request.corpus)
+        if engine is None:
+            raise Refusal(f"The {request.corpus} model is not loaded on this bot.")
+        if request.user is not None:
+            wait = self.cooldown.wait_for(request.user)
+            if wait == math.inf:
+                raise Refusal("Your previous reply is still being written; wait for it to finish.")
+            if wait > 0:
+                raise Refusal(f"Slow down a little: you can ask again in {math.ceil(wait)} s.")
+        if engine.pending() >= self.limits.max_pending:
+            raise Refusal(ENGINE_BUSY)
+        stream = ReplyStream(self, request, engine)
+        if request.user is not None:
+            self.cooldown.start(request.user)
+        self._running.add(stream)
+        self._idle.clear()
+        return stream
+
+    def _release(self, stream: ReplyStream) -> None:
+        self._running.discard(stream)
+        if not self._running:
+            self._idle.set()
+        if stream.request.user is not None:
+            self.cooldown.done(stream.request.user)
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyUpdate]:
+        """:meth:`start` and iterate the updates in one go."""
+        reply = self.start(request)
+        async with aclosing(reply.updates()) as updates:
+            async for update in updates:
+                yield update
+
+    async def reply(self, request: ReplyRequest) -> ReplyUpdate:
+        """The finished reply, without the intermediate snapshots."""
+        reply = self.start(request)
+        try:
+            async with aclosing(reply.updates()) as updates:
+                async for update in updates:
+                    if update.done:
+                        return update
+        finally:
+            reply.close()
+        raise RuntimeError("the reply stream ended without a final message")  # pragma: no cover
+
+    async def drain(self, grace_s: float) -> int:
+        """Refuse new replies, let running ones finish for ``grace_s``, then cut the rest.
+
+        Returns how many were cut; their final messages say they were cut short.
+        """
+        self.closing = True
+        if self._running:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+            except asyncio.TimeoutError:
+                pass
+        cut = list(self._running)
+        for reply in cut:
+            reply.cancel()
+        if cut:
+            log.info("cutting %d replies short for shutdown", len(cut))
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=5.0)
+            except asyncio.TimeoutError:
+                log.warning("%d replies did not end after being cut", len(self._running))
+        return len(cut)

@@ -1,0 +1,263 @@
+"""/finetune start|status|cancel and /rollback (admins): teach a model the contributed text, or undo it.
+
+The job runs in its own niced process (see :mod:`bot.jobs.manager`); this cog only
+starts it, keeps one status message in the channel up to date, and posts the result there.
+Both are plain channel messages, not interaction responses, because an interaction token
+expires after 15 minutes and a job may run longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core.engines import checkpoint_path
+from bot.core.refusals import Refusal
+from bot.discord_app.cogs.contributions import CORPUS_CHOICES
+from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send
+from bot.jobs.manager import FinetuneManager, FinetuneRefused, RunningJob, Served
+from bot.jobs.messages import status_text, versions_text, who
+from bot.jobs.settings import SettingsError, load_settings
+from bot.store.jobs import FinetuneStore
+from model.checkpoint import CheckpointError
+from model.verify import verify_checkpoint
+
+log = logging.getLogger(__name__)
+
+SYNC_EVERY_S = 2.0  # how soon a version changed elsewhere (another bot process, `charbot finetune`) is served
+MAX_MESSAGE = 1900
+
+
+class Finetune(commands.Cog):
+    """Fine-tuning jobs and checkpoint versions, for admins."""
+
+    finetune = app_commands.Group(
+        name="finetune", description="(Admins) Teach a model the text people contributed",
+        guild_only=True, default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.manager: FinetuneManager | None = None
+        self.serving: dict[str, int] = {}
+        self.unavailable = "fine-tuning is not set up on this bot"
+        self._followers: set[asyncio.Task] = set()
+        self._sync: asyncio.Task | None = None
+        self._bad: set[tuple[str, int]] = set()
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def cog_load(self) -> None:
+        if not getattr(self.bot, "serve", True) or self.bot.store is None or self.bot.models is None:
+            return  # only building the commands (charbot sync)
+        try:
+            settings = load_settings(self.bot.config.database)
+        except SettingsError as exc:  # the bot still serves replies; /finetune says why it is off
+            self.unavailable = f"fine-tuning is switched off on this bot: {exc}"
+            log.error("%s", self.unavailable)
+            return
+        self.manager = FinetuneManager(FinetuneStore(self.bot.store), settings, self._base, self._serve)
+        await self.manager.recover()
+        corpora = list(self.bot.models.engines)
+        await self.manager.restore_served(corpora)
+        for corpus in corpora:
+            self.serving[corpus] = (await self.manager.served(corpus)).version
+        self._sync = asyncio.create_task(self._sync_loop(), name="finetune-sync")
+
+    async def cog_unload(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+        if self.manager is not None:
+            await self.manager.close(grace_s=self.bot.config.limits.shutdown_grace_s)
+        if self._followers:  # let them post "cancelled: the bot shut down" if they still can
+            _, pending = await asyncio.wait(self._followers, timeout=5)
+            for task in pending:
+                task.cancel()
+
+    def _base(self, corpus: str) -> Path:
+        return checkpoint_path(corpus, self.bot.config.checkpoint_dir)
+
+    async def _serve(self, corpus: str, path: Path, version: int) -> None:
+        """Swap the live engine: new replies use the new checkpoint, running ones finish on the old."""
+        await asyncio.to_thread(self.bot.models.swap, corpus, path)
+        self.serving[corpus] = version
+
+    async def sync_served(self) -> list[str]:
+        """Serve what the database says is served, when another process (the CLI) changed it."""
+        changed = []
+        for corpus, version in list(self.serving.items()):
+            served = await self.manager.served(corpus)
+            if served.version == version or corpus in self.manager.jobs or (corpus, served.version) in self._bad:
+                continue
+            try:
+                await asyncio.to_thread(verify_checkpoint, served.path)
+            except CheckpointError as exc:
+                self._bad.add((corpus, served.version))
+                log.error("%s %s was recorded as served elsewhere but cannot be served: %s", corpus, served.label, exc)
+                continue
+            await self._serve(corpus, served.path, served.version)
+            log.info("%s: now serving %s (changed by another process)", corpus, served.label)
+            changed.append(corpus)
+        return changed
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_EVERY_S)
+            try:
+                await self.sync_served()
+            except Exception:
+                log.exception("could not check which checkpoint versions are served")
+
+    def _manager(self) -> FinetuneManager:
+        if self.manager is None:
+            raise Refusal(f"Sorry, {self.unavailable}.")
+        return self.manager
+
+    def _corpus(self, corpus: str) -> str:
+        if corpus not in self.serving:
+            raise Refusal(f"This bot does not serve **{corpus}**.")
+        return corpus
+
+    # ---- /finetune ----------------------------------------------------------------------
+
+    @finetune.command(name="start", description="(Admins) Fine-tune a corpus's model on its contributions")
+    @app_commands.describe(corpus="which model learns", minutes="time budget (early stopping may end it sooner)",
+                           force="serve the result even if it forgets the corpus or learns nothing (default: no)",
+                           without_forgotten="take out texts deleted with /forget: retrain from the newest version "
+                                             "that never saw them, or roll back to it (default: no)")
+    @app_commands.choices(corpus=CORPUS_CHOICES)
+    @app_commands.check(is_admin)
+    async def start(
+        self, interaction: discord.Interaction, corpus: app_commands.Choice[str],
+        minutes: app_commands.Range[float, 0.1, 600.0] = None, force: bool = False,
+        without_forgotten: bool = False,
+    ) -> None:
+        manager = self._manager()
+        name = self._corpus(corpus.value)
+        await defer(interaction)  # starting a job writes to the database, which may be busy
+        by = f"discord:{interaction.user.id}"
+        try:
+            if without_forgotten:
+                started = await manager.retrain_without_forgotten(name, by, minutes, interaction.guild_id,
+                                                                  interaction.channel_id, force=force)
+            else:
+                started = await manager.start(name, by, minutes, interaction.guild_id, interaction.channel_id,
+                                              force=force)
+        except FinetuneRefused as exc:
+            raise Refusal(f"I can't start that: {exc}") from None
+        if isinstance(started, Served):
+            await send(interaction, f"Too little text remains to fine-tune **{name}** without the forgotten texts, "
+                       f"so it now serves **{started.label}**, the newest version that never saw them; the versions "
+                       "that did were deleted.")
+            return
+        job = started
+        start = f"from {job.parent.label} without the forgotten texts, " if without_forgotten else ""
+        forced = " (forced: served whatever the checks say)" if force else ""
+        await send(interaction, f"Started fine-tuning **{name}** (job {job.id}) {start}on {job.chars:,} characters "
+                   f"from {job.contributions} contributions{forced}. "
+                   f"I keep a status message in this channel up to date and "
+                   f"post the results here when it ends; `/finetune cancel` stops it.")
+        channel = interaction.channel or self.bot.get_channel(interaction.channel_id)
+        task = asyncio.create_task(self._follow(job, channel), name=f"finetune-follow-{job.id}")
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _follow(self, job: RunningJob, channel: discord.abc.Messageable | None) -> None:
+        """Edit one status message while the job runs, then post how it ended."""
+        manager = self._manager()
+        status: discord.Message | None = None
+        if channel is not None:
+            try:
+                status = await channel.send(job.status()[:MAX_MESSAGE], allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException:
+                log.warning("cannot post the status of fine-tuning job %d in channel %s", job.id, job.channel_id)
+        while job.task is not None and not job.task.done():
+            await asyncio.wait({job.task}, timeout=manager.settings.status_interval_s)
+            if status is not None and not job.task.done():
+                try:
+                    await status.edit(content=job.status()[:MAX_MESSAGE], allowed_mentions=NO_MENTIONS)
+                except discord.HTTPException:
+                    log.warning("cannot update the status of fine-tuning job %d", job.id)
+        try:
+            outcome = await manager.wait(job)
+        except asyncio.CancelledError:
+            return
+        if channel is None:
+            return
+        with contextlib.suppress(discord.HTTPException):
+            if status is not None:
+                await status.edit(content=f"Fine-tuning {job.corpus} (job {job.id}): {outcome.state}.",
+                                  allowed_mentions=NO_MENTIONS)
+        try:
+            await channel.send(f"{who(job.started_by)} {outcome.message()}"[:MAX_MESSAGE],
+                               allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            log.warning("cannot post the result of fine-tuning job %d: %s", job.id, outcome.message())
+
+    @finetune.command(name="status", description="(Admins) How the fine-tuning is going, or how it went")
+    @app_commands.describe(corpus="only this corpus")
+    @app_commands.choices(corpus=CORPUS_CHOICES)
+    @app_commands.check(is_admin)
+    async def status(self, interaction: discord.Interaction, corpus: app_commands.Choice[str] = None) -> None:
+        manager = self._manager()
+        await defer(interaction)
+        text = await status_text(manager, corpus.value if corpus else None)
+        await send(interaction, text[:MAX_MESSAGE])
+
+    @finetune.command(name="cancel", description="(Admins) Stop a fine-tune; the served model stays as it is")
+    @app_commands.describe(corpus="whose fine-tune to stop")
+    @app_commands.choices(corpus=CORPUS_CHOICES)
+    @app_commands.check(is_admin)
+    async def cancel(self, interaction: discord.Interaction, corpus: app_commands.Choice[str]) -> None:
+        manager = self._manager()
+        await defer(interaction)
+        job = await manager.cancel(corpus.value, f"cancelled by {who(f'discord:{interaction.user.id}')}")
+        if job is not None:
+            await send(interaction, f"Stopping the fine-tune of **{corpus.value}** (job {job.id}) at its next "
+                       "training step; the served model stays as it is.")
+            return
+        other = await manager.store.running_job(corpus.value)
+        if other is not None:
+            raise Refusal(f"The fine-tune of {corpus.value} (job {other.id}) runs in another process "
+                          f"(pid {other.owner_pid} on {other.owner_host}); stop it there.")
+        raise Refusal(f"No fine-tune of **{corpus.value}** is running.")
+
+    # ---- /rollback ----------------------------------------------------------------------
+
+    @app_commands.command(name="rollback", description="(Admins) Serve an earlier version of a corpus's model")
+    @app_commands.describe(corpus="which model", version="version number, 0 = the original; default: the previous one")
+    @app_commands.choices(corpus=CORPUS_CHOICES)
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    @app_commands.check(is_admin)
+    async def rollback(
+        self, interaction: discord.Interaction, corpus: app_commands.Choice[str],
+        version: app_commands.Range[int, 0, 1_000_000] = None,
+    ) -> None:
+        manager = self._manager()
+        name = self._corpus(corpus.value)
+        await defer(interaction)  # checking a checkpoint takes a moment
+        try:
+            before, after = await manager.rollback(name, version)
+        except FinetuneRefused as exc:
+            raise Refusal(f"I can't roll back: {exc}") from None
+        await send(interaction, f"**{name}** now serves **{after.label}** (was {before.label}); replies use it "
+                   "from now on.")
+
+    # ---- for /model ---------------------------------------------------------------------
+
+    async def versions_text(self) -> str:
+        """The version lines /model adds (empty when nothing was fine-tuned)."""
+        if self.manager is None:
+            return ""
+        return await versions_text(self.manager, list(self.serving))
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Finetune(bot))

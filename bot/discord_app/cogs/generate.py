@@ -1,0 +1,118 @@
+"""One slash command per corpus (/tale, /faq, /novel): defer, stream the reply into the message, finish.
+
+The commands are built at load time from the registry and the configured limits, so a new
+corpus gets its command without code here. (No ``from __future__ import annotations`` in
+this file: discord.py reads the option types, including the configured ranges, from the
+callback's annotations.)
+"""
+
+import asyncio
+import logging
+from contextlib import aclosing
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Limits
+from bot.core.refusals import UNEXPECTED
+from bot.core.replies import make_request
+from bot.discord_app.interactions import NO_MENTIONS
+from bot.store import StoreError
+from corpora.registry import CORPORA
+
+log = logging.getLogger(__name__)
+
+READ_WAIT_S = 1.0  # the most a reply waits for the person's /temp; then it uses the corpus's default
+
+
+class Generate(commands.Cog):
+    """The storytelling commands."""
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.added: list[app_commands.Command] = []
+
+    async def cog_load(self) -> None:
+        for corpus in self.bot.config.corpora:
+            command = build_command(self, corpus, self.bot.config.limits)
+            self.bot.tree.add_command(command)
+            self.added.append(command)
+
+    async def cog_unload(self) -> None:
+        for command in self.added:
+            self.bot.tree.remove_command(command.name)
+        self.added.clear()
+
+    async def generate(
+        self, interaction: discord.Interaction, corpus: str, prompt: str, length: int | None, temperature: float | None
+    ) -> None:
+        """Check the request (refusals go privately to the person), then answer publicly as text arrives."""
+        bot = self.bot
+        user_default = await self.user_temperature(interaction) if temperature is None else None
+        request = make_request(corpus, prompt, bot.config.limits, temperature=temperature,
+                               user_default=user_default, length=length, user=interaction.user.id)
+        reply = bot.replies.start(request)
+        try:
+            await interaction.response.defer(thinking=True)
+            async with aclosing(reply.updates()) as updates:
+                async for update in updates:
+                    try:
+                        await interaction.edit_original_response(content=update.text, allowed_mentions=NO_MENTIONS)
+                    except discord.NotFound:
+                        log.info("the reply to interaction %s was deleted; stopping it", interaction.id)
+                        return
+                    except discord.HTTPException:
+                        if update.done:
+                            raise
+                        log.warning("an intermediate edit failed; the next one will catch up", exc_info=True)
+        except discord.HTTPException:
+            log.exception("could not post the %s reply for interaction %s", corpus, interaction.id)
+        except Exception:
+            log.exception("the %s reply for interaction %s failed", corpus, interaction.id)
+            try:
+                await interaction.edit_original_response(content=UNEXPECTED, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException:
+                pass
+        finally:
+            reply.close()
+
+    async def user_temperature(self, interaction: discord.Interaction) -> float | None:
+        """The person's /temp default; a reply never waits long for it (reads do not queue behind writes)."""
+        try:
+            return await asyncio.wait_for(
+                self.bot.store.get_temperature(interaction.guild_id, interaction.user.id), READ_WAIT_S
+            )
+        except (asyncio.TimeoutError, StoreError) as exc:
+            log.warning("using the corpus's default temperature, the user's could not be read: %s",
+                        str(exc) or "timed out")
+            return None
+
+
+def build_command(cog: Generate, corpus: str, limits: Limits) -> app_commands.Command:
+    """The slash command for ``corpus``: a prompt (called question for faq), a length and a temperature."""
+    style = CORPORA[corpus].style
+    default_t = CORPORA[corpus].default_temperature
+
+    async def callback(
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, limits.max_prompt_chars],
+        length: app_commands.Range[int, 1, limits.max_length] = None,
+        temperature: float = None,
+    ) -> None:
+        await cog.generate(interaction, corpus, prompt, length, temperature)
+
+    callback = app_commands.describe(
+        prompt=f"the {style.prompt_label} to answer" if style.layout == "question" else "the words to continue",
+        length=f"about how many characters: it ends at a sentence near this (1-{limits.max_length}, "
+               f"default {limits.default_length})",
+        temperature=f"0 = predictable ... 2 = wild (default: yours from /temp, else {default_t:g})",
+    )(callback)
+    if style.prompt_label != "prompt":
+        callback = app_commands.rename(prompt=style.prompt_label)(callback)
+    command = app_commands.Command(name=corpus, description=CORPORA[corpus].description[:100], callback=callback)
+    return app_commands.guild_only(command)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Generate(bot))

@@ -1,0 +1,589 @@
+"""Fine-tuning jobs from start to served version; one code path for the bot and ``charbot finetune``.
+
+The order of the steps is what makes a crash at any moment harmless: the job is recorded as
+running, the training runs in a child process on a copy of the contributions, the result is
+judged (:mod:`bot.jobs.guard`: better on the new text, corpus kept; a refused result is
+never copied in unless the job was forced), copied in under a new version number, checked
+on that very file, and only then recorded as served in one transaction, after which the live
+engine is swapped. Until that transaction the database still names the old checkpoint, so a
+killed job or bot changes nothing that is served; :meth:`FinetuneManager.recover` marks such a
+job failed at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bot.jobs.guard import Verdict, judge
+from bot.jobs.job import STAGED, JobProcess, JobSpec, describe_exit
+from bot.jobs.settings import FinetuneSettings
+from bot.jobs.versions import VersionDir, versions_to_prune
+from bot.store import utc_now
+from bot.store.jobs import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    REFUSED,
+    FinetuneStore,
+    JobConflict,
+    JobRow,
+    Source,
+    VersionRow,
+)
+from model.checkpoint import CheckpointError
+from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
+from model.verify import verify_checkpoint
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SAVE_S = 10.0
+CANCEL_GRACE_S = 30.0
+
+# Called with (corpus, checkpoint path, version number; 0 = base) when a new checkpoint must be served.
+ServeCallback = Callable[[str, Path, int], Awaitable[None]]
+
+
+class FinetuneRefused(Exception):
+    """A request the manager turns down; the message says why and what to do."""
+
+
+class NotServed(Exception):
+    """A new version was recorded but the live engine could not load it; its parent is served again."""
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+@dataclass(frozen=True)
+class Served:
+    """The checkpoint serving a corpus: ``version`` 0 is the configured base checkpoint."""
+
+    corpus: str
+    version: int
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}" if self.version else "base"
+
+
+@dataclass
+class JobOutcome:
+    """How a job ended, with what an admin should be told."""
+
+    job_id: int
+    corpus: str
+    state: str
+    version: int | None = None
+    report: FinetuneReport | None = None
+    error: str | None = None
+    verdict: Verdict | None = None  # the guard's, for a job that got that far
+    forced: bool = False
+
+    def message(self) -> str:
+        if self.state == DONE and self.report is not None:
+            text = f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
+            if self.verdict is not None and not self.verdict.ok:
+                text += f"\nInstalled because it was forced, although {self.verdict.text()}."
+            elif self.verdict is not None:
+                text += (f"\nChecks passed: better on the new text, and the {self.corpus} held-out loss rose by at "
+                         f"most {self.verdict.max_corpus_rise:g} nats.")
+            return text
+        if self.state == REFUSED and self.report is not None:
+            return (f"Fine-tune of {self.corpus} (job {self.job_id}) was refused, so the served model is unchanged: "
+                    f"{self.error}.\n{self.report.summary()}\nTo serve such a result anyway, run it again with "
+                    f"force (`/finetune start {self.corpus} force:True`, or `charbot finetune {self.corpus} --force`).")
+        if self.state == CANCELLED:
+            return f"Fine-tune of {self.corpus} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
+        text = f"Fine-tune of {self.corpus} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
+        return text + (f"\n{self.report.summary()}" if self.report is not None else "")
+
+
+@dataclass
+class RunningJob:
+    """A job this process supervises: what the status message shows."""
+
+    id: int
+    corpus: str
+    started_by: str
+    parent: Served
+    contributions: int
+    chars: int
+    minutes: float
+    channel_id: int | None = None
+    force: bool = False  # install even if the guard refuses the result
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "starting"
+    progress: dict | None = None
+    process: JobProcess | None = None
+    task: asyncio.Task | None = None
+    cancel_reason: str | None = None
+    sources: list[Source] = field(default_factory=list)  # the contributions it trains on: the version's provenance
+    without_forgotten: bool = False  # from the newest version that never saw a forgotten text; drops the others
+
+    def status(self) -> str:
+        """One line: phase, step, losses, speed and time left."""
+        elapsed = time.monotonic() - self.started
+        head = (f"Fine-tuning {self.corpus} (job {self.id}, from {self.parent.label}, {self.chars:,} characters "
+                f"from {self.contributions} contributions, up to {self.minutes:g} min): {self.phase}")
+        p = self.progress
+        if self.phase != "training" or not p:
+            return f"{head}, {elapsed:.0f} s so far."
+        parts = [f"step {p['step']}", f"loss {p['train_loss']:.3f}"]
+        if p.get("best_val_loss") is not None:
+            parts.append(f"held-out {p['best_val_loss']:.3f}")
+        parts.append(f"{p['chars_per_s']:,} chars/s")
+        parts.append(f"{100 * p['fraction']:.0f}%")
+        if p.get("eta_s") is not None:
+            parts.append(f"about {p['eta_s'] / 60:.1f} min left (early stopping may end it sooner)")
+        return f"{head}: " + ", ".join(parts) + "."
+
+
+class FinetuneManager:
+    """Starts, supervises, cancels and installs fine-tuning jobs; rolls versions back."""
+
+    def __init__(
+        self,
+        store: FinetuneStore,
+        settings: FinetuneSettings,
+        base_checkpoint: Callable[[str], Path],
+        on_serve: ServeCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.base_checkpoint = base_checkpoint
+        self.on_serve = on_serve
+        self.jobs: dict[str, RunningJob] = {}
+        self._lock = asyncio.Lock()
+
+    # ---- what is served -----------------------------------------------------------------
+
+    def versions_dir(self, corpus: str) -> VersionDir:
+        return VersionDir.of(self.settings.state_dir, corpus)
+
+    async def served(self, corpus: str) -> Served:
+        """The checkpoint the database says is served for ``corpus``."""
+        row = await self.store.served(corpus)
+        if row is None:
+            return Served(corpus, 0, Path(self.base_checkpoint(corpus)))
+        return Served(corpus, row.version, Path(row.path))
+
+    async def recover(self) -> list[JobRow]:
+        """At start: fail jobs a crash interrupted, and clear what they left on disk."""
+        stale = await self.store.fail_interrupted()
+        for job in stale:
+            log.warning("fine-tuning job %d (%s) was interrupted; marked failed", job.id, job.corpus)
+        running = {j.id for j in await self.store.running_jobs()}
+        jobs_dir = self.settings.jobs_dir
+        if jobs_dir.is_dir():
+            for d in jobs_dir.iterdir():
+                if d.is_dir() and d.name.isdigit() and int(d.name) not in running:
+                    shutil.rmtree(d, ignore_errors=True)
+        versions_root = self.settings.state_dir / "versions"
+        if versions_root.is_dir():
+            for d in versions_root.iterdir():
+                if d.is_dir():
+                    VersionDir(d).remove_temporaries()
+        return stale
+
+    async def restore_served(self, corpora: list[str] | tuple[str, ...]) -> list[str]:
+        """At start: serve each corpus's recorded version (the engines load the base ones first).
+        A recorded version that no longer passes its check is reported, and the base is served
+        and recorded as served, so what /model shows is what answers."""
+        notes = []
+        for corpus in corpora:
+            served = await self.served(corpus)
+            if served.version == 0:
+                continue
+            try:
+                await asyncio.to_thread(verify_checkpoint, served.path)
+            except CheckpointError as exc:
+                await self.store.set_served(corpus, 0)
+                notes.append(f"{corpus} {served.label} cannot be served ({exc.problem}); serving the base checkpoint")
+                log.error("%s", notes[-1])
+                continue
+            await self._serve(corpus, served.path, served.version)
+            notes.append(f"{corpus}: serving {served.label} ({served.path})")
+            log.info("%s", notes[-1])
+        return notes
+
+    # ---- starting a job -----------------------------------------------------------------
+
+    async def start(
+        self,
+        corpus: str,
+        started_by: str,
+        minutes: float | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        force: bool = False,
+        without_forgotten: bool = False,
+    ) -> RunningJob:
+        """Check the request, record the job and start its process; FinetuneRefused says why not.
+        With ``force`` the result is served even if the guard (:mod:`bot.jobs.guard`) refuses it.
+        ``without_forgotten`` starts from the newest version that never learned from a forgotten
+        text instead of the served one (see :meth:`retrain_without_forgotten`)."""
+        s = self.settings
+        minutes = s.default_minutes if minutes is None else float(minutes)
+        if not 0 < minutes <= s.max_minutes:
+            raise FinetuneRefused(f"minutes must be more than 0 and at most {s.max_minutes:g}; got {minutes:g}")
+        async with self._lock:
+            if corpus in self.jobs:
+                raise FinetuneRefused(f"a fine-tune of {corpus} is already running (job {self.jobs[corpus].id}); "
+                                      "see /finetune status, or /finetune cancel it")
+            if len(self.jobs) >= s.max_running:
+                others = ", ".join(f"{j.corpus} (job {j.id})" for j in self.jobs.values())
+                raise FinetuneRefused(f"only {s.max_running} fine-tune may run at a time so replies stay quick; "
+                                      f"running now: {others}")
+            texts, sources, opted_out = await self.store.training_contributions(corpus)
+            data = contributed_data(texts, corpus)
+            try:
+                check_enough(data, s.min_chars)
+            except TooLittleText as exc:
+                left_out = ""
+                if opted_out:
+                    left_out = f" ({opted_out} messages collected from people who opted out are left out)"
+                raise FinetuneRefused(f"not enough text for {corpus}: {exc}{left_out}. "
+                                      "Contribute more with /contribute, then try again.") from None
+            parent = await self._clean_parent(corpus) if without_forgotten else await self.served(corpus)
+            if not parent.path.is_file():
+                raise FinetuneRefused(f"the served checkpoint of {corpus} ({parent.path}) is missing")
+            config = {"replay": s.replay, **s.config, "minutes": minutes, "min_chars": s.min_chars}
+            FinetuneConfig(**config)  # a bad override fails here, before anything is recorded
+            params = {"minutes": minutes, "parent_version": parent.version, "parent_path": str(parent.path),
+                      "contributions": len(texts), "chars": len(data.text), "config": config, "force": force,
+                      "max_corpus_rise": s.max_corpus_rise, "without_forgotten": without_forgotten}
+            try:
+                job_id = await self.store.create_job(corpus, started_by, params, guild_id, channel_id)
+            except JobConflict as exc:
+                raise FinetuneRefused(f"{exc}; see /finetune status") from None
+            job = RunningJob(job_id, corpus, started_by, parent, len(texts), len(data.text), minutes, channel_id,
+                             force, sources=sources, without_forgotten=without_forgotten)
+            jobdir = s.jobs_dir / str(job_id)
+            try:
+                jobdir.mkdir(parents=True, exist_ok=True)
+                JobSpec(corpus, str(parent.path), config, s.nice, s.threads).write(jobdir, texts)
+                job.process = await JobProcess.start(jobdir, s.threads, list(s.command) if s.command else None)
+            except Exception as exc:
+                await self.store.finish_job(job_id, FAILED, f"could not start the training process: {exc}")
+                shutil.rmtree(jobdir, ignore_errors=True)
+                raise FinetuneRefused(f"could not start the training process: {exc}") from None
+            self.jobs[corpus] = job
+            job.task = asyncio.create_task(self._supervise(job, jobdir), name=f"finetune-{corpus}-{job_id}")
+            log.info("fine-tuning job %d started for %s by %s (pid %d)", job_id, corpus, started_by,
+                     job.process.pid)
+            return job
+
+    # ---- while it runs ------------------------------------------------------------------
+
+    def running(self, corpus: str) -> RunningJob | None:
+        return self.jobs.get(corpus)
+
+    async def cancel(self, corpus: str, reason: str = "cancelled by an admin") -> RunningJob | None:
+        """Ask the job for ``corpus`` to stop; it ends as cancelled and changes nothing."""
+        job = self.jobs.get(corpus)
+        if job is None or job.process is None:
+            return None
+        job.cancel_reason = job.cancel_reason or reason
+        job.phase = "cancelling"
+        await job.process.cancel()
+        return job
+
+    async def wait(self, job: RunningJob) -> JobOutcome:
+        assert job.task is not None
+        return await asyncio.shield(job.task)
+
+    async def close(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """At shutdown: cancel every job and wait a little for each to stop, then kill it."""
+        jobs = list(self.jobs.values())
+        for job in jobs:
+            await self.cancel(job.corpus, "the bot shut down")
+        for job in jobs:
+            if job.task is None:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(job.task), grace_s)
+            except (asyncio.TimeoutError, Exception):
+                if job.process is not None:
+                    job.process.kill()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(job.task, 5)
+
+    async def _supervise(self, job: RunningJob, jobdir: Path) -> JobOutcome:
+        proc = job.process
+        assert proc is not None
+        final: dict | None = None
+        last_saved = 0.0
+        try:
+            async for event in proc.events():
+                kind = event["event"]
+                if kind == "started":
+                    with contextlib.suppress(Exception):
+                        await self.store.set_progress(job.id, {"pid": event["pid"]})
+                elif kind == "phase":
+                    job.phase = "cancelling" if job.cancel_reason else event["phase"]
+                elif kind == "progress":
+                    job.progress = {k: v for k, v in event.items() if k != "event"} | {"pid": proc.pid}
+                    if time.monotonic() - last_saved > PROGRESS_SAVE_S:
+                        last_saved = time.monotonic()
+                        with contextlib.suppress(Exception):
+                            await self.store.set_progress(job.id, job.progress)
+                elif kind in ("done", "cancelled", "refused", "error"):
+                    final = event
+            code = await proc.wait()
+            if final is not None and final["event"] == "done" and code == 0:
+                job.phase = "checking the new checkpoint"
+                outcome = await self._install(job, jobdir, FinetuneReport.from_dict(final["report"]))
+            elif (final is not None and final["event"] == "cancelled") or (job.cancel_reason and code >= 0):
+                outcome = JobOutcome(job.id, job.corpus, CANCELLED, error=job.cancel_reason)
+                await self.store.finish_job(job.id, CANCELLED, job.cancel_reason)
+            else:
+                if final is not None and final["event"] in ("refused", "error"):
+                    why = final["message"]
+                else:
+                    why = describe_exit(code)
+                    tail = proc.stderr_tail()
+                    if tail and code > 0:
+                        why += f": {tail.splitlines()[-1]}"
+                outcome = JobOutcome(job.id, job.corpus, FAILED, error=why)
+                await self.store.finish_job(job.id, FAILED, why)
+        except asyncio.CancelledError:
+            proc.kill()
+            with contextlib.suppress(Exception):
+                await self.store.finish_job(job.id, FAILED, "the bot stopped while the job ran")
+            raise
+        except Exception as exc:
+            log.exception("fine-tuning job %d failed", job.id)
+            proc.kill()
+            outcome = JobOutcome(job.id, job.corpus, FAILED, error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                await self.store.finish_job(job.id, FAILED, outcome.error)
+        finally:
+            self.jobs.pop(job.corpus, None)
+            shutil.rmtree(jobdir, ignore_errors=True)
+        log.info("fine-tuning job %d for %s ended: %s %s", job.id, job.corpus, outcome.state, outcome.error or "")
+        return outcome
+
+    # ---- installing the result ----------------------------------------------------------
+
+    async def _install(self, job: RunningJob, jobdir: Path, report: FinetuneReport) -> JobOutcome:
+        """The guard, then: new version number, atomic copy, check on that file, record as served,
+        swap engines. A result the guard refuses is not made a version unless the job was forced."""
+        verdict = judge(report, self.settings.max_corpus_rise)
+        if not verdict.ok and not job.force:
+            await self.store.finish_job(job.id, FAILED, f"{REFUSED}: {verdict.text()}", report.to_dict())
+            return JobOutcome(job.id, job.corpus, REFUSED, report=report, error=verdict.text(), verdict=verdict)
+        guard = {"max_corpus_rise": self.settings.max_corpus_rise, "passed": verdict.ok, "forced": job.force,
+                 "reasons": list(verdict.reasons), "min_heldout_chars": report.min_heldout_chars}
+
+        def row(number: int, path: Path) -> VersionRow:
+            return VersionRow(
+                corpus=job.corpus, version=number, path=str(path), parent_version=job.parent.version or None,
+                parent_path=str(job.parent.path), job_id=job.id, started_by=job.started_by,
+                contributions=job.contributions, train_chars=report.train_chars, heldout_chars=report.heldout_chars,
+                losses={"before": asdict(report.before), "after": asdict(report.after),
+                        "corpus_heldout_chars": report.corpus_heldout_chars, "corpus_note": report.corpus_note,
+                        "guard": guard},
+                created=utc_now(), served=True, pruned=False,
+            )
+
+        try:
+            served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict(),
+                                             job.sources)
+        except CheckpointError as exc:
+            why = f"the new checkpoint failed its check and was not served: {exc.problem}"
+            await self.store.finish_job(job.id, FAILED, why, report.to_dict())
+            return JobOutcome(job.id, job.corpus, FAILED, report=report, error=why, verdict=verdict)
+        except NotServed as exc:
+            return JobOutcome(job.id, job.corpus, FAILED, version=exc.version, report=report, error=str(exc),
+                              verdict=verdict)
+        if job.without_forgotten:
+            await self._drop_forgotten(job.corpus)
+        return JobOutcome(job.id, job.corpus, DONE, version=served.version, report=report, verdict=verdict,
+                          forced=job.force and not verdict.ok)
+
+    async def _add_version(
+        self,
+        corpus: str,
+        source: Path,
+        parent: Served,
+        row: Callable[[int, Path], VersionRow],
+        job_id: int | None = None,
+        report: dict | None = None,
+        sources: list[Source] | None = None,
+    ) -> Served:
+        """Make ``source`` the next version and serve it: the one path from a checkpoint file to a
+        served version, for a finished job and an imported file alike.
+
+        The file is copied in under a new number and checked on that very copy (a bad copy is
+        deleted and its CheckpointError raised), then recorded as served, with its job marked done,
+        in one transaction; only then is the live engine swapped. If the engine cannot load it,
+        the parent is recorded as served again and NotServed is raised: the version stays on
+        record (the database says what happened) but nothing serves it.
+        """
+        vdir = self.versions_dir(corpus)
+        number = max([await self.store.max_version(corpus), *vdir.on_disk(), 0]) + 1
+        path = await asyncio.to_thread(vdir.install, source, number)
+        try:
+            await asyncio.to_thread(verify_checkpoint, path)
+        except CheckpointError:
+            vdir.remove(number)
+            raise
+        try:
+            await self.store.record_version(job_id, row(number, path), report, sources)
+        except BaseException:
+            vdir.remove(number)  # never recorded, so never served: do not leave it lying around
+            raise
+        served = Served(corpus, number, path)
+        try:
+            await self._serve(corpus, path, number)
+        except Exception as exc:
+            log.exception("could not serve %s %s", corpus, served.label)
+            await self.store.set_served(corpus, parent.version)
+            raise NotServed(f"{served.label} was saved but could not be loaded for serving ({exc}); still serving "
+                            f"{parent.label}", number) from exc
+        await self._prune(corpus)
+        return served
+
+    async def _serve(self, corpus: str, path: Path, version: int) -> None:
+        if self.on_serve is not None:
+            await self.on_serve(corpus, path, version)
+
+    async def _prune(self, corpus: str) -> list[int]:
+        """Delete version files beyond the newest ``keep_versions`` (never the served one)."""
+        rows = await self.store.versions(corpus)
+        served = {r.version for r in rows if r.served}
+        doomed = versions_to_prune([r.version for r in rows], self.settings.keep_versions, served)
+        if doomed:
+            await self.store.mark_pruned(corpus, doomed)
+            vdir = self.versions_dir(corpus)
+            for n in doomed:
+                vdir.remove(n)
+        return doomed
+
+    async def import_checkpoint(self, corpus: str, source: Path, started_by: str) -> Served:
+        """Add a checkpoint made elsewhere (``charbot finetune --out`` on a bigger machine) as the
+        next version and serve it; it passes the same check as one made here."""
+        if corpus in self.jobs:
+            raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first")
+        try:
+            ck, _ = await asyncio.to_thread(verify_checkpoint, source)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"{source} cannot be served: {exc.problem}") from None
+        parent = await self.served(corpus)
+        made = ck.info.get("finetune") or {}
+
+        def row(number: int, path: Path) -> VersionRow:
+            return VersionRow(
+                corpus=corpus, version=number, path=str(path), parent_version=parent.version or None,
+                parent_path=str(parent.path), job_id=None, started_by=started_by, contributions=0,
+                train_chars=int(made.get("train_chars") or 0), heldout_chars=int(made.get("heldout_chars") or 0),
+                losses={k: made[k] for k in ("before", "after", "corpus_heldout_chars", "corpus_note") if k in made}
+                | {"imported_from": str(source)},
+                created=utc_now(), served=True, pruned=False,
+            )
+
+        try:
+            return await self._add_version(corpus, source, parent, row)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"the copy of {source} failed its check: {exc.problem}") from None
+
+    # ---- forgotten texts (issue 17) ------------------------------------------------------
+
+    async def _clean_parent(self, corpus: str) -> Served:
+        """The newest kept version whose provenance has no forgotten text (0: the base checkpoint)."""
+        clean = await self.store.last_clean(corpus)
+        if clean == 0:
+            return Served(corpus, 0, Path(self.base_checkpoint(corpus)))
+        row = await self.store.version(corpus, clean)
+        assert row is not None
+        return Served(corpus, clean, Path(row.path))
+
+    async def retrain_without_forgotten(
+        self,
+        corpus: str,
+        started_by: str,
+        minutes: float | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        force: bool = False,
+    ) -> RunningJob | Served:
+        """Take the texts /forget deleted out of the served model: a fine-tune on the
+        contributions that remain, starting from the newest version that never saw the deleted
+        ones, through the same job, checks and guard as any fine-tune (:meth:`start`); or, when
+        too little text remains to fine-tune, a rollback to that version. Either way the other
+        kept versions that learned from deleted texts are then deleted, so no rollback brings
+        them back. Returns the job, or what is served after the rollback."""
+        if not await self.store.forgotten(corpus):
+            raise FinetuneRefused(f"no kept version of {corpus} learned from texts deleted with /forget; "
+                                  "nothing to retrain")
+        texts, _, _ = await self.store.training_contributions(corpus)
+        try:
+            check_enough(contributed_data(texts, corpus), self.settings.min_chars)
+        except TooLittleText:
+            if corpus in self.jobs:
+                raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first") from None
+            clean = await self._clean_parent(corpus)
+            if (await self.served(corpus)).version != clean.version:
+                await self.rollback(corpus, clean.version)
+            await self._drop_forgotten(corpus)
+            return clean
+        return await self.start(corpus, started_by, minutes, guild_id, channel_id, force, without_forgotten=True)
+
+    async def _drop_forgotten(self, corpus: str) -> list[int]:
+        """Delete the kept versions, other than the served one, that learned from forgotten texts."""
+        doomed = [f.version for f in await self.store.forgotten(corpus) if not f.served]
+        if doomed:
+            await self.store.mark_pruned(corpus, doomed)
+            vdir = self.versions_dir(corpus)
+            for n in doomed:
+                vdir.remove(n)
+            log.info("%s: deleted versions %s, which learned from forgotten texts", corpus, doomed)
+        return doomed
+
+    # ---- rollback -----------------------------------------------------------------------
+
+    async def rollback(self, corpus: str, version: int | None = None) -> tuple[Served, Served]:
+        """Serve an earlier version (default: the served one's parent; 0 = the base checkpoint).
+        Returns (before, after). The target is checked before anything changes."""
+        if corpus in self.jobs:
+            raise FinetuneRefused(f"a fine-tune of {corpus} is running; cancel it first with /finetune cancel")
+        current = await self.served(corpus)
+        if version is None:
+            if current.version == 0:
+                raise FinetuneRefused(f"{corpus} already serves its base checkpoint; there is nothing to roll back")
+            row = await self.store.version(corpus, current.version)
+            version = (row.parent_version or 0) if row else 0
+        if version < 0:
+            raise FinetuneRefused("version numbers are 0 (the base checkpoint) or more")
+        if version == current.version:
+            raise FinetuneRefused(f"{corpus} already serves {current.label}")
+        if version == 0:
+            target = Served(corpus, 0, Path(self.base_checkpoint(corpus)))
+        else:
+            row = await self.store.version(corpus, version)
+            if row is None or row.pruned:
+                have = ", ".join(f"v{r.version}" for r in await self.store.versions(corpus)) or "none"
+                why = "was deleted to keep disk use down" if row else "does not exist"
+                raise FinetuneRefused(f"{corpus} v{version} {why}; available: base (0), {have}")
+            target = Served(corpus, version, Path(row.path))
+        try:
+            await asyncio.to_thread(verify_checkpoint, target.path)
+        except CheckpointError as exc:
+            raise FinetuneRefused(f"{corpus} {target.label} cannot be served: {exc}") from None
+        await self.store.set_served(corpus, version)
+        try:
+            await self._serve(corpus, target.path, version)
+        except Exception:
+            await self.store.set_served(corpus, current.version)
+            raise
+        log.info("%s rolled back from %s to %s", corpus, current.label, target.label)
+        return current, target
