@@ -12,7 +12,7 @@ from bot.config import Limits
 from bot.core.engines import Models
 from bot.core.replies import ReplyService, make_request
 from model.checkpoint import load_checkpoint
-from tests.bot.finetune.test_manager import GUILD, QUICK, Env
+from tests.bot.jobs.test_manager import GUILD, QUICK, Env
 from tests.helpers import contributed_texts
 
 pytestmark = pytest.mark.cuda

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.test_client import check_heartbeats_flow_during_a_long_reply
+from tests.bot.discord_app.test_client import check_heartbeats_flow_during_a_long_reply
 
 pytestmark = pytest.mark.cuda
 

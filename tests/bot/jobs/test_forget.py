@@ -11,7 +11,7 @@ from bot.core import answers
 from bot.jobs.manager import FinetuneRefused, RunningJob, Served
 from bot.jobs.messages import status_text
 from bot.store.jobs import DONE, digest
-from tests.bot.finetune.test_manager import ADMIN, CHANNEL, GUILD, env  # noqa: F401 (the bench's fixture)
+from tests.bot.jobs.test_manager import ADMIN, CHANNEL, GUILD, env  # noqa: F401 (the bench's fixture)
 from tests.helpers import contributed_texts
 
 MEMBER = 77
