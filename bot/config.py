@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
+from bot.core.discord_limits import LONGEST_REPLY_CHARS, MESSAGE_CHARS
 from corpora.shipped import checkpoint_dir as shipped_dir
 
 TOKEN_HELP = "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token"
@@ -105,8 +106,9 @@ class Limits:
                 raise ConfigError(f"{name} must be at least 1")
         if self.default_length > self.max_length:
             raise ConfigError(f"default length {self.default_length} is over the maximum length {self.max_length}")
-        if self.max_length > 1900:
-            raise ConfigError("max length must be at most 1900 characters (Discord messages hold 2000)")
+        if self.max_length > LONGEST_REPLY_CHARS:
+            raise ConfigError(f"max length must be at most {LONGEST_REPLY_CHARS} characters "
+                              f"(Discord messages hold {MESSAGE_CHARS})")
         if self.max_prompt_chars > 1000:
             raise ConfigError("max prompt length must be at most 1000 characters")
         for name in ("cooldown_s", "edit_interval_s", "shutdown_grace_s"):

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.sanitise import clean_text, defuse_links, public_text
 from corpora.passages import quote
 from corpora.registry import get_corpus
 from model.sample import Finish, ends_sentence
 
-DISCORD_LIMIT = 2000
 ZWSP = "\u200b"
 WORKING = " \u2026"  # shown after the text while it is still being written
 TRUNCATED = "\u2026"  # shown when the reply was cut at its length
@@ -104,7 +104,7 @@ def source_block(corpus: str, passage: str) -> str:
     return f"\n\n> *{label}:* \u201c{text}\u201d"
 
 
-def head_length(corpus: str, prompt: str, limit: int = DISCORD_LIMIT, continues: bool = True) -> int:
+def head_length(corpus: str, prompt: str, limit: int = MESSAGE_CHARS, continues: bool = True) -> int:
     """Characters the prompt part of a reply takes, to size the generation."""
     return len(_head(corpus, prompt, limit, continues))
 
@@ -114,7 +114,7 @@ def render_reply(
     prompt: str,
     continuation: str,
     finish: Finish | None = None,
-    limit: int = DISCORD_LIMIT,
+    limit: int = MESSAGE_CHARS,
     continues: bool = True,
     source: str | None = None,
 ) -> str:

@@ -27,9 +27,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from bot.config import Limits
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.engines import Models
 from bot.core.refusals import Refusal
-from bot.core.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM, head_length, prime_continues, render_reply
+from bot.core.render import CUT_SHORT, QUOTE_ROOM, head_length, prime_continues, render_reply
 from bot.core.sanitise import quote
 from bot.core.score import Grounding, Score, best, debris_end, score_reply
 from bot.core.throttle import Cooldown
@@ -172,7 +173,7 @@ def hard_cap(length: int) -> int:
     return min(HARD_CAP, length + max(40, length // 4))
 
 
-def sample_settings(request: ReplyRequest, limit: int = DISCORD_LIMIT) -> SampleSettings:
+def sample_settings(request: ReplyRequest, limit: int = MESSAGE_CHARS) -> SampleSettings:
     """Engine settings: the length as a target, and never more characters than the message can hold."""
     room = limit - head_length(request.corpus, request.prompt, limit, prime_of(request)[1]) - len(CUT_SHORT)
     if CORPORA[request.corpus].grounded:

@@ -19,21 +19,21 @@ from discord import app_commands
 
 from bot.core import answers
 from bot.core.answers import Answer
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.refusals import UNEXPECTED
 from bot.core.sanitise import clean_text
 
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
-MESSAGE_LIMIT = 2000
 _DEFERRED = "charbot_deferred_ephemeral"  # in Interaction.extras: how the response was deferred
 _FILLED = "charbot_deferred_filled"
 
 
 def postable(text: str) -> str:
-    """``text`` as it may be posted: cleaned, never empty, within Discord's 2000 characters."""
+    """``text`` as it may be posted: cleaned, never empty, within Discord's message limit."""
     text = clean_text(text)[0] or "\u2026"
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "\u2026"
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "\u2026"
 
 
 async def defer(interaction: discord.Interaction, ephemeral: bool = True) -> None:

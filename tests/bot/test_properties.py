@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 from bot.config import Limits
 from bot.core import answers
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.refusals import Refusal
 from bot.core.render import render_reply
 from bot.core.replies import make_request
 from bot.core.sanitise import BIDI_CONTROLS, clean_text, quote
-from bot.discord_app.interactions import MESSAGE_LIMIT, postable
+from bot.discord_app.interactions import postable
 from bot.discord_app.options import BadOption, check_options
 from bot.store import Store, StoreError
 from corpora.registry import CORPORA
@@ -58,7 +59,7 @@ def assert_clean(text: str) -> None:
 
 def assert_postable(text: str) -> None:
     """Within Discord's limit and clean."""
-    assert 0 < len(text) <= MESSAGE_LIMIT
+    assert 0 < len(text) <= MESSAGE_CHARS
     assert_clean(text)
 
 

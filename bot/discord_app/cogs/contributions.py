@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import answers
+from bot.core.discord_limits import TEXT_INPUT_CHARS
 from bot.core.refusals import DATABASE_BUSY, Refusal
 from bot.discord_app.interactions import NO_MENTIONS, defer, send, send_answer, send_unexpected
 from bot.store import DatabaseLocked
@@ -24,7 +25,6 @@ from corpora.registry import CORPORA
 log = logging.getLogger(__name__)
 
 CORPUS_CHOICES = [app_commands.Choice(name=name, value=name) for name in CORPORA]
-MODAL_MAX = 4000  # Discord's limit for one text input
 FORM_PREFIX = "charbot-contribute:"  # then the corpus, ":" and a nonce
 FORGET_FORM_AFTER_S = 60.0  # a submitted form stays known this long, so only one handler answers it
 
@@ -90,7 +90,7 @@ class ContributionModal(discord.ui.Modal):
         self.corpus = corpus
         self.text = discord.ui.TextInput(
             label="Your text", style=discord.TextStyle.paragraph, min_length=1,
-            max_length=min(MODAL_MAX, bot.config.limits.max_contribution_chars),
+            max_length=min(TEXT_INPUT_CHARS, bot.config.limits.max_contribution_chars),
             placeholder=CORPORA[corpus].description[:100],
         )
         self.add_item(self.text)

@@ -31,7 +31,7 @@ class General(commands.Cog):
         finetune = self.bot.get_cog("Finetune")  # bot.discord_app.cogs.finetune: checkpoint versions, when loaded
         if finetune is not None and (versions := await finetune.versions_text()):
             text += "\n" + versions
-        await send(interaction, text[:2000])
+        await send(interaction, text)  # send() fits it to Discord's limit, with an ellipsis
 
     @app_commands.command(name="help", description="What I can do")
     async def help(self, interaction: discord.Interaction) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from bot.cli import main
 from bot.cli.repl import LOCAL_GUILD, LOCAL_USER, parse_generation
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.refusals import Refusal
-from bot.core.render import DISCORD_LIMIT
 from bot.core.replies import hard_cap
 from bot.store import Store
 from model.device import pick_device
@@ -44,7 +44,7 @@ def test_reply_prints_the_message_the_bot_would_post(capsys, tiny_checkpoint_dir
     assert code == 0 and err == ""
     message = out.removesuffix("\n")
     assert message.startswith("**Once upon a time there was a king**")
-    assert len(message) <= DISCORD_LIMIT
+    assert len(message) <= MESSAGE_CHARS
     assert reply(capsys, "tale", "Once upon a time there was a king", "--seed", "3", "--checkpoints", ck)[1] == out
     other = reply(capsys, "tale", "Once upon a time there was a king", "--seed", "4", "--checkpoints", ck)[1]
     assert other != out

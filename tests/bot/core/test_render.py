@@ -7,9 +7,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.render import (
     CUT_SHORT,
-    DISCORD_LIMIT,
     ZWSP,
     escape_markdown,
     prime_continues,
@@ -91,7 +91,7 @@ def test_prime_continues_only_when_the_model_continues_the_words():
 )
 def test_never_over_discords_limit_and_the_prompt_is_always_shown(corpus, prompt, continuation, finish, continues):
     text = render_reply(corpus, prompt, continuation, finish, continues=continues)
-    assert len(text) <= DISCORD_LIMIT
+    assert len(text) <= MESSAGE_CHARS
     assert text.strip()
     shown = clean_text(prompt)[0]  # controls, bidi overrides and lone surrogates are never posted
     if shown.strip() and len(shown) < 50 and not set(shown) & set("\\*_~`|>#-@<\n:]"):
@@ -100,7 +100,7 @@ def test_never_over_discords_limit_and_the_prompt_is_always_shown(corpus, prompt
 
 def test_worst_case_markup_is_cut_to_fit():
     text = render_reply("tale", "*" * 1000, "@everyone " * 400, "stop")
-    assert len(text) <= DISCORD_LIMIT
+    assert len(text) <= MESSAGE_CHARS
     assert text.endswith("\u2026")
 
 
@@ -154,4 +154,4 @@ def test_the_source_quote_is_marked_trimmed_safe_markdown_and_never_pings():
     assert "\\*\\*Bold\\*\\*" in quoted and "\\_claims\\_" in quoted and "\\`code\\`" in quoted
     assert render_reply("faq", "Where?", "At the clinic.", None, continues=False, source=passage).endswith(" \u2026")
     big = render_reply("faq", "Where?", "x " * 1500, "length", continues=False, source=passage)
-    assert len(big) <= DISCORD_LIMIT and "*From the FAQ:*" in big
+    assert len(big) <= MESSAGE_CHARS and "*From the FAQ:*" in big

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from bot.config import Limits
+from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.engines import Models
 from bot.core.refusals import Refusal
-from bot.core.render import CUT_SHORT, DISCORD_LIMIT, QUOTE_ROOM
+from bot.core.render import CUT_SHORT, QUOTE_ROOM
 from bot.core.replies import (
     ENGINE_BUSY,
     RESTARTING,
@@ -132,7 +133,7 @@ def test_settings_use_the_corpus_stop_rules_and_leave_room_for_the_prompt():
     request = make_request("faq", "Do I need a mask?", LIMITS, length=1500)
     settings = sample_settings(request)
     assert settings.stop == CORPORA["faq"].stop
-    assert settings.max_chars <= DISCORD_LIMIT - len("> **Do I need a mask?**\n") - len(CUT_SHORT) - QUOTE_ROOM
+    assert settings.max_chars <= MESSAGE_CHARS - len("> **Do I need a mask?**\n") - len(CUT_SHORT) - QUOTE_ROOM
     assert settings.target_chars <= settings.max_chars
 
 
@@ -142,7 +143,7 @@ def test_the_length_is_a_target_with_a_hard_cap_well_under_discords_limit():
     usual = sample_settings(make_request("novel", "Anna", LIMITS, length=400))
     assert usual.target_chars == 400 and usual.max_chars == 500
     longest = sample_settings(make_request("novel", "Anna", LIMITS, length=LIMITS.max_length))
-    assert longest.max_chars < DISCORD_LIMIT - 100
+    assert longest.max_chars < MESSAGE_CHARS - 100
 
 
 def test_prime_comes_from_the_corpus_framing():
@@ -171,7 +172,7 @@ async def test_stream_grows_then_finishes_with_the_same_text_as_a_plain_reply(mo
         assert final.startswith(body) or body.startswith(final)  # the end may be cut back to a whole word
     assert all(later.startswith(earlier) for earlier, later in zip(shown, shown[1:], strict=False))
     monkeypatch.undo()
-    assert all(len(u.text) <= DISCORD_LIMIT for u in updates)
+    assert all(len(u.text) <= MESSAGE_CHARS for u in updates)
     again = await service.reply(request)
     assert again.text == updates[-1].text
     assert again.generation.seed == 5
@@ -331,7 +332,7 @@ async def test_faq_answers_are_grounded_and_quote_their_passage(models):
         make_request("faq", "Where do I upload my vaccination record?", LIMITS, length=120, seed=2))
     assert update.source is not None and update.source.score > 0
     assert "vaccin" in update.source.passage.text.lower()
-    assert "\n\n> *From the FAQ:* \u201c" in update.text and len(update.text) <= DISCORD_LIMIT
+    assert "\n\n> *From the FAQ:* \u201c" in update.text and len(update.text) <= MESSAGE_CHARS
     tale = await ReplyService(models, LIMITS).reply(make_request("tale", "The moon", LIMITS, length=60, seed=2))
     assert tale.source is None and "From the FAQ" not in tale.text
 
