@@ -17,6 +17,7 @@ from bot.config import Limits
 from bot.core import answers
 from bot.core.refusals import Refusal
 from bot.core.replies import ReplyService, make_request
+from bot.core.temperature import check_temperature
 from bot.store import Store
 from corpora.registry import CORPORA
 
@@ -46,10 +47,7 @@ def parse_generation(rest: str) -> GenerationOptions:
     prompt = _OPTION.sub(take, rest).strip()
     opts = GenerationOptions(prompt)
     if "temperature" in found:
-        try:
-            opts.temperature = float(found["temperature"])
-        except ValueError:
-            raise Refusal(f"--temperature must be a number from 0 to 2, got {found['temperature']!r}.") from None
+        opts.temperature = check_temperature(found["temperature"])
     for name in ("length", "seed"):
         if name in found:
             try:
@@ -97,11 +95,7 @@ class ChatSession:
                 return (await answers.temp(self.store, g, u, reset=True)).text
             if not rest:
                 return (await answers.temp(self.store, g, u)).text
-            try:
-                value = float(rest)
-            except ValueError:
-                raise Refusal(f"Temperature must be a number from 0 to 2, or 'reset'; got {rest!r}.") from None
-            return (await answers.temp(self.store, g, u, value)).text
+            return (await answers.temp(self.store, g, u, rest)).text
         if name == "contribute":
             corpus, _, text = rest.partition(" ")
             if not corpus:

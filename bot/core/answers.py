@@ -9,14 +9,13 @@ through :func:`bot.core.sanitise.quote`), and never reaches the database.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 from bot.config import Limits
 from bot.core.engines import ModelInfo
 from bot.core.refusals import Refusal
-from bot.core.replies import check_temperature
 from bot.core.sanitise import clean_text, quote
+from bot.core.temperature import check_temperature
 from bot.store import Store
 from corpora.registry import CORPORA
 from model.charset import normalize
@@ -52,19 +51,12 @@ def in_server(guild_id: int | None) -> int:
     return guild_id
 
 
-def check_temperature_option(value: object) -> float:
-    """A number from 0 to 2 (see :func:`check_temperature`); anything else is refused unechoed."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise Refusal("Temperature must be a number from 0 to 2 (0 = predictable, 0.8 = the usual, 2 = wild).")
-    return check_temperature(value)
-
-
 def corpus_defaults() -> str:
     return ", ".join(f"{name} {c.default_temperature:g}" for name, c in CORPORA.items())
 
 
 async def temp(
-    store: Store, guild_id: int | None, user_id: int, value: float | None = None, reset: bool = False
+    store: Store, guild_id: int | None, user_id: int, value: object = None, reset: bool = False
 ) -> Answer:
     """Show, set or clear the caller's default temperature in this server."""
     guild_id = in_server(guild_id)
@@ -78,7 +70,7 @@ async def temp(
                           f"({corpus_defaults()}). Set one with `/temp 0.5` (0 = predictable, 2 = wild).")
         return Answer(f"Your default temperature in this server is {current:g}. A command's own temperature "
                       "option still wins; `/temp reset` clears it.")
-    t = check_temperature_option(value)
+    t = check_temperature(value)
     await store.set_temperature(guild_id, user_id, t)
     return Answer(f"Your default temperature in this server is now {t:g}.")
 

@@ -33,13 +33,14 @@ from bot.core.refusals import Refusal
 from bot.core.render import CUT_SHORT, QUOTE_ROOM, head_length, prime_continues, render_reply
 from bot.core.sanitise import quote
 from bot.core.score import Grounding, Score, best, debris_end, score_reply
+from bot.core.temperature import check_temperature
 from bot.core.throttle import Cooldown
 from bot.core.verbatim import VerbatimGuard
 from corpora.passages import Hit, grounded_prime
 from corpora.registry import CORPORA
 from model.charset import normalize
 from model.engine import Engine, EngineBusy, EngineClosed
-from model.sample import MAX_TEMPERATURE, Finish, Generation, SampleSettings
+from model.sample import Finish, Generation, SampleSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +79,6 @@ class ReplyUpdate:
     source: Hit | None = None
     chosen: int = 0  # which candidate was posted (0 is the one a single draw gives)
     seed: int | None = None  # the reply's seed: with the same n, it gives this reply again
-
-
-def check_temperature(value: float) -> float:
-    """A temperature from 0 to 2, or a Refusal that explains the scale."""
-    explain = "0 = always the likeliest character, 0.8 = the usual, 2 = wild"
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        raise Refusal(f"Temperature must be a number from 0 to 2 ({explain}); got {quote(value)}.") from None
-    if not math.isfinite(t) or not 0 <= t <= MAX_TEMPERATURE:
-        raise Refusal(f"Temperature must be from 0 to 2 ({explain}); got {quote(f'{t:g}')}.")
-    return t
 
 
 def resolve_temperature(option: float | None, user_default: float | None, corpus_default: float) -> float:

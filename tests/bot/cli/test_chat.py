@@ -79,7 +79,7 @@ def test_reply_reads_the_checkpoint_folder_from_the_env_file(capsys, tiny_checkp
     ("args", "message"),
     [
         (["faq", ""], "Ask me a question"),
-        (["tale", "x", "--temperature", "5"], "Temperature must be from 0 to 2"),
+        (["tale", "x", "--temperature", "5"], "Temperature must be a number from 0 to 2"),
         (["tale", "x", "--length", "0"], "Length must be a whole number"),
     ],
 )
@@ -155,7 +155,7 @@ def test_chat_session_commands_and_their_answers(capsys, monkeypatch, tiny_check
     for expected in [
         "You have no default temperature in this server",
         "Your default temperature in this server is now 0.5.",
-        "Temperature must be from 0 to 2",
+        "Temperature must be a number from 0 to 2",
         "Thank you! Saved your text (43 characters) for **faq** as contribution #1.",
         "There is no corpus called `poems`",
         "Say which corpus and the text: /contribute tale your text here",
@@ -234,5 +234,5 @@ def test_generation_options_are_split_off_the_prompt():
     assert parse_generation("the king's -- daughter").prompt == "the king's -- daughter"
     with pytest.raises(Refusal, match="--length must be a whole number"):
         parse_generation("x --length lots")
-    with pytest.raises(Refusal, match="--temperature must be a number"):
+    with pytest.raises(Refusal, match="Temperature must be a number from 0 to 2"):
         parse_generation("x --temperature warm")
