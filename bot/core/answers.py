@@ -47,7 +47,7 @@ def check_corpus(corpus: str) -> str:
 def in_server(guild_id: int | None) -> int:
     """The server the command came from; a direct message has none, and these answers belong to a server."""
     if guild_id is None:
-        raise Refusal(SERVERS_ONLY)
+        raise Refusal(SERVERS_ONLY, "not_allowed")
     return guild_id
 
 

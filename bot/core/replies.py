@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from bot.config import Limits
 from bot.core.discord_limits import MESSAGE_CHARS
@@ -239,9 +240,9 @@ class ReplyStream:
                 self.future = engine.submit_best_of(prime, sample_settings(request), self.n, on_text,
                                                     adaptive=request.n is None)
         except EngineBusy:
-            raise Refusal(ENGINE_BUSY) from None
+            raise Refusal(ENGINE_BUSY, "busy") from None
         except EngineClosed:
-            raise Refusal(RESTARTING) from None
+            raise Refusal(RESTARTING, "restarting") from None
         self._done = asyncio.wrap_future(self.future)
 
     def cancel(self) -> None:
@@ -298,6 +299,15 @@ class ReplyStream:
             self.close()
 
 
+class ReplyWatcher(Protocol):
+    """Hears every reply the service starts and every one it refuses (the metrics are one), so the
+    reply code itself knows nothing of who counts it."""
+
+    def started(self, request: ReplyRequest, stream: ReplyStream) -> None: ...
+
+    def refused(self, request: ReplyRequest, refusal: Refusal) -> None: ...
+
+
 class ReplyService:
     """Runs replies on the models' engines with a per-user cooldown and a bound on queued work."""
 
@@ -314,6 +324,7 @@ class ReplyService:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
+        self.watchers: list[ReplyWatcher] = []
 
     def not_copied(
         self, corpus: str, candidates: list[Generation], scores: list[Score], chosen: int
@@ -346,19 +357,31 @@ class ReplyService:
         Cheap and synchronous, so a command can refuse privately before it answers publicly.
         Call from the event loop; the caller must iterate or close the returned stream.
         """
+        try:
+            stream = self._admit(request)
+        except Refusal as refusal:
+            for watcher in self.watchers:
+                watcher.refused(request, refusal)
+            raise
+        for watcher in self.watchers:
+            watcher.started(request, stream)
+        return stream
+
+    def _admit(self, request: ReplyRequest) -> ReplyStream:
+        """The stream for ``request`` once every check passed, counted as running."""
         if self.closing:
-            raise Refusal(RESTARTING)
+            raise Refusal(RESTARTING, "restarting")
         engine = self.models.engines.get(request.corpus)
         if engine is None:
-            raise Refusal(f"The {request.corpus} model is not loaded on this bot.")
+            raise Refusal(f"The {request.corpus} model is not loaded on this bot.", "unavailable")
         if request.user is not None:
             wait = self.cooldown.wait_for(request.user)
             if wait == math.inf:
-                raise Refusal("Your previous reply is still being written; wait for it to finish.")
+                raise Refusal("Your previous reply is still being written; wait for it to finish.", "cooldown")
             if wait > 0:
-                raise Refusal(f"Slow down a little: you can ask again in {math.ceil(wait)} s.")
+                raise Refusal(f"Slow down a little: you can ask again in {math.ceil(wait)} s.", "cooldown")
         if engine.pending() >= self.limits.max_pending:
-            raise Refusal(ENGINE_BUSY)
+            raise Refusal(ENGINE_BUSY, "busy")
         stream = ReplyStream(self, request, engine)
         if request.user is not None:
             self.cooldown.start(request.user)

@@ -9,8 +9,9 @@ library's global one), so two bots in one test process never mix their figures.
 What is measured, and why an operator looks at it:
 
 - ``charbot_replies_total{corpus,outcome}``: finished replies (their finish reason: ``sentence``,
-  ``length``, ``stop``, ``cancelled``; or ``error``) and refused ones (``busy``: the engine queue is full, add capacity;
-  ``refused``: cooldown, restarting).
+  ``length``, ``stop``, ``cancelled``; or ``error``) and refused ones, by the refusal's kind
+  (:data:`bot.core.refusals.RefusalKind`; ``busy``: the engine queue is full, add capacity;
+  ``cooldown``, ``restarting``, ``unavailable``, ``invalid``).
 - ``charbot_reply_seconds{corpus}``: time from accepting a reply to its last character.
 - ``charbot_engine_batch_size{corpus}``, ``charbot_engine_queue_depth{corpus}``: rows in the
   running batch (a reply's n candidates are n rows) and replies waiting for a place in it (a
@@ -22,8 +23,8 @@ What is measured, and why an operator looks at it:
   the shared database (so every process reports the same); ``charbot_served_version{corpus}``
   and ``charbot_model_info{corpus,version}``: what this process serves (0 = base checkpoint).
 
-Replies are counted by wrapping :meth:`bot.core.replies.ReplyService.start` of the one service the
-bot creates, so the reply code itself knows nothing of metrics.
+Replies are counted as a watcher of the one reply service the bot creates
+(:class:`bot.core.replies.ReplyWatcher`), so the reply code itself knows nothing of metrics.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.core.refusals import Refusal
-from bot.core.replies import ENGINE_BUSY, ReplyRequest, ReplyService, ReplyStream
+from bot.core.replies import ReplyRequest, ReplyService, ReplyStream
 
 if TYPE_CHECKING:
     from discord.ext import commands
@@ -136,19 +137,14 @@ class BotMetrics:
 
     def watch(self, service: ReplyService) -> None:
         """Count every reply ``service`` starts or refuses, and time the ones it runs."""
-        start = service.start
+        service.watchers.append(self)
 
-        def counted(request: ReplyRequest) -> ReplyStream:
-            began = time.monotonic()
-            try:
-                stream = start(request)
-            except Refusal as exc:
-                self.replies.labels(request.corpus, "busy" if exc.message == ENGINE_BUSY else "refused").inc()
-                raise
-            stream.future.add_done_callback(lambda f: self._finished(request.corpus, began, f))
-            return stream
+    def started(self, request: ReplyRequest, stream: ReplyStream) -> None:
+        began = time.monotonic()
+        stream.future.add_done_callback(lambda f: self._finished(request.corpus, began, f))
 
-        service.start = counted  # type: ignore[method-assign]
+    def refused(self, request: ReplyRequest, refusal: Refusal) -> None:
+        self.replies.labels(request.corpus, refusal.kind).inc()
 
     def _finished(self, corpus: str, began: float, future: Future) -> None:
         """Called on the engine's thread (prometheus-client is thread-safe)."""

@@ -116,12 +116,12 @@ class Finetune(commands.Cog):
 
     def _manager(self) -> FinetuneManager:
         if self.manager is None:
-            raise Refusal(f"Sorry, {self.unavailable}.")
+            raise Refusal(f"Sorry, {self.unavailable}.", "unavailable")
         return self.manager
 
     def _corpus(self, corpus: str) -> str:
         if corpus not in self.serving:
-            raise Refusal(f"This bot does not serve **{corpus}**.")
+            raise Refusal(f"This bot does not serve **{corpus}**.", "unavailable")
         return corpus
 
     # ---- /finetune ----------------------------------------------------------------------

@@ -219,10 +219,35 @@ async def test_a_bound_on_queued_replies_says_busy(models):
     try:
         with pytest.raises(Refusal) as err:
             service.start(long)
-        assert err.value.message == ENGINE_BUSY
+        assert (err.value.message, err.value.kind) == (ENGINE_BUSY, "busy")
         service.start(make_request("faq", "Masks?", LIMITS, length=5)).close()  # other corpora have their own engine
     finally:
         running.close()
+
+
+async def test_watchers_hear_every_start_and_every_refusal_by_its_kind(models):
+    class Heard:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, str]] = []
+
+        def started(self, request, stream) -> None:
+            self.events.append(("started", request.corpus))
+
+        def refused(self, request, refusal) -> None:
+            self.events.append((refusal.kind, request.corpus))
+
+    service = ReplyService(models, LIMITS)
+    heard = Heard()
+    service.watchers.append(heard)
+    request = make_request("tale", "Once", LIMITS, length=5, seed=1, user=7)
+    first = service.start(request)
+    with pytest.raises(Refusal):
+        service.start(request)  # the same person while their reply is still being written
+    first.close()
+    await service.drain(grace_s=0.0)
+    with pytest.raises(Refusal):
+        service.start(replace(request, user=8))
+    assert heard.events == [("started", "tale"), ("cooldown", "tale"), ("restarting", "tale")]
 
 
 async def test_closing_a_stream_early_cancels_its_generation(models):
@@ -256,7 +281,7 @@ async def test_drain_cuts_running_replies_and_says_so_then_refuses_new_ones(mode
     assert finals[0].text.endswith(CUT_SHORT)
     with pytest.raises(Refusal) as err:
         service.start(request)
-    assert err.value.message == RESTARTING
+    assert (err.value.message, err.value.kind) == (RESTARTING, "restarting")
 
 
 async def test_drain_lets_short_replies_finish(models):
