@@ -22,7 +22,7 @@ from corpora.heldout import NotThisCorpus, measure_heldout
 from corpora.registry import CORPORA, CorpusMissing, get_corpus
 from corpora.shipped import CARD_NAME, checkpoint_dir
 from model import __version__
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.checkpoint import Checkpoint, checkpoint_file, load_checkpoint
 from model.evaluate import bits
 from model.sample import SampleSettings, generate
 
@@ -310,7 +310,7 @@ def build_card(
     extra = load_experiments(experiments, targets) if experiments else []
     rows: list[Row] = []
     for name, corpus in CORPORA.items():
-        path = directory / f"{name}.safetensors"
+        path = checkpoint_file(directory, name)
         target = targets.get(name, corpus.target_val_bpc)
         if path.is_file():
             rows.append(checkpoint_row(name, path, name, target=target, samples=True, seed=seed, length=length,
@@ -318,7 +318,7 @@ def build_card(
         else:
             rows.append(Row(name, name, target_val_bpc=target))
     if not any(r.checkpoint for r in rows):
-        expected = ", ".join(f"{n}.safetensors" for n in CORPORA)
+        expected = ", ".join(checkpoint_file(directory, n).name for n in CORPORA)
         raise CardError(f"no shipped checkpoints in {directory} (expected {expected}); "
                         f"make them with `charbot ship RUN.safetensors NAME`")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

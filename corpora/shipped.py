@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from corpora.paths import PROJECT_ROOT
+from model.checkpoint import checkpoint_file
 
 CHECKPOINT_DIR_ENV = "CHARBOT_CHECKPOINT_DIR"
 CARD_NAME = "MODEL_CARD.md"
@@ -31,9 +32,7 @@ def checkpoint_dir(env: Mapping[str, str] | None = None) -> Path:
 
 def shipped_path(name: str, env: Mapping[str, str] | None = None) -> Path:
     """Where the shipped checkpoint of corpus ``name`` is (or would be) stored."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{name!r} is not a corpus name")
-    return checkpoint_dir(env) / f"{name}.safetensors"
+    return checkpoint_file(checkpoint_dir(env), name)
 
 
 def shipped_checkpoint(name: str) -> Path:

@@ -24,6 +24,7 @@ from model.network import CharLSTM, ModelConfig
 
 FORMAT = "charbot-checkpoint"
 FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
 
 
 class CheckpointError(Exception):
@@ -43,6 +44,27 @@ class Checkpoint:
     config: ModelConfig
     info: dict = field(default_factory=dict)
     path: str | None = None
+
+
+def checkpoint_file(folder: str | os.PathLike, name: str) -> Path:
+    """``<folder>/<name>.safetensors``: the checkpoint called ``name`` in a folder of checkpoints.
+
+    The name must not lead out of the folder (a path separator, or a leading dot).
+    """
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{name!r} is not a checkpoint name")
+    return Path(folder) / f"{name}{SUFFIX}"
+
+
+def checkpoint_name(path: str | os.PathLike) -> str:
+    """The name a checkpoint file is known by: ``runs/tale.safetensors`` -> ``tale``."""
+    return Path(path).name.removesuffix(SUFFIX)
+
+
+def sibling(path: str | os.PathLike, suffix: str) -> Path:
+    """A file kept beside a checkpoint: ``runs/tale.safetensors`` with ``.log.json`` -> ``runs/tale.log.json``."""
+    path = Path(path)
+    return path.with_name(checkpoint_name(path) + suffix)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -42,6 +42,7 @@ from model.checkpoint import (
     load_checkpoint,
     read_tensor_file,
     save_checkpoint,
+    sibling,
     write_tensor_file,
 )
 from model.device import check_precision, cpu_threads, pick_device, training_precision
@@ -162,18 +163,15 @@ class TrainResult:
 
 
 def resume_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".safetensors") + ".resume.safetensors")
+    return sibling(out, ".resume.safetensors")
 
 
 def log_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".safetensors") + ".log.json")
+    return sibling(out, ".log.json")
 
 
 def plot_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".safetensors") + ".loss.png")
+    return sibling(out, ".loss.png")
 
 
 def lr_at(cfg: TrainConfig, step: int, fraction: float) -> float:

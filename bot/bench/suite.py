@@ -15,7 +15,7 @@ from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
 from corpora.shipped import checkpoint_dir
 from model.charset import VOCAB_SIZE
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.checkpoint import Checkpoint, checkpoint_name, load_checkpoint
 from model.device import cpu_threads, generation_precisions, training_precision
 from model.network import CharLSTM, ModelConfig
 from model.precision import auto_precision
@@ -98,7 +98,7 @@ def shipped_paths(folder: Path | None = None) -> list[Path]:
 
 def load_models(cfg: BenchConfig) -> list[BenchModel]:
     paths = shipped_paths(cfg.checkpoint_dir) if cfg.models is None else [Path(p) for p in cfg.models]
-    models = [BenchModel(p.name.removesuffix(".safetensors"), str(p), load_checkpoint(p)) for p in paths]
+    models = [BenchModel(checkpoint_name(p), str(p), load_checkpoint(p)) for p in paths]
     for layers, hidden in cfg.sizes:
         torch.manual_seed(0)
         config = ModelConfig(hidden_size=hidden, n_layers=layers, embed_size=min(64, hidden), dropout=0.0)

@@ -21,7 +21,7 @@ from bot.core.words import Lexicon, lexicon
 from corpora.passages import PassageIndex
 from corpora.registry import CORPORA, CorpusMissing, load_corpus
 from corpora.shipped import shipped_path
-from model.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from model.checkpoint import CheckpointError, checkpoint_file, file_sha256, load_checkpoint, sibling
 from model.device import pick_device
 from model.engine import Engine
 from model.step_threads import serve_threads
@@ -48,7 +48,7 @@ class ModelInfo:
 def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
     """Where the checkpoint for ``corpus`` is expected."""
     if checkpoint_dir is not None:
-        return Path(checkpoint_dir) / f"{corpus}.safetensors"
+        return checkpoint_file(checkpoint_dir, corpus)
     return shipped_path(corpus)
 
 
@@ -59,7 +59,7 @@ def file_version(path: Path) -> str:
 
 def learned_path(checkpoint: Path) -> Path:
     """Where the texts a fine-tuned checkpoint learned beyond its corpus are kept: ``<name>.learned.json``."""
-    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".learned.json")
+    return sibling(checkpoint, ".learned.json")
 
 
 def learned_texts(checkpoint: Path) -> list[str]:

@@ -225,3 +225,15 @@ def test_save_creates_missing_folders(tmp_path, tiny_model):
     path = tmp_path / "a" / "b" / "m.safetensors"
     save_checkpoint(path, tiny_model)
     assert load_checkpoint(path).config == tiny_model.config
+
+
+def test_a_checkpoints_path_and_the_files_beside_it_follow_one_rule(tmp_path):
+    from model.checkpoint import checkpoint_file, checkpoint_name, sibling
+
+    path = checkpoint_file(tmp_path, "tale")
+    assert path == tmp_path / "tale.safetensors" and checkpoint_name(path) == "tale"
+    assert sibling(path, ".log.json") == tmp_path / "tale.log.json"
+    assert sibling("runs/my.model.safetensors", ".resume.safetensors").name == "my.model.resume.safetensors"
+    for bad in ["", "../tale", "a/b", "a\\b", ".hidden"]:
+        with pytest.raises(ValueError, match="is not a checkpoint name"):
+            checkpoint_file(tmp_path, bad)
