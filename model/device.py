@@ -136,10 +136,10 @@ def training_precision(precision: str, device: torch.device) -> str:
 
     ``auto`` is bf16 on GPUs that support it (``torch.cuda.is_bf16_supported()``: Ampere and
     later; older ones would emulate it slowly) and on CPUs with native bfloat16 matrix
-    instructions, where it trains faster (1.66x fp32 at 128 x 100 on a 2-core EPYC, 1.05x at
-    16 x 100) and reaches the same held-out loss per step (tale, side by side: 1.2383 vs
-    1.2377 nats after 2,500 steps of 16 x 100); weights, optimizer state and validation
-    always stay float32.
+    instructions, where it trains faster (most at large batches, where arithmetic rather than
+    per-step overhead dominates) and reaches the same held-out loss per step (side-by-side
+    runs: model/README.md, "Speed"); weights, optimizer state and validation always stay
+    float32.
     """
     if check_precision(precision) == "auto" and device.type == "cuda":
         return "bf16" if cuda_bf16_supported() else "fp32"

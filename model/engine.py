@@ -10,8 +10,8 @@ so its text is the one :func:`sample.generate` gives for the same seed, whatever
 running (barring float near-ties).
 
 Best-of-n: :meth:`Engine.submit_best_of` samples n candidates of one reply side by side in
-the batch (they share each step's weight traffic, so on a CPU a batch of 8 costs about 1.7
-times a batch of 1 per step, not 8 times). Candidate 0 reads the prime inside the batch as a
+the batch (they share each step's weight traffic, so a step of 8 rows costs far less than 8
+steps of one row). Candidate 0 reads the prime inside the batch as a
 single reply does; when it has read it, its row is copied into the other candidates' rows,
 so the prime is read once and never stalls the batch. Candidate ``i`` draws from
 :func:`sample.candidate_seed` of the reply's seed, so the same seed and n give the same

@@ -9,7 +9,8 @@ row's noise from its own generator, so every reply consumes its random stream ex
 ``pick_next`` itself. Whether this torch draws that way is checked once against
 ``pick_next`` (:func:`batched_draw_matches`); if it does not, every row uses ``pick_next``.
 
-A lone reply pays this per character beside a step of about 0.15 ms, so the draw is a fixed
+A lone reply pays the draw on every character, beside a step that is itself only a few
+kernel calls, so the draw's fixed costs show in the reply's speed. It is therefore a fixed
 handful of kernels on preallocated buffers: the whole block of rows goes through them (rows
 that do not draw this step cost a few floats, not an ``index_select`` and a new index
 tensor), the temperatures sit in a buffer instead of a tensor made per step, and the drawn
@@ -50,7 +51,7 @@ class BatchSampler:
         self.batched = batched_draw_matches() if exact_check else True
 
     def _view(self, n: int) -> tuple[torch.Tensor, ...]:
-        """The first ``n`` rows of each buffer (slicing costs about a microsecond, so once per size)."""
+        """The first ``n`` rows of each buffer (slicing is not free, so it is done once per size)."""
         views = self._views.get(n)
         if views is None:
             views = self._views[n] = (self.noise[:n], self.temps[:n], self.scaled[:n], self.probs[:n], self.logp[:n])

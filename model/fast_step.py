@@ -146,9 +146,9 @@ class _Head:
 
     On CPU it is one batched matrix-vector product per row (``baddbmm`` over the weights
     broadcast to every row): each row is computed alone, so its bits never depend on the
-    batch, and for the few rows of a lone reply it costs about a third of oneDNN's packed
-    call, whose fixed cost dominates at this size (96 x 512: 4.8 us against 12.7 us at one
-    row on a 2-core EPYC; it loses from about 8 rows on, where the step's matmuls dominate).
+    batch, and for the few rows of a lone reply it is much cheaper than oneDNN's packed call,
+    whose fixed cost per call dominates at this size. With more rows the packed call would win,
+    but there the gate matmuls dominate the step anyway (figures: model/README.md, "Speed").
     Elsewhere it is the plain :class:`_Linear`.
     """
 

@@ -25,7 +25,8 @@ int8): a few percent is inside the noise of a short measurement, fidelity is not
 The decision is cached as JSON, keyed by the checkpoint's weights digest, the CPU (or GPU),
 the torch version, the device, the thread count and the precisions on offer, with the
 measurements beside it so an operator can read why. A missing, corrupt or unwritable cache
-is logged and otherwise ignored: the engine then measures again (about a second).
+is logged and otherwise ignored: the engine then measures again (a short measurement,
+once per load; model/README.md gives its time on one CPU).
 """
 
 from __future__ import annotations

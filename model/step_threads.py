@@ -3,9 +3,9 @@
 An engine's worker normally steps with :func:`model.device.cpu_threads` ("generation"): one
 thread on a two-core machine, because the event loop and other engines need the other core
 and oversubscribed threads wait on each other. But a lone reply on an otherwise idle machine
-leaves that core unused: a bf16 step at batch 1 takes about 150 us with one thread and about
-118 us with two (2-core EPYC). So the worker may step with every core's thread
-(:func:`model.device.cpu_threads` "boost") when
+leaves that core unused, and a second thread makes its steps somewhat faster. Two threads
+help a lone reply only when nothing else wants the second core, so the worker may step with
+every core's thread (:func:`model.device.cpu_threads` "boost") only when
 
 - it serves few replies (at most :data:`BOOST_REPLIES`, counting those queued: more mean a
   crowd, whose replies the event loop must serve) in few rows (at most :data:`BOOST_ROWS`:
@@ -15,29 +15,29 @@ leaves that core unused: a bf16 step at batch 1 takes about 150 us with one thre
   :data:`OTHERS_MAX` of a core (``/proc/stat`` less this process's own time, :class:`Others`).
   Short probes cannot see this alone: with a busy process beside it, the scheduler favours a
   thread that has just woken, so a probe can find two threads faster while sustained use
-  makes the helper wait for timeslices (measured: a lone best-of-8 reply 40% slower beside
-  one busy-looping process, and that process slowed too);
+  makes the helper wait for timeslices, slowing the reply and the other process alike;
 - it is measured to be faster *now*: other processes may be using the other core, and then two
   threads make a step several times slower, not faster. :class:`StepThreads` probes: it
   alternates the two counts in blocks of a few steps for a few dozen steps (side by side, so a
   change in the machine's load hits both alike; the first step of a block, which wakes the
-  threads, is not timed, as steady use does not pay it) and then uses the faster. It probes again now and then,
-  ever more rarely while the boost keeps losing, and at once when boosted steps get slower
-  (other work arrived).
+  threads, is not timed, as steady use does not pay it) and then uses the faster. It probes
+  again now and then, ever more rarely while the boost keeps losing, and at once when boosted
+  steps get slower (other work arrived).
 
 The boost only pays where the engine workers are the only threads that ever ran torch work
 on several threads: libgomp (PyTorch's OpenMP on Linux) keeps a thread pool for every thread
 that did, and once the process has more OpenMP threads than cores it stops spinning almost at
 once, so a boosted step wakes its helper thread through the kernel several times per step and
-takes about 460 us instead of 122 (batch 1, bf16, 2-core EPYC). A serving process therefore
-calls :func:`serve_threads` on the thread that loads its models, before loading them, and only
-one engine per process ever boosts (the first to claim it, until its worker ends: a worker's
-pool lives as long as the worker). Where something else has made a pool anyway, the probes
-find the boost slower and do not use it.
+becomes several times slower than an unboosted one. A serving process therefore calls
+:func:`serve_threads` on the thread that loads its models, before loading them, and only one
+engine per process ever boosts (the first to claim it, until its worker ends: a worker's pool
+lives as long as the worker). Where something else has made a pool anyway, the probes find
+the boost slower and do not use it.
 
 The thread count never changes a reply's text (every kernel gives the same bits whatever the
-thread count: see the tests). Switching costs about 0.1 us (``torch.set_num_threads``) and
-happens only when the choice changes.
+thread count: see the tests). Switching is cheap (``torch.set_num_threads``) and happens only
+when the choice changes. The figures behind these rules, and the CPU they were measured on,
+are in model/README.md ("Speed").
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ def _count_busy(delta: int) -> None:
 class Others:
     """How many cores other processes used lately: ``/proc/stat``'s busy time less this process's.
 
-    A daemon thread reads them every :data:`OTHERS_EVERY` seconds (a reading costs tens of
-    microseconds), so a reply that starts after an idle spell sees the last quarter second, not
-    the whole spell (a finished job must not keep the boost off), and never waits for a reading.
+    A daemon thread reads them every :data:`OTHERS_EVERY` seconds (a reading is a file read and
+    a parse, too dear for every step), so a reply that starts after an idle spell sees the last
+    quarter second, not the whole spell (a finished job must not keep the boost off), and never
+    waits for a reading.
     Until the first reading they count as busy; where ``/proc/stat`` cannot be read, as idle,
     and the probes decide alone.
     """

@@ -2,6 +2,6 @@
 
 Absolute speeds depend on the machine and on what else it is doing, so every figure that
 matters is a ratio against the classic notebook recipe (``shared/baselines/classic_charrnn.py``)
-measured in the same run, on the same machine, at the same sizes. :func:`run.run_bench`
+measured in the same run, on the same machine, at the same sizes. :func:`suite.run_bench`
 collects everything; :mod:`report` writes it as JSON and as a Markdown table.
 """
