@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_SAVE_S = 10.0
 CANCEL_GRACE_S = 30.0
+SYNC_EVERY_S = 2.0  # how soon a version changed elsewhere (another bot process, `charbot finetune`) is served
 
 # Called with (corpus, checkpoint path, version number; 0 = base) when a new checkpoint must be served.
 ServeCallback = Callable[[str, Path, int], Awaitable[None]]
@@ -162,7 +163,10 @@ class FinetuneManager:
         self.base_checkpoint = base_checkpoint
         self.on_serve = on_serve
         self.jobs: dict[str, RunningJob] = {}
+        self.serving: dict[str, int] = {}  # what this process serves, by corpus (0: the base checkpoint)
         self._lock = asyncio.Lock()
+        self._following: asyncio.Task | None = None
+        self._unservable: set[tuple[str, int]] = set()  # versions recorded elsewhere that failed their check here
 
     # ---- what is served -----------------------------------------------------------------
 
@@ -201,6 +205,7 @@ class FinetuneManager:
         notes = []
         for corpus in corpora:
             served = await self.served(corpus)
+            self.serving[corpus] = 0
             if served.version == 0:
                 continue
             try:
@@ -214,6 +219,38 @@ class FinetuneManager:
             notes.append(f"{corpus}: serving {served.label} ({served.path})")
             log.info("%s", notes[-1])
         return notes
+
+    async def sync_served(self) -> list[str]:
+        """Serve what the database says is served, where another process (the CLI, another bot)
+        changed it; returns the corpora that changed here."""
+        changed = []
+        for corpus, version in list(self.serving.items()):
+            served = await self.served(corpus)
+            if served.version == version or corpus in self.jobs or (corpus, served.version) in self._unservable:
+                continue
+            try:
+                await asyncio.to_thread(verify_checkpoint, served.path)
+            except CheckpointError as exc:
+                self._unservable.add((corpus, served.version))
+                log.error("%s %s was recorded as served elsewhere but cannot be served: %s", corpus, served.label, exc)
+                continue
+            await self._serve(corpus, served.path, served.version)
+            log.info("%s: now serving %s (changed by another process)", corpus, served.label)
+            changed.append(corpus)
+        return changed
+
+    def follow_served(self, every_s: float = SYNC_EVERY_S) -> None:
+        """Keep serving what the database records, checking every ``every_s`` until :meth:`close`."""
+
+        async def follow() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await self.sync_served()
+                except Exception:
+                    log.exception("could not check which checkpoint versions are served")
+
+        self._following = asyncio.create_task(follow(), name="finetune-follow-served")
 
     # ---- starting a job -----------------------------------------------------------------
 
@@ -302,7 +339,11 @@ class FinetuneManager:
         return await asyncio.shield(job.task)
 
     async def close(self, grace_s: float = CANCEL_GRACE_S) -> None:
-        """At shutdown: cancel every job and wait a little for each to stop, then kill it."""
+        """At shutdown: stop following the database, cancel every job and wait a little for each to stop,
+        then kill it."""
+        if self._following is not None:
+            self._following.cancel()
+            self._following = None
         jobs = list(self.jobs.values())
         for job in jobs:
             await self.cancel(job.corpus, "the bot shut down")
@@ -456,6 +497,7 @@ class FinetuneManager:
     async def _serve(self, corpus: str, path: Path, version: int) -> None:
         if self.on_serve is not None:
             await self.on_serve(corpus, path, version)
+        self.serving[corpus] = version
 
     async def _prune(self, corpus: str) -> list[int]:
         """Delete version files beyond the newest ``keep_versions`` (never the served one)."""

@@ -22,7 +22,7 @@ from tests.bot.e2e_bot import answered, write_checkpoints
 from tests.bot.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from tests.helpers import BotProcess, eventually, start_bot
 
-# Version changes are polled every 2 s (SYNC_EVERY_S); "a few seconds", with room for a busy CPU.
+# Version changes are polled every 2 s (bot.jobs.manager.SYNC_EVERY_S); "a few seconds", with room for a busy CPU.
 SERVED_EVERYWHERE_S = 20.0
 
 

@@ -25,12 +25,9 @@ from bot.jobs.manager import FinetuneManager, FinetuneRefused, RunningJob, Serve
 from bot.jobs.messages import status_text, versions_text, who
 from bot.jobs.settings import SettingsError, load_settings
 from bot.store.jobs import FinetuneStore
-from model.checkpoint import CheckpointError
-from model.verify import verify_checkpoint
 
 log = logging.getLogger(__name__)
 
-SYNC_EVERY_S = 2.0  # how soon a version changed elsewhere (another bot process, `charbot finetune`) is served
 MAX_MESSAGE = 1900
 
 
@@ -45,11 +42,8 @@ class Finetune(commands.Cog):
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
         self.manager: FinetuneManager | None = None
-        self.serving: dict[str, int] = {}
         self.unavailable = "fine-tuning is not set up on this bot"
         self._followers: set[asyncio.Task] = set()
-        self._sync: asyncio.Task | None = None
-        self._bad: set[tuple[str, int]] = set()
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -64,15 +58,10 @@ class Finetune(commands.Cog):
             return
         self.manager = FinetuneManager(FinetuneStore(self.bot.store), settings, self._base, self._serve)
         await self.manager.recover()
-        corpora = list(self.bot.models.engines)
-        await self.manager.restore_served(corpora)
-        for corpus in corpora:
-            self.serving[corpus] = (await self.manager.served(corpus)).version
-        self._sync = asyncio.create_task(self._sync_loop(), name="finetune-sync")
+        await self.manager.restore_served(list(self.bot.models.engines))
+        self.manager.follow_served()
 
     async def cog_unload(self) -> None:
-        if self._sync is not None:
-            self._sync.cancel()
         if self.manager is not None:
             await self.manager.close(grace_s=self.bot.config.limits.shutdown_grace_s)
         if self._followers:  # let them post "cancelled: the bot shut down" if they still can
@@ -86,33 +75,6 @@ class Finetune(commands.Cog):
     async def _serve(self, corpus: str, path: Path, version: int) -> None:
         """Swap the live engine: new replies use the new checkpoint, running ones finish on the old."""
         await asyncio.to_thread(self.bot.models.swap, corpus, path)
-        self.serving[corpus] = version
-
-    async def sync_served(self) -> list[str]:
-        """Serve what the database says is served, when another process (the CLI) changed it."""
-        changed = []
-        for corpus, version in list(self.serving.items()):
-            served = await self.manager.served(corpus)
-            if served.version == version or corpus in self.manager.jobs or (corpus, served.version) in self._bad:
-                continue
-            try:
-                await asyncio.to_thread(verify_checkpoint, served.path)
-            except CheckpointError as exc:
-                self._bad.add((corpus, served.version))
-                log.error("%s %s was recorded as served elsewhere but cannot be served: %s", corpus, served.label, exc)
-                continue
-            await self._serve(corpus, served.path, served.version)
-            log.info("%s: now serving %s (changed by another process)", corpus, served.label)
-            changed.append(corpus)
-        return changed
-
-    async def _sync_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SYNC_EVERY_S)
-            try:
-                await self.sync_served()
-            except Exception:
-                log.exception("could not check which checkpoint versions are served")
 
     def _manager(self) -> FinetuneManager:
         if self.manager is None:
@@ -120,7 +82,7 @@ class Finetune(commands.Cog):
         return self.manager
 
     def _corpus(self, corpus: str) -> str:
-        if corpus not in self.serving:
+        if self.manager is None or corpus not in self.manager.serving:
             raise Refusal(f"This bot does not serve **{corpus}**.", "unavailable")
         return corpus
 
@@ -256,7 +218,7 @@ class Finetune(commands.Cog):
         """The version lines /model adds (empty when nothing was fine-tuned)."""
         if self.manager is None:
             return ""
-        return await versions_text(self.manager, list(self.serving))
+        return await versions_text(self.manager, list(self.manager.serving))
 
 
 async def setup(bot: commands.Bot) -> None:

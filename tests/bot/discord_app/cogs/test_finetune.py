@@ -164,9 +164,9 @@ async def test_a_version_made_by_the_command_line_beside_the_bot_is_served_witho
     cli = FinetuneManager(ft.manager.store, ft.manager.settings, ft._base)
     served = await cli.import_checkpoint("tale", world.checkpoints["novel"], "cli:op")
     assert served.version == 1 and world.bot.models.info["tale"].path != str(served.path)
-    assert await ft.sync_served() == ["tale"]
+    assert await ft.manager.sync_served() == ["tale"]
     assert world.bot.models.info["tale"].path == str(served.path)
-    assert await ft.sync_served() == []
+    assert await ft.manager.sync_served() == []
     model = await world.run("model")
     assert "serving **v1** (imported from novel.safetensors by op (command line)" in world.private_answer(model)
 
