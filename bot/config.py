@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
-from bot.core.discord_limits import LONGEST_REPLY_CHARS, MESSAGE_CHARS
+from bot.discord_limits import LONGEST_REPLY_CHARS, MESSAGE_CHARS
 from corpora.shipped import checkpoint_dir as shipped_dir
 
 TOKEN_HELP = "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token"

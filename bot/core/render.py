@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.sanitise import clean_text, defuse_links, public_text
+from bot.discord_limits import MESSAGE_CHARS
 from corpora.passages import quote
 from corpora.registry import get_corpus
 from model.sample import Finish, ends_sentence

@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bot.config import Limits
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.engines import Models
 from bot.core.refusals import Refusal
 from bot.core.render import CUT_SHORT, QUOTE_ROOM, head_length, prime_continues, render_reply
@@ -37,6 +36,7 @@ from bot.core.score import Grounding, Score, best, debris_end, score_reply
 from bot.core.temperature import check_temperature
 from bot.core.throttle import Cooldown
 from bot.core.verbatim import VerbatimGuard
+from bot.discord_limits import MESSAGE_CHARS
 from corpora.passages import Hit, grounded_prime
 from corpora.registry import CORPORA
 from model.charset import normalize

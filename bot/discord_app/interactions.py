@@ -19,9 +19,9 @@ from discord import app_commands
 
 from bot.core import answers
 from bot.core.answers import Answer
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.refusals import UNEXPECTED
 from bot.core.sanitise import clean_text
+from bot.discord_limits import MESSAGE_CHARS
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 
 from bot.config import Limits
 from bot.core import answers
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.refusals import Refusal
 from bot.core.render import render_reply
 from bot.core.replies import make_request
 from bot.core.sanitise import BIDI_CONTROLS, clean_text, quote
 from bot.discord_app.interactions import postable
 from bot.discord_app.options import BadOption, check_options
+from bot.discord_limits import MESSAGE_CHARS
 from bot.store import Store, StoreError
 from corpora.registry import CORPORA
 

@@ -16,9 +16,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import answers
-from bot.core.discord_limits import TEXT_INPUT_CHARS
 from bot.core.refusals import DATABASE_BUSY, Refusal
 from bot.discord_app.interactions import NO_MENTIONS, defer, send, send_answer, send_unexpected
+from bot.discord_limits import TEXT_INPUT_CHARS
 from bot.store import DatabaseLocked
 from corpora.registry import CORPORA
 

@@ -10,9 +10,9 @@ import pytest
 
 from bot.cli import main
 from bot.cli.repl import LOCAL_GUILD, LOCAL_USER, parse_generation
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.refusals import Refusal
 from bot.core.replies import hard_cap
+from bot.discord_limits import MESSAGE_CHARS
 from bot.store import Store
 from model.device import pick_device
 

@@ -7,7 +7,6 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.render import (
     CUT_SHORT,
     ZWSP,
@@ -16,6 +15,7 @@ from bot.core.render import (
     render_reply,
 )
 from bot.core.sanitise import clean_text, neutralize_mentions
+from bot.discord_limits import MESSAGE_CHARS
 from corpora.registry import CORPORA
 
 

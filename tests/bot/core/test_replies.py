@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from bot.config import Limits
-from bot.core.discord_limits import MESSAGE_CHARS
 from bot.core.engines import Models
 from bot.core.refusals import Refusal
 from bot.core.render import CUT_SHORT, QUOTE_ROOM
@@ -25,6 +24,7 @@ from bot.core.replies import (
     resolve_temperature,
     sample_settings,
 )
+from bot.discord_limits import MESSAGE_CHARS
 from corpora.registry import CORPORA
 from model.charset import CHARS
 from model.checkpoint import save_checkpoint
