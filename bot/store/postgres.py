@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from bot.config import redact_url as redact
-from bot.store.database import MIGRATIONS, DatabaseLocked, Store, StoreError
+from bot.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE
+from bot.store.sqlite import DatabaseLocked, Store, StoreError
 
 log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x63686172  # "char": pg_advisory_xact_lock key while migrating
@@ -122,8 +123,7 @@ class PostgresStore(Store):
         try:
             async with self.pool.acquire() as con, con.transaction():
                 await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                await con.execute("CREATE TABLE IF NOT EXISTS schema_version ("
-                                  " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
+                await con.execute(SCHEMA_VERSION_TABLE)
                 await con.execute("INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING")
                 version = int(await con.fetchval("SELECT version FROM schema_version WHERE id = 1"))
                 if version > len(MIGRATIONS):

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from bot.store import DatabaseLocked, Store, StoreError
-from bot.store import database as store_module
+from bot.store import sqlite as store_module
 from tests.helpers import write_lock_held
 
 
