@@ -5,6 +5,10 @@ contributions, listening channels, opt-outs); ``finetune`` the fine-tuning jobs 
 ``postgres`` the same store on PostgreSQL (``Store.open("postgresql://…")``), for several machines.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 from bot.store.schema import MIGRATIONS
 from bot.store.sqlite import (
     SOURCES,
@@ -16,4 +20,12 @@ from bot.store.sqlite import (
     utc_now,
 )
 
-__all__ = ["MIGRATIONS", "SOURCES", "Carrier", "Contribution", "DatabaseLocked", "Store", "StoreError", "utc_now"]
+
+async def open_store(url_or_path: str | Path, busy_timeout_s: float = 5.0) -> Store:
+    """Open (creating if needed) and migrate the database at ``url_or_path``: a SQLite file, or a
+    ``postgresql://`` URL. The one way callers open a store, so none of them names a backend."""
+    return await Store.open(url_or_path, busy_timeout_s)
+
+
+__all__ = ["MIGRATIONS", "SOURCES", "Carrier", "Contribution", "DatabaseLocked", "Store", "StoreError", "open_store",
+           "utc_now"]
