@@ -7,11 +7,30 @@ other reads, and one fine-tuning job per corpus runs across them.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, DatabaseLocked, StoreError, open_store, utc_now
+from bot.store import MIGRATIONS, DatabaseLocked, Store, StoreError, open_store, utc_now
 from bot.store.jobs import FinetuneStore, JobConflict, VersionRow
+from bot.store.postgres import PostgresStore
+from bot.store.sqlite import SQLiteStore
+
+
+async def test_open_store_picks_the_backend_from_what_it_is_given(database):
+    on_postgres = database.startswith("postgresql")
+    async with await open_store(database) as s:
+        assert type(s) is (PostgresStore if on_postgres else SQLiteStore)
+        assert s.journal_mode == ("postgresql" if on_postgres else "wal")
+    # the other spellings: libpq's short scheme, and a SQLite path given as a Path
+    other = database.replace("postgresql://", "postgres://", 1) if on_postgres else Path(database)
+    async with await open_store(other) as s:
+        assert type(s) is (PostgresStore if on_postgres else SQLiteStore)
+
+
+def test_the_interface_is_abstract_so_a_backend_must_implement_its_primitives():
+    with pytest.raises(TypeError, match="abstract"):
+        Store("nowhere", 1.0)
 
 
 async def test_migrations_apply_once_and_reopening_keeps_everything(database):

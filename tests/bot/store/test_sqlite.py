@@ -1,4 +1,4 @@
-"""The bot's database: migrations, WAL, durability of acknowledged writes, clear errors."""
+"""The SQLite store (bot.store.sqlite): migrations, WAL, durability of acknowledged writes, clear errors."""
 
 from __future__ import annotations
 
