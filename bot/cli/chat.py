@@ -27,13 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
     from bot.cli.repl import ChatSession, run_chat
     from bot.core.replies import ReplyService
-    from bot.store import Store, StoreError
+    from bot.store import StoreError, open_store
 
     config, models = load_models(args, None)
     limits = replace(config.limits, cooldown_s=0.0)  # one local person, one command at a time
 
     async def session() -> int:
-        store = await Store.open(args.db or config.database)
+        store = await open_store(args.db or config.database)
         try:
             chat = ChatSession(store, ReplyService(models, limits), limits)
             return await run_chat(chat, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())

@@ -26,7 +26,7 @@ from bot.core.verbatim import VerbatimGuard
 from bot.discord_app.interactions import send
 from bot.discord_app.metrics import BotMetrics
 from bot.discord_app.options import STALE, BadOption, check_options
-from bot.store import DatabaseLocked, Store, StoreError
+from bot.store import DatabaseLocked, Store, StoreError, open_store
 from model import __version__
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class CharBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         if self.serve:
-            self.store = await Store.open(self.config.database)
+            self.store = await open_store(self.config.database)
             if self.models is None:
                 t0 = time.perf_counter()
                 self.models = await asyncio.to_thread(

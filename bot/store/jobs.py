@@ -1,7 +1,8 @@
 """The fine-tuning tables: jobs and the checkpoint versions they made, and which one is served.
 
-Kept apart from :mod:`bot.store` (whose connection and transaction helpers it uses)
-so the bot's everyday queries and the fine-tuning bookkeeping can change independently.
+Kept apart from the store's everyday queries (:mod:`bot.store.base`) so the two can change
+independently; it uses only :class:`~bot.store.base.Store`'s primitives (``fetchall``,
+``fetchone``, ``write``), so it works on either backend.
 The database is the one record of which version is served: a version file on disk without
 a row here is never served.
 """
@@ -15,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from bot.store import Store, utc_now
+from bot.store.base import Store, utc_now
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 # How a job that the guard turned down ends (bot.jobs.guard). The jobs table records it as

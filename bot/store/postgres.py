@@ -1,6 +1,7 @@
-"""The same store on PostgreSQL (``CHARBOT_DB=postgresql://…``), for bots on several machines.
+"""The store on PostgreSQL (``CHARBOT_DB=postgresql://…``), for bots on several machines.
 
-Same interface, same queries and same migrations as :class:`bot.store.Store`: the SQLite text is
+:class:`PostgresStore` implements :class:`bot.store.base.Store`, so it runs the same queries and
+the same migrations (:mod:`bot.store.schema`) as the SQLite store: their SQLite text is
 translated here (``?`` placeholders, ``INSERT OR IGNORE``, SQLite's column types), so a query or
 migration is written once. Reads and writes go through an asyncpg pool; a write is one
 transaction that waits at most the busy timeout for a row lock (``lock_timeout``), then raises
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from bot.config import redact_url as redact
-from bot.store.database import MIGRATIONS, DatabaseLocked, Store, StoreError
+from bot.store.base import DatabaseLocked, Store, StoreError
+from bot.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE
 
 log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x63686172  # "char": pg_advisory_xact_lock key while migrating
@@ -71,16 +73,18 @@ def _rowcount(status: str) -> int:
 
 
 class PostgresStore(Store):
-    """:class:`Store` on a PostgreSQL server: ``await Store.open("postgresql://…")`` returns one."""
+    """:class:`Store` on a PostgreSQL server: ``await open_store("postgresql://…")`` (:func:`bot.store.open_store`)
+    returns one."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, busy_timeout_s: float) -> None:
-        super().__init__(None, redact(dsn), busy_timeout_s)  # type: ignore[arg-type]
+        super().__init__(redact(dsn), busy_timeout_s)
         self.pool = pool
         self.journal_mode = "postgresql"
 
     @classmethod
-    async def open(cls, path: str, busy_timeout_s: float = 5.0) -> PostgresStore:  # type: ignore[override]
-        dsn = str(path)
+    async def open(cls, url: str, busy_timeout_s: float = 5.0) -> PostgresStore:
+        """Connect to the database at ``url`` and migrate it (one machine at a time)."""
+        dsn = str(url)
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, timeout=max(busy_timeout_s, 5.0))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -94,9 +98,7 @@ class PostgresStore(Store):
         return store
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None  # type: ignore[assignment]
+        await self.pool.close()  # a closed pool's close() returns at once
 
     def _pg_error(self, exc: Exception, waited_s: float | None = None) -> StoreError:
         if isinstance(exc, (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError,
@@ -113,24 +115,16 @@ class PostgresStore(Store):
         except (OverflowError, UnicodeError, asyncpg.DataError) as exc:
             raise StoreError(f"{self.path}: cannot look that up: {exc}") from None
 
-    async def schema_version(self) -> int:
-        row = await self.fetchone("SELECT version FROM schema_version WHERE id = 1")
-        return int(row[0]) if row else 0
-
     async def _migrate(self) -> None:
         """Apply the migrations not yet applied, one machine at a time (an advisory lock)."""
         try:
             async with self.pool.acquire() as con, con.transaction():
                 await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                await con.execute("CREATE TABLE IF NOT EXISTS schema_version ("
-                                  " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
+                await con.execute(SCHEMA_VERSION_TABLE)
                 await con.execute("INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING")
                 version = int(await con.fetchval("SELECT version FROM schema_version WHERE id = 1"))
                 if version > len(MIGRATIONS):
-                    raise StoreError(
-                        f"{self.path}: database schema version {version} is newer than this charbot knows "
-                        f"({len(MIGRATIONS)}); upgrade charbot"
-                    )
+                    raise self._too_new(version, len(MIGRATIONS))
                 for number in range(version, len(MIGRATIONS)):
                     async with con.transaction():  # a savepoint: each migration with its version bump
                         await con.execute(migration(MIGRATIONS[number]))

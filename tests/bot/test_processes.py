@@ -55,9 +55,9 @@ async def serves(fake: FakeDiscord, corpus: str, version: str) -> str:
 
 
 async def rows(database: str, sql: str, params: tuple = ()) -> list[tuple]:
-    from bot.store import Store
+    from bot.store import open_store
 
-    async with await Store.open(database) as store:
+    async with await open_store(database) as store:
         return await store.fetchall(sql, params)
 
 
@@ -66,7 +66,7 @@ async def test_two_bot_processes_share_settings_contributions_opt_outs_and_serve
     storage both read, named by CHARBOT_STATE_DIR)."""
     from bot.jobs.manager import FinetuneManager
     from bot.jobs.settings import load_settings
-    from bot.store import Store
+    from bot.store import open_store
     from bot.store.jobs import FinetuneStore
 
     checkpoints = write_checkpoints(tmp_path / "checkpoints")
@@ -100,7 +100,7 @@ async def test_two_bot_processes_share_settings_contributions_opt_outs_and_serve
 
                 # A version installed beside the bots (as `charbot finetune --install` does) is served by both ...
                 newer = write_checkpoints(tmp_path / "newer", hidden_size=24)["tale"]
-                async with await Store.open(db) as store:
+                async with await open_store(db) as store:
                     manager = FinetuneManager(FinetuneStore(store), load_settings(db, None, env),
                                               lambda corpus: checkpoints[corpus])
                     await manager.import_checkpoint("tale", newer, "operator")
@@ -120,11 +120,11 @@ async def test_two_bot_processes_share_settings_contributions_opt_outs_and_serve
 
 _HOLD_JOB = """
 import asyncio, sys
-from bot.store import Store
+from bot.store import open_store
 from bot.store.jobs import FinetuneStore
 
 async def main():
-    store = await Store.open(sys.argv[1])
+    store = await open_store(sys.argv[1])
     job = await FinetuneStore(store).create_job("tale", "process " + sys.argv[2], {})
     print(job, flush=True)
     await asyncio.sleep(3600)
@@ -143,11 +143,11 @@ async def hold_job(db: Path, name: str) -> tuple[asyncio.subprocess.Process, int
 
 
 async def test_one_job_per_corpus_across_processes_and_a_dead_holder_releases_it(tmp_path):
-    from bot.store import Store
+    from bot.store import open_store
     from bot.store.jobs import FinetuneStore, JobConflict
 
     db = tmp_path / "shared.db"
-    async with await Store.open(db) as store:
+    async with await open_store(db) as store:
         jobs = FinetuneStore(store)
         holder, held = await hold_job(db, "A")
         try:

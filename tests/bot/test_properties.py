@@ -27,7 +27,7 @@ from bot.core.sanitise import BIDI_CONTROLS, clean_text, quote
 from bot.discord_app.interactions import postable
 from bot.discord_app.options import BadOption, check_options
 from bot.discord_limits import MESSAGE_CHARS
-from bot.store import Store, StoreError
+from bot.store import Store, StoreError, open_store
 from corpora.registry import CORPORA
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -81,7 +81,7 @@ def _encodable(text: str) -> bool:
 def loop_and_store(tmp_path: Path):
     """One event loop and one database for all of a test's examples, so every example follows the last."""
     loop = asyncio.new_event_loop()
-    store = loop.run_until_complete(Store.open(tmp_path / "prop.db", busy_timeout_s=5))
+    store = loop.run_until_complete(open_store(tmp_path / "prop.db", busy_timeout_s=5))
     try:
         yield loop, store
     finally:

@@ -13,7 +13,7 @@ from bot.cli.repl import LOCAL_GUILD, LOCAL_USER, parse_generation
 from bot.core.refusals import Refusal
 from bot.core.replies import hard_cap
 from bot.discord_limits import MESSAGE_CHARS
-from bot.store import Store
+from bot.store import open_store
 from model.device import pick_device
 
 
@@ -169,7 +169,7 @@ def test_chat_session_commands_and_their_answers(capsys, monkeypatch, tiny_check
     assert "1.5" not in out  # nothing after /quit runs
 
     async def saved() -> tuple:
-        async with await Store.open(db) as s:
+        async with await open_store(db) as s:
             return (
                 await s.get_temperature(LOCAL_GUILD, LOCAL_USER),
                 await s.contributions(),
@@ -193,7 +193,7 @@ def test_chat_contributions_are_stored_as_cli(capsys, monkeypatch, tiny_checkpoi
     )
 
     async def saved():
-        async with await Store.open(db) as s:
+        async with await open_store(db) as s:
             return await s.contributions()
 
     (c,) = asyncio.run(saved())

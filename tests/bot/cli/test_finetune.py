@@ -16,7 +16,7 @@ import pytest
 
 from bot.jobs.manager import FinetuneManager
 from bot.jobs.settings import FinetuneSettings
-from bot.store import Store
+from bot.store import open_store
 from bot.store.jobs import FinetuneStore
 from model.checkpoint import load_checkpoint
 from tests.helpers import contributed_texts, eventually
@@ -30,7 +30,7 @@ def setup(tmp_path, base_checkpoint):
     db = tmp_path / "charbot.db"
 
     async def fill() -> None:
-        async with await Store.open(db) as store:
+        async with await open_store(db) as store:
             for text in contributed_texts():
                 await store.add_contribution(1, 2, 3, "tale", text, "modal")
 
@@ -129,7 +129,7 @@ async def test_killing_the_owning_process_mid_job_changes_nothing_served_and_res
     assert _job_row(db)[1] == "running"  # nobody recorded the end yet
 
     async def restart() -> None:
-        async with await Store.open(db) as store:
+        async with await open_store(db) as store:
             fstore = FinetuneStore(store)
             manager = FinetuneManager(fstore, FinetuneSettings(state_dir=state), lambda c: ckdir / f"{c}.safetensors")
             stale = await manager.recover()
@@ -194,7 +194,7 @@ def test_without_forgotten_takes_deleted_texts_out_of_the_served_model(setup, ru
     assert run("tale", *common, "--minutes", "2", *FAST, "--json")[0] == 0  # v1 learns user 3's texts
 
     async def forget() -> None:
-        async with await Store.open(db) as store:
+        async with await open_store(db) as store:
             assert await store.forget(1, 3) == 8
 
     asyncio.run(forget())

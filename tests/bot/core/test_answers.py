@@ -8,7 +8,7 @@ from bot.config import Limits
 from bot.core import answers
 from bot.core.engines import ModelInfo
 from bot.core.refusals import Refusal
-from bot.store import Store
+from bot.store import open_store
 from corpora.registry import CORPORA
 
 LIMITS = Limits(max_contribution_chars=100)
@@ -17,19 +17,19 @@ G, OTHER_G, CH, U, OTHER_U = 1, 2, 10, 100, 200
 
 @pytest.fixture
 async def store(tmp_path):
-    s = await Store.open(tmp_path / "bot.db")
+    s = await open_store(tmp_path / "bot.db")
     yield s
     await s.close()
 
 
 async def test_temp_shows_sets_persists_and_resets(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         shown = await answers.temp(s, G, U)
         assert "no default temperature" in shown.text and shown.ephemeral
         assert f"faq {CORPORA['faq'].default_temperature:g}" in shown.text
         assert (await answers.temp(s, G, U, 0.5)).text == "Your default temperature in this server is now 0.5."
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         assert "is 0.5" in (await answers.temp(s, G, U)).text
         assert "no default" in (await answers.temp(s, OTHER_G, U)).text  # per server
         assert "no default" in (await answers.temp(s, G, OTHER_U)).text  # per person

@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import Limits
 from bot.core.collect import IncomingMessage, collect, usable_text
-from bot.store import Store
+from bot.store import open_store
 
 LIMITS = Limits(max_contribution_chars=50)
 G, LISTENING, QUIET, AUTHOR = 1, 10, 11, 100
@@ -17,7 +17,7 @@ PROSE = IncomingMessage(guild_id=G, channel_id=LISTENING, author_id=AUTHOR, cont
 
 @pytest.fixture
 async def store(tmp_path):
-    s = await Store.open(tmp_path / "bot.db")
+    s = await open_store(tmp_path / "bot.db")
     await s.listen(G, LISTENING, "tale")
     yield s
     await s.close()

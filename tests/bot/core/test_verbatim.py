@@ -11,7 +11,7 @@ from bot.core.engines import Models
 from bot.core.replies import ReplyService, make_request
 from bot.core.score import Score
 from bot.core.verbatim import SPAN, VerbatimGuard, shingles
-from bot.store import Store
+from bot.store import open_store
 from model.sample import Finish, Generation
 
 LIMITS = Limits(cooldown_s=0.0)
@@ -81,7 +81,7 @@ async def test_a_model_that_recites_a_contribution_has_its_reply_trimmed_and_cou
 
 
 async def test_forgotten_texts_stay_guarded_as_hashes_only(database):
-    async with await Store.open(database) as store:
+    async with await open_store(database) as store:
         await store.add_contribution(1, 2, 3, "tale", RECITED, "modal")
         assert await store.forget(1, 3) == 1
         guard = VerbatimGuard()  # as a bot started after the /forget builds it

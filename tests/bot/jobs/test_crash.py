@@ -31,10 +31,10 @@ def posts(fake: FakeDiscord) -> list[str]:
 async def test_a_bot_killed_mid_job_serves_the_old_model_and_after_restart_the_job_is_failed_and_the_next_works(
     tmp_path, tiny_checkpoint_dir
 ):
-    from bot.store import Store
+    from bot.store import open_store
 
     db = tmp_path / "bot.db"
-    async with await Store.open(db) as store:
+    async with await open_store(db) as store:
         for text in contributed_texts(n=12):
             await store.add_contribution(1, 2, 3, "tale", text, "modal")
     env = {"CHARBOT_FINETUNE_NICE": "1", "CHARBOT_FINETUNE_STATUS_INTERVAL": "1", "CHARBOT_SHUTDOWN_GRACE": "5"}

@@ -14,7 +14,7 @@ import pytest
 from bot.core.engines import Models
 from bot.jobs.manager import FinetuneManager, FinetuneRefused
 from bot.jobs.settings import FinetuneSettings
-from bot.store import Store
+from bot.store import Store, open_store
 from bot.store.jobs import CANCELLED, DONE, FAILED, REFUSED, FinetuneStore, JobConflict
 from model.sample import SampleSettings
 from tests.helpers import contributed_texts, eventually
@@ -35,7 +35,7 @@ class Env:
         self.store: Store | None = None
 
     async def open(self, config: dict = QUICK, command: tuple[str, ...] | None = None, **settings) -> FinetuneManager:
-        self.store = await Store.open(self.tmp / "charbot.db")
+        self.store = await open_store(self.tmp / "charbot.db")
         self.fstore = FinetuneStore(self.store)
         self.models = Models.load(["tale"], self.base.parent, device="cpu", max_batch=4, max_queue=8)
 

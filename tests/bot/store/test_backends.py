@@ -7,32 +7,51 @@ other reads, and one fine-tuning job per corpus runs across them.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, DatabaseLocked, Store, StoreError, utc_now
+from bot.store import MIGRATIONS, DatabaseLocked, Store, StoreError, open_store, utc_now
 from bot.store.jobs import FinetuneStore, JobConflict, VersionRow
+from bot.store.postgres import PostgresStore
+from bot.store.sqlite import SQLiteStore
+
+
+async def test_open_store_picks_the_backend_from_what_it_is_given(database):
+    on_postgres = database.startswith("postgresql")
+    async with await open_store(database) as s:
+        assert type(s) is (PostgresStore if on_postgres else SQLiteStore)
+        assert s.journal_mode == ("postgresql" if on_postgres else "wal")
+    # the other spellings: libpq's short scheme, and a SQLite path given as a Path
+    other = database.replace("postgresql://", "postgres://", 1) if on_postgres else Path(database)
+    async with await open_store(other) as s:
+        assert type(s) is (PostgresStore if on_postgres else SQLiteStore)
+
+
+def test_the_interface_is_abstract_so_a_backend_must_implement_its_primitives():
+    with pytest.raises(TypeError, match="abstract"):
+        Store("nowhere", 1.0)
 
 
 async def test_migrations_apply_once_and_reopening_keeps_everything(database):
-    async with await Store.open(database) as s:
+    async with await open_store(database) as s:
         assert await s.schema_version() == len(MIGRATIONS)
         await s.add_contribution(1, 2, 3, "tale", "kept across reopen", "modal")
-    async with await Store.open(database) as s:
+    async with await open_store(database) as s:
         assert await s.schema_version() == len(MIGRATIONS)
         assert [c.text for c in await s.contributions()] == ["kept across reopen"]
 
 
 async def test_a_database_from_a_newer_charbot_is_refused(database):
-    async with await Store.open(database) as s:
+    async with await open_store(database) as s:
         await s.write([("UPDATE schema_version SET version = ? WHERE id = 1", (len(MIGRATIONS) + 1,))])
     with pytest.raises(StoreError, match="newer than this charbot knows"):
-        await Store.open(database)
+        await open_store(database)
 
 
 async def test_settings_listening_and_opt_outs_are_per_server_with_discord_sized_ids(database):
     guild, user, channel = 1_146_439_104_567_410_688, 987_654_321_098_765_432, 1_200_000_000_000_000_001
-    async with await Store.open(database) as s:
+    async with await open_store(database) as s:
         await s.set_temperature(guild, user, 0.3)
         assert await s.get_temperature(guild, user) == 0.3
         assert await s.get_temperature(2, user) is None
@@ -51,7 +70,7 @@ async def test_settings_listening_and_opt_outs_are_per_server_with_discord_sized
 
 async def test_contributions_are_stored_verbatim_counted_and_forgotten(database):
     evil = "x'); DROP TABLE contributions; -- ? $1"
-    async with await Store.open(database) as s:
+    async with await open_store(database) as s:
         first = await s.add_contribution(1, 5, 7, "tale", evil, "cli")
         second = await s.add_contribution(1, 5, 7, "faq", "A question?", "modal")
         assert second > first
@@ -68,7 +87,7 @@ async def test_contributions_are_stored_verbatim_counted_and_forgotten(database)
 
 
 async def test_two_stores_on_one_database_see_each_others_writes_and_share_the_job_lock(database):
-    async with await Store.open(database) as one, await Store.open(database) as two:
+    async with await open_store(database) as one, await open_store(database) as two:
         await one.set_temperature(1, 2, 1.25)
         await one.set_opt_out(1, 3, True)
         await one.add_contribution(1, 4, 5, "tale", "from process one", "modal")
@@ -94,7 +113,7 @@ async def test_versions_are_recorded_served_and_rolled_back_for_every_store(data
         return VersionRow("tale", n, f"/versions/tale/v{n:04d}.safetensors", n - 1 or None, "/base", None, "admin",
                           3, 1000, 100, {"before": {"contributed": 2.0}}, "2026-01-01T00:00:00Z", True, False)
 
-    async with await Store.open(database) as one, await Store.open(database) as two:
+    async with await open_store(database) as one, await open_store(database) as two:
         a, b = FinetuneStore(one), FinetuneStore(two)
         job = await a.create_job("tale", "admin", {})
         await a.record_version(job, row(1), {"ok": True})
@@ -115,7 +134,7 @@ async def test_versions_are_recorded_served_and_rolled_back_for_every_store(data
 
 
 async def test_a_write_blocked_by_another_connection_gives_up_within_its_bound(database):
-    async with await Store.open(database, busy_timeout_s=0.2) as one, await Store.open(database) as two:
+    async with await open_store(database, busy_timeout_s=0.2) as one, await open_store(database) as two:
         await one.set_temperature(1, 2, 0.5)
         hold = asyncio.Event()
         release = asyncio.Event()
@@ -164,7 +183,7 @@ async def test_a_job_held_by_another_machine_is_released_only_once_past_its_time
         )])
         return (await jobs.running_job("tale")).id
 
-    async with await Store.open(database) as one:
+    async with await open_store(database) as one:
         jobs = FinetuneStore(one)
         recent = await job_of_another_machine(utc_now())
         with pytest.raises(JobConflict):  # its pid means nothing here, and it may well be training

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bot.store import Carrier, Store
+from bot.store import Carrier, open_store
 from bot.store.jobs import FinetuneStore, Source, VersionRow, digest
 
 GUILD, MEMBER, OTHER = 1_146_439_104_567_410_688, 987_654_321_098_765_432, 5
@@ -19,7 +19,7 @@ async def sources(s: FinetuneStore) -> list[Source]:
 
 
 async def test_each_version_keeps_its_parents_provenance_and_forget_leaves_it_for_the_answer(database):
-    async with await Store.open(database) as store:
+    async with await open_store(database) as store:
         s = FinetuneStore(store)
         mine = [await store.add_contribution(GUILD, 2, MEMBER, "tale", f"my text {i}", "modal") for i in range(3)]
         await s.record_version(None, version(1, None), sources=await sources(s))

@@ -124,7 +124,7 @@ async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_re
 
 
 async def test_stopping_the_bot_mid_job_cancels_it_and_changes_nothing(tmp_path) -> None:
-    from bot.store import Store
+    from bot.store import open_store
     from bot.store.jobs import FinetuneStore
     from tests.bot.e2e_bot import bot_on_fake
 
@@ -137,7 +137,7 @@ async def test_stopping_the_bot_mid_job_cancels_it_and_changes_nothing(tmp_path)
         await eventually(lambda: job.progress is not None, timeout=120, what="training to start")
         child = job.process.proc
     assert child.returncode is not None, "the training process outlived the bot"
-    async with await Store.open(tmp_path / "charbot.db") as store:
+    async with await open_store(tmp_path / "charbot.db") as store:
         row = await FinetuneStore(store).job(job.id)
         assert row.state == "cancelled" and row.error == "the bot shut down"
         assert await FinetuneStore(store).served("tale") is None

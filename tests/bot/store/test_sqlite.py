@@ -1,4 +1,4 @@
-"""The bot's database: migrations, WAL, durability of acknowledged writes, clear errors."""
+"""The SQLite store (bot.store.sqlite): migrations, WAL, durability of acknowledged writes, clear errors."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import threading
 
 import pytest
 
-from bot.store import DatabaseLocked, Store, StoreError
-from bot.store import database as store_module
+from bot.store import DatabaseLocked, StoreError, open_store
+from bot.store import sqlite as store_module
 from tests.helpers import write_lock_held
 
 
 async def test_migrations_apply_once_and_reopening_changes_nothing(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         assert await s.schema_version() == len(store_module.MIGRATIONS)
         await s.add_contribution(1, 2, 3, "tale", "kept across reopen", "modal")
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         assert await s.schema_version() == len(store_module.MIGRATIONS)
         assert [c.text for c in await s.contributions()] == ["kept across reopen"]
     tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
@@ -29,14 +29,14 @@ async def test_migrations_apply_once_and_reopening_changes_nothing(tmp_path):
 
 async def test_database_is_in_wal_mode(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         assert s.journal_mode == "wal"
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 async def test_an_acknowledged_contribution_is_visible_to_another_connection_at_once(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         cid = await s.add_contribution(10, 20, 30, "faq", "Masks are required.", "listen")
         other = sqlite3.connect(path)
         row = other.execute("SELECT guild_id, channel_id, user_id, corpus, text, source, created "
@@ -48,14 +48,14 @@ async def test_an_acknowledged_contribution_is_visible_to_another_connection_at_
 
 async def test_text_is_stored_verbatim_never_interpreted_as_sql(tmp_path):
     evil = "x'); DROP TABLE contributions; --"
-    async with await Store.open(tmp_path / "bot.db") as s:
+    async with await open_store(tmp_path / "bot.db") as s:
         await s.add_contribution(1, 1, 1, "tale", evil, "cli")
         assert [c.text for c in await s.contributions()] == [evil]
 
 
 async def test_a_locked_database_gives_a_clear_error_and_loses_nothing(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path, busy_timeout_s=0.1) as s:
+    async with await open_store(path, busy_timeout_s=0.1) as s:
         await s.set_temperature(1, 2, 0.5)
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
@@ -72,24 +72,24 @@ async def test_a_locked_database_gives_a_clear_error_and_loses_nothing(tmp_path)
 
 async def test_a_database_from_a_newer_charbot_is_refused(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path):
+    async with await open_store(path):
         pass
     con = sqlite3.connect(path)
     con.execute("UPDATE schema_version SET version = 999")
     con.commit()
     con.close()
     with pytest.raises(StoreError, match="newer than this charbot"):
-        await Store.open(path)
+        await open_store(path)
 
 
 async def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "bot.db"
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         await s.add_contribution(1, 1, 1, "tale", "precious", "modal")
     bad = "CREATE TABLE half_done (x INTEGER); THIS IS NOT SQL;"
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, bad])
     with pytest.raises(StoreError, match=f"migration {len(store_module.MIGRATIONS)} failed"):
-        await Store.open(path)
+        await open_store(path)
     con = sqlite3.connect(path)
     assert con.execute("SELECT version FROM schema_version").fetchone()[0] == len(store_module.MIGRATIONS) - 1
     assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'half_done'").fetchall()
@@ -100,13 +100,13 @@ async def test_files_that_are_not_databases_and_missing_folders_are_named(tmp_pa
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(StoreError, match="not a charbot database"):
-        await Store.open(junk)
+        await open_store(junk)
     with pytest.raises(StoreError, match="does not exist"):
-        await Store.open(tmp_path / "no" / "such" / "bot.db")
+        await open_store(tmp_path / "no" / "such" / "bot.db")
 
 
 async def test_settings_listening_and_opt_outs_are_per_server(tmp_path):
-    async with await Store.open(tmp_path / "bot.db") as s:
+    async with await open_store(tmp_path / "bot.db") as s:
         await s.set_temperature(1, 7, 0.3)
         assert await s.get_temperature(2, 7) is None
         assert await s.listen(1, 100, "tale") is None
@@ -124,7 +124,7 @@ async def test_settings_listening_and_opt_outs_are_per_server(tmp_path):
 
 
 async def test_unknown_contribution_source_is_rejected(tmp_path):
-    async with await Store.open(tmp_path / "bot.db") as s:
+    async with await open_store(tmp_path / "bot.db") as s:
         with pytest.raises(ValueError, match="source"):
             await s.add_contribution(1, 1, 1, "tale", "x", "telepathy")
         assert await s.contributions() == []
@@ -146,7 +146,7 @@ def another_program_can_write(path) -> bool:
 @pytest.mark.parametrize("bad", ["A tale \udcff of the \ud800 broken bytes", 2**70], ids=["surrogate", "huge"])
 async def test_a_value_sqlite_cannot_take_ends_its_transaction_and_the_next_write_works(tmp_path, bad):
     path = tmp_path / "bot.db"
-    async with await Store.open(path) as s:
+    async with await open_store(path) as s:
         with pytest.raises(StoreError, match="cannot store that value") as err:
             await s.write([("INSERT INTO opt_outs (guild_id, user_id, created) VALUES (1, ?, 'now')", (bad,))])
         assert "\n" not in str(err.value)
@@ -156,14 +156,14 @@ async def test_a_value_sqlite_cannot_take_ends_its_transaction_and_the_next_writ
 
 
 async def test_a_contribution_with_lone_surrogates_and_controls_is_stored_without_them(tmp_path):
-    async with await Store.open(tmp_path / "bot.db") as s:
+    async with await open_store(tmp_path / "bot.db") as s:
         await s.add_contribution(1, 1, 1, "tale", "A tale \udcff of the \ud800 broken\x00 bytes \U0001f409", "modal")
         assert [c.text for c in await s.contributions()] == ["A tale  of the  broken bytes \U0001f409"]
 
 
 async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_nothing_open(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path, busy_timeout_s=30) as s:
+    async with await open_store(path, busy_timeout_s=30) as s:
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         write = asyncio.create_task(s.set_temperature(1, 2, 0.5))
@@ -180,7 +180,7 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_nothing_open(
 
 async def test_a_write_waits_only_as_long_as_it_is_told_and_reads_never_wait_behind_it(tmp_path):
     path = tmp_path / "bot.db"
-    async with await Store.open(path, busy_timeout_s=60) as s:
+    async with await open_store(path, busy_timeout_s=60) as s:
         await s.set_temperature(1, 2, 0.5)
         async with write_lock_held(path):
             with pytest.raises(DatabaseLocked, match="gave up after 0.2 s"):
@@ -198,7 +198,7 @@ async def test_a_database_that_cannot_be_opened_is_one_error_and_leaves_no_worke
     folder.mkdir()
     before = set(threading.enumerate())
     with pytest.raises(StoreError, match="cannot open the database") as err:
-        await Store.open(folder)  # a folder where the file should be: SQLite cannot open it
+        await open_store(folder)  # a folder where the file should be: SQLite cannot open it
     assert "\n" not in str(err.value)
     workers = [t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio_")]
     assert workers == [], "aiosqlite's worker outlived the error (it then reports to a closed event loop)"

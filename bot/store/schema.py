@@ -1,0 +1,118 @@
+"""The database's schema: the ordered migrations that build it, in SQLite's dialect.
+
+One list for every backend: :mod:`bot.store.sqlite` runs the scripts as written and
+:mod:`bot.store.postgres` translates their types, so the tables are described once. Each entry is
+one SQL script, applied once, in order, in its own transaction, and the number applied is kept
+in ``schema_version``. Append new scripts at the end; never edit or reorder the ones already
+shipped (a database a released charbot migrated must stay valid).
+"""
+
+from __future__ import annotations
+
+# The one-row table recording how many MIGRATIONS a database has had; created before them.
+SCHEMA_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+)
+
+MIGRATIONS: list[str] = [
+    # 1: the core tables of the bot.
+    """
+    CREATE TABLE user_settings (
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        temperature REAL CHECK (temperature IS NULL OR (temperature >= 0 AND temperature <= 2)),
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE contributions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id   INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        corpus     TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        created    TEXT NOT NULL,
+        source     TEXT NOT NULL CHECK (source IN ('modal', 'listen', 'cli'))
+    );
+    CREATE INDEX contributions_by_user ON contributions (guild_id, user_id);
+    CREATE INDEX contributions_by_corpus ON contributions (corpus, guild_id);
+    CREATE TABLE listening_channels (
+        guild_id   INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        corpus     TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id)
+    );
+    CREATE TABLE opt_outs (
+        guild_id INTEGER NOT NULL,
+        user_id  INTEGER NOT NULL,
+        created  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    """,
+    # 2: fine-tuning jobs and the numbered checkpoint versions they make (bot.jobs).
+    # At most one running job per corpus, and at most one served version per corpus (none
+    # served means the configured base checkpoint is).
+    """
+    CREATE TABLE jobs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL DEFAULT 'finetune',
+        corpus     TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+        started_by TEXT NOT NULL,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        owner_pid  INTEGER,
+        owner_host TEXT,
+        params     TEXT NOT NULL,
+        created    TEXT NOT NULL,
+        finished   TEXT,
+        progress   TEXT,
+        report     TEXT,
+        version    INTEGER,
+        error      TEXT
+    );
+    CREATE UNIQUE INDEX one_running_job_per_corpus ON jobs (corpus) WHERE state = 'running';
+    CREATE TABLE checkpoint_versions (
+        corpus         TEXT NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        path           TEXT NOT NULL,
+        parent_version INTEGER,
+        parent_path    TEXT NOT NULL,
+        job_id         INTEGER REFERENCES jobs (id),
+        started_by     TEXT NOT NULL,
+        contributions  INTEGER NOT NULL,
+        train_chars    INTEGER NOT NULL,
+        heldout_chars  INTEGER NOT NULL,
+        losses         TEXT NOT NULL,
+        created        TEXT NOT NULL,
+        served         INTEGER NOT NULL DEFAULT 0 CHECK (served IN (0, 1)),
+        pruned         INTEGER NOT NULL DEFAULT 0 CHECK (pruned IN (0, 1)),
+        PRIMARY KEY (corpus, version)
+    );
+    CREATE UNIQUE INDEX one_served_version_per_corpus ON checkpoint_versions (corpus) WHERE served = 1;
+    """,
+    # 3: provenance (issue 17): which contributions each version learned from, its parent's
+    # included, so /forget can say which versions still carry a member's texts. A row outlives
+    # the contribution it names (that is the point); it keeps a SHA-256 of the text, never the text.
+    # forgotten_shingles: the one-way hashed windows of deleted texts, for the verbatim-copy guard
+    # (bot.core.verbatim) to keep a model from reciting them; never the text.
+    """
+    CREATE TABLE version_provenance (
+        corpus          TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        contribution_id INTEGER NOT NULL,
+        guild_id        INTEGER NOT NULL,
+        user_id         INTEGER NOT NULL,
+        digest          TEXT NOT NULL,
+        PRIMARY KEY (corpus, version, contribution_id),
+        FOREIGN KEY (corpus, version) REFERENCES checkpoint_versions (corpus, version)
+    );
+    CREATE INDEX provenance_by_member ON version_provenance (guild_id, user_id);
+    CREATE INDEX provenance_by_contribution ON version_provenance (contribution_id);
+    CREATE TABLE forgotten_shingles (
+        corpus TEXT NOT NULL,
+        hash   INTEGER NOT NULL,
+        PRIMARY KEY (corpus, hash)
+    );
+    """,
+]
