@@ -99,9 +99,14 @@ class Limits:
     max_pending: int = 32
     edit_interval_s: float = 1.5
     shutdown_grace_s: float = 10.0
+    max_per_channel: int = 3  # replies being written in one channel at once; more are told to wait
+    chain_chars: int = 600  # how much of a reply chain primes the next reply
+    chain_messages: int = 6  # how many messages back a reply chain is followed
+    button_hours: float = 24.0  # how long Continue and Another work under a reply
 
     def __post_init__(self) -> None:
-        for name in ("max_prompt_chars", "default_length", "max_length", "max_contribution_chars", "max_pending"):
+        for name in ("max_prompt_chars", "default_length", "max_length", "max_contribution_chars", "max_pending",
+                     "max_per_channel", "chain_chars", "chain_messages"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.default_length > self.max_length:
@@ -111,6 +116,10 @@ class Limits:
                               f"(Discord messages hold {MESSAGE_CHARS})")
         if self.max_prompt_chars > 1000:
             raise ConfigError("max prompt length must be at most 1000 characters")
+        if self.chain_chars > 2000:
+            raise ConfigError("chain_chars must be at most 2000 characters")
+        if not self.button_hours > 0:
+            raise ConfigError("button_hours must be more than 0")
         for name in ("cooldown_s", "edit_interval_s", "shutdown_grace_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} cannot be negative")
@@ -334,6 +343,10 @@ def load_config(
         max_pending=_int(env, "CHARBOT_MAX_PENDING", Limits.max_pending),
         edit_interval_s=_float(env, "CHARBOT_EDIT_INTERVAL", Limits.edit_interval_s),
         shutdown_grace_s=_float(env, "CHARBOT_SHUTDOWN_GRACE", Limits.shutdown_grace_s),
+        max_per_channel=_int(env, "CHARBOT_MAX_PER_CHANNEL", Limits.max_per_channel),
+        chain_chars=_int(env, "CHARBOT_CHAIN_CHARS", Limits.chain_chars),
+        chain_messages=_int(env, "CHARBOT_CHAIN_MESSAGES", Limits.chain_messages),
+        button_hours=_float(env, "CHARBOT_BUTTON_HOURS", Limits.button_hours),
     )
     level = (env.get("CHARBOT_LOG_LEVEL") or "INFO").strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

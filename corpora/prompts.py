@@ -12,6 +12,9 @@ where the wanted reply starts, so each function below copies its corpus's own la
   the next line by the text that answers it ("When to call a health care provider",
   "Student Accommodations"). A user's question is written as such a heading line.
 - novel: the user's words are the start of a passage and are continued as they are.
+
+In a conversation (a reply chain, a Continue button) the text before the person's words comes
+first, and their words start a new paragraph of it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ def faq_prime(question: str) -> str:
     if not text:
         return ""
     return text[0].upper() + text[1:] + "\n"
+
+
+def conversation_prime(context: str, prompt: str) -> str:
+    """The conversation so far, then the person's words as the start of a new paragraph.
+
+    Without words (a Continue button) the model picks up exactly where the context stops.
+    """
+    words = one_line(prompt)
+    return f"{context.rstrip()}\n\n{words}" if words else context
 
 
 def novel_prime(prompt: str) -> str:

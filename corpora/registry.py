@@ -25,7 +25,7 @@ from pathlib import Path
 
 from corpora.clean import clean_gutenberg, clean_plain
 from corpora.paths import PROJECT_ROOT, SHARED_ROOT
-from corpora.prompts import faq_prime, novel_prime, tale_prime
+from corpora.prompts import conversation_prime, faq_prime, novel_prime, tale_prime
 from corpora.style import ReplyStyle
 from model.textdata import TextData
 from model.train import TrainConfig
@@ -111,8 +111,15 @@ class Corpus:
     def held_out(self) -> str:
         return f"the last {self.val_fraction:.0%} of the cleaned text"
 
-    def prime(self, prompt: str) -> str:
-        """How a user's words become the text the model continues (see corpora.prompts)."""
+    def prime(self, prompt: str, context: str = "") -> str:
+        """How a user's words become the text the model continues (see corpora.prompts).
+
+        ``context`` is what came before them in a conversation: the reply being continued, or
+        a reply chain (:func:`corpora.prompts.conversation_prime`). A grounded corpus answers
+        the question alone, since its prime is the question's passage and heading.
+        """
+        if context.strip() and not (self.grounded and prompt.strip()):
+            return conversation_prime(context, prompt)
         return self.frame(prompt)
 
     def identify(self, raw: bytes) -> Download | None:

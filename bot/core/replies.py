@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from bot.config import Limits
 from bot.core.engines import Models
@@ -34,7 +34,7 @@ from bot.core.render import CUT_SHORT, QUOTE_ROOM, head_length, prime_continues,
 from bot.core.sanitise import quote
 from bot.core.score import Grounding, Score, best, debris_end, score_reply
 from bot.core.temperature import check_temperature
-from bot.core.throttle import Cooldown
+from bot.core.throttle import Cooldown, Crowding
 from bot.core.verbatim import VerbatimGuard
 from bot.discord_limits import MESSAGE_CHARS
 from corpora.passages import Hit, grounded_prime
@@ -47,8 +47,15 @@ log = logging.getLogger(__name__)
 
 ENGINE_BUSY = "I'm busy writing other replies right now; try again in a moment."
 RESTARTING = "I'm restarting; try again in a minute."
+CHANNEL_BUSY = "I'm already writing several replies in this channel; try again when one is finished."
 MAX_BEST_OF = 16
 HARD_CAP = 1700
+
+
+# What made the bot speak: a slash command, a mention (or a direct message), a reply to one of its
+# messages, a Continue or Another button, the message context menu, or chiming in uninvited.
+Trigger = Literal["slash", "mention", "reply", "button", "menu", "chime"]
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,9 @@ class ReplyRequest:
     seed: int | None = None
     user: Hashable | None = None  # who asked, for the cooldown; None for local use
     n: int | None = None  # best-of-n candidates; None: the corpus's best_of, fewer when the engine is busy
+    context: str = ""  # the conversation before the prompt, primed but not shown (corpora.registry.Corpus.prime)
+    trigger: Trigger = "slash"
+    channel: Hashable | None = None  # where it will be posted, for the per-channel bound; None for local use
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,8 @@ def check_length(value: int | None, limits: Limits) -> int:
     return value
 
 
-def check_prompt(corpus: str, prompt: str | None, limits: Limits) -> str:
-    """The prompt, or a Refusal saying what is wrong with it."""
+def check_prompt(corpus: str, prompt: str | None, limits: Limits, context: str = "") -> str:
+    """The prompt, or a Refusal saying what is wrong with it (with a ``context``, the words may be left out)."""
     style = CORPORA[corpus].style
     if prompt is not None and not isinstance(prompt, str):
         raise Refusal(f"The {style.prompt_label} must be text.")
@@ -110,7 +120,7 @@ def check_prompt(corpus: str, prompt: str | None, limits: Limits) -> str:
             f"That {style.prompt_label} is {len(prompt)} characters long; the limit is {limits.max_prompt_chars}. "
             "Try a shorter one."
         )
-    if style.prompt_required:
+    if style.prompt_required and not context.strip():
         example = CORPORA[corpus].example_prompt or "..."
         if not prompt.strip():
             raise Refusal(f"Ask me a {style.prompt_label}, for example `/{corpus} {style.prompt_label}: {example}`")
@@ -130,26 +140,35 @@ def make_request(
     seed: int | None = None,
     user: Hashable | None = None,
     n: int | None = None,
+    context: str = "",
+    trigger: Trigger = "slash",
+    channel: Hashable | None = None,
 ) -> ReplyRequest:
-    """Check every part of a request and settle its temperature; raise Refusal on bad input."""
+    """Check every part of a request and settle its temperature; raise Refusal on bad input.
+
+    ``context`` is model text or a bounded reply chain the caller built (bot.core.conversation).
+    """
     if corpus not in CORPORA:
         raise Refusal(f"I don't know the corpus {quote(corpus)}; I know {', '.join(CORPORA)}.")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BEST_OF):
         raise Refusal(f"The number of candidates must be a whole number from 1 to {MAX_BEST_OF}; got {quote(n)}.")
     return ReplyRequest(
         corpus=corpus,
-        prompt=check_prompt(corpus, prompt, limits),
+        prompt=check_prompt(corpus, prompt, limits, context),
         temperature=resolve_temperature(temperature, user_default, CORPORA[corpus].default_temperature),
         length=check_length(length, limits),
         seed=seed,
         user=user,
         n=n,
+        context=context,
+        trigger=trigger,
+        channel=channel,
     )
 
 
 def prime_of(request: ReplyRequest) -> tuple[str, bool]:
     """The text the model continues, and whether it continues the user's own words."""
-    prime = CORPORA[request.corpus].prime(request.prompt)
+    prime = CORPORA[request.corpus].prime(request.prompt, request.context)
     return prime, prime_continues(prime)
 
 
@@ -181,7 +200,7 @@ def sample_settings(request: ReplyRequest, limit: int = MESSAGE_CHARS) -> Sample
 def ground(request: ReplyRequest, models: Models) -> Hit | None:
     """The passage a grounded corpus's reply draws on (None: not grounded, or nothing matches)."""
     index = models.passages.get(request.corpus)
-    if index is None or not CORPORA[request.corpus].grounded:
+    if index is None or not CORPORA[request.corpus].grounded or not request.prompt.strip():
         return None
     hits = index.search(request.prompt, 1)
     return hits[0] if hits else None
@@ -319,6 +338,7 @@ class ReplyService:
         self.limits = limits
         self.guard = guard  # the verbatim-copy guard (bot.core.verbatim); None: no contributions to guard
         self.cooldown = Cooldown(limits.cooldown_s, clock)
+        self.crowding = Crowding(limits.max_per_channel)
         self._clock = clock
         self._running: set[ReplyStream] = set()
         self._idle = asyncio.Event()
@@ -380,11 +400,15 @@ class ReplyService:
                 raise Refusal("Your previous reply is still being written; wait for it to finish.", "cooldown")
             if wait > 0:
                 raise Refusal(f"Slow down a little: you can ask again in {math.ceil(wait)} s.", "cooldown")
+        if request.channel is not None and self.crowding.full(request.channel):
+            raise Refusal(CHANNEL_BUSY, "cooldown")
         if engine.pending() >= self.limits.max_pending:
             raise Refusal(ENGINE_BUSY, "busy")
         stream = ReplyStream(self, request, engine)
         if request.user is not None:
             self.cooldown.start(request.user)
+        if request.channel is not None:
+            self.crowding.start(request.channel)
         self._running.add(stream)
         self._idle.clear()
         return stream
@@ -395,6 +419,8 @@ class ReplyService:
             self._idle.set()
         if stream.request.user is not None:
             self.cooldown.done(stream.request.user)
+        if stream.request.channel is not None:
+            self.crowding.done(stream.request.channel)
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyUpdate]:
         """:meth:`start` and iterate the updates in one go."""

@@ -1,4 +1,5 @@
-"""Per-user cooldown, so one person cannot keep the models busy for everyone else."""
+"""Per-person cooldown and a per-channel bound, so one person or one busy channel cannot keep the
+models busy for everyone else, whatever made the bot speak (a command, a mention, a button)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,24 @@ class Cooldown:
 
     def done(self, key: Hashable) -> None:
         self._running.discard(key)
+
+
+class Crowding:
+    """At most ``limit`` requests running at once per key (a channel)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running: dict[Hashable, int] = {}
+
+    def full(self, key: Hashable) -> bool:
+        return self._running.get(key, 0) >= self.limit
+
+    def start(self, key: Hashable) -> None:
+        self._running[key] = self._running.get(key, 0) + 1
+
+    def done(self, key: Hashable) -> None:
+        left = self._running.get(key, 0) - 1
+        if left > 0:
+            self._running[key] = left
+        else:
+            self._running.pop(key, None)

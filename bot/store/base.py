@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from bot.core.sanitise import storable_text
@@ -55,9 +55,17 @@ class Carrier:
     texts: int
 
 
-def utc_now() -> str:
-    """ISO 8601 UTC timestamp with seconds, sortable as text."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now(seconds_ago: float = 0.0) -> str:
+    """ISO 8601 UTC timestamp with seconds, sortable as text (``seconds_ago`` before now)."""
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).strftime(UTC_FORMAT)
+
+
+def parse_utc(stamp: str) -> datetime:
+    """A timestamp :func:`utc_now` wrote, as an aware datetime."""
+    return datetime.strptime(stamp, UTC_FORMAT).replace(tzinfo=timezone.utc)
 
 
 class Written(Protocol):
@@ -207,7 +215,8 @@ class Store(ABC):
         return [Carrier(str(c), int(v), bool(s), int(n)) for c, v, s, n in rows]
 
     async def forget(self, guild_id: int, user_id: int) -> int:
-        """Delete the user's contributions in this server; return how many were deleted.
+        """Delete the user's contributions in this server, and the words of theirs kept for the buttons
+        under the bot's replies (bot.store.conversation); return how many contributions were deleted.
 
         Each deleted text's windows are kept as one-way hashes (:func:`bot.core.verbatim.shingles`) in
         the same transaction, so the verbatim-copy guard keeps replies from reciting it."""
@@ -221,6 +230,7 @@ class Store(ABC):
              tuple(v for pair in chunk for v in pair))
             for chunk in (hashed[i : i + 400] for i in range(0, len(hashed), 400))
         ]
+        statements.append(("DELETE FROM posted_replies WHERE guild_id = ? AND asker_id = ?", (guild_id, user_id)))
         statements.append(("DELETE FROM contributions WHERE guild_id = ? AND user_id = ? AND id <= ?",
                            (guild_id, user_id, int(rows[-1][0]) if rows else 0)))
         cur = (await self.write(statements))[-1]
@@ -284,11 +294,15 @@ class Store(ABC):
 
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> bool:
         """Record the user's choice; return True if it changed anything."""
-        if opted_out:
-            sql = "INSERT OR IGNORE INTO opt_outs (guild_id, user_id, created) VALUES (?, ?, ?)"
-            params: tuple = (guild_id, user_id, utc_now())
-        else:
-            sql, params = "DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        (cur,) = await self.write([(sql, params)])
+        if not opted_out:
+            sql = "DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?"
+            (cur,) = await self.write([(sql, (guild_id, user_id))])
+            return cur.rowcount > 0
+        cur, _ = await self.write([
+            ("INSERT OR IGNORE INTO opt_outs (guild_id, user_id, created) VALUES (?, ?, ?)",
+             (guild_id, user_id, utc_now())),
+            ("UPDATE posted_replies SET prompt = NULL, context = NULL WHERE guild_id = ? AND asker_id = ?",
+             (guild_id, user_id)),  # from now on their words are not kept, the ones kept before neither
+        ])
         return cur.rowcount > 0
 

@@ -115,4 +115,37 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (corpus, hash)
     );
     """,
+    # 4: conversation (issue 23). channel_settings: a channel's persona, whether mentions are
+    # answered there, and chiming in uninvited (off unless an admin sets a chance). posted_replies:
+    # what the Continue and Another buttons under a reply need after a restart: the end of the
+    # bot's own text always; the asker's words (and the chain before them) only while the asker
+    # has not opted out, deleted by /forget, and every row once its buttons expire.
+    """
+    CREATE TABLE channel_settings (
+        guild_id      INTEGER NOT NULL,
+        channel_id    INTEGER NOT NULL,
+        persona       TEXT,
+        mentions      INTEGER NOT NULL DEFAULT 1 CHECK (mentions IN (0, 1)),
+        chime_chance  REAL NOT NULL DEFAULT 0 CHECK (chime_chance >= 0 AND chime_chance <= 1),
+        chime_every_s REAL NOT NULL DEFAULT 600 CHECK (chime_every_s >= 0),
+        updated_by    INTEGER NOT NULL,
+        updated       TEXT NOT NULL,
+        PRIMARY KEY (guild_id, channel_id)
+    );
+    CREATE TABLE posted_replies (
+        message_id INTEGER PRIMARY KEY,
+        guild_id   INTEGER,
+        channel_id INTEGER NOT NULL,
+        asker_id   INTEGER NOT NULL,
+        corpus     TEXT NOT NULL,
+        made_by    TEXT NOT NULL,
+        prompt     TEXT,
+        context    TEXT,
+        tail       TEXT NOT NULL,
+        seed       INTEGER,
+        created    TEXT NOT NULL
+    );
+    CREATE INDEX posted_replies_by_asker ON posted_replies (guild_id, asker_id);
+    CREATE INDEX posted_replies_by_age ON posted_replies (created);
+    """,
 ]

@@ -1,0 +1,217 @@
+"""Talking with the bot outside slash commands: when it answers, in which persona, and what it continues.
+
+Discord-free, so the cogs and ``charbot chat`` decide alike: a message that mentions the bot,
+a direct message, or a reply to one of its messages is answered (unless an admin turned
+mentions off in that channel); in a chime-in channel an ordinary message is answered now and
+then. Messages from bots, webhooks, the system or the bot itself never are, so two bots cannot
+talk each other into a loop. A reply to one of its messages continues the conversation: the
+chain of messages before it, walked back a bounded number of messages and characters, primes
+the next reply. The Continue and Another buttons build their requests here too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+from bot.config import Limits
+from bot.core.refusals import Refusal
+from bot.core.replies import ReplyRequest, ReplyUpdate, Trigger, make_request
+from bot.core.sanitise import clean_text
+from bot.store import utc_now
+from bot.store.conversation import ChannelSettings, PostedReply
+
+# Discord's markup for mentions of people, roles and channels, custom emoji and timestamps.
+_MARKUP = re.compile(r"<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:\d+(?::[a-zA-Z])?)>")
+_SPACES = re.compile(r"[ \t]+")
+_ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
+_SOURCE_BLOCK = re.compile(r"\n\n> \*[^*\n]+:\* \u201c.*\Z", re.S)  # the quoted source under a grounded answer
+_ESCAPED = re.compile(r"\\([\\*_~`|#>.-])")
+_NOTES = re.compile(r"\n?\*\((?:cut short|no words came)[^)]*\)\*")
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A message as the conversation rules see it."""
+
+    guild_id: int | None  # None: a direct message
+    channel_id: int
+    author_id: int
+    content: str
+    author_is_bot: bool = False
+    is_webhook: bool = False
+    is_system: bool = False
+    mentions_me: bool = False
+    replies_to_me: bool = False  # it answers one of the bot's messages
+
+
+@dataclass
+class ChimeClock:
+    """When the bot last joined in uninvited, per channel, so it never chimes in twice within the interval."""
+
+    last: dict[Hashable, float] = field(default_factory=dict)
+
+    def ready(self, channel: Hashable, every_s: float, now: float) -> bool:
+        last = self.last.get(channel)
+        return last is None or now - last >= every_s
+
+    def chimed(self, channel: Hashable, now: float) -> None:
+        self.last[channel] = now
+
+
+def trigger_for(heard: Heard, me: int, settings: ChannelSettings, chime: Callable[[], bool]) -> Trigger | None:
+    """Why the bot answers ``heard``, or None to stay silent.
+
+    ``chime`` is asked only for an ordinary message in a channel with a chance of chiming in;
+    it rolls the dice and checks the interval.
+    """
+    if heard.author_id == me or heard.author_is_bot or heard.is_webhook or heard.is_system:
+        return None
+    if heard.replies_to_me:
+        return "reply" if settings.mentions else None
+    if heard.mentions_me or heard.guild_id is None:  # a direct message is addressed to the bot
+        return "mention" if settings.mentions else None
+    if settings.chime_chance > 0 and words_of(heard.content, me) and chime():
+        return "chime"
+    return None
+
+
+def words_of(content: str, me: int, limit: int | None = None) -> str:
+    """What a person said, without Discord's mention and emoji markup, cleaned and on one line per line.
+
+    Over ``limit`` characters, the end is kept (a reply continues the last words), cut at a space.
+    """
+    text = _ZERO_WIDTH.sub("", _MARKUP.sub(" ", content))
+    text = clean_text(text)[0]
+    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
+    return text if limit is None else tail_of(text, limit)
+
+
+def plain(posted: str) -> str:
+    """The words of a message the bot posted, without its markup: what a reply chain continues."""
+    text = _SOURCE_BLOCK.sub("", posted)
+    text = _NOTES.sub("", text)
+    text = "\n".join(line[2:] if line.startswith("> ") else line for line in text.split("\n"))
+    text = text.replace("**", "").replace("\u200b", "")
+    text = _ESCAPED.sub(r"\1", text)
+    return text.rstrip("\u2026 ").strip()
+
+
+@dataclass(frozen=True)
+class Link:
+    """One message of a reply chain: its words, and the message it replies to (None: the chain starts here)."""
+
+    text: str
+    parent: int | None
+
+
+async def chain_context(
+    first: int | None, fetch: Callable[[int], Awaitable[Link | None]], max_messages: int, max_chars: int
+) -> str:
+    """The conversation a reply continues: the chain from message ``first`` back, oldest first.
+
+    At most ``max_messages`` messages and about ``max_chars`` characters (the newest kept); a
+    message that was deleted or cannot be fetched ends the chain there.
+    """
+    texts: list[str] = []
+    seen: set[int] = set()
+    used = 0
+    message = first
+    while message is not None and message not in seen and len(texts) < max_messages and used < max_chars:
+        seen.add(message)  # a forged reference could point back into the chain
+        link = await fetch(message)
+        if link is None:
+            break
+        if link.text:
+            texts.append(link.text)
+            used += len(link.text) + 2
+        message = link.parent
+    return tail_of("\n\n".join(reversed(texts)), max_chars)
+
+
+def tail_of(text: str, max_chars: int) -> str:
+    """The last ``max_chars`` of ``text``, starting at a word: what a reply carries on from."""
+    if len(text) <= max_chars:
+        return text
+    end = text[-max_chars:]
+    space = end.find(" ")
+    return end[space + 1:] if 0 <= space < max_chars // 4 else end
+
+
+# ---- requests: a message, a button press, the context menu ------------------------------------
+
+BUTTON_PREFIX = "charbot:"
+BUTTONS: dict[str, str] = {"continue": "Continue", "another": "Another"}  # action -> label
+NOTHING_TO_CONTINUE = ("Mention me with some words and I'll carry on from them, for example "
+                       "`@{me} Once upon a time there was a fox`.")
+EXPIRED = ("These buttons have expired (they work for {hours:g} hours after a reply); mention me or use a "
+           "slash command to start again.")
+NOT_MINE = "That button isn't one of mine, or it is from an older version of me; mention me to start again."
+ONLY_ASKER = "Only the person who asked can ask for another; press **Continue**, or ask me yourself."
+NOT_KEPT = ("I don't keep the words this reply answered (they were opted out of storage, or forgotten), so I "
+            "can't write another; ask me again.")
+
+
+def custom_id(action: str) -> str:
+    """The id a button carries; the state it needs is kept in the store under the message it sits on."""
+    return BUTTON_PREFIX + action
+
+
+def button_action(value: object) -> str:
+    """The action of a pressed button, or a Refusal for an id that is not one of ours (tampered, or old)."""
+    if isinstance(value, str) and value.startswith(BUTTON_PREFIX) and value[len(BUTTON_PREFIX):] in BUTTONS:
+        return value[len(BUTTON_PREFIX):]
+    raise Refusal(NOT_MINE, "invalid")
+
+
+def message_request(
+    trigger: Trigger, heard: Heard, me: int, me_name: str, corpus: str, limits: Limits,
+    context: str = "", user_default: float | None = None,
+) -> ReplyRequest:
+    """What to write for a message that mentions the bot, replies to it, or that it chimes in on."""
+    words = words_of(heard.content, me, limits.max_prompt_chars)
+    if not words and not context:
+        raise Refusal(NOTHING_TO_CONTINUE.format(me=me_name), "invalid")
+    return make_request(corpus, words, limits, user_default=user_default, user=heard.author_id,
+                        channel=heard.channel_id, trigger=trigger, context=context)
+
+
+def check_press(
+    row: PostedReply | None, action: str, presser: int, limits: Limits, age_s: float | None = None
+) -> PostedReply:
+    """The reply a button sits on, if the press may go ahead; else a Refusal the presser sees privately."""
+    hours = limits.button_hours
+    if row is None or (age_s if age_s is not None else row.age_s()) > hours * 3600:
+        raise Refusal(EXPIRED.format(hours=hours), "invalid")
+    if action == "another":
+        if presser != row.asker_id:
+            raise Refusal(ONLY_ASKER, "not_allowed")
+        if row.prompt is None:
+            raise Refusal(NOT_KEPT, "invalid")
+    return row
+
+
+def press_request(
+    row: PostedReply, action: str, presser: int, limits: Limits, seed: int, user_default: float | None = None
+) -> ReplyRequest:
+    """Continue: the story goes on from the end of the reply. Another: the same words, a new seed."""
+    if action == "continue":
+        return make_request(row.corpus, "", limits, user_default=user_default, user=presser, channel=row.channel_id,
+                            trigger="button", context=row.tail, seed=seed)
+    return make_request(row.corpus, row.prompt or "", limits, user_default=user_default, user=presser,
+                        channel=row.channel_id, trigger="button", context=row.context or "", seed=seed)
+
+
+def posted_reply(
+    message_id: int, guild_id: int | None, request: ReplyRequest, update: ReplyUpdate, keep_words: bool,
+    limits: Limits,
+) -> PostedReply:
+    """What the store keeps of a finished reply for its buttons: the asker's words only if ``keep_words``."""
+    text = update.generation.text if update.generation is not None else ""
+    return PostedReply(
+        message_id=message_id, guild_id=guild_id, channel_id=int(request.channel or 0), asker_id=int(request.user or 0),
+        corpus=request.corpus, made_by=request.trigger, prompt=request.prompt if keep_words else None,
+        context=request.context if keep_words else None, tail=tail_of(text, limits.chain_chars) or request.context,
+        seed=update.seed, created=utc_now(),
+    )
