@@ -1,10 +1,11 @@
 # Two commands for a newcomer: `make demo` (install, then one reply per corpus)
-# and `make test` (install with the dev extra, then lint and the test suite).
+# and `make test` (install with the dev extra, then lint and the test suite);
+# `make test-fast` skips the slow tests while you work.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean gpu-wheels gpu-check
+.PHONY: install demo test test-fast lint bench clean gpu-wheels gpu-check
 
 $(BIN)/charbot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# For local work: skips the tests that start processes or servers (marked slow). CI runs `make test`.
+test-fast: lint
+	$(BIN)/pytest -m "not slow and not cuda"
 
 bench: install
 	$(BIN)/charbot bench

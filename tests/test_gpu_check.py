@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 # What a PyTorch CUDA image has already (see .ci/gpu-wheels.txt); everything else must travel as a wheel.
 ON_THE_IMAGE = {"torch", "numpy", "safetensors", "tqdm", "matplotlib", "pytest", "hypothesis", "aiohttp", "ruff"}

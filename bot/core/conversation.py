@@ -19,8 +19,8 @@ from bot.config import Limits
 from bot.core.refusals import Refusal
 from bot.core.replies import ReplyRequest, ReplyUpdate, Trigger, make_request
 from bot.core.sanitise import clean_text
-from bot.store import utc_now
-from bot.store.conversation import ChannelSettings, PostedReply
+from bot.store import Store, utc_now
+from bot.store.conversation import ChannelSettings, ConversationStore, PostedReply
 
 # Discord's markup for mentions of people, roles and channels, custom emoji and timestamps.
 _MARKUP = re.compile(r"<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:\d+(?::[a-zA-Z])?)>")
@@ -215,3 +215,30 @@ def posted_reply(
         context=request.context if keep_words else None, tail=tail_of(text, limits.chain_chars) or request.context,
         seed=update.seed, created=utc_now(),
     )
+
+
+async def remember(
+    store: Store, limits: Limits, message_id: int, guild_id: int | None, request: ReplyRequest, update: ReplyUpdate,
+    words_are_askers: bool = True,
+) -> None:
+    """Keep what the buttons under a posted reply need. The asker's words are kept only when they
+    are the asker's own (not a message someone else wrote) and the asker has not opted out."""
+    keep = words_are_askers and not (guild_id is not None and request.user is not None
+                                     and await store.is_opted_out(guild_id, int(request.user)))
+    record = posted_reply(message_id, guild_id, request, update, keep, limits)
+    await ConversationStore(store).record_reply(record, keep_for_s=limits.button_hours * 3600)
+
+
+def describe_channel(settings: ChannelSettings, persona: str, changed: bool = False) -> str:
+    """What /channel (and /help) say about how the bot behaves in a channel."""
+    said = [f"In this channel I speak as **{persona}**"]
+    if settings.mentions:
+        said.append("and answer mentions and replies to my messages.")
+    else:
+        said.append("but don't answer mentions or replies here (slash commands still work).")
+    if settings.chime_chance > 0:
+        said.append(f"I join in uninvited on about {settings.chime_chance:.0%} of messages, at most once every "
+                    f"{settings.chime_every_s / 60:g} minutes.")
+    else:
+        said.append("I never join in uninvited.")
+    return ("Done. " if changed else "") + " ".join(said)

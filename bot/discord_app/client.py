@@ -1,8 +1,9 @@
 """The bot: loads the models, opens the database, registers the cogs, and shuts down cleanly.
 
-Intents: ``guilds`` (to know the servers and channels), ``guild_messages`` and the privileged
-``message_content`` (so /listen can read what people write in listening channels; without
-it Discord sends empty message text). Slash commands need no intent.
+Intents: ``guilds`` (to know the servers and channels), ``guild_messages`` and
+``dm_messages`` (mentions, replies to the bot and direct messages: Discord sends the text of
+those even without the next one), and the privileged ``message_content``, which /listen and
+chiming in need to read ordinary messages. Slash commands need no intent.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ EXTENSIONS = (
     "bot.discord_app.cogs.contributions",
     "bot.discord_app.cogs.listening",
     "bot.discord_app.cogs.finetune",
+    "bot.discord_app.cogs.conversation",
 )
 
 
@@ -48,6 +50,7 @@ def bot_intents() -> discord.Intents:
     intents = discord.Intents.none()
     intents.guilds = True
     intents.guild_messages = True
+    intents.dm_messages = True
     intents.message_content = True
     return intents
 
@@ -67,7 +70,7 @@ class CharTree(app_commands.CommandTree):
             return True
         data = interaction.data or {}
         if data.get("type", 1) != 1:
-            return True  # context menus: the bot has none, discord.py answers CommandNotFound
+            return True  # a message menu ("Continue this") has no options to check
         try:
             command, options = self._get_app_command_options(data)
         except app_commands.AppCommandError:
@@ -198,7 +201,7 @@ class CharBot(commands.Bot):
                  ", ".join(map(str, mine[:20])) + (", ..." if len(mine) > 20 else ""))
 
     async def on_message(self, message: discord.Message) -> None:
-        """No text commands: messages only matter to the listening cog's listener."""
+        """No text commands: messages matter only to the cogs' listeners (conversation, listening)."""
 
     async def close(self) -> None:
         """Finish (or cut, after the grace period) running replies, then disconnect, stop engines, close the DB."""

@@ -8,7 +8,8 @@ library's global one), so two bots in one test process never mix their figures.
 
 What is measured, and why an operator looks at it:
 
-- ``charbot_replies_total{corpus,outcome}``: finished replies (their finish reason: ``sentence``,
+- ``charbot_replies_total{corpus,trigger,outcome}``: replies by what made the bot speak (``slash``,
+  ``mention``, ``reply``, ``button``, ``menu``, ``chime``); finished replies (their finish reason: ``sentence``,
   ``length``, ``stop``, ``cancelled``; or ``error``) and refused ones, by the refusal's kind
   (:data:`bot.core.refusals.RefusalKind`; ``busy``: the engine queue is full, add capacity;
   ``cooldown``, ``restarting``, ``unavailable``, ``invalid``).
@@ -119,7 +120,8 @@ class BotMetrics:
         self.bot = bot
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.replies = Counter("charbot_replies", "Replies by corpus and outcome", ["corpus", "outcome"], registry=r)
+        self.replies = Counter("charbot_replies", "Replies by corpus, trigger and outcome",
+                               ["corpus", "trigger", "outcome"], registry=r)
         self.reply_seconds = Histogram("charbot_reply_seconds", "Seconds from accepting a reply to its end",
                                        ["corpus"], buckets=REPLY_BUCKETS, registry=r)
         self.loop_lag = Gauge("charbot_event_loop_lag_seconds", "How late the last event-loop timer fired",
@@ -141,12 +143,12 @@ class BotMetrics:
 
     def started(self, request: ReplyRequest, stream: ReplyStream) -> None:
         began = time.monotonic()
-        stream.future.add_done_callback(lambda f: self._finished(request.corpus, began, f))
+        stream.future.add_done_callback(lambda f: self._finished(request, began, f))
 
     def refused(self, request: ReplyRequest, refusal: Refusal) -> None:
-        self.replies.labels(request.corpus, refusal.kind).inc()
+        self.replies.labels(request.corpus, request.trigger, refusal.kind).inc()
 
-    def _finished(self, corpus: str, began: float, future: Future) -> None:
+    def _finished(self, request: ReplyRequest, began: float, future: Future) -> None:
         """Called on the engine's thread (prometheus-client is thread-safe)."""
         if future.cancelled():
             outcome = "cancelled"
@@ -154,8 +156,8 @@ class BotMetrics:
             outcome = "error"
         else:
             outcome = _finish_of(future.result())
-        self.replies.labels(corpus, outcome).inc()
-        self.reply_seconds.labels(corpus).observe(time.monotonic() - began)
+        self.replies.labels(request.corpus, request.trigger, outcome).inc()
+        self.reply_seconds.labels(request.corpus).observe(time.monotonic() - began)
 
     # ---- the server -----------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from tests.bot.e2e_bot import BotUnderTest, answered, bot_on_fake
 from tests.bot.fake_discord import CALLBACK_DEFERRED, EPHEMERAL, LOADING, FakeInteraction
 from tests.helpers import write_lock_held
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 DISCORD_WINDOW_S = 3.0  # Discord drops an interaction not acknowledged within this
 
 

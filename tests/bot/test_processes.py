@@ -123,6 +123,8 @@ import asyncio, sys
 from bot.store import open_store
 from bot.store.jobs import FinetuneStore
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 async def main():
     store = await open_store(sys.argv[1])
     job = await FinetuneStore(store).create_job("tale", "process " + sys.argv[2], {})

@@ -81,6 +81,7 @@ def test_the_quote_is_short_and_ends_at_a_sentence_or_word():
     assert cut.endswith("\u2026") and len(cut) <= 101 and "wor\u2026" not in cut
 
 
+@pytest.mark.slow
 def test_importing_the_index_keeps_jax_off_the_gpu_unless_the_operator_chose():
     """bm25s runs JAX at import when JAX is installed, and JAX would take most of the GPU's memory."""
     show = "import os, corpora.passages; print(os.environ['JAX_PLATFORMS'])"

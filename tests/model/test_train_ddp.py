@@ -16,6 +16,8 @@ from model.checkpoint import load_checkpoint, read_tensor_file
 from model.train import RESUME_FORMAT, resume_path
 from tests.helpers import made_up_text
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 SMALL = ["--hidden", "24", "--layers", "2", "--embed", "8", "--dropout", "0", "--batch-seqs", "8",
          "--batch-steps", "16", "--lr", "0.01", "--warmup", "3", "--eval-every", "10", "--threads", "1", "--quiet",
          "--precision", "fp32", "--device", "cpu"]  # gloo on the CPU, also on a machine with one GPU

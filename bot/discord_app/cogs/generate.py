@@ -8,7 +8,6 @@ callback's annotations.)
 
 import asyncio
 import logging
-from contextlib import aclosing
 
 import discord
 from discord import app_commands
@@ -18,6 +17,7 @@ from bot.config import Limits
 from bot.core.refusals import UNEXPECTED
 from bot.core.replies import make_request
 from bot.discord_app.interactions import NO_MENTIONS
+from bot.discord_app.streaming import post_with_buttons
 from bot.store import StoreError
 from corpora.registry import CORPORA
 
@@ -51,21 +51,12 @@ class Generate(commands.Cog):
         bot = self.bot
         user_default = await self.user_temperature(interaction) if temperature is None else None
         request = make_request(corpus, prompt, bot.config.limits, temperature=temperature,
-                               user_default=user_default, length=length, user=interaction.user.id)
+                               user_default=user_default, length=length, user=interaction.user.id,
+                               channel=interaction.channel_id)
         reply = bot.replies.start(request)
         try:
             await interaction.response.defer(thinking=True)
-            async with aclosing(reply.updates()) as updates:
-                async for update in updates:
-                    try:
-                        await interaction.edit_original_response(content=update.text, allowed_mentions=NO_MENTIONS)
-                    except discord.NotFound:
-                        log.info("the reply to interaction %s was deleted; stopping it", interaction.id)
-                        return
-                    except discord.HTTPException:
-                        if update.done:
-                            raise
-                        log.warning("an intermediate edit failed; the next one will catch up", exc_info=True)
+            await post_with_buttons(bot, interaction, reply)
         except discord.HTTPException:
             log.exception("could not post the %s reply for interaction %s", corpus, interaction.id)
         except Exception:

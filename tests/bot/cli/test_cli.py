@@ -71,6 +71,7 @@ def test_every_sub_command_has_help(capsys):
         assert out.startswith("usage: charbot " + " ".join(path)), path
 
 
+@pytest.mark.slow
 def test_installed_entry_point_help():
     done = subprocess.run([sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage: charbot" in done.stdout
@@ -202,6 +203,7 @@ def test_eval_corrupt_checkpoint_json(tmp_path, text_file, capsys):
     assert "bad.safetensors" in json.loads(out)["error"]
 
 
+@pytest.mark.slow
 def test_errors_in_a_real_process_have_no_traceback(tmp_path, text_file):
     done = subprocess.run([sys.executable, "-m", "bot", "eval", str(tmp_path / "nope.safetensors"),
                            str(text_file)], capture_output=True, text=True, timeout=120)
@@ -254,6 +256,7 @@ def test_train_into_an_unwritable_place(tmp_path, text_file, capsys):
     one_line_error(code, err, "file")
 
 
+@pytest.mark.slow
 async def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path, text_file, capsys):
     """A real process, a real SIGINT: the run stops at a step boundary, says so, and --resume picks it up."""
     import signal

@@ -21,6 +21,8 @@ from bot.store.jobs import FinetuneStore
 from model.checkpoint import load_checkpoint
 from tests.helpers import contributed_texts, eventually
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 FAST = ["--max-epochs", "3", "--lr", "1e-2", "--threads", "1"]
 
 

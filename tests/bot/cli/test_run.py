@@ -17,6 +17,8 @@ from bot.core.render import CUT_SHORT
 from tests.bot.fake_discord import FakeDiscord
 from tests.helpers import start_bot
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 async def test_a_signal_stops_the_bot_cleanly_and_no_reply_is_left_unfinished(tmp_path, tiny_checkpoint_dir, sig):

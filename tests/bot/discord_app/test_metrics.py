@@ -48,7 +48,7 @@ async def test_a_busy_model_and_its_queue_show_in_the_metrics_and_the_server_sto
         after = samples((await get(port, "/metrics"))[1])
     rows = get_corpus("novel").best_of  # the one reply's candidates, side by side in the batch
     assert during[("charbot_engine_batch_size", (("corpus", "novel"),))] == rows
-    assert after[("charbot_replies_total", (("corpus", "novel"), ("outcome", "busy")))] == 1
+    assert after[("charbot_replies_total", (("corpus", "novel"), ("outcome", "busy"), ("trigger", "slash")))] == 1
     finished = {dict(labels)["outcome"]: v for (name, labels), v in after.items()
                 if name == "charbot_replies_total" and ("corpus", "novel") in labels}
     assert finished.get("length", 0) + finished.get("sentence", 0) == 1, finished

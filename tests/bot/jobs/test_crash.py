@@ -9,9 +9,13 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bot.core.render import WORKING
 from tests.bot.fake_discord import FakeDiscord, RecordedRequest
 from tests.helpers import contributed_texts, eventually, start_bot
+
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
 
 
 def db_rows(db: Path, sql: str) -> list[tuple]:

@@ -14,6 +14,8 @@ from bot.store.jobs import DONE, digest
 from tests.bot.jobs.test_manager import ADMIN, CHANNEL, GUILD, env  # noqa: F401 (the bench's fixture)
 from tests.helpers import contributed_texts
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 MEMBER = 77
 
 

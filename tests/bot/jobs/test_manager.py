@@ -232,6 +232,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from bot.jobs import job as runner
+
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
 code = runner.main(sys.argv[1:])
 staged = Path(sys.argv[1]) / runner.STAGED
 data = bytearray(staged.read_bytes())

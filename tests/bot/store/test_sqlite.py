@@ -178,6 +178,7 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_nothing_open(
         assert await s.get_temperature(1, 2) == 1.0
 
 
+@pytest.mark.slow
 async def test_a_write_waits_only_as_long_as_it_is_told_and_reads_never_wait_behind_it(tmp_path):
     path = tmp_path / "bot.db"
     async with await open_store(path, busy_timeout_s=60) as s:

@@ -11,6 +11,8 @@ from tests.bot.e2e_bot import BotUnderTest
 from tests.bot.fake_discord import EPHEMERAL, MANAGE_GUILD
 from tests.helpers import contributed_texts, eventually
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 ADMIN_ONLY = "Only server admins"
 ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}
 QUICK = {"max_epochs": 4, "lr": 1e-2, "corpus_eval_chars": 2000}
