@@ -96,6 +96,24 @@ class Finish(str, Enum):
     __format__ = str.__format__
 
 
+def finish_after(watcher: StopWatcher, char: str, count: int, settings: SampleSettings) -> tuple[str, Finish | None]:
+    """Add a reply's ``count``-th drawn character; return the text now safe to show and why the
+    reply ends there, or None if it goes on.
+
+    The one decision :func:`stream` and the engine both make, so a reply ends at the same
+    character, for the same reason, on either path: a stop string first, then a sentence end
+    at or past the target, then the length cap.
+    """
+    piece, hit = watcher.add(char)
+    if hit:
+        return piece, Finish.STOP
+    if watcher.sentence_ended(count, settings):
+        return piece, Finish.SENTENCE
+    if count >= settings.max_chars:
+        return piece, Finish.LENGTH
+    return piece, None
+
+
 @dataclass
 class Generation:
     """One finished reply: the normalized prime, the new text, why it ended, the seed used.
@@ -323,20 +341,18 @@ def stream(
         for row, i in enumerate(active):
             code = pick_next(logits_b[row], settings[i], gens[i])
             counts[i] += 1
-            piece, hit = watchers[i].add(decode([code]))
+            piece, ended = finish_after(watchers[i], decode([code]), counts[i], settings[i])
             if piece:
                 yield i, piece
-            if hit:
-                finish[i] = Finish.STOP
-            elif watchers[i].sentence_ended(counts[i], settings[i]):
-                finish[i] = Finish.SENTENCE
-            elif counts[i] >= settings[i].max_chars:
+            if ended is None:
+                still.append(row)
+                chosen.append(code)
+                continue
+            finish[i] = ended
+            if ended == Finish.LENGTH:
                 rest = watchers[i].flush()
                 if rest:
                     yield i, rest
-            else:
-                still.append(row)
-                chosen.append(code)
         if not still:
             break
         keep = torch.tensor(still, device=device)
