@@ -50,6 +50,7 @@ from model.sample import (
     SampleSettings,
     StopWatcher,
     candidate_seed,
+    finish_after,
     finished_text,
     prime_codes,
 )
@@ -519,14 +520,9 @@ class Engine:
     def _take(self, reply: _Reply, code: int) -> bool:
         """Add a drawn character to ``reply``; return whether it goes on (else it is finished)."""
         reply.count += 1
-        piece, hit = reply.watcher.add(CHARS[code])
+        piece, finish = finish_after(reply.watcher, CHARS[code], reply.count, reply.settings)
         self._emit(reply, piece)
-        if hit:
-            self._finish(reply, Finish.STOP)
-        elif reply.watcher.sentence_ended(reply.count, reply.settings):
-            self._finish(reply, Finish.SENTENCE)
-        elif reply.count >= reply.settings.max_chars:
-            self._finish(reply, Finish.LENGTH)
-        else:
+        if finish is None:
             return True
+        self._finish(reply, finish)
         return False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -94,6 +94,24 @@ class Finish(str, Enum):
 
     __str__ = str.__str__
     __format__ = str.__format__
+
+
+def finish_after(watcher: StopWatcher, char: str, count: int, settings: SampleSettings) -> tuple[str, Finish | None]:
+    """Add a reply's ``count``-th drawn character; return the text now safe to show and why the
+    reply ends there, or None if it goes on.
+
+    The one decision :func:`stream` and the engine both make, so a reply ends at the same
+    character, for the same reason, on either path: a stop string first, then a sentence end
+    at or past the target, then the length cap.
+    """
+    piece, hit = watcher.add(char)
+    if hit:
+        return piece, Finish.STOP
+    if watcher.sentence_ended(count, settings):
+        return piece, Finish.SENTENCE
+    if count >= settings.max_chars:
+        return piece, Finish.LENGTH
+    return piece, None
 
 
 @dataclass
@@ -277,17 +295,57 @@ def _prime_state(model: CharLSTM, codes: torch.Tensor) -> tuple[torch.Tensor, tu
     return logits[0, -1], state
 
 
-@torch.no_grad()
+class Stream:
+    """What :func:`stream` returns: iterate it for ``(request index, new text)`` as the text is
+    produced; once it is used up, :attr:`generations` holds the finished replies.
+
+    The finished replies are what the stream returns, not something it writes into a list its
+    caller lends it: a caller that wants both the pieces and the result keeps one object.
+    """
+
+    def __init__(self, steps: Generator[tuple[int, str], None, list[Generation]]) -> None:
+        self._steps = steps
+        self._generations: list[Generation] | None = None
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> tuple[int, str]:
+        try:
+            return next(self._steps)
+        except StopIteration as done:
+            if self._generations is None:
+                self._generations = done.value
+            raise StopIteration from None
+
+    @property
+    def generations(self) -> list[Generation]:
+        """One :class:`Generation` per prompt, in the prompts' order."""
+        if self._generations is None:
+            raise RuntimeError("the stream is not finished: iterate it to its end first")
+        return self._generations
+
+
 def stream(
     model: CharLSTM,
     prompts: Sequence[str],
     settings: SampleSettings | Sequence[SampleSettings] = SampleSettings(),
-    results: list[Generation] | None = None,
-) -> Iterator[tuple[int, str]]:
-    """Yield ``(request index, new text)`` as characters are produced, for all prompts at once.
+) -> Stream:
+    """Generate for all prompts at once, giving ``(request index, new text)`` as characters are produced.
 
-    If ``results`` is given it is filled with one :class:`Generation` per prompt by the end.
+    Nothing runs until the stream is iterated; bad arguments raise then. Once it is used up,
+    ``.generations`` holds one :class:`Generation` per prompt.
     """
+    return Stream(_steps(model, prompts, settings))
+
+
+@torch.no_grad()
+def _steps(
+    model: CharLSTM,
+    prompts: Sequence[str],
+    settings: SampleSettings | Sequence[SampleSettings],
+) -> Generator[tuple[int, str], None, list[Generation]]:
+    """The work of :func:`stream`: yields the pieces, returns the finished replies."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string")
     n = len(prompts)
@@ -296,23 +354,11 @@ def stream(
     if len(settings) != n:
         raise ValueError("give one SampleSettings per prompt, or one for all")
     if n == 0:
-        if results is not None:
-            results[:] = []
-        return
+        return []
     model.eval()
     seeds = [s.seed if s.seed is not None else secrets.randbits(63) for s in settings]
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]
-    primes, dropped, logits, hs, cs = [], [], [], [], []
-    for p in prompts:
-        text, lost, codes = prime_codes(p)
-        last, (h, c) = _prime_state(model, codes)
-        primes.append(text)
-        dropped.append(lost)
-        logits.append(last)
-        hs.append(h)
-        cs.append(c)
-    h, c = torch.cat(hs, dim=1), torch.cat(cs, dim=1)
-    logits_b = torch.stack(logits).cpu()
+    primes, dropped, logits_b, (h, c) = _prime_all(model, prompts)
     watchers = [StopWatcher(s.stop) for s in settings]
     counts = [0] * n
     finish = [Finish.LENGTH] * n
@@ -323,20 +369,18 @@ def stream(
         for row, i in enumerate(active):
             code = pick_next(logits_b[row], settings[i], gens[i])
             counts[i] += 1
-            piece, hit = watchers[i].add(decode([code]))
+            piece, ended = finish_after(watchers[i], decode([code]), counts[i], settings[i])
             if piece:
                 yield i, piece
-            if hit:
-                finish[i] = Finish.STOP
-            elif watchers[i].sentence_ended(counts[i], settings[i]):
-                finish[i] = Finish.SENTENCE
-            elif counts[i] >= settings[i].max_chars:
+            if ended is None:
+                still.append(row)
+                chosen.append(code)
+                continue
+            finish[i] = ended
+            if ended == Finish.LENGTH:
                 rest = watchers[i].flush()
                 if rest:
                     yield i, rest
-            else:
-                still.append(row)
-                chosen.append(code)
         if not still:
             break
         keep = torch.tensor(still, device=device)
@@ -345,12 +389,28 @@ def stream(
         x = torch.tensor(chosen, device=device).view(-1, 1)
         out, (h, c) = model(x, (h, c))
         logits_b = out[:, -1].float().cpu()
-    if results is not None:
-        results[:] = [
-            Generation(primes[i], finished_text(watchers[i].text, finish[i], settings[i]), finish[i], seeds[i],
-                       dropped[i], settings[i])
-            for i in range(n)
-        ]
+    return [
+        Generation(primes[i], finished_text(watchers[i].text, finish[i], settings[i]), finish[i], seeds[i],
+                   dropped[i], settings[i])
+        for i in range(n)
+    ]
+
+
+def _prime_all(
+    model: CharLSTM, prompts: Sequence[str]
+) -> tuple[list[str], list[int], torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Read each prompt: normalized primes, characters dropped, the next-character logits (one
+    row per prompt, on the CPU) and the LSTM state (batched along dimension 1)."""
+    primes, dropped, logits, hs, cs = [], [], [], [], []
+    for p in prompts:
+        text, lost, codes = prime_codes(p)
+        last, (h, c) = _prime_state(model, codes)
+        primes.append(text)
+        dropped.append(lost)
+        logits.append(last)
+        hs.append(h)
+        cs.append(c)
+    return primes, dropped, torch.stack(logits).cpu(), (torch.cat(hs, dim=1), torch.cat(cs, dim=1))
 
 
 def finished_text(text: str, finish: Finish, settings: SampleSettings) -> str:
@@ -364,7 +424,7 @@ def generate(
     settings: SampleSettings | Sequence[SampleSettings] = SampleSettings(),
 ) -> list[Generation]:
     """Generate one reply per prompt (see :func:`stream`)."""
-    results: list[Generation] = []
-    for _ in stream(model, prompts, settings, results):
+    run = stream(model, prompts, settings)
+    for _ in run:
         pass
-    return results
+    return run.generations

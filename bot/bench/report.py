@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.bench.machine import describe_cpu
@@ -26,7 +27,12 @@ def _mark(ok: bool | None) -> str:
 
 
 def markdown(results: dict) -> str:
-    t = results["targets"]
+    """The report people read: each of :data:`SECTIONS` in turn, a section without results left out."""
+    return "\n".join(line for section in SECTIONS for line in section(results)) + "\n"
+
+
+def _header(results: dict) -> list[str]:
+    """The title, the machine and run the figures come from, and the run's notes and failed sections."""
     m0, m1 = results["machine_start"], results.get("machine_end", {})
     lines = [
         "# charbot bench",
@@ -43,92 +49,120 @@ def markdown(results: dict) -> str:
         lines += ["", f"Note: {note}"]
     for section, error in results.get("errors", {}).items():
         lines += ["", f"The {section} section failed: {error}"]
-    auto = {r["model"]: r["precision"] for r in results.get("auto") or []}
-    if results.get("auto"):
-        lines += _auto_lines(results["auto"])
-    if results.get("single"):
-        precisions = [p for p in ("fp32", "bf16", "int8") if any(p in r for r in results["single"])]
-        lines += ["", "## Single reply", "",
-                  f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s). "
-                  "The precision auto picked for each model is marked *.", "",
-                  "First character: time to the first character of an 85-character prompt primed inside the batch "
-                  "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
-                  "| model | size | " + " | ".join(f"engine {p} chars/s (ms/char)" for p in precisions)
-                  + " | first char (fp32) | nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | "
-                  + " | ".join(f"{p} / classic" for p in precisions) + " |",
-                  "|---|---|" + "---|" * (2 * len(precisions) + 4)]
-        for r in results["single"]:
-            cells = [r["model"], r["size"]]
-            for p in precisions:
-                star = "*" if auto.get(r["model"]) == p else ""
-                cells.append(f"{_f(r[p]['chars_per_s'])}{star} ({_f(r[p]['ms_per_char'], 3)})" if p in r else "-")
-            cells.append(_f(r["fp32"]["first_char_ms"], 1, " ms") if "fp32" in r else "-")
-            cells.append(_f(r["reference"].get("prime_ms"), 1, " ms"))
-            cells.append(_f(r["reference"]["chars_per_s"]))
-            cells.append(_f(r.get("classic", {}).get("chars_per_s")))
-            for p in precisions:
-                v = r.get(p, {}).get("vs_classic")
-                cells.append(_f(v, 1, "x") + _mark(None if v is None else v >= t["single_vs_classic"]))
-            lines.append("| " + " | ".join(cells) + " |")
-    if results.get("concurrent"):
-        lines += ["", "## Concurrent replies", "",
-                  f"Target with 32 replies: at least {t['concurrent32_chars_per_s']:,.0f} chars/s in aggregate, "
-                  f"event-loop lag p99 at most {t['loop_lag_p99_ms']:g} ms. "
-                  f"Path: {results['concurrent'][0]['path']}. The precision auto picked is marked *.", "",
-                  "| model | precision | replies | aggregate chars/s | latency p50 | latency p99 | loop lag p99 |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in results["concurrent"]:
-            big = r["replies"] >= 32
-            star = "*" if auto.get(r["model"]) == r["precision"] else ""
-            lines.append(
-                f"| {r['model']} | {r['precision']}{star} | {r['replies']} | {_f(r['aggregate_chars_per_s'])}"
-                f"{_mark(r['aggregate_chars_per_s'] >= t['concurrent32_chars_per_s'] if big else None)} | "
-                f"{_f(r['latency_p50_s'], 2, ' s')} | {_f(r['latency_p99_s'], 2, ' s')} | "
-                f"{_f(r['loop_lag_p99_ms'], 1, ' ms')}{_mark(r['loop_lag_p99_ms'] <= t['loop_lag_p99_ms'])} |")
-    if results.get("train"):
-        lines += ["", "## Training", "", f"Target: at least {t['train_vs_classic']:g}x the classic recipe. Ours is "
-                  "`train()` as a user runs it (precision auto: bf16 autocast where the CPU has native bf16, "
-                  "float32 weights and validation), and in plain fp32 for comparison.", "",
-                  "| size | batch | ours | precision | chars/s | classic chars/s | ours / classic |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in results["train"]:
-            if "ours" not in r:
-                lines.append(f"| - | - | {r.get('error', '-')} | - | - | - | - |")
+    return lines
+
+
+def _auto_picks(results: dict) -> dict[str, str]:
+    """The precision auto picked per model, for the tables that star it."""
+    return {r["model"]: r["precision"] for r in results.get("auto") or []}
+
+
+def _single_section(results: dict) -> list[str]:
+    """One reply at a time: each precision of the engine against the reference and the classic recipe."""
+    if not results.get("single"):
+        return []
+    t, auto = results["targets"], _auto_picks(results)
+    precisions = [p for p in ("fp32", "bf16", "int8") if any(p in r for r in results["single"])]
+    lines = ["", "## Single reply", "",
+             f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s). "
+             "The precision auto picked for each model is marked *.", "",
+             "First character: time to the first character of an 85-character prompt primed inside the batch "
+             "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
+             "| model | size | " + " | ".join(f"engine {p} chars/s (ms/char)" for p in precisions)
+             + " | first char (fp32) | nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | "
+             + " | ".join(f"{p} / classic" for p in precisions) + " |",
+             "|---|---|" + "---|" * (2 * len(precisions) + 4)]
+    for r in results["single"]:
+        cells = [r["model"], r["size"]]
+        for p in precisions:
+            star = "*" if auto.get(r["model"]) == p else ""
+            cells.append(f"{_f(r[p]['chars_per_s'])}{star} ({_f(r[p]['ms_per_char'], 3)})" if p in r else "-")
+        cells.append(_f(r["fp32"]["first_char_ms"], 1, " ms") if "fp32" in r else "-")
+        cells.append(_f(r["reference"].get("prime_ms"), 1, " ms"))
+        cells.append(_f(r["reference"]["chars_per_s"]))
+        cells.append(_f(r.get("classic", {}).get("chars_per_s")))
+        for p in precisions:
+            v = r.get(p, {}).get("vs_classic")
+            cells.append(_f(v, 1, "x") + _mark(None if v is None else v >= t["single_vs_classic"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _concurrent_section(results: dict) -> list[str]:
+    """Many replies at once through the bot's reply path: throughput, latency, event-loop lag."""
+    if not results.get("concurrent"):
+        return []
+    t, auto = results["targets"], _auto_picks(results)
+    lines = ["", "## Concurrent replies", "",
+             f"Target with 32 replies: at least {t['concurrent32_chars_per_s']:,.0f} chars/s in aggregate, "
+             f"event-loop lag p99 at most {t['loop_lag_p99_ms']:g} ms. "
+             f"Path: {results['concurrent'][0]['path']}. The precision auto picked is marked *.", "",
+             "| model | precision | replies | aggregate chars/s | latency p50 | latency p99 | loop lag p99 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results["concurrent"]:
+        big = r["replies"] >= 32
+        star = "*" if auto.get(r["model"]) == r["precision"] else ""
+        lines.append(
+            f"| {r['model']} | {r['precision']}{star} | {r['replies']} | {_f(r['aggregate_chars_per_s'])}"
+            f"{_mark(r['aggregate_chars_per_s'] >= t['concurrent32_chars_per_s'] if big else None)} | "
+            f"{_f(r['latency_p50_s'], 2, ' s')} | {_f(r['latency_p99_s'], 2, ' s')} | "
+            f"{_f(r['loop_lag_p99_ms'], 1, ' ms')}{_mark(r['loop_lag_p99_ms'] <= t['loop_lag_p99_ms'])} |")
+    return lines
+
+
+def _train_section(results: dict) -> list[str]:
+    """Training speed, ours (as a user runs it, and in plain fp32) against the classic recipe."""
+    if not results.get("train"):
+        return []
+    t = results["targets"]
+    lines = ["", "## Training", "", f"Target: at least {t['train_vs_classic']:g}x the classic recipe. Ours is "
+             "`train()` as a user runs it (precision auto: bf16 autocast where the CPU has native bf16, "
+             "float32 weights and validation), and in plain fp32 for comparison.", "",
+             "| size | batch | ours | precision | chars/s | classic chars/s | ours / classic |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results["train"]:
+        if "ours" not in r:
+            lines.append(f"| - | - | {r.get('error', '-')} | - | - | - | - |")
+            continue
+        classic_cps = _f(r.get("classic", {}).get("chars_per_s"))
+        for key, vs, name in (("ours", "vs_classic", "default"), ("ours_fp32", "fp32_vs_classic", "fp32")):
+            if key not in r:
                 continue
-            classic_cps = _f(r.get("classic", {}).get("chars_per_s"))
-            for key, vs, name in (("ours", "vs_classic", "default"), ("ours_fp32", "fp32_vs_classic", "fp32")):
-                if key not in r:
-                    continue
-                o, v = r[key], r.get(vs)
-                target = None if v is None or key != "ours" else v >= t["train_vs_classic"]
-                lines.append(f"| {r['size']} | {o['seqs']}x{o['steps_per_seq']} | {name} | {o.get('precision', '-')} | "
-                             f"{_f(o['chars_per_s'])} | {classic_cps} | {_f(v, 2, 'x')}{_mark(target)} |")
-    if results.get("fidelity"):
-        lines += ["", "## Fidelity", "",
-                  "KL(reference || fast step) per character in nats over real text (the measure auto applies to the "
-                  "model's own text); bounds: KL mean at most 1e-3, top-1 agreement at least 99%.", "",
-                  "| model | text | precision | KL mean | KL p99 | KL max | top-1 agreement | within bounds |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in results["fidelity"]:
-            for k in r["kl"]:
-                lines.append(
-                    f"| {r['model']} | {k['text']} | {k['precision']} | {k['kl_mean']:.1e} | {k['kl_p99']:.1e} | "
-                    f"{k['kl_max']:.1e} | {k['top1_agreement']:.2%} | {'yes' if k.get('meets_bounds') else 'no'} |")
-        lines += ["", "Texts compared exactly (fp32 engine):", "",
-                  "| model | engine = generate | alone = in a crowd |", "|---|---|---|"]
-        for r in results["fidelity"]:
-            a = r["agreement"]
-            lines.append(f"| {r['model']} | {a['engine_equals_generate']}/{a['replies']} | "
-                         f"{a['alone_equals_crowd']}/{a['replies']} |")
-    if results.get("quality"):
-        lines += _quality_lines(results["quality"], t)
-    if results.get("gpu"):
-        lines += _gpu_markdown(results["gpu"], t)
-    return "\n".join(lines) + "\n"
+            o, v = r[key], r.get(vs)
+            target = None if v is None or key != "ours" else v >= t["train_vs_classic"]
+            lines.append(f"| {r['size']} | {o['seqs']}x{o['steps_per_seq']} | {name} | {o.get('precision', '-')} | "
+                         f"{_f(o['chars_per_s'])} | {classic_cps} | {_f(v, 2, 'x')}{_mark(target)} |")
+    return lines
 
 
-def _auto_lines(rows: list[dict]) -> list[str]:
+def _fidelity_section(results: dict) -> list[str]:
+    """How far the fast step's distributions are from the reference, and which texts came out exactly equal."""
+    if not results.get("fidelity"):
+        return []
+    lines = ["", "## Fidelity", "",
+             "KL(reference || fast step) per character in nats over real text (the measure auto applies to the "
+             "model's own text); bounds: KL mean at most 1e-3, top-1 agreement at least 99%.", "",
+             "| model | text | precision | KL mean | KL p99 | KL max | top-1 agreement | within bounds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["fidelity"]:
+        for k in r["kl"]:
+            lines.append(
+                f"| {r['model']} | {k['text']} | {k['precision']} | {k['kl_mean']:.1e} | {k['kl_p99']:.1e} | "
+                f"{k['kl_max']:.1e} | {k['top1_agreement']:.2%} | {'yes' if k.get('meets_bounds') else 'no'} |")
+    lines += ["", "Texts compared exactly (fp32 engine):", "",
+              "| model | engine = generate | alone = in a crowd |", "|---|---|---|"]
+    for r in results["fidelity"]:
+        a = r["agreement"]
+        lines.append(f"| {r['model']} | {a['engine_equals_generate']}/{a['replies']} | "
+                     f"{a['alone_equals_crowd']}/{a['replies']} |")
+    return lines
+
+
+def _auto_section(results: dict) -> list[str]:
     """What the engine's auto picked per model, why, and the measurement behind it (model.precision)."""
+    rows = results.get("auto")
+    if not rows:
+        return []
     lines = ["", "## Auto precision", "",
              "What `precision=auto` picks at load on this machine: the fastest precision whose KL against the fp32 "
              "reference (teacher-forced on 16 x 128 characters the model wrote itself) is at most 1e-3 nats/char "
@@ -158,8 +192,11 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def _quality_lines(rows: list[dict], t: dict) -> list[str]:
+def _quality_section(results: dict) -> list[str]:
     """The reply-quality table: what a person reads, and how long it takes, per corpus and n."""
+    rows, t = results.get("quality"), results["targets"]
+    if not rows:
+        return []
     clean_t, topic_t, p95_t = t.get("quality_clean_rate"), t.get("quality_faq_topic_rate"), t.get("quality_alone_p95_s")
     invented_t = t.get("quality_invented_rate", {})
     served = ", ".join(f"{c} {p}" for c, p in dict((r["corpus"], r["precision"]) for r in rows).items())
@@ -246,8 +283,11 @@ def _reference_lines(rows: list[dict], t: dict) -> list[str]:
     return lines
 
 
-def _gpu_markdown(g: dict, t: dict) -> list[str]:
+def _gpu_section(results: dict) -> list[str]:
     """The GPU section: single reply four ways, many replies, training against the classic recipe."""
+    g, t = results.get("gpu"), results["targets"]
+    if not g:
+        return []
     if "skipped" in g:
         return ["", "## GPU", "", f"Skipped: {g['skipped']}."]
     d = g["device"]
@@ -286,6 +326,13 @@ def _gpu_markdown(g: dict, t: dict) -> list[str]:
                      f"{_f(r.get('classic', {}).get('chars_per_s'))} | "
                      f"{_f(v, 1, 'x')}{_mark(None if v is None else v >= t['gpu_train_vs_classic'])} |")
     return lines
+
+
+# The report's sections in the order it shows them; each gives its lines, none when it has no results.
+SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
+    _header, _auto_section, _single_section, _concurrent_section, _train_section, _fidelity_section,
+    _quality_section, _gpu_section,
+)
 
 
 def write_report(results: dict, out: str | Path) -> tuple[Path, Path]:

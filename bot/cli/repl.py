@@ -80,38 +80,24 @@ class ChatSession:
             return exc.message
 
     async def _dispatch(self, name: str, rest: str) -> str | None:
-        g, c, u = LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER
-        if name in ("quit", "exit"):
-            return None
+        """A corpus's name generates; any other command is answered from :data:`answers.COMMANDS`."""
         if name in CORPORA:
-            opts = parse_generation(rest)
-            request = make_request(
-                name, opts.prompt, self.limits, temperature=opts.temperature,
-                user_default=await self.store.get_temperature(g, u), length=opts.length, seed=opts.seed,
-            )
-            return (await self.service.reply(request)).text
-        if name == "temp":
-            if rest.lower() == "reset":
-                return (await answers.temp(self.store, g, u, reset=True)).text
-            if not rest:
-                return (await answers.temp(self.store, g, u)).text
-            return (await answers.temp(self.store, g, u, rest)).text
-        if name == "contribute":
-            corpus, _, text = rest.partition(" ")
-            if not corpus:
-                raise Refusal(f"Say which corpus and the text: /contribute {next(iter(CORPORA))} your text here")
-            return (await answers.contribute(self.store, g, c, u, corpus, text, "cli", self.limits)).text
-        if name == "forget":
-            return (await answers.forget(self.store, g, u)).text
-        if name == "optout":
-            return (await answers.optout(self.store, g, u, undo=rest.lower() == "undo")).text
-        if name == "model":
-            return answers.model_text(self.service.models.info)
-        if name == "help":
-            return answers.help_text(chat=True)
-        if name in ("listen", "unlisten"):
-            return f"/{name} works in Discord channels only."
-        return f"Unknown command /{name}; try /help."
+            return await self._generate(name, rest)
+        command = answers.COMMANDS_BY_NAME.get(name)
+        if command is None or command.chat is None:
+            return f"Unknown command /{name}; try /help."
+        caller = answers.Caller(self.store, LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER, self.limits,
+                                self.service.models.info)
+        return await command.chat(caller, rest)
+
+    async def _generate(self, corpus: str, rest: str) -> str:
+        opts = parse_generation(rest)
+        request = make_request(
+            corpus, opts.prompt, self.limits, temperature=opts.temperature,
+            user_default=await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER), length=opts.length,
+            seed=opts.seed,
+        )
+        return (await self.service.reply(request)).text
 
 
 async def run_chat(session: ChatSession, lines: TextIO, out: TextIO, interactive: bool) -> int:

@@ -45,19 +45,19 @@ def run(args: argparse.Namespace) -> int:
     settings = SampleSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               max_chars=args.length, stop=stops, seed=args.seed)
     ck = load_checkpoint(args.checkpoint, device=pick_device(args.device))
-    results = []
+    run = stream(ck.model, [args.prime], settings)
     if args.json:
-        for _ in stream(ck.model, [args.prime], settings, results):
+        for _ in run:
             pass
     else:
         from model.sample import prime_codes
 
         sys.stdout.write(prime_codes(args.prime)[0])
-        for _, piece in stream(ck.model, [args.prime], settings, results):
+        for _, piece in run:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-    g = results[0]
+    g = run.generations[0]
     if args.json:
         emit(args, {"prime": g.prime, "text": g.text, "finish": g.finish, "seed": g.seed,
                     "dropped_chars": g.dropped}, "")

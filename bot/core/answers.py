@@ -4,11 +4,16 @@
 these answers and ``charbot chat`` prints them, so both behave the same. Bad input raises
 :class:`~bot.core.refusals.Refusal` with a message for the person (quoting what they typed only
 through :func:`bot.core.sanitise.quote`), and never reaches the database.
+
+:data:`COMMANDS` is the one list of these commands: each one's line in the help texts and
+how ``charbot chat`` answers it, so a new command is added in one place for the help and
+the terminal (and in a cog for Discord).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config import Limits
@@ -176,31 +181,119 @@ def model_text(info: dict[str, ModelInfo]) -> str:
 
 
 def help_text(chat: bool = False) -> str:
-    """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``)."""
+    """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``):
+    the corpora's, then each of :data:`COMMANDS` listed there."""
     options = "--temperature T --length N --seed S" if chat else "[temperature] [length]"
     lines = [
         f"/{name} {corpus.style.prompt_label} {options}: {corpus.description}"
         for name, corpus in CORPORA.items()
     ]
-    lines += [
-        "/temp [value]: show or set your default temperature here (0 = predictable, 2 = wild); /temp reset clears it",
-        "/model: which model each corpus runs and how good it is",
-        "/contribute corpus text: offer a text to teach a corpus" if chat
-        else "/contribute corpus: offer a text to teach a corpus",
-        "/forget: delete everything you contributed here",
-        "/optout: stop your messages in listening channels from being stored (/optout undo to resume)",
-    ]
-    if chat:
-        lines += ["/help: this list", "/quit: leave (or Ctrl-D)"]
-    else:
-        lines += [
-            "/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus",
+    lines += [line for command in COMMANDS if (line := command.chat_help if chat else command.help)]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who typed a command and where, with what the answers need; built afresh for each command."""
+
+    store: Store
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    limits: Limits
+    models: dict[str, ModelInfo]
+
+
+# How ``charbot chat`` answers a command from the rest of the typed line: the text to print,
+# or None to end the session.
+ChatAnswer = Callable[[Caller, str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command that answers without generating: its line in each help text (None: not
+    listed there) and how ``charbot chat`` answers it (None: Discord only, unknown there)."""
+
+    name: str
+    help: str | None
+    chat_help: str | None
+    chat: ChatAnswer | None
+
+    @classmethod
+    def alike(cls, name: str, line: str, chat: ChatAnswer) -> Command:
+        """A command both help texts list with the same line."""
+        return cls(name, line, line, chat)
+
+
+async def _chat_temp(caller: Caller, rest: str) -> str:
+    g, u = caller.guild_id, caller.user_id
+    if rest.lower() == "reset":
+        return (await temp(caller.store, g, u, reset=True)).text
+    if not rest:
+        return (await temp(caller.store, g, u)).text
+    return (await temp(caller.store, g, u, rest)).text  # check_temperature reads and words it
+
+
+async def _chat_contribute(caller: Caller, rest: str) -> str:
+    corpus, _, text = rest.partition(" ")
+    if not corpus:
+        raise Refusal(f"Say which corpus and the text: /contribute {next(iter(CORPORA))} your text here")
+    return (await contribute(caller.store, caller.guild_id, caller.channel_id, caller.user_id, corpus, text, "cli",
+                             caller.limits)).text
+
+
+async def _chat_forget(caller: Caller, rest: str) -> str:
+    return (await forget(caller.store, caller.guild_id, caller.user_id)).text
+
+
+async def _chat_optout(caller: Caller, rest: str) -> str:
+    return (await optout(caller.store, caller.guild_id, caller.user_id, undo=rest.lower() == "undo")).text
+
+
+async def _chat_model(caller: Caller, rest: str) -> str:
+    return model_text(caller.models)
+
+
+async def _chat_help(caller: Caller, rest: str) -> str:
+    return help_text(chat=True)
+
+
+async def _chat_quit(caller: Caller, rest: str) -> None:
+    return None
+
+
+def _in_channels_only(name: str) -> ChatAnswer:
+    """The answer for a command that needs a Discord channel (a terminal has none)."""
+    async def answer(caller: Caller, rest: str) -> str:
+        return f"/{name} works in Discord channels only."
+    return answer
+
+
+# The non-generating commands, in the order the help texts list them.
+COMMANDS: tuple[Command, ...] = (
+    Command.alike("temp", "/temp [value]: show or set your default temperature here (0 = predictable, 2 = wild); "
+                  "/temp reset clears it", _chat_temp),
+    Command.alike("model", "/model: which model each corpus runs and how good it is", _chat_model),
+    Command("contribute", "/contribute corpus: offer a text to teach a corpus",
+            "/contribute corpus text: offer a text to teach a corpus", _chat_contribute),
+    Command.alike("forget", "/forget: delete everything you contributed here", _chat_forget),
+    Command.alike("optout", "/optout: stop your messages in listening channels from being stored "
+                  "(/optout undo to resume)", _chat_optout),
+    Command("help", None, "/help: this list", _chat_help),
+    Command("quit", None, "/quit: leave (or Ctrl-D)", _chat_quit),
+    Command("exit", None, None, _chat_quit),
+    Command("listen", "/listen corpus, /unlisten: (admins) collect this channel's messages for a corpus", None,
+            _in_channels_only("listen")),
+    Command("unlisten", None, None, _in_channels_only("unlisten")),
+    Command("finetune",
             "/finetune start corpus [minutes] [force], /finetune status, /finetune cancel corpus: "
             "(admins) teach a corpus its contributions, while the bot keeps talking; a result that forgets "
             "the corpus is refused unless forced",
-            "/rollback corpus [version]: (admins) serve an earlier version of a corpus's model",
-        ]
-    return "\n".join(lines)
+            None, None),
+    Command("rollback", "/rollback corpus [version]: (admins) serve an earlier version of a corpus's model", None,
+            None),
+)
+COMMANDS_BY_NAME: dict[str, Command] = {command.name: command for command in COMMANDS}
 
 
 def may_administer(user_id: int, has_manage_guild: bool, admin_ids: frozenset[int]) -> bool:

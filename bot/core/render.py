@@ -60,6 +60,23 @@ def safe_text(text: str, at_line_start: bool = True) -> str:
     return escape_markdown(public_text(text), at_line_start)  # bot.core.sanitise: controls, bidi, mentions, links
 
 
+def _fitting_prefix(text: str, room: int, at_line_start: bool = True) -> str:
+    """The longest prefix of ``text`` whose :func:`safe_text` fits in ``room`` characters, escaped.
+
+    Escaping lengthens text unevenly (a ``*`` becomes two characters, a mention three), so
+    what fits is found by measuring the escaped form, by bisection over the prefix length:
+    the prompt shortened to leave the reply room, and the reply cut to the message limit.
+    """
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(safe_text(text[:mid], at_line_start)) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return safe_text(text[:lo], at_line_start)
+
+
 def _head(corpus: str, prompt: str, limit: int, continues: bool = True) -> str:
     """The user's words, set apart as the corpus's style says; long prompts are shortened so the reply keeps room."""
     style = get_corpus(corpus).style
@@ -69,14 +86,7 @@ def _head(corpus: str, prompt: str, limit: int, continues: bool = True) -> str:
         return ""
     shown, budget = safe_text(prompt), limit // 2
     if len(shown) > budget:
-        lo, hi = 0, len(prompt)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(safe_text(prompt[:mid])) + 1 <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        shown = safe_text(prompt[:lo]) + TRUNCATED
+        shown = _fitting_prefix(prompt, budget - len(TRUNCATED)) + TRUNCATED
     if style.layout == "question":
         lines = shown.split("\n")
         return "\n".join(f"> **{line}**" if line.strip() else ">" for line in lines) + "\n"
@@ -160,12 +170,4 @@ def render_reply(
         tail = WORKING  # still being written, even when the text so far already overflows
     else:
         tail = TRUNCATED if finish != Finish.CANCELLED else CUT_SHORT
-    room = limit - len(head) - len(tail)
-    lo, hi = 0, len(continuation)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(safe_text(continuation[:mid], starts_line)) <= room:
-            lo = mid
-        else:
-            hi = mid - 1
-    return head + safe_text(continuation[:lo], starts_line) + tail + extra
+    return head + _fitting_prefix(continuation, limit - len(head) - len(tail), starts_line) + tail + extra

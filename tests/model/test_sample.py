@@ -248,9 +248,9 @@ def test_streamed_pieces_add_up_to_the_final_text(tiny_model, seed):
     free = one(tiny_model, "Once", temperature=1.0, max_chars=150, seed=seed).text
     # multi-character stop strings whose first characters occur early and often
     stops = (free[70:75], free[5] + "\x7e\x7e", free[20:22] + "#")
-    results: list[Generation] = []
-    pieces = list(stream(tiny_model, ["Once"], SampleSettings(temperature=1.0, max_chars=150, seed=seed, stop=stops),
-                         results))
+    run = stream(tiny_model, ["Once"], SampleSettings(temperature=1.0, max_chars=150, seed=seed, stop=stops))
+    pieces = list(run)
+    results = run.generations
     assert all(i == 0 and piece for i, piece in pieces)
     assert "".join(p for _, p in pieces) == results[0].text
     assert results[0].text == free[: min(free.find(s) for s in stops if s in free)]
@@ -258,10 +258,21 @@ def test_streamed_pieces_add_up_to_the_final_text(tiny_model, seed):
 
 
 def test_streaming_without_a_stop_sends_everything(tiny_model):
-    results: list[Generation] = []
     settings = SampleSettings(temperature=1.0, max_chars=50, seed=3, stop=("\x7e\x7e\x7e",))
-    text = "".join(p for _, p in stream(tiny_model, ["x"], settings, results))
+    run = stream(tiny_model, ["x"], settings)
+    text = "".join(p for _, p in run)
+    results = run.generations
     assert text == results[0].text and len(text) == 50 and results[0].finish == "length"
+
+
+def test_a_stream_returns_its_replies_once_used_up(tiny_model):
+    run = stream(tiny_model, ["a"], SampleSettings(temperature=0, max_chars=5))
+    with pytest.raises(RuntimeError, match="not finished"):
+        run.generations  # noqa: B018 (the property is what is tested)
+    assert "".join(p for _, p in run) == run.generations[0].text
+    assert list(run) == [] and len(run.generations) == 1  # used up: the replies stay
+    empty = stream(tiny_model, [], SampleSettings())
+    assert list(empty) == [] and empty.generations == []
 
 
 def test_stop_watcher_holds_back_a_possible_stop_string():
@@ -308,10 +319,11 @@ def test_several_prompts_with_different_settings_equal_each_alone(lively):
 def test_stream_tags_pieces_with_their_request(tiny_model):
     prompts = ["a", "b", "c"]
     settings = [SampleSettings(temperature=1.0, max_chars=n, seed=n) for n in (5, 30, 12)]
-    results: list[Generation] = []
+    run = stream(tiny_model, prompts, settings)
     by_request = {0: "", 1: "", 2: ""}
-    for i, piece in stream(tiny_model, prompts, settings, results):
+    for i, piece in run:
         by_request[i] += piece
+    results = run.generations
     assert [by_request[i] for i in range(3)] == [g.text for g in results]
     assert [len(g.text) for g in results] == [5, 30, 12]
 

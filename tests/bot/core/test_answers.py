@@ -128,6 +128,16 @@ def test_help_lists_every_corpus_command():
     assert "/listen" in answers.help_text(chat=False)
 
 
+def test_each_command_in_a_help_text_is_listed_under_its_name_and_chat_answers_what_its_help_lists():
+    for command in answers.COMMANDS:
+        for line in (command.help, command.chat_help):
+            assert line is None or line.startswith(f"/{command.name}")
+        if command.chat_help:
+            assert command.chat is not None
+    assert set(answers.COMMANDS_BY_NAME) == {c.name for c in answers.COMMANDS}
+    assert not set(answers.COMMANDS_BY_NAME) & set(CORPORA)  # a corpus's name generates
+
+
 def test_admins_are_configured_ids_or_manage_server():
     assert answers.may_administer(5, False, frozenset({5}))
     assert answers.may_administer(6, True, frozenset())
