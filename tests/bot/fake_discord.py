@@ -513,6 +513,7 @@ class FakeDiscord:
             r("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_followup),
             r("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self._delete_followup),
             r("POST", "/users/@me/channels", self._open_dm),
+            r("GET", "/users/{user_id}", self._get_user),
             r("POST", "/channels/{channel_id}/messages", self._post_channel_message),
             r("GET", "/channels/{channel_id}/messages/{message_id}", self._get_channel_message),
             r("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_channel_message),
@@ -896,6 +897,11 @@ class FakeDiscord:
         if not known and channel_id not in self.dm_channels.values():
             raise _Reject(self._error(404, 10003, "Unknown Channel"))
         return channel_id
+
+    async def _get_user(self, rec: RecordedRequest) -> web.Response:
+        """``GET /users/{id}`` (discord.py's ``fetch_user``), for users of the fake's world."""
+        user = next((u for u in self.users if u.id == rec.params["user_id"]), None)
+        return self._json(user.payload()) if user else self._error(404, 10013, "Unknown User")
 
     async def _open_dm(self, rec: RecordedRequest) -> web.Response:
         """``POST /users/@me/channels`` (discord.py's ``create_dm``): the one DM channel with that user."""
