@@ -290,8 +290,12 @@ class FakeDiscord:
         interaction_deadline_s: float | None = 3.0,
         privileged_intents: int = ALL_PERMISSIONS,
         recommended_shards: int = 1,
+        echo_bot_messages: bool = False,
     ) -> None:
         self.recommended_shards = recommended_shards
+        # Discord sends a bot MESSAGE_CREATE for the messages it posts itself; off by default (older tests
+        # count the events they cause), on for tests that must show the bot does not answer itself.
+        self.echo_bot_messages = echo_bot_messages
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.token = token
         self.interaction_deadline_s = interaction_deadline_s
@@ -452,7 +456,8 @@ class FakeDiscord:
         """
         other = FakeDiscord(heartbeat_interval_ms=self.heartbeat_interval_ms, token=self.token,
                             interaction_deadline_s=self.interaction_deadline_s,
-                            privileged_intents=self.privileged_intents, **options)
+                            privileged_intents=self.privileged_intents,
+                            **{"echo_bot_messages": self.echo_bot_messages, **options})
         for name in ("ids", "app_id", "bot_user", "guild_id", "admin_role_id", "admin", "member", "other_member",
                      "other_bot", "users", "channels", "guild_channels", "guild_names"):
             setattr(other, name, getattr(self, name))
@@ -836,12 +841,9 @@ class FakeDiscord:
         return self._edit(self._original_for(rec), rec)
 
     async def _delete_original(self, rec: RecordedRequest) -> web.Response:
-        message = self._original_for(rec)
-        self.original_messages.pop(rec.params["token"], None)
         # After a type 6/7 answer the original is the component's message: deleting it deletes that message.
-        stored = self.channel_messages.get(str(message.get("channel_id")), {})
-        if stored.get(message["id"]) is message:
-            del stored[message["id"]]
+        self._forget(self._original_for(rec))
+        self.original_messages.pop(rec.params["token"], None)
         return web.Response(status=204)
 
     async def _post_followup(self, rec: RecordedRequest) -> web.Response:
@@ -929,7 +931,7 @@ class FakeDiscord:
             # fail_if_not_exists false Discord sends it as a plain message instead of refusing it.
             ref_channel = str(reference.get("channel_id") or channel_id)
             if ref_channel == channel_id:
-                referenced = self.channel_messages.get(channel_id, {}).get(str(reference.get("message_id")))
+                referenced = self._message_in(channel_id, str(reference.get("message_id")))
             if referenced is None:
                 if reference.get("fail_if_not_exists", True):
                     return self._error(400, 50035, "Invalid Form Body", {"message_reference": _form_error(
@@ -950,7 +952,16 @@ class FakeDiscord:
             if pings and author["id"] != self.bot_user.id and not referenced.get("webhook_id"):
                 message["mentions"].append(author)
         self.channel_messages.setdefault(channel_id, {})[message["id"]] = message
+        if self.echo_bot_messages:
+            await self._echo(message)
         return self._json(self.rendered(message))
+
+    async def _echo(self, message: dict) -> None:
+        """The MESSAGE_CREATE Discord sends the bot for its own message (content included, whatever the intents)."""
+        session = self._session_for(message.get("guild_id"))
+        wanted = INTENT_GUILD_MESSAGES if "guild_id" in message else INTENT_DIRECT_MESSAGES
+        if session is not None and session.ws is not None and not session.ws.closed and session.intents & wanted:
+            await self.dispatch("MESSAGE_CREATE", self.rendered(message))
 
     def _reference_to(self, message: dict) -> dict:
         reference = {"type": 0, "message_id": message["id"], "channel_id": message["channel_id"]}
@@ -960,10 +971,30 @@ class FakeDiscord:
 
     def _channel_message_for(self, rec: RecordedRequest) -> dict:
         channel_id = self._check_channel(rec)
-        message = self.channel_messages.get(channel_id, {}).get(rec.params["message_id"])
+        message = self._message_in(channel_id, rec.params["message_id"])
         if message is None:
             raise _Reject(self._error(404, 10008, "Unknown Message"))
         return message
+
+    def _message_in(self, channel_id: str, message_id: str) -> dict | None:
+        """A message of the channel everyone there can see: posted, or a public interaction response."""
+        message = self.channel_messages.get(channel_id, {}).get(message_id)
+        if message is None:
+            message = next((m for m in self._webhook_messages() if m["id"] == message_id
+                            and m["channel_id"] == channel_id and not m["flags"] & EPHEMERAL), None)
+        return message
+
+    def _forget(self, message: dict) -> None:
+        """Delete ``message`` wherever it is kept: in its channel, as a response or follow-up, as an original."""
+        stored = self.channel_messages.get(str(message.get("channel_id")), {})
+        if stored.get(message["id"]) is message:
+            del stored[message["id"]]
+        for token, original in list(self.original_messages.items()):
+            if original is message:
+                del self.original_messages[token]
+        for messages in self.followup_messages.values():
+            if any(m is message for m in messages):
+                messages[:] = [m for m in messages if m is not message]
 
     async def _get_channel_message(self, rec: RecordedRequest) -> web.Response:
         return self._json(self.rendered(self._channel_message_for(rec)))
@@ -976,8 +1007,7 @@ class FakeDiscord:
         return self._json(self.rendered(message)) if response.status == 200 else response
 
     async def _delete_channel_message(self, rec: RecordedRequest) -> web.Response:
-        message = self._channel_message_for(rec)
-        del self.channel_messages[rec.params["channel_id"]][message["id"]]
+        self._forget(self._channel_message_for(rec))
         return web.Response(status=204)
 
     # ----- gateway ---------------------------------------------------------------------------------------------
@@ -1458,7 +1488,7 @@ class FakeDiscord:
             ref_id = reply_to if isinstance(reply_to, str) else reply_to["id"]
             if isinstance(reply_to, dict) and reply_to.get("channel_id") != channel_id:
                 raise FakeDiscordError("a reply must be in the channel of the message it replies to")
-            referenced = self.channel_messages.get(channel_id, {}).get(ref_id)
+            referenced = self._message_in(channel_id, ref_id)
             reference = {"type": 0, "message_id": ref_id, "channel_id": channel_id}
             replied = next((u for u in self.users if referenced and u.id == referenced["author"]["id"]), None)
             if ping_reply and replied is not None and replied is not author and replied not in mentions:
@@ -1527,9 +1557,7 @@ class FakeDiscord:
         out = json.loads(json.dumps(message))
         reference = message.get("message_reference")
         if reference and message.get("type") == MESSAGE_REPLY:
-            referenced = self.channel_messages.get(reference["channel_id"], {}).get(reference["message_id"])
-            if referenced is None:
-                referenced = next((m for m in self._webhook_messages() if m["id"] == reference["message_id"]), None)
+            referenced = self._message_in(reference["channel_id"], reference["message_id"])
             out["referenced_message"] = None if referenced is None else {
                 k: v for k, v in json.loads(json.dumps(referenced)).items() if k != "referenced_message"}
         return out

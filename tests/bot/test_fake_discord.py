@@ -283,6 +283,7 @@ class ConversingClient(discord.Client):
         self.seen: list[discord.Message] = []
         self.pressed: list[tuple[str, int | None]] = []
         self.targets: list[discord.Message] = []
+        self.own: list[discord.Message] = []
 
         @self.tree.context_menu(name="Continue as a tale", guild=self.guild)
         async def continue_tale(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -295,6 +296,7 @@ class ConversingClient(discord.Client):
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author == self.user:
+            self.own.append(message)
             return
         self.seen.append(message)
         assert self.user is not None
@@ -534,3 +536,33 @@ async def test_webhooks_other_bots_and_role_mentions_look_as_on_discord(fake: Fa
         assert client.seen[0].webhook_id == int(hooked["webhook_id"]) and client.seen[0].author.bot
         assert [r.id for r in client.seen[0].role_mentions] == [int(fake.admin_role_id)]
         assert client.seen[1].author.bot and client.seen[1].mentions[0].id == int(fake.member.id)
+
+
+async def test_the_bot_sees_its_own_messages_when_the_fake_echoes_them() -> None:
+    async with FakeDiscord(heartbeat_interval_ms=100, echo_bot_messages=True) as fake, conversing(fake) as client:
+        sent = await fake.post_message(f"{fake.mention(fake.bot_user)} a tale", channel="stories")
+        reply = await fake.wait_for_reply(sent)
+        await fake.wait_until(lambda: client.own, what="the echo of the bot's reply")
+        assert client.own[0].id == int(reply["id"]) and client.own[0].content == "a tale for bob"  # no intent needed
+        assert client.own[0].reference is not None and client.own[0].reference.message_id == int(sent["id"])
+        assert fake.dispatched.count(("MESSAGE_CREATE", fake.guild_id, 0)) == 2
+        assert not fake.unknown_routes
+
+
+async def test_interaction_responses_can_be_replied_to_fetched_and_deleted_in_their_channel(fake: FakeDiscord) -> None:
+    intents = discord.Intents.default()
+    intents.message_content = True
+    async with running_client(fake, intents) as client:
+        inter = await fake.slash("echo", {"text": "a tale"})
+        await inter.wait_for(lambda r: r.route.startswith("POST /webhooks"), what="the follow-up")
+        answer = inter.original
+        assert fake.bot_messages() == [answer]  # the ephemeral follow-up is not the channel's
+        reply = await fake.post_message("more!", reply_to=answer)
+        assert reply["referenced_message"]["content"] == "a tale"
+        await fake.wait_until(lambda: client.seen, what="the reply")
+        assert client.seen[0].reference.resolved.id == int(answer["id"])
+        path = f"/channels/{answer['channel_id']}/messages/{answer['id']}"
+        assert (await rest(fake, "GET", path))[1]["content"] == "a tale"
+        assert (await rest(fake, "DELETE", path))[0] == 204
+        assert inter.original is None and fake.find_message(answer["id"]) is None
+        assert fake.bot_messages() == []
