@@ -800,7 +800,9 @@ class FakeDiscord:
     @staticmethod
     def _apply_edit(message: dict, body: Any, files: list[str]) -> web.Response | None:
         data = body if isinstance(body, dict) else {}
-        problem = _message_problem(data, creating=False, files=files)
+        # A components-v2 message stays one: its layout is checked by the flag it was sent with.
+        problem = _message_problem({**data, "flags": data.get("flags") or message.get("flags", 0)},
+                                   creating=False, files=files)
         if problem:
             return FakeDiscord._error(400, 50035, "Invalid Form Body", problem)
         for key in ("content", "embeds", "components", "allowed_mentions"):
@@ -1199,6 +1201,23 @@ class FakeDiscord:
         if self.original_messages.pop(inter.token, None) is None:
             raise FakeDiscordError("the interaction has no response message to delete")
 
+    async def delete_message(self, message: dict | str) -> None:
+        """Someone (a moderator, the author) deletes ``message``: it is gone from every route, replies to it
+        carry ``referenced_message`` None, and the bot gets MESSAGE_DELETE if its intents ask for it."""
+        message_id = message if isinstance(message, str) else message["id"]
+        stored = self.find_message(message_id)
+        if stored is None:
+            raise FakeDiscordError(f"no message {message_id} to delete")
+        self._forget(stored)
+        event = {"id": message_id, "channel_id": stored["channel_id"]}
+        if stored.get("guild_id"):
+            event["guild_id"] = stored["guild_id"]
+        session = self._session_for(stored.get("guild_id"))
+        wanted = INTENT_GUILD_MESSAGES if "guild_id" in event else INTENT_DIRECT_MESSAGES
+        if session is not None and session.ws is not None and not session.ws.closed and session.intents & wanted:
+            await self.dispatch("MESSAGE_DELETE", event)
+        await self._notify()
+
     async def send_op(self, op: int, data: Any = None) -> None:
         """Send a raw gateway opcode (7 = reconnect, 9 = invalid session, 1 = heartbeat request)."""
         session = self._session
@@ -1409,6 +1428,10 @@ class FakeDiscord:
         guild = opened_by.payload.get("guild_id") or self.guild_id
         channel = next(n for n, c in self.guild_channels[guild].items() if c == opened_by.payload["channel_id"])
         payload = self._interaction_payload(MODAL_SUBMIT, user, data, channel, dm, guild)
+        if opened_by.payload.get("message"):
+            # A modal opened from a button: Discord sends that message along, and callbacks 6/7 act on it.
+            shown = opened_by.payload["message"]
+            payload["message"] = self.rendered(self.find_message(shown["id"]) or shown)
         return await self._send_interaction(payload, user)
 
     def message_payload(self, author: FakeUser, content: str, channel_id: str, mentions: list[FakeUser] = ()) -> dict:
@@ -1672,6 +1695,11 @@ class FakeDiscord:
             )
         if component.get("disabled"):
             raise DiscordClientRefused(f"component {custom_id!r} is disabled")
+        if shown.get("flags", 0) & EPHEMERAL:
+            owner = next((i.user for t, i in self.interactions.items() if any(
+                m is shown for m in [self.original_messages.get(t), *self.followup_messages.get(t, [])])), user)
+            if owner.id != user.id:
+                raise DiscordClientRefused(f"only {owner.username} sees that ephemeral message")
         data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
         if component["type"] in SELECT_TYPES:
             data["values"] = list(values or [])

@@ -284,6 +284,7 @@ class ConversingClient(discord.Client):
         self.pressed: list[tuple[str, int | None]] = []
         self.targets: list[discord.Message] = []
         self.own: list[discord.Message] = []
+        self.deleted: list[int] = []
 
         @self.tree.context_menu(name="Continue as a tale", guild=self.guild)
         async def continue_tale(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -293,6 +294,9 @@ class ConversingClient(discord.Client):
     async def setup_hook(self) -> None:
         self.add_view(TaleView(self))
         await self.tree.sync(guild=self.guild)
+
+    async def on_raw_message_delete(self, event: discord.RawMessageDeleteEvent) -> None:
+        self.deleted.append(event.message_id)
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author == self.user:
@@ -566,3 +570,32 @@ async def test_interaction_responses_can_be_replied_to_fetched_and_deleted_in_th
         assert (await rest(fake, "DELETE", path))[0] == 204
         assert inter.original is None and fake.find_message(answer["id"]) is None
         assert fake.bot_messages() == []
+
+
+async def test_a_user_deleting_a_message_reaches_the_bot_and_every_route(fake: FakeDiscord) -> None:
+    async with conversing(fake) as client:
+        asked = await fake.post_message(f"{fake.mention(fake.bot_user)} a tale")
+        tale = await fake.wait_for_reply(asked)
+        await fake.delete_message(tale)
+        await fake.wait_until(lambda: client.deleted, what="MESSAGE_DELETE")
+        assert client.deleted == [int(tale["id"])]
+        path = f"/channels/{tale['channel_id']}/messages/{tale['id']}"
+        assert (await rest(fake, "GET", path))[0] == 404
+        assert fake.bot_reply_to(asked) is None and fake.bot_messages() == []
+        with pytest.raises(FakeDiscordError, match="no message"):
+            await fake.delete_message(tale)
+
+
+async def test_only_its_owner_can_press_a_button_on_an_ephemeral_message(fake: FakeDiscord) -> None:
+    async with running_client(fake):
+        inter = await fake.slash("echo", {"text": "hi"})
+        await inter.wait_for(lambda r: r.route.startswith("POST /webhooks"), what="the ephemeral follow-up")
+        private = inter.followups[0]
+        assert private["flags"] & EPHEMERAL
+        status, _ = await rest(fake, "PATCH", f"/webhooks/{fake.app_id}/{inter.token}/messages/{private['id']}",
+                               {"components": [{"type": 1, "components": buttons("more")}]})
+        assert status == 200
+        with pytest.raises(DiscordClientRefused, match="ephemeral"):
+            await fake.press(private, "more", user=fake.other_member)
+        pressed = await fake.press(private, "more")
+        assert pressed.payload["message"]["flags"] & EPHEMERAL and pressed.user is fake.member
