@@ -272,6 +272,19 @@ class TaleView(discord.ui.View):
         await interaction.response.defer()
         await interaction.edit_original_response(content="the end")
 
+    @discord.ui.button(label="Retitle", style=discord.ButtonStyle.secondary, custom_id="tale:retitle")
+    async def retitle(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.send_modal(Retitle())
+
+
+class Retitle(discord.ui.Modal, title="A new title"):
+    """A modal opened by a button; its submission edits the button's message (callback 7)."""
+
+    text = discord.ui.TextInput(label="Title", max_length=80)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.edit_message(content=f"# {self.text.value}")
+
 
 class ConversingClient(discord.Client):
     """Answers mentions, replies to its own messages and DMs with a reply that carries TaleView's buttons."""
@@ -352,7 +365,7 @@ async def test_a_mention_is_seen_without_the_content_intent_and_answered_with_a_
         assert reply["allowed_mentions"] == {"parse": []}
         assert reply["mentions"] == []  # replied_user false: bob is not pinged
         assert [b["custom_id"] for b in reply["components"][0]["components"]] == [
-            "tale:continue", "tale:another", "tale:later"]
+            "tale:continue", "tale:another", "tale:later", "tale:retitle"]
         assert fake.bot_messages("stories") == [reply]
         status, fetched = await rest(fake, "GET", f"/channels/{fake.channels['stories']}/messages/{reply['id']}")
         assert status == 200 and fetched["referenced_message"]["id"] == sent["id"]
@@ -599,3 +612,21 @@ async def test_only_its_owner_can_press_a_button_on_an_ephemeral_message(fake: F
             await fake.press(private, "more", user=fake.other_member)
         pressed = await fake.press(private, "more")
         assert pressed.payload["message"]["flags"] & EPHEMERAL and pressed.user is fake.member
+
+
+async def test_a_modal_opened_by_a_button_can_update_that_message(fake: FakeDiscord) -> None:
+    async with conversing(fake):
+        asked = await fake.post_message(f"{fake.mention(fake.bot_user)} a tale")
+        tale = await fake.wait_for_reply(asked)
+        opened = await fake.press(tale, "tale:retitle")
+        assert (await opened.wait_callback()).json["type"] == CALLBACK_MODAL
+        submitted = await fake.submit_modal(opened, {"Title": "The Frog King"})
+        assert submitted.payload["message"]["id"] == tale["id"]
+        callback = await submitted.wait_callback()
+        assert callback.json["type"] == 7 and callback.status == 200
+        assert fake.find_message(tale["id"])["content"] == "# The Frog King"
+
+
+async def test_a_twin_keeps_the_echo_setting() -> None:
+    async with FakeDiscord(echo_bot_messages=True) as fake:
+        assert fake.twin().echo_bot_messages and not fake.twin(echo_bot_messages=False).echo_bot_messages
