@@ -280,6 +280,11 @@ class FakeDiscord:
     (ordinary permissions) and ``other_bot``. Drive the bot with :meth:`slash`, :meth:`submit_modal` and
     :meth:`post_message`; assert on :attr:`requests`, :attr:`heartbeats`, :attr:`original_messages` or
     per interaction through :class:`FakeInteraction`; wait with :meth:`wait_for_request`/:meth:`wait_until`.
+
+    Conversation: :meth:`post_message` (mentions, ``reply_to``), :meth:`post_dm`, :meth:`press` (buttons),
+    :meth:`context_menu` (message commands) and :meth:`delete_message` drive it; :meth:`bot_messages`,
+    :meth:`bot_reply_to`, :meth:`find_message`, :meth:`wait_for_message`, :meth:`wait_for_reply` and
+    :meth:`wait_settled` show what the bot posted, with its ``components`` and ``allowed_mentions``.
     """
 
     def __init__(
