@@ -630,3 +630,17 @@ async def test_a_modal_opened_by_a_button_can_update_that_message(fake: FakeDisc
 async def test_a_twin_keeps_the_echo_setting() -> None:
     async with FakeDiscord(echo_bot_messages=True) as fake:
         assert fake.twin().echo_bot_messages and not fake.twin(echo_bot_messages=False).echo_bot_messages
+
+
+async def test_after_a_deferred_update_on_a_deleted_message_edits_fail_and_followups_work(fake: FakeDiscord) -> None:
+    async with running_client(fake):  # it ignores the press: the test answers with the bot's own requests
+        _, tale = await rest(fake, "POST", f"/channels/{fake.channels['general']}/messages",
+                             {"content": "a tale", "components": [{"type": 1, "components": buttons("more")}]})
+        await fake.delete_message(tale)
+        pressed = await fake.press(tale, "more")
+        hook = f"/webhooks/{fake.app_id}/{pressed.token}"
+        assert (await rest(fake, "POST", f"/interactions/{pressed.id}/{pressed.token}/callback", {"type": 6}))[0] == 204
+        status, body = await rest(fake, "PATCH", f"{hook}/messages/@original", {"content": "more"})
+        assert status == 404 and body["code"] == 10008
+        status, body = await rest(fake, "POST", f"{hook}?wait=true", {"content": "that tale is gone", "flags": 64})
+        assert status == 200 and pressed.followups[0]["flags"] == EPHEMERAL
