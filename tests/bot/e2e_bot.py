@@ -115,6 +115,43 @@ class BotUnderTest:
             ) from None
         return inter
 
+    async def press(
+        self, message: dict | str, custom_id: str, *, user: FakeUser | None = None, timeout: float = 30.0
+    ) -> FakeInteraction:
+        """Press a button on ``message`` and return once the bot has answered the press (see :meth:`settled`).
+
+        An answer by UPDATE_MESSAGE (7) counts at once; after DEFERRED_UPDATE_MESSAGE (6) wait for the edit
+        itself with ``fake.wait_for_message``.
+        """
+        inter = await self.fake.press(message, custom_id, user=user)
+        return await self.settled(inter, timeout)
+
+    async def context_menu(
+        self, name: str, message: dict | str, *, user: FakeUser | None = None, timeout: float = 30.0
+    ) -> FakeInteraction:
+        """Use the message command ``name`` on ``message``; return when discord.py says it finished (as :meth:`run`)."""
+        loop = asyncio.get_running_loop()
+        inter = await self.fake.context_menu(name, message, user=user)
+        future = self._finished.setdefault(int(inter.id), loop.create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            raise FakeDiscordError(
+                f"{name!r} did not finish within {timeout}s; it sent: {[(r.key, r.status) for r in inter.requests]}"
+            ) from None
+        return inter
+
+    async def ask(
+        self, text: str, *, user: FakeUser | None = None, channel: str = "general", quiet_s: float = 0.5,
+        timeout: float = 30.0,
+    ) -> dict:
+        """Post ``@charbot text`` as ``user`` and return the bot's reply once it has stopped editing it."""
+        fake = self.fake
+        sent = await fake.post_message(f"{fake.mention(fake.bot_user)} {text}", author=user, channel=channel)
+        assert sent is not None, "the bot's intents hide messages in guilds"
+        reply = await fake.wait_for_reply(sent, timeout=timeout)
+        return await fake.wait_settled(reply, quiet_s=quiet_s, timeout=timeout)
+
     async def submit(self, opened: FakeInteraction, values: dict[str, str] | list[str]) -> FakeInteraction:
         """Submit the modal ``opened`` showed; return the submission once the bot has answered it."""
         submitted = await self.fake.submit_modal(opened, values)

@@ -40,6 +40,9 @@ DISCORD_EPOCH_MS = 1420070400000
 MAX_CONTENT = 2000
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
+SUPPRESS_EMBEDS = 1 << 2
+SUPPRESS_NOTIFICATIONS = 1 << 12
+IS_COMPONENTS_V2 = 1 << 15
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 ADMINISTRATOR = 1 << 3
@@ -55,14 +58,30 @@ ALL_PERMISSIONS = (1 << 51) - 1
 
 # Gateway intents that decide which events the bot receives.
 INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
+
+# Message types (https://discord.com/developers/docs/resources/message#message-object-message-types).
+MESSAGE_DEFAULT = 0
+MESSAGE_REPLY = 19
 
 # Interaction and callback types.
 APPLICATION_COMMAND = 2
+MESSAGE_COMPONENT = 3
 MODAL_SUBMIT = 5
 CALLBACK_MESSAGE = 4
 CALLBACK_DEFERRED = 5
+CALLBACK_DEFERRED_UPDATE = 6
+CALLBACK_UPDATE = 7
 CALLBACK_MODAL = 9
+
+# Application command types: a slash command, a user context menu, a message context menu.
+CHAT_INPUT, USER_COMMAND, MESSAGE_COMMAND = 1, 2, 3
+
+# Message component types and button styles.
+ACTION_ROW, BUTTON, TEXT_INPUT = 1, 2, 4
+SELECT_TYPES = (3, 5, 6, 7, 8)
+LINK_BUTTON, PREMIUM_BUTTON = 5, 6
 
 # Application command option types, used to turn test values into interaction options.
 OPT_SUB_COMMAND, OPT_SUB_COMMAND_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN = 1, 2, 3, 4, 5
@@ -261,6 +280,11 @@ class FakeDiscord:
     (ordinary permissions) and ``other_bot``. Drive the bot with :meth:`slash`, :meth:`submit_modal` and
     :meth:`post_message`; assert on :attr:`requests`, :attr:`heartbeats`, :attr:`original_messages` or
     per interaction through :class:`FakeInteraction`; wait with :meth:`wait_for_request`/:meth:`wait_until`.
+
+    Conversation: :meth:`post_message` (mentions, ``reply_to``), :meth:`post_dm`, :meth:`press` (buttons),
+    :meth:`context_menu` (message commands) and :meth:`delete_message` drive it; :meth:`bot_messages`,
+    :meth:`bot_reply_to`, :meth:`find_message`, :meth:`wait_for_message`, :meth:`wait_for_reply` and
+    :meth:`wait_settled` show what the bot posted, with its ``components`` and ``allowed_mentions``.
     """
 
     def __init__(
@@ -271,8 +295,12 @@ class FakeDiscord:
         interaction_deadline_s: float | None = 3.0,
         privileged_intents: int = ALL_PERMISSIONS,
         recommended_shards: int = 1,
+        echo_bot_messages: bool = False,
     ) -> None:
         self.recommended_shards = recommended_shards
+        # Discord sends a bot MESSAGE_CREATE for the messages it posts itself; off by default (older tests
+        # count the events they cause), on for tests that must show the bot does not answer itself.
+        self.echo_bot_messages = echo_bot_messages
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.token = token
         self.interaction_deadline_s = interaction_deadline_s
@@ -306,6 +334,8 @@ class FakeDiscord:
         self.original_messages: dict[str, dict] = {}
         self.followup_messages: dict[str, list[dict]] = {}
         self.interactions: dict[str, FakeInteraction] = {}
+        # One direct-message channel per user, as Discord keeps one: user id -> channel id.
+        self.dm_channels: dict[str, str] = {}
 
         self._session: _GatewaySession | None = None
         self._sessions: dict[str, _GatewaySession] = {}
@@ -431,7 +461,8 @@ class FakeDiscord:
         """
         other = FakeDiscord(heartbeat_interval_ms=self.heartbeat_interval_ms, token=self.token,
                             interaction_deadline_s=self.interaction_deadline_s,
-                            privileged_intents=self.privileged_intents, **options)
+                            privileged_intents=self.privileged_intents,
+                            **{"echo_bot_messages": self.echo_bot_messages, **options})
         for name in ("ids", "app_id", "bot_user", "guild_id", "admin_role_id", "admin", "member", "other_member",
                      "other_bot", "users", "channels", "guild_channels", "guild_names"):
             setattr(other, name, getattr(self, name))
@@ -491,6 +522,8 @@ class FakeDiscord:
             r("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self._get_followup),
             r("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_followup),
             r("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self._delete_followup),
+            r("POST", "/users/@me/channels", self._open_dm),
+            r("GET", "/users/{user_id}", self._get_user),
             r("POST", "/channels/{channel_id}/messages", self._post_channel_message),
             r("GET", "/channels/{channel_id}/messages/{message_id}", self._get_channel_message),
             r("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_channel_message),
@@ -636,18 +669,22 @@ class FakeDiscord:
         if not isinstance(rec.json, list):
             return self._error(400, 50035, "Invalid Form Body")
         guild_id = rec.params.get("guild_id")
-        names = [c.get("name") for c in rec.json]
+        # Names are unique per command type: a slash command and a context menu may share one.
+        names = [(c.get("name"), c.get("type", CHAT_INPUT)) for c in rec.json]
         if len(names) != len(set(names)):
             return self._error(400, 50035, "Invalid Form Body: duplicate command names")
+        for kind, limit in ((CHAT_INPUT, 100), (USER_COMMAND, 5), (MESSAGE_COMMAND, 5)):
+            if sum(t == kind for _, t in names) > limit:
+                return self._error(400, 30032, f"Maximum number of commands of type {kind} reached ({limit})")
         for c in rec.json:
             problem = _command_problem(c)
             if problem:
                 return self._error(400, 50035, f"Invalid Form Body: {problem}")
-        old = {c["name"]: c for c in self.commands.get(guild_id, [])}
+        old = {(c["name"], c.get("type", CHAT_INPUT)): c for c in self.commands.get(guild_id, [])}
         stored = []
         for c in rec.json:
             cmd = {
-                "id": old.get(c["name"], {}).get("id") or self.ids.next(),
+                "id": old.get((c["name"], c.get("type", CHAT_INPUT)), {}).get("id") or self.ids.next(),
                 "application_id": self.app_id,
                 "version": self.ids.next(),
                 "type": c.get("type", 1),
@@ -702,9 +739,20 @@ class FakeDiscord:
             problem = _modal_problem(data)
             if problem:
                 return self._error(400, 50035, f"Invalid Form Body: {problem}")
-        elif kind in (6, 7):
-            if inter.payload["type"] not in (3, MODAL_SUBMIT):
+        elif kind in (CALLBACK_DEFERRED_UPDATE, CALLBACK_UPDATE):
+            if inter.payload["type"] not in (MESSAGE_COMPONENT, MODAL_SUBMIT):
                 return self._error(400, 50035, f"Invalid Form Body: callback type {kind} needs a component interaction")
+            # The "original" of a component interaction answered this way is the message the component is on.
+            target = self._component_message(inter)
+            if kind == CALLBACK_UPDATE:
+                if target is None:
+                    return self._error(404, 10008, "Unknown Message")
+                edited = self._edit(target, rec, body=data)
+                if edited.status >= 300:
+                    return edited
+                message = target
+            if target is not None:
+                self.original_messages[inter.token] = target
         else:
             return self._error(400, 50035, f"Invalid Form Body: callback type {kind!r} not supported here")
         answer: dict[str, Any] = {
@@ -717,7 +765,7 @@ class FakeDiscord:
         }
         if message is not None:
             answer["interaction"]["response_message_id"] = message["id"]
-            answer["resource"] = {"type": kind, "message": message}
+            answer["resource"] = {"type": kind, "message": self.rendered(message)}
         if rec.query.get("with_response") in ("1", "true", "True"):
             return self._json(answer)
         return web.Response(status=204)
@@ -757,7 +805,9 @@ class FakeDiscord:
     @staticmethod
     def _apply_edit(message: dict, body: Any, files: list[str]) -> web.Response | None:
         data = body if isinstance(body, dict) else {}
-        problem = _message_problem(data, creating=False, files=files)
+        # A components-v2 message stays one: its layout is checked by the flag it was sent with.
+        problem = _message_problem({**data, "flags": data.get("flags") or message.get("flags", 0)},
+                                   creating=False, files=files)
         if problem:
             return FakeDiscord._error(400, 50035, "Invalid Form Body", problem)
         for key in ("content", "embeds", "components", "allowed_mentions"):
@@ -774,10 +824,20 @@ class FakeDiscord:
     async def _get_original(self, rec: RecordedRequest) -> web.Response:
         return self._json(self._original_for(rec))
 
-    def _edit(self, message: dict, rec: RecordedRequest) -> web.Response:
-        """Apply an edit, or leave the message exactly as it was if Discord would refuse it."""
+    def _component_message(self, inter: FakeInteraction) -> dict | None:
+        """The stored message a component interaction came from, or None if it was deleted since."""
+        shown = inter.payload.get("message") or {}
+        return self.channel_messages.get(str(shown.get("channel_id")), {}).get(str(shown.get("id"))) or next(
+            (m for m in self._webhook_messages() if m["id"] == shown.get("id")), None)
+
+    def _webhook_messages(self) -> list[dict]:
+        """Every interaction response and follow-up that still exists."""
+        return [*self.original_messages.values(), *(m for ms in self.followup_messages.values() for m in ms)]
+
+    def _edit(self, message: dict, rec: RecordedRequest, body: Any = None) -> web.Response:
+        """Apply an edit (``body``, else the request's), or leave the message as it was if Discord would refuse it."""
         before = dict(message)
-        problem = self._apply_edit(message, rec.json, rec.files)
+        problem = self._apply_edit(message, rec.json if body is None else body, rec.files)
         if problem is not None:
             message.clear()
             message.update(before)
@@ -788,7 +848,8 @@ class FakeDiscord:
         return self._edit(self._original_for(rec), rec)
 
     async def _delete_original(self, rec: RecordedRequest) -> web.Response:
-        self._original_for(rec)
+        # After a type 6/7 answer the original is the component's message: deleting it deletes that message.
+        self._forget(self._original_for(rec))
         self.original_messages.pop(rec.params["token"], None)
         return web.Response(status=204)
 
@@ -841,9 +902,28 @@ class FakeDiscord:
 
     def _check_channel(self, rec: RecordedRequest) -> str:
         channel_id = rec.params["channel_id"]
-        if not any(channel_id in chans.values() for chans in self.guild_channels.values()):
+        known = any(channel_id in chans.values() for chans in self.guild_channels.values())
+        if not known and channel_id not in self.dm_channels.values():
             raise _Reject(self._error(404, 10003, "Unknown Channel"))
         return channel_id
+
+    async def _get_user(self, rec: RecordedRequest) -> web.Response:
+        """``GET /users/{id}`` (discord.py's ``fetch_user``), for users of the fake's world."""
+        user = next((u for u in self.users if u.id == rec.params["user_id"]), None)
+        return self._json(user.payload()) if user else self._error(404, 10013, "Unknown User")
+
+    async def _open_dm(self, rec: RecordedRequest) -> web.Response:
+        """``POST /users/@me/channels`` (discord.py's ``create_dm``): the one DM channel with that user."""
+        data = rec.json if isinstance(rec.json, dict) else {}
+        user = next((u for u in self.users if u.id == str(data.get("recipient_id"))), None)
+        if user is None:
+            return self._error(400, 50035, "Invalid Form Body",
+                               {"recipient_id": _form_error("USER_NOT_FOUND", "Unknown user")})
+        return self._json(self._dm_channel_payload(user))
+
+    def _dm_channel_payload(self, user: FakeUser) -> dict:
+        return {"id": self.dm_channel(user), "type": 1, "recipients": [user.payload()], "last_message_id": None,
+                "flags": 0}
 
     async def _post_channel_message(self, rec: RecordedRequest) -> web.Response:
         channel_id = self._check_channel(rec)
@@ -851,34 +931,90 @@ class FakeDiscord:
         problem = _message_problem(data, creating=True, files=rec.files)
         if problem:
             return self._error(400, 50035, "Invalid Form Body", problem)
+        reference = data.get("message_reference") or None
+        referenced: dict | None = None
+        if reference is not None:
+            # A reply (type 0) must point at a message of the same channel that still exists; with
+            # fail_if_not_exists false Discord sends it as a plain message instead of refusing it.
+            ref_channel = str(reference.get("channel_id") or channel_id)
+            if ref_channel == channel_id:
+                referenced = self._message_in(channel_id, str(reference.get("message_id")))
+            if referenced is None:
+                if reference.get("fail_if_not_exists", True):
+                    return self._error(400, 50035, "Invalid Form Body", {"message_reference": _form_error(
+                        "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")})
+                reference = None
         message = self.message_payload(self.bot_user, data.get("content") or "", channel_id)
         message["embeds"] = list(data.get("embeds") or [])
+        message["components"] = list(data.get("components") or [])
         message["allowed_mentions"] = data.get("allowed_mentions")
-        if data.get("message_reference"):
-            message["message_reference"] = data["message_reference"]
-            message["type"] = 19
+        message["flags"] = int(data.get("flags") or 0) & (SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | IS_COMPONENTS_V2)
+        if referenced is not None:
+            message["message_reference"] = self._reference_to(referenced)
+            message["type"] = MESSAGE_REPLY
+            # The replied-to author is pinged (and listed in mentions) unless allowed_mentions says not to.
+            mentions = data.get("allowed_mentions")
+            pings = mentions is None or mentions.get("replied_user", False)
+            author = referenced["author"]
+            if pings and author["id"] != self.bot_user.id and not referenced.get("webhook_id"):
+                message["mentions"].append(author)
         self.channel_messages.setdefault(channel_id, {})[message["id"]] = message
-        return self._json(message)
+        if self.echo_bot_messages:
+            await self._echo(message)
+        return self._json(self.rendered(message))
+
+    async def _echo(self, message: dict) -> None:
+        """The MESSAGE_CREATE Discord sends the bot for its own message (content included, whatever the intents)."""
+        session = self._session_for(message.get("guild_id"))
+        wanted = INTENT_GUILD_MESSAGES if "guild_id" in message else INTENT_DIRECT_MESSAGES
+        if session is not None and session.ws is not None and not session.ws.closed and session.intents & wanted:
+            await self.dispatch("MESSAGE_CREATE", self.rendered(message))
+
+    def _reference_to(self, message: dict) -> dict:
+        reference = {"type": 0, "message_id": message["id"], "channel_id": message["channel_id"]}
+        if message.get("guild_id"):
+            reference["guild_id"] = message["guild_id"]
+        return reference
 
     def _channel_message_for(self, rec: RecordedRequest) -> dict:
         channel_id = self._check_channel(rec)
-        message = self.channel_messages.get(channel_id, {}).get(rec.params["message_id"])
+        message = self._message_in(channel_id, rec.params["message_id"])
         if message is None:
             raise _Reject(self._error(404, 10008, "Unknown Message"))
         return message
 
+    def _message_in(self, channel_id: str, message_id: str) -> dict | None:
+        """A message of the channel everyone there can see: posted, or a public interaction response."""
+        message = self.channel_messages.get(channel_id, {}).get(message_id)
+        if message is None:
+            message = next((m for m in self._webhook_messages() if m["id"] == message_id
+                            and m["channel_id"] == channel_id and not m["flags"] & EPHEMERAL), None)
+        return message
+
+    def _forget(self, message: dict) -> None:
+        """Delete ``message`` wherever it is kept: in its channel, as a response or follow-up, as an original."""
+        stored = self.channel_messages.get(str(message.get("channel_id")), {})
+        if stored.get(message["id"]) is message:
+            del stored[message["id"]]
+        for token, original in list(self.original_messages.items()):
+            if original is message:
+                del self.original_messages[token]
+        for messages in self.followup_messages.values():
+            if any(m is message for m in messages):
+                messages[:] = [m for m in messages if m is not message]
+
     async def _get_channel_message(self, rec: RecordedRequest) -> web.Response:
-        return self._json(self._channel_message_for(rec))
+        return self._json(self.rendered(self._channel_message_for(rec)))
 
     async def _edit_channel_message(self, rec: RecordedRequest) -> web.Response:
         message = self._channel_message_for(rec)
         if message["author"]["id"] != self.bot_user.id:
             return self._error(403, 50005, "Cannot edit a message authored by another user")
-        return self._edit(message, rec)
+        response = self._edit(message, rec)
+        return self._json(self.rendered(message)) if response.status == 200 else response
 
     async def _delete_channel_message(self, rec: RecordedRequest) -> web.Response:
-        message = self._channel_message_for(rec)
-        del self.channel_messages[rec.params["channel_id"]][message["id"]]
+        self._forget(self._channel_message_for(rec))
         return web.Response(status=204)
 
     # ----- gateway ---------------------------------------------------------------------------------------------
@@ -1070,6 +1206,23 @@ class FakeDiscord:
         if self.original_messages.pop(inter.token, None) is None:
             raise FakeDiscordError("the interaction has no response message to delete")
 
+    async def delete_message(self, message: dict | str) -> None:
+        """Someone (a moderator, the author) deletes ``message``: it is gone from every route, replies to it
+        carry ``referenced_message`` None, and the bot gets MESSAGE_DELETE if its intents ask for it."""
+        message_id = message if isinstance(message, str) else message["id"]
+        stored = self.find_message(message_id)
+        if stored is None:
+            raise FakeDiscordError(f"no message {message_id} to delete")
+        self._forget(stored)
+        event = {"id": message_id, "channel_id": stored["channel_id"]}
+        if stored.get("guild_id"):
+            event["guild_id"] = stored["guild_id"]
+        session = self._session_for(stored.get("guild_id"))
+        wanted = INTENT_GUILD_MESSAGES if "guild_id" in event else INTENT_DIRECT_MESSAGES
+        if session is not None and session.ws is not None and not session.ws.closed and session.intents & wanted:
+            await self.dispatch("MESSAGE_DELETE", event)
+        await self._notify()
+
     async def send_op(self, op: int, data: Any = None) -> None:
         """Send a raw gateway opcode (7 = reconnect, 9 = invalid session, 1 = heartbeat request)."""
         session = self._session
@@ -1079,10 +1232,10 @@ class FakeDiscord:
 
     # ----- driving the bot -------------------------------------------------------------------------------------
 
-    def _find_command(self, name: str) -> dict | None:
-        for guild_id in (self.guild_id, None):
+    def _find_command(self, name: str, kind: int = CHAT_INPUT, guild: str | None = None) -> dict | None:
+        for guild_id in (guild or self.guild_id, None):
             for cmd in self.commands.get(guild_id, []):
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == kind:
                     return cmd
         return None
 
@@ -1136,12 +1289,11 @@ class FakeDiscord:
         Discord sends these for commands it was told are guild-only too (that flag is a hint to its
         client) and for user-installed apps, so the bot must answer them sensibly.
         """
-        dm_channel = self.ids.next()
+        dm_channel = self.dm_channel(user)
         return {
             **self._envelope(kind, data),
             "channel_id": dm_channel,
-            "channel": {"id": dm_channel, "type": 1, "recipients": [user.payload()], "last_message_id": None,
-                        "flags": 0},
+            "channel": self._dm_channel_payload(user),
             "user": user.payload(),
             "app_permissions": str(MEMBER_PERMISSIONS),
             "authorizing_integration_owners": {"1": user.id},
@@ -1281,9 +1433,21 @@ class FakeDiscord:
         guild = opened_by.payload.get("guild_id") or self.guild_id
         channel = next(n for n, c in self.guild_channels[guild].items() if c == opened_by.payload["channel_id"])
         payload = self._interaction_payload(MODAL_SUBMIT, user, data, channel, dm, guild)
+        if opened_by.payload.get("message"):
+            # A modal opened from a button: Discord sends that message along, and callbacks 6/7 act on it.
+            shown = opened_by.payload["message"]
+            payload["message"] = self.rendered(self.find_message(shown["id"]) or shown)
         return await self._send_interaction(payload, user)
 
     def message_payload(self, author: FakeUser, content: str, channel_id: str, mentions: list[FakeUser] = ()) -> dict:
+        if channel_id in self.dm_channels.values():
+            # A direct message: no guild, so no guild_id and no member objects, as Discord sends it.
+            message = self.message_payload(author, content, self.channels["general"], mentions)
+            message["channel_id"] = channel_id
+            message.pop("guild_id")
+            message.pop("member", None)
+            message["mentions"] = [u.payload() for u in mentions]
+            return message
         guild_id = next((g for g, chans in self.guild_channels.items() if channel_id in chans.values()), self.guild_id)
         message = {
             "id": self.ids.next(),
@@ -1313,24 +1477,272 @@ class FakeDiscord:
 
     async def post_message(
         self, content: str, *, author: FakeUser | None = None, channel: str = "general", mentions: list[FakeUser] = (),
-        guild: str | None = None,
+        guild: str | None = None, reply_to: dict | str | None = None, ping_reply: bool = True,
+        mention_roles: list[str] = (), webhook_name: str | None = None,
     ) -> dict | None:
-        """A user posts ``content`` in ``channel``; returns what the bot received, or None if its intents hide it."""
+        """A user posts ``content`` in ``channel``; returns what the bot received, or None if its intents hide it.
+
+        ``mentions`` are the users it mentions; ``<@id>`` (and ``<@&id>`` for roles) in ``content`` count
+        too, as Discord derives mentions from the text (use :meth:`mention`). ``reply_to`` (a message or
+        its id) makes it a reply (type 19, ``message_reference`` and ``referenced_message``, None if that
+        message is gone); ``ping_reply`` is the client's "@ on" switch, which adds the replied-to author to
+        ``mentions``. ``webhook_name`` posts it through a webhook of that name (``webhook_id``, no member).
+        """
         author = author or self.member
         channel_id = self.guild_channels[guild or self.guild_id][channel]
-        message = self.message_payload(author, content, channel_id, list(mentions))
+        return await self._user_message(author, content, channel_id, list(mentions), reply_to, ping_reply,
+                                        list(mention_roles), webhook_name)
+
+    async def post_dm(
+        self, content: str, *, author: FakeUser | None = None, reply_to: dict | str | None = None,
+        ping_reply: bool = True,
+    ) -> dict | None:
+        """``author`` writes to the bot in their DM channel (:meth:`dm_channel`); returns what the bot received.
+
+        The MESSAGE_CREATE has no ``guild_id`` and no member; it needs the direct-messages intent, and its
+        content arrives even without the message-content intent, as on Discord.
+        """
+        author = author or self.member
+        return await self._user_message(author, content, self.dm_channel(author), [], reply_to, ping_reply, [], None)
+
+    async def _user_message(
+        self, author: FakeUser, content: str, channel_id: str, mentions: list[FakeUser],
+        reply_to: dict | str | None, ping_reply: bool, mention_roles: list[str], webhook_name: str | None,
+    ) -> dict | None:
+        mentions += [u for u in self.users if re.search(rf"<@!?{u.id}>", content) and u not in mentions]
+        mention_roles += [r for r in re.findall(r"<@&(\d+)>", content) if r not in mention_roles]
+        reference: dict | None = None
+        if reply_to is not None:
+            ref_id = reply_to if isinstance(reply_to, str) else reply_to["id"]
+            if isinstance(reply_to, dict) and reply_to.get("channel_id") != channel_id:
+                raise FakeDiscordError("a reply must be in the channel of the message it replies to")
+            referenced = self._message_in(channel_id, ref_id)
+            reference = {"type": 0, "message_id": ref_id, "channel_id": channel_id}
+            replied = next((u for u in self.users if referenced and u.id == referenced["author"]["id"]), None)
+            if ping_reply and replied is not None and replied is not author and replied not in mentions:
+                mentions.append(replied)
+        message = self.message_payload(author, content, channel_id, mentions)
+        message["mention_roles"] = mention_roles
+        if "guild_id" in message and reference is not None:
+            reference["guild_id"] = message["guild_id"]
+        if reference is not None:
+            message["message_reference"] = reference
+            message["type"] = MESSAGE_REPLY
+        if webhook_name is not None:
+            webhook_id = self.ids.next()
+            message["author"] = {"id": webhook_id, "username": webhook_name, "discriminator": "0000", "avatar": None,
+                                 "bot": True, "global_name": None, "public_flags": 0}
+            message["webhook_id"] = webhook_id
+            message.pop("member", None)
         self.channel_messages.setdefault(channel_id, {})[message["id"]] = message
-        session = self._session_for(message["guild_id"])
+        session = self._session_for(message.get("guild_id"))
         if session is None:
             raise FakeDiscordError("the bot is not connected to the gateway")
-        if not session.intents & INTENT_GUILD_MESSAGES:
+        if not session.intents & (INTENT_GUILD_MESSAGES if "guild_id" in message else INTENT_DIRECT_MESSAGES):
             return None
-        seen = dict(message)
-        mentions_bot = any(u.id == self.bot_user.id for u in mentions)
-        if not session.intents & INTENT_MESSAGE_CONTENT and not mentions_bot and author is not self.bot_user:
+        seen = self.rendered(message)
+        if not self._content_visible(session, message):
             seen["content"] = ""  # what Discord does without the message-content intent
+        if seen.get("referenced_message") and not self._content_visible(session, seen["referenced_message"]):
+            seen["referenced_message"] = {**seen["referenced_message"], "content": ""}
         await self.dispatch("MESSAGE_CREATE", seen)
         return seen
+
+    def _content_visible(self, session: _GatewaySession, message: dict) -> bool:
+        """Whether Discord shows the bot this message's content: with the message-content intent, or for
+        its own messages, direct messages and messages that mention it (a reply with "@ on" does)."""
+        return bool(
+            session.intents & INTENT_MESSAGE_CONTENT
+            or message["author"]["id"] == self.bot_user.id
+            or "guild_id" not in message
+            or any(u["id"] == self.bot_user.id for u in message.get("mentions") or [])
+        )
+
+    # ----- conversation: messages, components, context menus ---------------------------------------------------
+
+    def dm_channel(self, user: FakeUser) -> str:
+        """The id of ``user``'s direct-message channel with the bot (one per user, made on first use)."""
+        if user.id not in self.dm_channels:
+            self.dm_channels[user.id] = self.ids.next()
+        return self.dm_channels[user.id]
+
+    @staticmethod
+    def mention(user: FakeUser) -> str:
+        """How Discord's client writes a mention of ``user`` into message content."""
+        return f"<@{user.id}>"
+
+    def find_message(self, message_id: str) -> dict | None:
+        """The stored message with this id as it is now (posted by anyone, or an interaction's response or
+        follow-up), or None if there is none or it was deleted."""
+        for messages in self.channel_messages.values():
+            if message_id in messages:
+                return messages[message_id]
+        return next((m for m in self._webhook_messages() if m["id"] == message_id), None)
+
+    def rendered(self, message: dict) -> dict:
+        """``message`` as Discord sends it: a copy whose ``referenced_message`` is the replied-to message as it
+        is now, or None if it was deleted (Discord does not nest a second level of references)."""
+        out = json.loads(json.dumps(message))
+        reference = message.get("message_reference")
+        if reference and message.get("type") == MESSAGE_REPLY:
+            referenced = self._message_in(reference["channel_id"], reference["message_id"])
+            out["referenced_message"] = None if referenced is None else {
+                k: v for k, v in json.loads(json.dumps(referenced)).items() if k != "referenced_message"}
+        return out
+
+    def _channel_id(self, channel: str, guild: str | None = None) -> str:
+        """A channel name of ``guild`` (default the first guild), or already a channel id (a DM channel's)."""
+        chans = self.guild_channels[guild or self.guild_id]
+        return chans.get(channel, channel)
+
+    def all_bot_messages(self) -> list[dict]:
+        """Every message of the bot's that still exists and everyone in its channel sees, oldest first."""
+        posted = [m for ms in self.channel_messages.values() for m in ms.values()
+                  if m["author"]["id"] == self.bot_user.id]
+        public = [m for m in self._webhook_messages() if not m["flags"] & EPHEMERAL]
+        unique = {m["id"]: m for m in [*posted, *public]}
+        return sorted(unique.values(), key=lambda m: int(m["id"]))
+
+    def bot_messages(self, channel: str = "general", *, guild: str | None = None) -> list[dict]:
+        """The bot's messages in ``channel`` (a name, or a channel id such as :meth:`dm_channel`'s), oldest
+        first: those it posted and its public interaction responses, as they are now (edits applied)."""
+        channel_id = self._channel_id(channel, guild)
+        return [m for m in self.all_bot_messages() if m["channel_id"] == channel_id]
+
+    def bot_reply_to(self, message: dict | str) -> dict | None:
+        """The last message the bot posted as a reply to ``message`` (a message or its id), or None."""
+        message_id = message if isinstance(message, str) else message["id"]
+        replies = [m for m in self.all_bot_messages()
+                   if (m.get("message_reference") or {}).get("message_id") == message_id]
+        return replies[-1] if replies else None
+
+    async def wait_for_message(
+        self, predicate: Callable[[dict], bool], *, channel: str | None = None, guild: str | None = None,
+        timeout: float = 20.0, what: str = "",
+    ) -> dict:
+        """The first bot message (in ``channel``, else anywhere) for which ``predicate`` holds, waiting for it.
+
+        Messages are checked as they are now, so ``predicate`` can wait for an edit: for instance
+        ``lambda m: m["id"] == sent["id"] and not m["content"].endswith("...")``.
+        """
+
+        def find() -> dict | None:
+            messages = self.all_bot_messages() if channel is None else self.bot_messages(channel, guild=guild)
+            return next((m for m in messages if predicate(m)), None)
+
+        return await self.wait_until(find, timeout, what or "a bot message that matches")
+
+    async def wait_for_reply(
+        self, message: dict | str, predicate: Callable[[dict], bool] | None = None, timeout: float = 20.0
+    ) -> dict:
+        """The bot's reply to ``message`` once it exists (and ``predicate`` holds for it, e.g. the final edit)."""
+        message_id = message if isinstance(message, str) else message["id"]
+
+        def find() -> dict | None:
+            reply = self.bot_reply_to(message_id)
+            return reply if reply is not None and (predicate is None or predicate(reply)) else None
+
+        return await self.wait_until(find, timeout, f"the bot's reply to message {message_id}")
+
+    async def wait_settled(self, message: dict | str, quiet_s: float = 0.5, timeout: float = 20.0) -> dict:
+        """``message`` once the bot has stopped editing it: unchanged for ``quiet_s`` seconds.
+
+        For streaming edits whose last text a test cannot predict; where it can, :meth:`wait_for_message`
+        with a predicate is exact and faster.
+        """
+        message_id = message if isinstance(message, str) else message["id"]
+        deadline = time.monotonic() + timeout
+        last: str | None = None
+        while time.monotonic() < deadline:
+            current = self.find_message(message_id)
+            if current is None:
+                raise FakeDiscordError(f"message {message_id} does not exist (deleted?)")
+            snapshot = json.dumps(current, sort_keys=True)
+            if snapshot == last:
+                return current
+            last = snapshot
+            await asyncio.sleep(quiet_s)
+        raise FakeDiscordError(f"message {message_id} was still being edited after {timeout}s")
+
+    def _payload_in_channel(self, kind: int, user: FakeUser, data: dict, channel_id: str) -> dict:
+        """An interaction payload from the channel with this id: a guild text channel or a user's DM channel."""
+        if channel_id in self.dm_channels.values():
+            if self.dm_channels.get(user.id) != channel_id:
+                raise DiscordClientRefused(f"{user.username} cannot act in another user's DM channel")
+            return self._dm_payload(kind, user, data)
+        for guild_id, chans in self.guild_channels.items():
+            for name, cid in chans.items():
+                if cid == channel_id:
+                    return self._interaction_payload(kind, user, data, name, guild=guild_id)
+        raise FakeDiscordError(f"unknown channel {channel_id}")
+
+    async def press(
+        self, message: dict | str, custom_id: str, *, user: FakeUser | None = None, values: list[str] | None = None,
+    ) -> FakeInteraction:
+        """``user`` presses the button ``custom_id`` (or picks ``values`` in that select) on ``message``.
+
+        Sends a MESSAGE_COMPONENT interaction whose ``message`` is the message as it is now; if it was
+        deleted (someone deleted it while the button was on screen) pass the message dict and it is sent
+        as last seen, so the bot's answer to a vanished message can be tested. The component must be on
+        the message and enabled, as Discord's client shows nothing else to press.
+        """
+        user = user or self.member
+        message_id = message if isinstance(message, str) else message["id"]
+        shown = self.find_message(message_id) or (message if isinstance(message, dict) else None)
+        if shown is None:
+            raise FakeDiscordError(f"no message {message_id} to press a button on")
+        components = list(_walk_components(shown.get("components") or []))
+        component = next((c for c in components if c.get("custom_id") == custom_id), None)
+        if component is None:
+            raise DiscordClientRefused(
+                f"message {message_id} has no component {custom_id!r} "
+                f"(it has {[c.get('custom_id') for c in components if c.get('custom_id')]})"
+            )
+        if component.get("disabled"):
+            raise DiscordClientRefused(f"component {custom_id!r} is disabled")
+        if shown.get("flags", 0) & EPHEMERAL:
+            owner = next((i.user for t, i in self.interactions.items() if any(
+                m is shown for m in [self.original_messages.get(t), *self.followup_messages.get(t, [])])), user)
+            if owner.id != user.id:
+                raise DiscordClientRefused(f"only {owner.username} sees that ephemeral message")
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        if component["type"] in SELECT_TYPES:
+            data["values"] = list(values or [])
+        payload = self._payload_in_channel(MESSAGE_COMPONENT, user, data, shown["channel_id"])
+        payload["message"] = self.rendered(shown)
+        return await self._send_interaction(payload, user)
+
+    async def context_menu(
+        self, name: str, target_message: dict | str, *, user: FakeUser | None = None,
+    ) -> FakeInteraction:
+        """``user`` picks Apps > ``name`` on ``target_message`` (a message or its id): a message command.
+
+        The command must be registered as a message command (type 3); the payload carries ``target_id``
+        and the message, with its content, in ``resolved.messages`` (interaction payloads always
+        include it, whatever the intents).
+        """
+        user = user or self.member
+        message_id = target_message if isinstance(target_message, str) else target_message["id"]
+        target = self.find_message(message_id)
+        if target is None:
+            raise FakeDiscordError(f"no message {message_id} to open a context menu on (deleted?)")
+        registered = self._find_command(name, MESSAGE_COMMAND, target.get("guild_id"))
+        if registered is None:
+            known = sorted(c["name"] for cs in self.commands.values() for c in cs if c.get("type") == MESSAGE_COMMAND)
+            raise FakeDiscordError(f"no message command {name!r} is registered (registered: {known})")
+        if registered.get("guild_id") and registered["guild_id"] != target.get("guild_id"):
+            raise DiscordClientRefused(f"{name!r} is registered for guild {registered['guild_id']} only")
+        data: dict[str, Any] = {
+            "id": registered["id"],
+            "name": name,
+            "type": MESSAGE_COMMAND,
+            "target_id": message_id,
+            "resolved": {"messages": {message_id: self.rendered(target)}},
+        }
+        if registered.get("guild_id"):
+            data["guild_id"] = registered["guild_id"]
+        payload = self._payload_in_channel(APPLICATION_COMMAND, user, data, target["channel_id"])
+        return await self._send_interaction(payload, user)
 
 
 def _json_response(data: Any, status: int) -> web.Response:
@@ -1377,6 +1789,16 @@ def _option(name: str, value: Any, declared: list[dict]) -> dict:
     return {"name": name, "type": kind, "value": value}
 
 
+def _walk_components(components: list[dict]) -> Iterator[dict]:
+    """Every component, depth first, through action rows and the components-v2 layouts that nest them."""
+    for comp in components:
+        yield comp
+        yield from _walk_components(comp.get("components") or [])
+        for key in ("component", "accessory"):
+            if isinstance(comp.get(key), dict):
+                yield from _walk_components([comp[key]])
+
+
 def _text_inputs(components: list[dict]) -> Iterator[dict]:
     for row in components:
         if row["type"] == 1:
@@ -1412,8 +1834,94 @@ def _message_problem(data: dict, creating: bool, files: list[str]) -> dict | Non
         for key in ("users", "roles"):
             if key in parse and mentions.get(key):
                 return {"allowed_mentions": {"_errors": [{"code": "MUTUALLY_EXCLUSIVE", "message": key}]}}
+    components = data.get("components")
+    if components:
+        problem = _components_problem(components, int(data.get("flags") or 0))
+        if problem:
+            return {"components": problem}
     if creating and not (content or embeds or data.get("components") or data.get("sticker_ids") or files):
         return {"_errors": [{"code": "MESSAGE_EMPTY", "message": "Cannot send an empty message"}]}
+    return None
+
+
+def _form_error(code: str, message: str) -> dict:
+    return {"_errors": [{"code": code, "message": message}]}
+
+
+def _components_problem(components: Any, flags: int) -> dict | None:
+    """Discord's checks of a message's ``components``, as the error details under ``components``, or None.
+
+    What a bot can get wrong with buttons: more than 5 rows or 5 buttons in a row, a select sharing its row,
+    a ``custom_id`` over 100 characters or used twice in one message, a label over 80 characters, a link
+    button with a ``custom_id`` or another button without one. With the components-v2 flag other top-level
+    layouts are allowed, so only the action rows among them are checked.
+    """
+    if not isinstance(components, list):
+        return _form_error("LIST_TYPE_CONVERT", "Must be an array.")
+    v2 = bool(flags & IS_COMPONENTS_V2)
+    if not v2 and len(components) > 5:
+        return _form_error("BASE_TYPE_BAD_LENGTH", "Must be between 0 and 5 in length.")
+    seen: set[str] = set()
+    for i, row in enumerate(components):
+        kind = row.get("type") if isinstance(row, dict) else None
+        if kind != ACTION_ROW:
+            if v2 and kind is not None:
+                continue
+            return {str(i): _form_error("UNION_TYPE_CHOICES", 'Value of field "type" must be one of (1,).')}
+        inner = row.get("components") or []
+        if not 1 <= len(inner) <= 5:
+            return {str(i): {"components": _form_error("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")}}
+        if any(c.get("type") in SELECT_TYPES for c in inner) and len(inner) > 1:
+            return {str(i): {"components": _form_error("COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                                                       "The specified component exceeds the maximum width")}}
+        for j, comp in enumerate(inner):
+            problem = _component_problem(comp, seen)
+            if problem:
+                return {str(i): {"components": {str(j): problem}}}
+    return None
+
+
+def _component_problem(comp: dict, seen: set[str]) -> dict | None:
+    """One button or select in an action row; ``seen`` collects the message's custom_ids so far."""
+    kind = comp.get("type")
+    custom_id = comp.get("custom_id")
+    if kind not in (BUTTON, *SELECT_TYPES):
+        allowed = (BUTTON, *SELECT_TYPES)
+        return {"type": _form_error("UNION_TYPE_CHOICES", f'Value of field "type" must be one of {allowed}.')}
+    if custom_id is not None:
+        if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 100:
+            return {"custom_id": _form_error("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")}
+        if custom_id in seen:
+            return {"custom_id": _form_error("COMPONENT_CUSTOM_ID_DUPLICATED",
+                                             "Component custom id cannot be duplicated")}
+        seen.add(custom_id)
+    if kind != BUTTON:
+        if custom_id is None:
+            return {"custom_id": _form_error("BASE_TYPE_REQUIRED", "This field is required")}
+        if kind == 3 and not 1 <= len(comp.get("options") or []) <= 25:
+            return {"options": _form_error("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length.")}
+        return None
+    style = comp.get("style")
+    if style not in (1, 2, 3, 4, LINK_BUTTON, PREMIUM_BUTTON):
+        return {"style": _form_error("ENUM_TYPE_COERCE", f"Value \"{style}\" is not a valid enum value.")}
+    if len(comp.get("label") or "") > 80:
+        return {"label": _form_error("BASE_TYPE_MAX_LENGTH", "Must be 80 or fewer in length.")}
+    if style == LINK_BUTTON:
+        if custom_id is not None:
+            return {"custom_id": _form_error("BUTTON_COMPONENT_CUSTOM_ID_NOT_ALLOWED",
+                                             "A link button cannot have a custom id")}
+        if not comp.get("url"):
+            return {"url": _form_error("BUTTON_COMPONENT_URL_REQUIRED", "A url is required")}
+    elif style == PREMIUM_BUTTON:
+        if not comp.get("sku_id"):
+            return {"sku_id": _form_error("BASE_TYPE_REQUIRED", "This field is required")}
+    else:
+        if custom_id is None:
+            return {"custom_id": _form_error("BUTTON_COMPONENT_CUSTOM_ID_REQUIRED", "A custom id is required")}
+        if comp.get("url"):
+            return {"url": _form_error("BUTTON_COMPONENT_URL_NOT_ALLOWED", "A non-link button cannot have a url")}
+        if not (comp.get("label") or comp.get("emoji")):
+            return {"label": _form_error("BUTTON_COMPONENT_LABEL_OR_EMOJI_REQUIRED", "A label or emoji is required")}
     return None
 
 
@@ -1441,6 +1949,17 @@ def _modal_problem(data: dict) -> str | None:
 
 def _command_problem(cmd: dict) -> str | None:
     name = cmd.get("name") or ""
+    if cmd.get("type", CHAT_INPUT) in (USER_COMMAND, MESSAGE_COMMAND):
+        # Context-menu names are what the menu shows: mixed case and spaces allowed; no description, no options.
+        if not 1 <= len(name) <= 32 or name != name.strip():
+            return f"context menu name {name!r} must be 1-32 characters"
+        if cmd.get("description"):
+            return f"context menu {name!r}: description must be empty"
+        if cmd.get("options"):
+            return f"context menu {name!r}: options are not allowed"
+        return None
+    if cmd.get("type", CHAT_INPUT) != CHAT_INPUT:
+        return f"command {name!r}: unknown type {cmd.get('type')!r}"
     if not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower():
         return f"command name {name!r} must be 1-32 lowercase characters"
     if cmd.get("type", 1) == 1 and not 1 <= len(cmd.get("description") or "") <= 100:
