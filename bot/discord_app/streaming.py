@@ -20,6 +20,7 @@ from bot.core.conversation import BUTTONS, custom_id, remember
 from bot.core.replies import ReplyRequest, ReplyStream, ReplyUpdate
 from bot.discord_app.interactions import NO_MENTIONS
 from bot.store import StoreError
+from model.sample import Finish
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ async def stream_into(reply: ReplyStream, edit: Edit, with_buttons: bool = False
     """Edit each snapshot of ``reply`` in; the final update, or None when the message was deleted."""
     async with aclosing(reply.updates()) as updates:
         async for update in updates:
-            view = buttons() if with_buttons and update.done else None
+            finished = update.done and update.generation is not None and update.generation.finish != Finish.CANCELLED
+            view = buttons() if with_buttons and finished else None
             try:
                 await edit(update.text, view)
             except discord.NotFound:
@@ -82,7 +84,9 @@ async def keep_for_buttons(
     bot: commands.Bot, message_id: int, guild_id: int | None, request: ReplyRequest, final: ReplyUpdate,
     words_are_askers: bool = True,
 ) -> None:
-    """Record the posted reply; a busy database costs the buttons, never the reply."""
+    """Record the posted reply; a busy (or, at shutdown, closed) database costs the buttons, never the reply."""
+    if final.generation is None or final.generation.finish == Finish.CANCELLED or bot.replies.closing:
+        return  # cut short by a shutdown: no buttons were shown
     try:
         await remember(bot.store, bot.config.limits, message_id, guild_id, request, final, words_are_askers)
     except StoreError as exc:

@@ -17,7 +17,7 @@ MAX_GAP_S = 2.0
 
 
 def test_every_cog_module_is_an_extension_the_client_loads() -> None:
-    cogs = Path(__file__).resolve().parents[2] / "bot" / "cogs"
+    cogs = Path(__file__).resolve().parents[3] / "bot" / "discord_app" / "cogs"
     assert set(EXTENSIONS) == {f"bot.discord_app.cogs.{p.stem}" for p in cogs.glob("*.py") if p.stem != "__init__"}
     for name in EXTENSIONS:
         assert inspect.iscoroutinefunction(importlib.import_module(name).setup), name
