@@ -5,25 +5,36 @@ is the text the bot would post, made by the same reply logic and answers. Lines 
 any text stream, so a pipe or a file works as well as a person at the keyboard. The local
 person is guild 0, channel 0, user 0: no Discord ID is 0, so local rows never mix with a
 server's.
+
+The conversation works as in a channel (:mod:`bot.core.conversation`): ``@bot words`` is a
+mention, ``> words`` a reply to the bot's last message, ``/continue`` and ``/another`` press
+the buttons under it. The session numbers its messages as Discord would and keeps what the
+buttons need in the same table the bot does.
 """
 
 from __future__ import annotations
 
+import itertools
+import random
 import re
 from dataclasses import dataclass
 from typing import TextIO
 
 from bot.config import Limits
 from bot.core import answers
+from bot.core import conversation as conv
+from bot.core.conversation import Heard, Link
 from bot.core.refusals import Refusal
-from bot.core.replies import ReplyService, make_request
+from bot.core.replies import ReplyRequest, ReplyService, make_request
 from bot.core.temperature import check_temperature
 from bot.store import Store
+from bot.store.conversation import ConversationStore
 from corpora.registry import CORPORA
 
 LOCAL_GUILD = 0
 LOCAL_CHANNEL = 0
 LOCAL_USER = 0
+LOCAL_BOT = -1  # the bot's own id in the session: never a person's
 
 _OPTION = re.compile(r"(?:^|\s)--(temperature|length|seed)(?:=|\s+)(\S+)")
 
@@ -64,17 +75,26 @@ class ChatSession:
         self.store = store
         self.service = service
         self.limits = limits
+        self.messages: dict[int, tuple[str, int | None, bool]] = {}  # id -> (text, replied-to id, the bot's?)
+        self.last_reply: int | None = None  # the bot's last message, which > and the buttons act on
+        self._ids = itertools.count(1)
 
     async def handle(self, line: str) -> str | None:
         """The answer to ``line`` ('' for nothing to print), or None to end the session."""
         line = line.strip()
         if not line or line.startswith("#"):
             return ""
-        if not line.startswith("/"):
-            return "Commands start with a slash; try /help."
-        name, _, rest = line[1:].partition(" ")
-        name, rest = name.lower(), rest.strip()
         try:
+            if line.startswith("@"):
+                return await self._mention(line.partition(" ")[2])
+            if line.startswith(">"):
+                return await self._reply(line[1:].strip())
+            if not line.startswith("/"):
+                return "Commands start with a slash (or talk to me: @bot words); try /help."
+            name, _, rest = line[1:].partition(" ")
+            name, rest = name.lower(), rest.strip()
+            if name in conv.BUTTONS:
+                return await self._press(name, rest)
             return await self._dispatch(name, rest)
         except Refusal as exc:
             return exc.message
@@ -98,6 +118,73 @@ class ChatSession:
             seed=opts.seed,
         )
         return (await self.service.reply(request)).text
+
+
+    # ---- the conversation, as in a channel --------------------------------------------------
+
+    async def _mention(self, rest: str) -> str:
+        opts = parse_generation(rest)
+        heard = Heard(LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER, opts.prompt, mentions_me=True)
+        return await self._answer(heard, opts, None)
+
+    async def _reply(self, rest: str) -> str:
+        if self.last_reply is None:
+            return "There is no reply of mine to answer yet; mention me first: @bot Once upon a time"
+        opts = parse_generation(rest)
+        heard = Heard(LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER, opts.prompt, replies_to_me=True)
+        return await self._answer(heard, opts, self.last_reply)
+
+    async def _answer(self, heard: Heard, opts: GenerationOptions, parent: int | None) -> str:
+        """What the conversation cog posts for ``heard`` (empty when the bot stays silent)."""
+        conversation = ConversationStore(self.store)
+        settings = await conversation.channel(LOCAL_GUILD, LOCAL_CHANNEL)
+        trigger = conv.trigger_for(heard, LOCAL_BOT, settings, lambda: False)
+        said = self._log(heard.content, parent, False)
+        if trigger is None:
+            return ""
+        served = list(self.service.models.engines)
+        corpus = settings.persona if settings.persona in served else served[0]
+        context = ""
+        if parent is not None:
+            row = await conversation.reply(parent)
+            corpus = row.corpus if row is not None and row.corpus in served else corpus
+            context = await conv.chain_context(parent, self._link, self.limits.chain_messages, self.limits.chain_chars)
+        request = conv.message_request(trigger, heard, LOCAL_BOT, "bot", corpus, self.limits, context,
+                                       await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER), seed=opts.seed)
+        return await self._post(request, said)
+
+    async def _press(self, action: str, rest: str) -> str:
+        opts = parse_generation(rest)
+        row = await ConversationStore(self.store).reply(self.last_reply) if self.last_reply is not None else None
+        conv.check_press(row, action, LOCAL_USER, self.limits)
+        seed = opts.seed if opts.seed is not None else random.randrange(2**31)
+        request = conv.press_request(row, action, LOCAL_USER, self.limits, seed,
+                                     await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER))
+        if action == "continue":
+            return await self._post(request, self.last_reply)
+        return await self._post(request, self.messages[self.last_reply][1], rewrite=self.last_reply)
+
+    async def _post(self, request: ReplyRequest, parent: int | None, rewrite: int | None = None) -> str:
+        """Write the reply, number it (or write over ``rewrite``), and keep what its buttons need."""
+        update = await self.service.reply(request)
+        message = rewrite if rewrite is not None else next(self._ids)
+        self.messages[message] = (update.text, parent, True)
+        self.last_reply = message
+        await conv.remember(self.store, self.limits, message, LOCAL_GUILD, request, update)
+        return update.text
+
+    def _log(self, text: str, parent: int | None, from_bot: bool) -> int:
+        message = next(self._ids)
+        self.messages[message] = (text, parent, from_bot)
+        return message
+
+    async def _link(self, message: int) -> Link | None:
+        if message not in self.messages:
+            return None
+        text, parent, from_bot = self.messages[message]
+        if not from_bot:
+            return Link(conv.words_of(text, LOCAL_BOT), parent)
+        return conv.bot_link(await ConversationStore(self.store).reply(message), text, parent)
 
 
 async def run_chat(session: ChatSession, lines: TextIO, out: TextIO, interactive: bool) -> int:

@@ -13,19 +13,25 @@ the terminal (and in a cog for Discord).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from bot.config import Limits
+from bot.core.conversation import describe_channel
 from bot.core.engines import ModelInfo
 from bot.core.refusals import Refusal
 from bot.core.sanitise import clean_text, quote
 from bot.core.temperature import check_temperature
 from bot.store import Store
+from bot.store.conversation import ConversationStore
 from corpora.registry import CORPORA
 from model.charset import normalize
 
 log = logging.getLogger(__name__)
+
+
+MAX_CHIME_PERCENT = 50  # joining in on more than every other message would drown a channel
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,40 @@ async def listen(store: Store, guild_id: int | None, channel_id: int, corpus: st
                   "Bots, commands and people who used `/optout` are skipped; `/unlisten` stops it.", ephemeral=False)
 
 
+NEEDS_CONTENT_INTENT = ("Chiming in needs the Message Content intent, which this bot runs without: turn it on in "
+                        "the Developer Portal (Bot > Privileged Gateway Intents) and restart me.")
+
+
+async def channel(
+    store: Store, guild_id: int | None, channel_id: int, user_id: int, served: Sequence[str],
+    persona: str | None = None, mentions: bool | None = None, chime_percent: float | None = None,
+    chime_every_min: float | None = None, can_chime: bool = True,
+) -> Answer:
+    """Show or change how the bot behaves in this channel: its persona, mentions, chiming in."""
+    guild_id = in_server(guild_id)
+    if persona is not None and persona not in served:
+        raise Refusal(f"I don't serve {quote(persona)} here; I serve {', '.join(served)}.")
+    if chime_percent is not None and not (math.isfinite(chime_percent) and 0 <= chime_percent <= MAX_CHIME_PERCENT):
+        raise Refusal(f"Chiming in takes a chance from 0 to {MAX_CHIME_PERCENT}%.")
+    if chime_every_min is not None and not (math.isfinite(chime_every_min) and 1 <= chime_every_min <= 1440):
+        raise Refusal("The least time between two chime-ins is from 1 to 1440 minutes.")
+    conversation = ConversationStore(store)
+    current = await conversation.channel(guild_id, channel_id)
+    wanted = replace(
+        current,
+        persona=current.persona if persona is None else persona,
+        mentions=current.mentions if mentions is None else mentions,
+        chime_chance=current.chime_chance if chime_percent is None else chime_percent / 100,
+        chime_every_s=current.chime_every_s if chime_every_min is None else chime_every_min * 60,
+    )
+    if wanted.chime_chance > 0 and not can_chime:
+        raise Refusal(NEEDS_CONTENT_INTENT, "unavailable")
+    if wanted != current:
+        await conversation.set_channel(guild_id, channel_id, wanted, by=user_id)
+    speaking = wanted.persona if wanted.persona in served else served[0]
+    return Answer(describe_channel(wanted, speaking, changed=wanted != current), ephemeral=False)
+
+
 async def unlisten(store: Store, guild_id: int | None, channel_id: int) -> Answer:
     guild_id = in_server(guild_id)
     before = await store.unlisten(guild_id, channel_id)
@@ -180,6 +220,13 @@ def model_text(info: dict[str, ModelInfo]) -> str:
     return "\n".join(lines)
 
 
+# Talking without a command (bot.core.conversation), after the commands in each help text.
+TALK = ("Or just talk to me: mention me, or reply to one of my messages, and I carry on in this channel's "
+        "persona; under a reply, **Continue** goes on and **Another** (yours only) writes it again.")
+TALK_CHAT = ("Or talk: @bot words (a mention), > words (a reply to my last message), /continue and /another "
+             "(the buttons under it).")
+
+
 def help_text(chat: bool = False) -> str:
     """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``):
     the corpora's, then each of :data:`COMMANDS` listed there."""
@@ -189,7 +236,7 @@ def help_text(chat: bool = False) -> str:
         for name, corpus in CORPORA.items()
     ]
     lines += [line for command in COMMANDS if (line := command.chat_help if chat else command.help)]
-    return "\n".join(lines)
+    return "\n".join([*lines, TALK_CHAT if chat else TALK])
 
 
 @dataclass(frozen=True)
@@ -254,6 +301,12 @@ async def _chat_model(caller: Caller, rest: str) -> str:
     return model_text(caller.models)
 
 
+async def _chat_channel(caller: Caller, rest: str) -> str:
+    answer = await channel(caller.store, caller.guild_id, caller.channel_id, caller.user_id, list(caller.models),
+                           persona=rest.split()[0].lower() if rest.split() else None)
+    return answer.text
+
+
 async def _chat_help(caller: Caller, rest: str) -> str:
     return help_text(chat=True)
 
@@ -279,6 +332,8 @@ COMMANDS: tuple[Command, ...] = (
     Command.alike("forget", "/forget: delete everything you contributed here", _chat_forget),
     Command.alike("optout", "/optout: stop your messages in listening channels from being stored "
                   "(/optout undo to resume)", _chat_optout),
+    Command.alike("channel", "/channel [persona] [mentions] [chime] [chime_every]: (admins) who speaks in this "
+                  "channel, whether I answer mentions, how often I join in uninvited", _chat_channel),
     Command("help", None, "/help: this list", _chat_help),
     Command("quit", None, "/quit: leave (or Ctrl-D)", _chat_quit),
     Command("exit", None, None, _chat_quit),

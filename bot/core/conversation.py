@@ -106,6 +106,14 @@ class Link:
     parent: int | None
 
 
+def bot_link(row: PostedReply | None, posted: str, parent: int | None) -> Link:
+    """One of the bot's own messages in a chain: the words it answered and the end of what it wrote
+    when the store still has them, else the message's text without its markup."""
+    if row is not None:
+        return Link(" ".join(part for part in (row.prompt or "", row.tail) if part), parent)
+    return Link(plain(posted), parent)
+
+
 async def chain_context(
     first: int | None, fetch: Callable[[int], Awaitable[Link | None]], max_messages: int, max_chars: int
 ) -> str:
@@ -167,14 +175,14 @@ def button_action(value: object) -> str:
 
 def message_request(
     trigger: Trigger, heard: Heard, me: int, me_name: str, corpus: str, limits: Limits,
-    context: str = "", user_default: float | None = None,
+    context: str = "", user_default: float | None = None, seed: int | None = None,
 ) -> ReplyRequest:
     """What to write for a message that mentions the bot, replies to it, or that it chimes in on."""
     words = words_of(heard.content, me, limits.max_prompt_chars)
     if not words and not context:
         raise Refusal(NOTHING_TO_CONTINUE.format(me=me_name), "invalid")
     return make_request(corpus, words, limits, user_default=user_default, user=heard.author_id,
-                        channel=heard.channel_id, trigger=trigger, context=context)
+                        channel=heard.channel_id, trigger=trigger, context=context, seed=seed)
 
 
 def check_press(

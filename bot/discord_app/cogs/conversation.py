@@ -12,18 +12,18 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import replace
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.core import answers
 from bot.core import conversation as conv
 from bot.core.conversation import ChimeClock, Heard, Link
 from bot.core.refusals import UNEXPECTED, Refusal
 from bot.core.replies import ReplyStream
 from bot.discord_app.cogs.contributions import CORPUS_CHOICES
-from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send
+from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send_answer
 from bot.discord_app.streaming import keep_for_buttons, post_with_buttons, stream_into
 from bot.store import StoreError
 from bot.store.conversation import ChannelSettings, ConversationStore
@@ -96,10 +96,7 @@ class Conversation(commands.Cog):
         parent = ref.message_id if ref is not None and (not ref.channel_id or ref.channel_id == channel.id) else None
         if message.author.id != self.bot.user.id:
             return Link(conv.words_of(message.content, self.bot.user.id), parent)
-        row = await ConversationStore(self.bot.store).reply(message.id)
-        if row is not None:
-            return Link(" ".join(part for part in (row.prompt or "", row.tail) if part), parent)
-        return Link(conv.plain(message.content), parent)
+        return conv.bot_link(await ConversationStore(self.bot.store).reply(message.id), message.content, parent)
 
     async def user_default(self, guild_id: int | None, user_id: int) -> float | None:
         if guild_id is None:
@@ -249,6 +246,11 @@ class Conversation(commands.Cog):
         finally:
             reply.close()
 
+    async def describe_here(self, guild_id: int | None, channel_id: int) -> str:
+        """What /help adds: who speaks in this channel and how to talk with it."""
+        settings = await self.settings(guild_id, channel_id)
+        return conv.describe_channel(settings, self.persona(settings))
+
     # ---- /channel -------------------------------------------------------------------------
 
     @app_commands.command(name="channel", description="(Admins) This channel's persona, mentions and chiming in")
@@ -268,23 +270,13 @@ class Conversation(commands.Cog):
         chime_every: app_commands.Range[int, 1, 1440] | None = None,
     ) -> None:
         await defer(interaction, ephemeral=False)  # the answer tells the channel how the bot behaves here
-        store = ConversationStore(self.bot.store)
-        current = await store.channel(interaction.guild_id, interaction.channel_id)
-        wanted = replace(
-            current,
-            persona=persona.value if persona is not None else current.persona,
-            mentions=mentions if mentions is not None else current.mentions,
-            chime_chance=chime / 100 if chime is not None else current.chime_chance,
-            chime_every_s=chime_every * 60.0 if chime_every is not None else current.chime_every_s,
+        answer = await answers.channel(
+            self.bot.store, interaction.guild_id, interaction.channel_id, interaction.user.id,
+            list(self.bot.models.engines), persona=persona.value if persona is not None else None, mentions=mentions,
+            chime_percent=chime, chime_every_min=chime_every, can_chime=self.bot.intents.message_content,
         )
-        if wanted.chime_chance > 0 and not self.bot.intents.message_content:
-            raise Refusal("Chiming in needs the Message Content intent, which this bot runs without: turn it on in "
-                          "the Developer Portal (Bot > Privileged Gateway Intents) and restart me.", "unavailable")
-        if wanted != current:
-            await store.set_channel(interaction.guild_id, interaction.channel_id, wanted, by=interaction.user.id)
-            self._settings.pop((interaction.guild_id, interaction.channel_id), None)
-        await send(interaction, conv.describe_channel(wanted, self.persona(wanted), changed=wanted != current),
-                   ephemeral=False)
+        self._settings.pop((interaction.guild_id, interaction.channel_id), None)
+        await send_answer(interaction, answer)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -35,7 +35,12 @@ class General(commands.Cog):
 
     @app_commands.command(name="help", description="What I can do")
     async def help(self, interaction: discord.Interaction) -> None:
-        await send(interaction, answers.help_text())
+        text = answers.help_text()
+        conversation = self.bot.get_cog("Conversation")  # bot.discord_app.cogs.conversation: this channel's persona
+        if conversation is not None and self.bot.store is not None:
+            await defer(interaction)  # the channel's settings are read from the database
+            text = await conversation.describe_here(interaction.guild_id, interaction.channel_id) + "\n\n" + text
+        await send(interaction, text)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -163,7 +163,7 @@ def test_chat_session_commands_and_their_answers(capsys, monkeypatch, tiny_check
         "Deleted 1 contribution of yours from this server.",
         "/listen works in Discord channels only.",
         "Unknown command /dance; try /help.",
-        "Commands start with a slash; try /help.",
+        "Commands start with a slash (or talk to me: @bot words); try /help.",
     ]:
         assert expected in out
     assert "1.5" not in out  # nothing after /quit runs
@@ -236,3 +236,49 @@ def test_generation_options_are_split_off_the_prompt():
         parse_generation("x --length lots")
     with pytest.raises(Refusal, match="Temperature must be a number from 0 to 2"):
         parse_generation("x --temperature warm")
+
+
+def test_chat_talks_as_in_a_channel_mentions_replies_and_the_buttons(capsys, monkeypatch, tiny_checkpoint_dir,
+                                                                     tmp_path):
+    lines = [
+        "/another",  # nothing to press yet
+        "@bot",  # a mention with no words
+        "@bot Once upon a time there was a fox --seed 1",
+        "> and then the fox ran --seed 2",
+        "/continue --seed 3",
+        "/another --seed 4",
+        "/channel novel",
+        "@bot Anna looked at him --seed 5",
+    ]
+    code, out, err = chat(capsys, monkeypatch, lines, "--checkpoints", str(tiny_checkpoint_dir),
+                          "--db", str(tmp_path / "chat.db"))
+    assert code == 0 and err == ""
+    said = out.split("\n")
+    assert said[0].startswith("These buttons have expired") and said[1].startswith("Mention me with some words")
+    assert said[2].startswith("**Once upon a time there was a fox**")
+    assert out.count("**and then the fox ran**") == 1
+    assert "Done. In this channel I speak as **novel**" in out and "**Anna looked at him**" in out
+
+
+async def test_a_reply_in_chat_is_primed_with_the_chain(tiny_checkpoint_dir, tmp_path):
+    from bot.cli.repl import ChatSession
+    from bot.config import Limits
+    from bot.core.engines import Models
+    from bot.core.replies import ReplyService
+
+    limits = Limits(cooldown_s=0.0)
+    with Models.load(["tale", "faq", "novel"], tiny_checkpoint_dir, "cpu") as models:
+        async with await open_store(tmp_path / "c.db") as store:
+            session = ChatSession(store, ReplyService(models, limits), limits)
+            await session.handle("@bot A fox --seed 1")
+            seen = []
+            made = session.service.reply
+
+            async def spy(request):
+                seen.append(request)
+                return await made(request)
+
+            session.service.reply = spy
+            await session.handle("> and a crow --seed 2")
+            assert seen[0].trigger == "reply" and seen[0].context.startswith("A fox")
+            assert seen[0].prompt == "and a crow"
