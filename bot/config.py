@@ -99,7 +99,7 @@ class Limits:
     max_pending: int = 32
     edit_interval_s: float = 1.5
     shutdown_grace_s: float = 10.0
-    max_per_channel: int = 3  # replies being written in one channel at once; more are told to wait
+    max_per_channel: int = 4  # replies being written in one channel at once; more are told to wait
     chain_chars: int = 600  # how much of a reply chain primes the next reply
     chain_messages: int = 6  # how many messages back a reply chain is followed
     button_hours: float = 24.0  # how long Continue and Another work under a reply
