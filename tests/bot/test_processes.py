@@ -22,6 +22,8 @@ from tests.bot.e2e_bot import answered, write_checkpoints
 from tests.bot.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from tests.helpers import BotProcess, eventually, start_bot
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 # Version changes are polled every 2 s (bot.jobs.manager.SYNC_EVERY_S); "a few seconds", with room for a busy CPU.
 SERVED_EVERYWHERE_S = 20.0
 
@@ -122,8 +124,6 @@ _HOLD_JOB = """
 import asyncio, sys
 from bot.store import open_store
 from bot.store.jobs import FinetuneStore
-
-pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
 
 async def main():
     store = await open_store(sys.argv[1])

@@ -19,6 +19,8 @@ from bot.store.jobs import CANCELLED, DONE, FAILED, REFUSED, FinetuneStore, JobC
 from model.sample import SampleSettings
 from tests.helpers import contributed_texts, eventually
 
+pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
+
 QUICK = {"max_epochs": 15, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to learn the new text
 SHORT = {"max_epochs": 3, "lr": 1e-2, "corpus_eval_chars": 2000}  # enough to make a different version
 ENDLESS = {"max_epochs": 100_000, "patience": 100_000, "lr": 1e-2, "corpus_eval_chars": 2000}
@@ -232,8 +234,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from bot.jobs import job as runner
-
-pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it
 code = runner.main(sys.argv[1:])
 staged = Path(sys.argv[1]) / runner.STAGED
 data = bytearray(staged.read_bytes())
