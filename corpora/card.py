@@ -247,7 +247,7 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
     info = row.info
     lines = [f"## {row.corpus}: {corpus.title}", ""]
     if row.checkpoint is None:
-        return lines + [f"Not shipped yet: there was no `{row.corpus}.safetensors` when this card was made.", ""]
+        return [*lines, f"Not shipped yet: there was no `{row.corpus}.safetensors` when this card was made.", ""]
     train_chars = info.get("train_chars")
     epochs = info.get("chars_seen", 0) / train_chars if train_chars else None
     cfg = info.get("train_config") or {}

@@ -147,7 +147,7 @@ def read_tensor_file(path: str | os.PathLike, expect_format: str = FORMAT) -> tu
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(path, f"not a readable safetensors file (truncated or corrupt?): {exc}") from None
     if meta.get("format") != expect_format:

@@ -153,9 +153,8 @@ def ends_sentence(text: str) -> bool:
     word = body.rstrip(_CLOSERS).rstrip(".!?")
     last = word.rsplit(None, 1)[-1] if word.split() else ""
     last = last.lstrip(_CLOSERS + "(\u2018\u201c")
-    if body.rstrip(_CLOSERS).endswith(".") and (last.lower() in _ABBREVIATIONS or (len(last) == 1 and last.isupper())):
-        return False
-    return True
+    abbreviation = last.lower() in _ABBREVIATIONS or (len(last) == 1 and last.isupper())
+    return not (body.rstrip(_CLOSERS).endswith(".") and abbreviation)
 
 
 def sentence_just_ended(text: str) -> bool:

@@ -166,8 +166,6 @@ def render_reply(
         body, tail = "*(no words came; try again or raise the temperature)*", ""
     if len(head) + len(body) + len(tail) <= limit:
         return head + body + tail + extra
-    if finish is None:
-        tail = WORKING  # still being written, even when the text so far already overflows
-    else:
-        tail = TRUNCATED if finish != Finish.CANCELLED else CUT_SHORT
+    # still being written (even when the text so far already overflows), cut short, or cut at the limit
+    tail = WORKING if finish is None else CUT_SHORT if finish == Finish.CANCELLED else TRUNCATED
     return head + _fitting_prefix(continuation, limit - len(head) - len(tail), starts_line) + tail + extra

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, get_args
 
@@ -448,10 +448,8 @@ class ReplyService:
         """
         self.closing = True
         if self._running:
-            try:
+            with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
-            except asyncio.TimeoutError:
-                pass
         cut = list(self._running)
         for reply in cut:
             reply.cancel()

@@ -22,6 +22,7 @@ KINDS = {
     AppCommandOptionType.number: "a number",
     AppCommandOptionType.boolean: "true or false",
 }
+BOUNDED = (AppCommandOptionType.string, AppCommandOptionType.integer, AppCommandOptionType.number)
 STALE = "Discord showed you an older version of this command; try again in a minute (or restart Discord)."
 
 
@@ -75,12 +76,9 @@ def check_options(command: app_commands.Command, options: list[dict]) -> None:
                 raise BadOption(f"The **{name}** option must be one of: {allowed}.")
             continue
         low, high = param.min_value, param.max_value
-        if kind is AppCommandOptionType.string:
-            if (low is not None and len(value) < low) or (high is not None and len(value) > high):
-                raise BadOption(f"The **{name}** option must be {_range(low, high)} characters long.")
-        elif kind in (AppCommandOptionType.integer, AppCommandOptionType.number):
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise BadOption(f"The **{name}** option must be {_range(low, high)}.")
+        size, unit = (len(value), " characters long") if kind is AppCommandOptionType.string else (value, "")
+        if kind in BOUNDED and ((low is not None and size < low) or (high is not None and size > high)):
+            raise BadOption(f"The **{name}** option must be {_range(low, high)}{unit}.")
     missing = [p.display_name for p in params.values() if p.required and p.display_name not in seen]
     if missing:
         raise BadOption(f"The **{missing[0]}** option is required.")

@@ -353,7 +353,7 @@ class FinetuneStore:
         """The contributions to learn from, oldest first, and how many were left out: messages a
         listening channel collected from people who have opted out since (what they sent
         themselves with /contribute stays in, as /optout tells them)."""
-        texts, sources, left_out = await self.training_contributions(corpus)
+        texts, _sources, left_out = await self.training_contributions(corpus)
         return texts, left_out
 
     async def training_contributions(self, corpus: str) -> tuple[list[str], list[Source], int]:

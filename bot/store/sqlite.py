@@ -13,6 +13,7 @@ queries are parameterized.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -145,10 +146,8 @@ class SQLiteStore(Store):
                 bump = f"UPDATE schema_version SET version = {version + 1} WHERE id = 1"
                 await self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\n;{bump};\nCOMMIT;")
             except sqlite3.Error as exc:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 if await self.schema_version() > version:
                     continue  # another process applied it while we waited
                 raise StoreError(f"{self.path}: migration {version + 1} failed: {exc}") from None

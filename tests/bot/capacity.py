@@ -151,7 +151,7 @@ async def burst(n: int, trigger: str, per_channel: int, corpus: str) -> dict:
                             finished(m) or "**Once upon" not in m["content"]) and m, 300, "a reply")
                     else:
                         inter = await fake.slash(corpus, {"prompt": "Once upon a time"}, user=person, channel=room)
-                        final = await fake.wait_until(lambda: (m := inter.original) and finished(m) and m
+                        final = await fake.wait_until(lambda: ((m := inter.original) and finished(m) and m)
                                                       or (answered(inter) and not inter.original and {"content": ""}),
                                                       300, "a reply")
                     return time.monotonic() - began, final["content"]

@@ -1769,9 +1769,7 @@ def _option(name: str, value: Any, declared: list[dict]) -> dict:
             value = int(value)
         elif kind == OPT_BOOLEAN:
             value = bool(value)
-        elif kind in (OPT_USER, OPT_CHANNEL, OPT_ROLE):
-            value = str(value)
-        elif kind == OPT_STRING:
+        elif kind in (OPT_USER, OPT_CHANNEL, OPT_ROLE) or kind == OPT_STRING:
             value = str(value)
     except (TypeError, ValueError):
         raise DiscordClientRefused(f"{name}: {value!r} is not a valid value for option type {kind}") from None

@@ -341,10 +341,9 @@ async def conversing(fake: FakeDiscord, content_intent: bool = False) -> AsyncIt
 
 async def rest(fake: FakeDiscord, method: str, path: str, body: object = None) -> tuple[int, dict]:
     """A bot's REST request with plain aiohttp: what Discord answers to exactly this body."""
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, f"{fake.api_base}{path}", json=body,
-                                headers={"Authorization": f"Bot {fake.token}"}) as resp:
-            return resp.status, (await resp.json() if resp.content_type == "application/json" else {})
+    async with aiohttp.ClientSession() as http, http.request(method, f"{fake.api_base}{path}", json=body,
+                            headers={"Authorization": f"Bot {fake.token}"}) as resp:
+        return resp.status, (await resp.json() if resp.content_type == "application/json" else {})
 
 
 def buttons(*ids: str, style: int = 1) -> list[dict]:

@@ -77,42 +77,41 @@ async def test_two_bot_processes_share_settings_contributions_opt_outs_and_serve
            "CHARBOT_CORPORA": "tale"}
     if db.startswith("postgresql"):
         env["CHARBOT_STATE_DIR"] = str(tmp_path / "shared-storage")
-    async with FakeDiscord(interaction_deadline_s=30.0) as one:
-        async with one.twin() as two:
-            a = BotProcess(await start_bot(one, tmp_path, checkpoints["tale"].parent, **env))
-            b = BotProcess(await start_bot(two, tmp_path, checkpoints["tale"].parent, **env))
-            try:
-                await asyncio.gather(one.wait_ready(timeout=120), two.wait_ready(timeout=120))
+    async with FakeDiscord(interaction_deadline_s=30.0) as one, one.twin() as two:
+        a = BotProcess(await start_bot(one, tmp_path, checkpoints["tale"].parent, **env))
+        b = BotProcess(await start_bot(two, tmp_path, checkpoints["tale"].parent, **env))
+        try:
+            await asyncio.gather(one.wait_ready(timeout=120), two.wait_ready(timeout=120))
 
-                # A setting written through one process is what the other reads.
-                assert "now 0.7" in await ask(one, "temp", {"value": 0.7})
-                assert "is 0.7" in await ask(two, "temp")
+            # A setting written through one process is what the other reads.
+            assert "now 0.7" in await ask(one, "temp", {"value": 0.7})
+            assert "is 0.7" in await ask(two, "temp")
 
-                # An opt-out made through one process is honoured by the other's listening channel,
-                # and what the other collected is the first one's to delete.
-                assert "won't store" in await ask(one, "optout")
-                await ask(two, "listen", {"corpus": "tale"}, user=two.admin, channel="stories")
-                await two.post_message("Opted out, so never stored here.", channel="stories")
-                await two.post_message("A tale worth keeping for later.", author=two.other_member, channel="stories")
-                await eventually(lambda: rows(db, "SELECT text FROM contributions"), what="the kept message",
-                                 interval=0.2)
-                assert await rows(db, "SELECT text FROM contributions") == [("A tale worth keeping for later.",)]
-                assert "Deleted 1 contribution" in await ask(one, "forget", user=one.other_member)
-                assert await rows(db, "SELECT COUNT(*) FROM contributions") == [(0,)]
+            # An opt-out made through one process is honoured by the other's listening channel,
+            # and what the other collected is the first one's to delete.
+            assert "won't store" in await ask(one, "optout")
+            await ask(two, "listen", {"corpus": "tale"}, user=two.admin, channel="stories")
+            await two.post_message("Opted out, so never stored here.", channel="stories")
+            await two.post_message("A tale worth keeping for later.", author=two.other_member, channel="stories")
+            await eventually(lambda: rows(db, "SELECT text FROM contributions"), what="the kept message",
+                             interval=0.2)
+            assert await rows(db, "SELECT text FROM contributions") == [("A tale worth keeping for later.",)]
+            assert "Deleted 1 contribution" in await ask(one, "forget", user=one.other_member)
+            assert await rows(db, "SELECT COUNT(*) FROM contributions") == [(0,)]
 
-                # A version installed beside the bots (as `charbot finetune --install` does) is served by both ...
-                newer = write_checkpoints(tmp_path / "newer", hidden_size=24)["tale"]
-                async with await open_store(db) as store:
-                    manager = FinetuneManager(FinetuneStore(store), load_settings(db, None, env),
-                                              lambda corpus: checkpoints[corpus])
-                    await manager.import_checkpoint("tale", newer, "operator")
-                await asyncio.gather(serves(one, "tale", file_version(newer)), serves(two, "tale", file_version(newer)))
+            # A version installed beside the bots (as `charbot finetune --install` does) is served by both ...
+            newer = write_checkpoints(tmp_path / "newer", hidden_size=24)["tale"]
+            async with await open_store(db) as store:
+                manager = FinetuneManager(FinetuneStore(store), load_settings(db, None, env),
+                                          lambda corpus: checkpoints[corpus])
+                await manager.import_checkpoint("tale", newer, "operator")
+            await asyncio.gather(serves(one, "tale", file_version(newer)), serves(two, "tale", file_version(newer)))
 
-                # ... and a rollback through one bot process reaches the other.
-                assert "now serves **base** (was v1)" in await ask(one, "rollback", {"corpus": "tale"}, user=one.admin)
-                await serves(two, "tale", file_version(checkpoints["tale"]))
-            finally:
-                codes = await asyncio.gather(a.stop(), b.stop())
+            # ... and a rollback through one bot process reaches the other.
+            assert "now serves **base** (was v1)" in await ask(one, "rollback", {"corpus": "tale"}, user=one.admin)
+            await serves(two, "tale", file_version(checkpoints["tale"]))
+        finally:
+            codes = await asyncio.gather(a.stop(), b.stop())
     assert codes == [0, 0], a.log[-3000:] + "\n----\n" + b.log[-3000:]
     for bot in (a, b):
         assert "Traceback" not in bot.log, bot.log[-3000:]

@@ -27,7 +27,7 @@ def test_ship_stores_16_bit_weights_with_the_loss_they_really_have(run, tmp_path
     result = ship(run, "mini")
     assert result.path == tmp_path / "checkpoints" / "mini.safetensors"
     with safe_open(str(result.path), framework="pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118 (not a mapping)
     stored = load_checkpoint(result.path)
     codes, _ = heldout_codes(stored.info, "mini")
     assert stored.info["val_loss_nats"] == evaluate_loss(stored.model, codes) == result.loss_after

@@ -407,7 +407,7 @@ def test_a_cut_back_text_is_a_prefix_that_ends_a_sentence_or_a_whole_word(text):
         assert ends_sentence(kept)
     elif kept:
         rest = text[len(kept):]
-        assert not rest or rest[0].isspace() or kept == text.rstrip() and not any(c.isspace() for c in kept)
+        assert not rest or rest[0].isspace() or (kept == text.rstrip() and not any(c.isspace() for c in kept))
 
 
 def test_with_a_target_replies_end_at_a_sentence_across_many_seeds_and_lengths(base_checkpoint):

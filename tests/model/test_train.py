@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -350,7 +351,7 @@ def test_learning_rate_schedule():
     assert lr_at(cfg, 5000, 0.5) == pytest.approx(0.55e-2)
     assert lr_at(cfg, 10_000, 1.0) == pytest.approx(1e-3)
     lrs = [lr_at(cfg, s, s / 10_000) for s in range(100, 10_001, 100)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # never rises after the warm-up
+    assert all(a >= b for a, b in itertools.pairwise(lrs))  # never rises after the warm-up
 
 
 def test_warm_up_is_never_more_than_five_percent_of_the_budget():

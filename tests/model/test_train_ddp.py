@@ -28,8 +28,7 @@ def charbot_train(*args: str, processes: int = 2, timeout: float = 240) -> subpr
     env.pop("WORLD_SIZE", None)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     cmd = [*launcher, "-m", "bot", "train", *args] if processes > 1 else [sys.executable, "-m", "bot", "train", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    return done
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,16 +17,16 @@ def test_a_good_checkpoint_passes(random_checkpoint):
 
 
 def test_a_flipped_byte_is_refused(random_checkpoint):
-    data = bytearray(open(random_checkpoint, "rb").read())
+    data = bytearray(Path(random_checkpoint).read_bytes())
     data[-10] ^= 0xFF
-    open(random_checkpoint, "wb").write(bytes(data))
+    Path(random_checkpoint).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         verify_checkpoint(random_checkpoint)
 
 
 def test_a_truncated_file_is_refused(random_checkpoint):
-    data = open(random_checkpoint, "rb").read()
-    open(random_checkpoint, "wb").write(data[: len(data) // 2])
+    data = Path(random_checkpoint).read_bytes()
+    Path(random_checkpoint).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError):
         verify_checkpoint(random_checkpoint)
 

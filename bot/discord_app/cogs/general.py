@@ -18,7 +18,7 @@ class General(commands.Cog):
     @app_commands.describe(value="0 = predictable ... 2 = wild; leave out to see yours",
                            reset="forget your default (each corpus uses its own)")
     @app_commands.guild_only()
-    async def temp(self, interaction: discord.Interaction, value: float = None, reset: bool = False) -> None:
+    async def temp(self, interaction: discord.Interaction, value: float | None = None, reset: bool = False) -> None:
         await defer(interaction)  # before the database: another program may hold it past Discord's 3 s
         answer = await answers.temp(self.bot.store, interaction.guild_id, interaction.user.id, value, reset)
         await send_answer(interaction, answer)

@@ -7,6 +7,7 @@ callback's annotations.)
 """
 
 import asyncio
+import contextlib
 import logging
 
 import discord
@@ -61,10 +62,8 @@ class Generate(commands.Cog):
             log.exception("could not post the %s reply for interaction %s", corpus, interaction.id)
         except Exception:
             log.exception("the %s reply for interaction %s failed", corpus, interaction.id)
-            try:
+            with contextlib.suppress(discord.HTTPException):
                 await interaction.edit_original_response(content=UNEXPECTED, allowed_mentions=NO_MENTIONS)
-            except discord.HTTPException:
-                pass
         finally:
             reply.close()
 
@@ -89,7 +88,7 @@ def build_command(cog: Generate, corpus: str, limits: Limits) -> app_commands.Co
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, limits.max_prompt_chars],
         length: app_commands.Range[int, 1, limits.max_length] = None,
-        temperature: float = None,
+        temperature: float | None = None,
     ) -> None:
         await cog.generate(interaction, corpus, prompt, length, temperature)
 

@@ -48,7 +48,7 @@ async def test_a_rejected_token_is_one_line(tmp_path, tiny_checkpoint_dir):
     async with FakeDiscord() as fake:
         assert fake.token != wrong
         bot = await start_bot(fake, tmp_path, tiny_checkpoint_dir, token=wrong)
-        out, err = await asyncio.wait_for(bot.communicate(), 60)
+        _out, err = await asyncio.wait_for(bot.communicate(), 60)
     last = err.decode().strip().splitlines()[-1]
     assert bot.returncode == 2
     assert last.startswith("charbot run: error: Discord rejected DISCORD_TOKEN")
@@ -70,7 +70,7 @@ async def test_sync_publishes_the_commands_globally_with_their_options_and_admin
     options = {o["name"]: o for o in published["faq"]["options"]}
     assert set(options) == {"question", "length", "temperature"} and options["question"]["required"]
     assert options["length"]["max_value"] == 1200 and not options["length"].get("required")
-    assert [o["name"] for o in published["tale"]["options"]][0] == "prompt"
+    assert next(o["name"] for o in published["tale"]["options"]) == "prompt"
     manage_guild = str(1 << 5)
     for admin_only in ("listen", "unlisten"):
         assert published[admin_only]["default_member_permissions"] == manage_guild
@@ -99,7 +99,7 @@ async def test_a_database_that_cannot_be_created_stops_the_start_with_one_line(t
         db.mkdir()
     async with FakeDiscord() as fake:
         bot = await start_bot(fake, tmp_path, tiny_checkpoint_dir, CHARBOT_DB=str(db))
-        out, err = await asyncio.wait_for(bot.communicate(), 60)
+        _out, err = await asyncio.wait_for(bot.communicate(), 60)
     log = err.decode()
     assert bot.returncode == 2, log[-2000:]
     assert log.strip().splitlines()[-1].startswith(f"charbot run: error: {db}: cannot open the database"), log[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from contextlib import aclosing
 from dataclasses import replace
@@ -161,7 +162,7 @@ async def test_stream_grows_then_finishes_with_the_same_text_as_a_plain_reply(mo
     for u, body in zip(updates[:-1], shown, strict=True):
         assert u.text.startswith("**Once upon a time there was a king**") and u.text.endswith(" \u2026")
         assert final.startswith(body) or body.startswith(final)  # the end may be cut back to a whole word
-    assert all(later.startswith(earlier) for earlier, later in zip(shown, shown[1:], strict=False))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(shown))
     monkeypatch.undo()
     assert all(len(u.text) <= MESSAGE_CHARS for u in updates)
     again = await service.reply(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import itertools
 from pathlib import Path
 
 from bot.discord_app.client import EXTENSIONS
@@ -43,7 +44,7 @@ async def check_heartbeats_flow_during_a_long_reply(tmp_path: Path, device: str)
         assert end - start > 3 * HEARTBEAT_MS / 1000, f"the reply took {end - start:.2f}s: too short to show anything"
         during = [t for t in fake.heartbeats if start <= t <= end]
         around = [max(t for t in fake.heartbeats if t < start), *during, min(t for t in fake.heartbeats if t > end)]
-        gaps = [b - a for a, b in zip(around, around[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(around)]
         assert max(gaps) < MAX_GAP_S, f"heartbeats stalled for {max(gaps):.2f}s while the reply was written"
         assert len(fake.heartbeat_acks) == len(fake.heartbeats)
         assert len(fake.identifies) == 1 and not fake.resumes, "the bot lost its gateway connection"

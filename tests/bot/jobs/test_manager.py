@@ -321,7 +321,7 @@ async def test_forcing_installs_a_refused_result_and_says_so(env):
     from bot.jobs.messages import versions_text
 
     manager = await env.open()
-    job_id, outcome = await install_finished_job(env, manager, after=0.4, corpus=(0.99, 2.24), force=True)
+    _job, outcome = await install_finished_job(env, manager, after=0.4, corpus=(0.99, 2.24), force=True)
     assert (outcome.state, outcome.version, outcome.forced) == (DONE, 1, True)
     assert "now serving v1" in outcome.message()
     assert "Installed because it was forced, although it forgot too much of the tale style" in outcome.message()
