@@ -32,8 +32,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.bench.fake_discord import FakeDiscord, FakeUser
 from tests.bot.e2e_bot import answered
-from tests.bot.fake_discord import FakeDiscord, FakeUser
 from tests.helpers import BotProcess, free_port, start_bot
 
 ROOT = Path(__file__).resolve().parents[2]

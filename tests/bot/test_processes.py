@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.bench.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from bot.core.engines import file_version
 from tests.bot.e2e_bot import answered, write_checkpoints
-from tests.bot.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from tests.helpers import BotProcess, eventually, start_bot
 
 # Version changes are polled every 2 s (bot.jobs.manager.SYNC_EVERY_S); "a few seconds", with room for a busy CPU.
