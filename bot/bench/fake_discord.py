@@ -324,6 +324,9 @@ class FakeDiscord:
         self.dispatched: list[tuple[str, str | None, int]] = []  # (event, guild id, shard) for every dispatch
 
         self.requests: list[RecordedRequest] = []
+        # Called with each request once answered, in order: a load generator follows hundreds of replies
+        # without re-scanning every request for each of them (what wait_until's checks do).
+        self.observers: list[Callable[[RecordedRequest], None]] = []
         self.unknown_routes: list[RecordedRequest] = []
         self.heartbeats: list[float] = []
         self.heartbeat_acks: list[float] = []
@@ -576,6 +579,8 @@ class FakeDiscord:
         ):
             rec.response = json.loads(response.text or "null")
         self._rate_limit_headers(response, rec.route)
+        for observe in self.observers:
+            observe(rec)
         await self._notify()
         return response
 
