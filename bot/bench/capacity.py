@@ -222,6 +222,11 @@ def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
     return next((bound for bound, count in sorted(buckets.items()) if count >= q * total), None)
 
 
+def bucket_below(buckets: dict[float, float], bound: float | None) -> float:
+    """The bucket bound just under ``bound`` (0 for the first): a quantile read from buckets lies between them."""
+    return max((b for b in buckets if bound is not None and b < bound), default=0.0)
+
+
 def _quantiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None}
@@ -364,6 +369,7 @@ def bot_figures(before: Samples, after: Samples, trigger: str, gateway: list[flo
         "refused_by_kind": refused,
         "refusal_rate": round(sum(refused.values()) / sum(counted.values()), 4) if sum(counted.values()) else None,
         "loop_lag_s": {"p50_at_most": bucket_quantile(lag, 0.5), "p99_at_most": bucket_quantile(lag, 0.99),
+                       "p99_above": bucket_below(lag, bucket_quantile(lag, 0.99)),
                        "max_at_most": bucket_quantile(lag, 1.0), "samples": int(max(lag.values(), default=0))},
         "gateway_latency_s": {"median": round(percentile(gateway, 50), 4) if gateway else None,
                               "max": round(max(gateway), 4) if gateway else None, "samples": len(gateway)},
