@@ -1,6 +1,7 @@
 """Helpers the tests share (fixtures live in conftest.py files; these are plain functions).
 
-One module, so no test module imports another test module.
+One module, so no test module imports another test module. The bot-process helpers (``start_bot``,
+``BotProcess``, ``free_port``) live in :mod:`bot.bench.bot_process`, which the capacity bench shares.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
-import os
 import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +19,13 @@ from typing import TypeVar
 
 import pytest
 
+from bot.bench.bot_process import BotProcess, free_port, start_bot
 from corpora import registry
 from corpora.clean import clean_plain
 from corpora.prompts import novel_prime
 from corpora.registry import Corpus, Download
+
+__all__ = ["BotProcess", "free_port", "start_bot"]  # re-exported: the tests import them from here
 
 T = TypeVar("T")
 
@@ -55,62 +58,6 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, what: str, timeou
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(interval)
-
-
-async def start_bot(fake, tmp_path, checkpoints, token: str | None = None, args: tuple[str, ...] = (),
-                    **extra: str) -> asyncio.subprocess.Process:
-    """``charbot run [args]`` (as ``python -m bot run``) in its own process, talking to the fake Discord ``fake``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARBOT_", "DISCORD_"))}
-    env.update(
-        DISCORD_TOKEN=token or fake.token, CHARBOT_DB=str(tmp_path / "bot.db"), CHARBOT_CHECKPOINT_DIR=str(checkpoints),
-        CHARBOT_DEV_GUILD=fake.guild_id, CHARBOT_DEVICE="cpu", CHARBOT_DISCORD_API=fake.api_base,
-        CHARBOT_DISCORD_GATEWAY=fake.gateway_url, CHARBOT_COOLDOWN="0",
-    )
-    env.update(extra)
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", *args, env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-
-
-class BotProcess:
-    """A ``charbot run`` process whose log is read as it comes (a full pipe would stall the bot)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            self.lines.append(line.decode(errors="replace").rstrip())
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    async def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM, then wait for a clean exit (killed if it does not come); returns the exit status."""
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._reader, 10)
-        return int(self.proc.returncode)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for a child process's metrics server)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _HOLD_LOCK = """

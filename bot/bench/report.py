@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -328,10 +329,80 @@ def _gpu_section(results: dict) -> list[str]:
     return lines
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{1000 * value:,.0f} ms"
+
+
+def _three(q: dict) -> str:
+    """p50 / p95 / p99 in seconds."""
+    return " / ".join(_f(q.get(k), 2) for k in ("p50", "p95", "p99")) + " s"
+
+
+def _capacity_load(r: dict) -> str:
+    if r["load"] == "open":
+        return f"open, {r['rate_per_s']:g}/s ({_f(r.get('arrivals_per_s'), 1)} arrived/s)"
+    if r["load"] == "closed":
+        return f"closed, {r['people']} people"
+    return f"burst of {r['people']}"
+
+
+def _capacity_section(results: dict) -> list[str]:
+    """One bot process end to end: finished replies, waits, refusals, the bot's own loop lag (bot.bench.capacity)."""
+    cap = results.get("capacity")
+    if not cap:
+        return []
+    t, bot = results["targets"], cap["bot"]
+    settings = ", ".join(f"{k}={v}" for k, v in bot["settings"].items())
+    lines = ["", "## Capacity", "",
+             f"One `charbot run` process on `{bot['checkpoint']}` ({settings}; every other limit at its default) "
+             f"against the fake Discord, asked `{bot['prompt']}`. A reply is finished when its final edit (the one "
+             "with the Continue and Another buttons) is posted; first text is the first snapshot a person sees. "
+             "Closed: each person waits for their reply to finish before asking again. Open: Poisson arrivals, "
+             "each from someone new. Refused: the bot's `charbot_replies_total` outcomes of the run's trigger; "
+             "unanswered: requests without a finished reply, what the person read. Loop lag: bucket bounds of "
+             "the bot's `charbot_event_loop_lag_observed_seconds` (one sample per 0.5 s), so p99 lies in a range; "
+             "met or missed only when the whole range is on one side of the target.", "",
+             "| load | trigger | requests | finished | finished/s | posted chars/s | mean chars "
+             "| first text p50 / p95 / p99 | finished p50 / p95 / p99 | unanswered | refused (bot's count) "
+             "| loop lag p99 (max) | gateway latency median (max) | load average before, after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in cap["runs"]:
+        lag, gw = r["loop_lag_s"], r["gateway_latency_s"]
+        p99, above, target = lag["p99_at_most"], lag.get("p99_above", 0.0), t["loop_lag_p99_ms"] / 1000
+        lag_ok = None if p99 is None or (p99 > target > above) else p99 <= target  # unresolved within a bucket
+        refused = ", ".join(f"{k} {v}" for k, v in r["refused_by_kind"].items()) or "none"
+        load = "/".join(f"{x:.1f}" for x in r["load_avg_start"] or []) + ", " + "/".join(
+            f"{x:.1f}" for x in r["load_avg_end"] or [])
+        lines.append(
+            f"| {_capacity_load(r)} | {r['trigger']} | {r['requests']} | {r['finished']} | "
+            f"{_f(r['finished_per_s'], 1)} | {_f(r['posted_chars_per_s'])} | {_f(r['mean_chars'])} | "
+            f"{_three(r['first_text_s'])} | {_three(r['finished_s'])} | {_pct(r['unfinished_rate'])} | {refused} | "
+            f"{_ms(above).removesuffix(' ms')}-{_ms(p99)}{_mark(lag_ok)}"
+            f" (≤ {_ms(lag['max_at_most'])}) | {_ms(gw['median'])} ({_ms(gw['max'])}) | {load} |")
+    reasons = Counter()
+    for r in cap["runs"]:
+        reasons.update(r["unfinished_because"])
+    if reasons:
+        lines += ["", "Unanswered because: " + "; ".join(f"{n} x \"{why}\"" for why, n in reasons.most_common(6))]
+    sustained, answered = cap.get("sustained_rate_per_s") or {}, cap.get("answered_rate_per_s") or {}
+    for trigger, rate in sustained.items():
+        lines += ["", f"Sustained ({trigger}, open loop): "
+                  + (f"up to {rate:g} requests/s" if rate is not None else "not even the lowest rate measured")
+                  + f" with the finished p95 at most {t['capacity_finished_p95_s']:g} s and at most "
+                  f"{_pct(t['capacity_unfinished_rate'], 0)} unanswered"]
+        if trigger in answered:
+            most = answered[trigger]
+            lines[-1] += (f"; at most {_pct(t['capacity_unfinished_rate'], 0)} unanswered (any wait) up to "
+                          + (f"{most:g} requests/s." if most is not None else "no rate measured."))
+        else:
+            lines[-1] += "."
+    return lines
+
+
 # The report's sections in the order it shows them; each gives its lines, none when it has no results.
 SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
     _header, _auto_section, _single_section, _concurrent_section, _train_section, _fidelity_section,
-    _quality_section, _gpu_section,
+    _quality_section, _gpu_section, _capacity_section,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bot.bench import classic, concurrent, fidelity, generation, gpu, quality, training
+from bot.bench import capacity, classic, concurrent, fidelity, generation, gpu, quality, training
 from bot.bench.machine import machine as describe_machine
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
@@ -21,7 +22,10 @@ from model.network import CharLSTM, ModelConfig
 from model.precision import auto_precision
 from model.step_threads import OTHERS_EVERY
 
-SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu")
+SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu", "capacity")
+# A plain run leaves capacity out: it starts a real bot process on the shipped checkpoint and puts
+# minutes of load on it (``--only capacity``), where the others time the engine in this process.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "capacity")
 TARGETS = {
     "single_vs_classic": 25.0,
     "concurrent32_chars_per_s": 15_000.0,
@@ -36,6 +40,8 @@ TARGETS = {
     "quality_invented_vs_fp32_pp": 0.1,  # the default (auto) precision's invented-word rate over fp32's, at most
     "quality_faq_topic_rate": 0.8,
     "quality_alone_p95_s": 0.5,
+    "capacity_finished_p95_s": 2.0,  # an open-loop rate is sustained while the finished p95 stays within this
+    "capacity_unfinished_rate": 0.01,  # ... and at most this share of requests goes unanswered
 }
 
 
@@ -59,13 +65,14 @@ class BenchConfig:
     threads: int | None = None
     engine_threads: int | None = None  # set by run_bench: ``threads`` as given; None is the engine's own default
     precisions: tuple[str, ...] | None = None  # engine precisions to time; None: every one native here
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
     agreement_seeds: int = 8
     quality_seeds: int | None = None  # seeds per prompt in the quality section; None: quality.SEEDS
     agreement_chars: int = 200
     kl_chars: int = 2000
     gpu_train_seqs: tuple[int, ...] = gpu.GPU_TRAIN_SEQS
     gpu_concurrency: tuple[int, ...] = gpu.GPU_CONCURRENCY
+    capacity: capacity.CapacityConfig = field(default_factory=capacity.CapacityConfig)
 
     def shrink(self) -> None:
         """The quick version of this run."""
@@ -77,6 +84,7 @@ class BenchConfig:
         self.agreement_seeds, self.agreement_chars, self.kl_chars = 2, 40, 200
         self.gpu_train_seqs = self.gpu_train_seqs[-1:]  # the GPU-sized batch only
         self.gpu_concurrency = (1, self.gpu_concurrency[-1])
+        self.capacity.shrink()
 
 
 @dataclass
@@ -147,7 +155,7 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
         results["notes"].append(
             f"engines use their default threads: a lone reply steps with {cpu_threads('boost')} while that is "
             f"measured faster and no other engine steps; the classic and reference sides use {cfg.threads}")
-    models = load_models(cfg)
+    models = load_models(cfg) if set(cfg.sections) - {"quality", "capacity"} else []  # those two load their own
     say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
         + f"; {cfg.threads} thread(s)")
     started = time.perf_counter()
@@ -164,6 +172,7 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
                                   **({"seeds": tuple(range(1, cfg.quality_seeds + 1))} if cfg.quality_seeds else {})),
             say),
         "gpu": lambda: _gpu(models, cfg, script, say),
+        "capacity": lambda: _capacity(cfg, say),
     }
     if {"single", "concurrent", "fidelity"} & set(cfg.sections):
         try:
@@ -184,6 +193,18 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
     results["seconds"] = time.perf_counter() - started
     results["machine_end"] = machine()
     return results
+
+
+def _capacity(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
+    """One bot process end to end (:mod:`bot.bench.capacity`), and the open-loop rate it sustains per trigger."""
+    if cfg.capacity.checkpoint_dir is None:
+        cfg.capacity.checkpoint_dir = cfg.checkpoint_dir
+    out = capacity.measure(cfg.capacity, say)
+    out["sustained_rate_per_s"] = capacity.sustained(out["runs"], TARGETS["capacity_finished_p95_s"],
+                                                     TARGETS["capacity_unfinished_rate"])
+    # The refusal bound alone: where a machine too slow for the p95 bound still answers nearly everyone.
+    out["answered_rate_per_s"] = capacity.sustained(out["runs"], math.inf, TARGETS["capacity_unfinished_rate"])
+    return out
 
 
 def _concurrent(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:

@@ -18,7 +18,18 @@ def _size(text: str) -> tuple[int, int]:
     return layers, hidden
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: requests per second, comma-separated, e.g. 2,5,10,20") from None
+    if min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: every rate must be positive")
+    return rates
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from bot.bench.capacity import LOADS, TRIGGERS, CapacityConfig
     from bot.bench.suite import SECTIONS
 
     p = sub.add_parser(
@@ -40,7 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classic", help="path of classic_charrnn.py (default: ../shared/baselines/ beside the project)")
     p.add_argument("--threads", type=int,
                    help="torch threads for every side (default: the engine's default, 1 on machines with 2 cores)")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--only", nargs="+", choices=SECTIONS,
+                   help="run only these sections (capacity runs only when named: it starts a bot and loads it)")
+    cap = CapacityConfig()
+    g = p.add_argument_group("capacity", "one `charbot run` process end to end against a fake Discord")
+    g.add_argument("--loads", nargs="+", choices=LOADS, default=list(cap.loads),
+                   help="closed: --people asking without pause; open: Poisson arrivals at each of --rates; "
+                        "burst: --burst people at once (default: closed open)")
+    g.add_argument("--triggers", nargs="+", choices=TRIGGERS, default=list(cap.triggers),
+                   help="how people ask: /tale (slash) or @charbot (mention) (default: slash)")
+    g.add_argument("--capacity-seconds", type=float, default=cap.seconds,
+                   help=f"seconds of asking per closed or open run (default {cap.seconds:g})")
+    g.add_argument("--people", type=int, default=cap.people, help=f"closed loop: people (default {cap.people})")
+    g.add_argument("--rates", type=_rates, default=cap.rates,
+                   help="open loop: arrivals per second, comma-separated (default 2,5,10,20)")
+    g.add_argument("--burst", type=int, default=cap.burst, help=f"burst: people asking at once (default {cap.burst})")
+    g.add_argument("--per-channel", type=int, default=cap.per_channel,
+                   help=f"closed loop and burst: people to a channel (default {cap.per_channel}, the bot's "
+                        "CHARBOT_MAX_PER_CHANNEL)")
+    g.add_argument("--channels", type=int, default=cap.channels,
+                   help=f"open loop: channels the requests go round-robin over (default {cap.channels})")
     p.add_argument("--quality-seeds", type=int, default=None, metavar="K",
                    help="seeds per prompt in the quality section (default 3; about 100 resolve the invented-word "
                         "comparison to about 0.1 percentage points, at about 10 s per seed on 2 cores)")
@@ -52,8 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from bot.bench.capacity import CapacityConfig
     from bot.bench.report import write_report
-    from bot.bench.suite import SECTIONS, BenchConfig, run_bench
+    from bot.bench.suite import DEFAULT_SECTIONS, BenchConfig, run_bench
     from bot.config import read_env
     from corpora.shipped import checkpoint_dir
 
@@ -65,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--threads must be at least 1")
     if args.quality_seeds is not None and args.quality_seeds < 1:
         raise UserError("--quality-seeds must be at least 1")
+    if min(args.people, args.burst, args.per_channel, args.channels) < 1 or args.capacity_seconds <= 0:
+        raise UserError("--people, --burst, --per-channel and --channels must be at least 1; "
+                        "--capacity-seconds must be positive")
     if args.train_text and not Path(args.train_text).is_file():
         raise UserError(f"{args.train_text}: no such file")
     cfg = BenchConfig(
@@ -74,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         chars=args.chars, train_seconds=args.train_seconds,
         train_text=Path(args.train_text) if args.train_text else None,
         classic_script=Path(args.classic) if args.classic else None, threads=args.threads,
-        sections=tuple(args.only) if args.only else SECTIONS, quality_seeds=args.quality_seeds,
+        sections=tuple(args.only) if args.only else DEFAULT_SECTIONS, quality_seeds=args.quality_seeds,
+        capacity=CapacityConfig(loads=tuple(args.loads), triggers=tuple(args.triggers), seconds=args.capacity_seconds,
+                                people=args.people, rates=tuple(args.rates), burst=args.burst,
+                                per_channel=args.per_channel, channels=args.channels),
     )
     results = run_bench(cfg, say=lambda line: print(line, file=sys.stderr))
     js, md = write_report(results, cfg.out)

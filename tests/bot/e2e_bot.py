@@ -20,13 +20,7 @@ from typing import Any
 import discord
 import torch
 
-from bot.config import BotConfig, load_config
-from bot.discord_app.client import CharBot, new_bot
-from bot.discord_app.endpoints import discord_endpoints
-from bot.store import Store
-from model.checkpoint import save_checkpoint
-from model.network import CharLSTM, ModelConfig
-from tests.bot.fake_discord import (
+from bot.bench.fake_discord import (
     CALLBACK_DEFERRED,
     CALLBACK_MESSAGE,
     EPHEMERAL,
@@ -36,6 +30,12 @@ from tests.bot.fake_discord import (
     FakeInteraction,
     FakeUser,
 )
+from bot.config import BotConfig, load_config
+from bot.discord_app.client import CharBot, new_bot
+from bot.discord_app.endpoints import discord_endpoints
+from bot.store import Store
+from model.checkpoint import save_checkpoint
+from model.network import CharLSTM, ModelConfig
 
 CORPORA = ("tale", "faq", "novel")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.bench.fake_discord import CALLBACK_DEFERRED, EPHEMERAL, LOADING, FakeInteraction
 from tests.bot.e2e_bot import BotUnderTest, answered, bot_on_fake
-from tests.bot.fake_discord import CALLBACK_DEFERRED, EPHEMERAL, LOADING, FakeInteraction
 from tests.helpers import write_lock_held
 
 pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.bench.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from bot.core.engines import file_version
 from tests.bot.e2e_bot import answered, write_checkpoints
-from tests.bot.fake_discord import CALLBACK_MESSAGE, FakeDiscord, FakeInteraction
 from tests.helpers import BotProcess, eventually, start_bot
 
 pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it

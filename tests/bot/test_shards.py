@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.bench.fake_discord import FakeDiscord, FakeDiscordError, shard_of
 from tests.bot.e2e_bot import answered, bot_on_fake, write_checkpoints
-from tests.bot.fake_discord import FakeDiscord, FakeDiscordError, shard_of
 from tests.helpers import BotProcess, free_port, start_bot
 
 pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it

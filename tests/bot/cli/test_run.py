@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.bench.fake_discord import FakeDiscord
 from bot.core.render import CUT_SHORT
-from tests.bot.fake_discord import FakeDiscord
 from tests.helpers import start_bot
 
 pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
-from tests.bot.fake_discord import (
+from bot.bench.fake_discord import (
     ADMINISTRATOR,
     MEMBER_PERMISSIONS,
     OPT_BOOLEAN,
@@ -22,6 +21,7 @@ from tests.bot.fake_discord import (
     FakeInteraction,
     FakeUser,
 )
+from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
 
 SERVERS_ONLY = "works in servers only"
 GUILD_ONLY = [

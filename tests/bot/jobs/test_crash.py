@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.bench.fake_discord import FakeDiscord, RecordedRequest
 from bot.core.render import WORKING
-from tests.bot.fake_discord import FakeDiscord, RecordedRequest
 from tests.helpers import contributed_texts, eventually, start_bot
 
 pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.bench.fake_discord import CALLBACK_MODAL, DiscordClientRefused, FakeInteraction
 from tests.bot.e2e_bot import BotUnderTest
-from tests.bot.fake_discord import CALLBACK_MODAL, DiscordClientRefused, FakeInteraction
 
 
 async def open_modal(world: BotUnderTest, corpus: str = "tale", **kwargs: object) -> FakeInteraction:

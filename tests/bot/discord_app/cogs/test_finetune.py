@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from bot.bench.fake_discord import EPHEMERAL, MANAGE_GUILD
 from bot.discord_app.cogs.finetune import Finetune
 from tests.bot.e2e_bot import BotUnderTest
-from tests.bot.fake_discord import EPHEMERAL, MANAGE_GUILD
 from tests.helpers import contributed_texts, eventually
 
 pytestmark = pytest.mark.slow  # starts processes or servers: `make test-fast` skips it

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.bench.fake_discord import CALLBACK_DEFERRED, EPHEMERAL, LOADING, DiscordClientRefused, FakeInteraction
 from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
-from tests.bot.fake_discord import CALLBACK_DEFERRED, EPHEMERAL, LOADING, DiscordClientRefused, FakeInteraction
 
 WORKING = " \u2026"  # what an unfinished reply ends with while it is still being written
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.bench.fake_discord import MANAGE_GUILD
 from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
-from tests.bot.fake_discord import MANAGE_GUILD
 from tests.helpers import eventually
 
 ADMIN_ONLY = "Only server admins"

@@ -11,7 +11,7 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.bot.fake_discord import (
+from bot.bench.fake_discord import (
     CALLBACK_DEFERRED,
     CALLBACK_MODAL,
     EPHEMERAL,
@@ -19,8 +19,8 @@ from tests.bot.fake_discord import (
     DiscordClientRefused,
     FakeDiscord,
     FakeDiscordError,
-    point_discord_py_at,
 )
+from bot.discord_app.endpoints import discord_endpoints
 
 
 class BareClient(discord.Client):
@@ -75,7 +75,7 @@ class BareClient(discord.Client):
 @contextlib.asynccontextmanager
 async def running_client(fake: FakeDiscord, intents: discord.Intents | None = None) -> AsyncIterator[BareClient]:
     intents = intents or discord.Intents.default()
-    with point_discord_py_at(fake.api_base, fake.gateway_url):
+    with discord_endpoints(fake.api_base, fake.gateway_url):
         client = BareClient(intents, int(fake.guild_id))
         task = asyncio.create_task(client.start(fake.token))
         try:
@@ -117,7 +117,7 @@ async def test_heartbeats_are_acknowledged(fake: FakeDiscord) -> None:
 
 
 async def test_wrong_token_is_refused(fake: FakeDiscord) -> None:
-    with point_discord_py_at(fake.api_base, fake.gateway_url):
+    with discord_endpoints(fake.api_base, fake.gateway_url):
         client = discord.Client(intents=discord.Intents.default())
         with pytest.raises(discord.LoginFailure):
             await client.login("not.the.token")
@@ -218,7 +218,7 @@ async def test_options_discord_itself_would_refuse_never_reach_the_client(fake: 
 async def test_shards_identify_get_only_their_guilds_and_a_bad_shard_is_closed_4010() -> None:
     import aiohttp
 
-    from tests.bot.fake_discord import shard_of
+    from bot.bench.fake_discord import shard_of
 
     async with FakeDiscord(recommended_shards=2) as fake:
         odd = fake.add_guild("Odd", shard=1, shard_count=2)
@@ -327,7 +327,7 @@ class ConversingClient(discord.Client):
 async def conversing(fake: FakeDiscord, content_intent: bool = False) -> AsyncIterator[ConversingClient]:
     intents = discord.Intents.default()
     intents.message_content = content_intent
-    with point_discord_py_at(fake.api_base, fake.gateway_url):
+    with discord_endpoints(fake.api_base, fake.gateway_url):
         client = ConversingClient(intents, int(fake.guild_id))
         task = asyncio.create_task(client.start(fake.token))
         try:

@@ -10,8 +10,10 @@ records every HTTP request (method, path, JSON body) and every heartbeat so test
 Routes it does not know are logged at ERROR, recorded in :attr:`FakeDiscord.unknown_routes` and answered 404,
 so a gap in the fake shows up instead of passing silently.
 
-Point discord.py at it with :func:`point_discord_py_at` (or the bot's own configuration, which must do the same
-two things: ``discord.http.Route.BASE`` and ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``).
+Point discord.py at it with the bot's own ``CHARBOT_DISCORD_API``/``CHARBOT_DISCORD_GATEWAY`` settings (in
+process: :func:`bot.discord_app.endpoints.discord_endpoints`). It lives in the bench, not in the tests, because
+``charbot bench --only capacity`` drives a real bot process through it; it imports no discord.py (only
+``bot/discord_app/`` may), so it speaks the protocol from its own constants.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,6 +324,9 @@ class FakeDiscord:
         self.dispatched: list[tuple[str, str | None, int]] = []  # (event, guild id, shard) for every dispatch
 
         self.requests: list[RecordedRequest] = []
+        # Called with each request once answered, in order: a load generator follows hundreds of replies
+        # without re-scanning every request for each of them (what wait_until's checks do).
+        self.observers: list[Callable[[RecordedRequest], None]] = []
         self.unknown_routes: list[RecordedRequest] = []
         self.heartbeats: list[float] = []
         self.heartbeat_acks: list[float] = []
@@ -575,6 +579,8 @@ class FakeDiscord:
         ):
             rec.response = json.loads(response.text or "null")
         self._rate_limit_headers(response, rec.route)
+        for observe in self.observers:
+            observe(rec)
         await self._notify()
         return response
 
@@ -1969,24 +1975,3 @@ def _command_problem(cmd: dict) -> str | None:
         return f"/{name}: at most 25 options"
     return None
 
-
-@contextmanager
-def point_discord_py_at(api_base: str, gateway_url: str) -> Iterator[None]:
-    """Make discord.py talk to ``api_base`` (ending in /api/v10) and ``gateway_url`` instead of discord.com.
-
-    discord.py builds every REST URL from ``Route.BASE`` and opens its first gateway connection at
-    ``DiscordWebSocket.DEFAULT_GATEWAY`` (reconnects use ``resume_gateway_url`` from READY), so these two class
-    attributes are the whole redirect; both are restored afterwards.
-    """
-    import discord.gateway
-    import discord.http
-    import yarl
-
-    old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    discord.http.Route.BASE = api_base
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
-    try:
-        yield
-    finally:
-        discord.http.Route.BASE = old_base
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
