@@ -23,7 +23,8 @@ from typing import TextIO
 from bot.config import Limits
 from bot.core import answers
 from bot.core import conversation as conv
-from bot.core.conversation import Heard, Link
+from bot.core.conversation import Link
+from bot.core.heard import Heard
 from bot.core.refusals import Refusal
 from bot.core.replies import ReplyRequest, ReplyService, make_request
 from bot.core.temperature import check_temperature

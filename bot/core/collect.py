@@ -7,29 +7,15 @@ messages (attachments alone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bot.config import Limits
+from bot.core.heard import Heard
 from bot.core.sanitise import storable_text
 from bot.store import Store
 
 COMMAND_PREFIXES = ("/", "!", "?", "$", "%", "&", ";;")  # common prefixes of text commands for bots
 
 
-@dataclass(frozen=True)
-class IncomingMessage:
-    """The facts about a Discord message that decide whether it is kept."""
-
-    guild_id: int | None
-    channel_id: int
-    author_id: int
-    content: str
-    author_is_bot: bool = False
-    is_webhook: bool = False
-    is_system: bool = False
-
-
-def usable_text(message: IncomingMessage, limits: Limits) -> str | None:
+def usable_text(message: Heard, limits: Limits) -> str | None:
     """The text to keep from ``message``, or None when it is not a person's own prose."""
     if message.guild_id is None or message.author_is_bot or message.is_webhook or message.is_system:
         return None
@@ -39,7 +25,7 @@ def usable_text(message: IncomingMessage, limits: Limits) -> str | None:
     return text[: limits.max_contribution_chars]
 
 
-async def collect(store: Store, message: IncomingMessage, limits: Limits) -> int | None:
+async def collect(store: Store, message: Heard, limits: Limits) -> int | None:
     """Store ``message`` for its channel's corpus if the rules allow; return the contribution id."""
     text = usable_text(message, limits)
     if text is None:

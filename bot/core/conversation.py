@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 from bot.config import Limits
+from bot.core.heard import Heard
 from bot.core.refusals import Refusal
 from bot.core.replies import ReplyRequest, ReplyUpdate, Trigger, make_request
 from bot.core.sanitise import clean_text
@@ -29,21 +30,6 @@ _ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
 _SOURCE_BLOCK = re.compile(r"\n\n> \*[^*\n]+:\* \u201c.*\Z", re.S)  # the quoted source under a grounded answer
 _ESCAPED = re.compile(r"\\([\\*_~`|#>.-])")
 _NOTES = re.compile(r"\n?\*\((?:cut short|no words came)[^)]*\)\*")
-
-
-@dataclass(frozen=True)
-class Heard:
-    """A message as the conversation rules see it."""
-
-    guild_id: int | None  # None: a direct message
-    channel_id: int
-    author_id: int
-    content: str
-    author_is_bot: bool = False
-    is_webhook: bool = False
-    is_system: bool = False
-    mentions_me: bool = False
-    replies_to_me: bool = False  # it answers one of the bot's messages
 
 
 @dataclass

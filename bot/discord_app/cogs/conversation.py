@@ -19,7 +19,8 @@ from discord.ext import commands
 
 from bot.core import answers
 from bot.core import conversation as conv
-from bot.core.conversation import ChimeClock, Heard, Link
+from bot.core.conversation import ChimeClock, Link
+from bot.core.heard import Heard
 from bot.core.refusals import UNEXPECTED, Refusal
 from bot.core.replies import ReplyStream
 from bot.discord_app.cogs.contributions import CORPUS_CHOICES

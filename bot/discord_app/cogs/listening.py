@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import answers, collect
+from bot.core.heard import Heard
 from bot.discord_app.cogs.contributions import CORPUS_CHOICES
 from bot.discord_app.interactions import defer, is_admin, send_answer
 from bot.store import DatabaseLocked
@@ -40,7 +41,7 @@ class Listening(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        incoming = collect.IncomingMessage(
+        incoming = Heard(
             guild_id=message.guild.id if message.guild else None,
             channel_id=message.channel.id,
             author_id=message.author.id,

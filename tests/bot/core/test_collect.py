@@ -7,12 +7,13 @@ from dataclasses import replace
 import pytest
 
 from bot.config import Limits
-from bot.core.collect import IncomingMessage, collect, usable_text
+from bot.core.collect import collect, usable_text
+from bot.core.heard import Heard
 from bot.store import open_store
 
 LIMITS = Limits(max_contribution_chars=50)
 G, LISTENING, QUIET, AUTHOR = 1, 10, 11, 100
-PROSE = IncomingMessage(guild_id=G, channel_id=LISTENING, author_id=AUTHOR, content="The snow queen came at night.")
+PROSE = Heard(guild_id=G, channel_id=LISTENING, author_id=AUTHOR, content="The snow queen came at night.")
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import pytest
 
 from bot.config import Limits
 from bot.core import conversation as conv
-from bot.core.conversation import ChimeClock, Heard, Link
+from bot.core.conversation import ChimeClock, Link
+from bot.core.heard import Heard
 from bot.core.refusals import Refusal
 from bot.core.render import render_reply
 from bot.core.replies import ReplyUpdate
