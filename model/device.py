@@ -143,4 +143,8 @@ def training_precision(precision: str, device: torch.device) -> str:
     """
     if check_precision(precision) == "auto" and device.type == "cuda":
         return "bf16" if cuda_bf16_supported() else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not bf16_matmul_supported():
+        # oneDNN has no bf16 LSTM for such a CPU: the first forward pass would fail deep inside torch
+        raise ValueError("precision bf16 trains only on a CPU with native bfloat16 instructions (avx512_bf16 or "
+                         "AMX), and this one has none: use fp32 or auto")
     return resolve_precision(precision, device)  # on CPU, the engine's rule: bf16 where it is native

@@ -10,7 +10,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from model import device
 from model.checkpoint import CheckpointError, load_checkpoint, read_tensor_file, save_checkpoint
+from model.device import bf16_matmul_supported, training_precision
 from model.network import CharLSTM, ModelConfig
 from model.textdata import TextData
 from model.train import (
@@ -88,7 +90,8 @@ def test_a_tiny_model_really_learns(tmp_path, cat_data):
     assert ck.info["text_sha256"] == cat_data.text_sha256
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(
+    not bf16_matmul_supported(), reason="this CPU has no native bfloat16 instructions (bf16 training is refused)"))])
 def test_both_precisions_learn_and_the_checkpoint_stays_float32(tmp_path, cat_data, precision):
     mc = ModelConfig(embed_size=16, hidden_size=64, n_layers=1, dropout=0.0)
     cfg = TrainConfig(n_seqs=8, n_steps=32, lr=3e-2, warmup_steps=5, max_steps=50, eval_every=25, seed=1,
@@ -98,6 +101,14 @@ def test_both_precisions_learn_and_the_checkpoint_stays_float32(tmp_path, cat_da
     ck = load_checkpoint(tmp_path / "cat.safetensors")
     assert ck.info["precision"] == precision
     assert all(p.dtype == torch.float32 for p in ck.model.parameters())
+
+
+def test_bf16_training_on_a_cpu_without_bfloat16_is_refused_in_one_line(tmp_path, cat_data, monkeypatch):
+    monkeypatch.setattr(device, "bf16_matmul_supported", lambda: False)
+    cfg = TrainConfig(n_seqs=4, n_steps=8, max_steps=2, precision="bf16", device="cpu")
+    with pytest.raises(ValueError, match="native bfloat16 instructions"):
+        train(cat_data, tmp_path / "cat.safetensors", cfg, ModelConfig(hidden_size=16, n_layers=1), progress_bar=False)
+    assert training_precision("auto", torch.device("cpu")) in ("fp32", "bf16")  # auto never refuses
 
 
 def test_reports_are_written(tmp_path, cat_data, tiny_config):
