@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dropout", type=float, default=0.2, help="dropout (default 0.2)")
     t = p.add_argument_group("optimization")
     t.add_argument("--batch-seqs", type=int, default=16, help="parallel sequences per batch (default 16)")
-    t.add_argument("--batch-steps", type=int, default=100, help="BPTT length (default 100)")
+    t.add_argument("--batch-steps", type=int, default=100,
+                   help="truncated BPTT length: characters the gradient flows back through (default 100)")
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     t.add_argument("--warmup", type=int, default=100,
                    help="warm-up steps (default 100; never more than 5%% of the budget)")
@@ -50,6 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="compute in bf16 (autocast; weights stay fp32) or fp32; auto: bf16 on CUDA and on CPUs "
                         "with native bfloat16 instructions (default auto)")
+    r = p.add_argument_group(
+        "regularisation (training only, after AWD-LSTM; each a drop probability, default 0 = off; "
+        "checkpoints keep the same weights and shapes)")
+    r.add_argument("--weight-drop", type=float, default=0.0,
+                   help="DropConnect on the LSTM's hidden-to-hidden weights, one mask per batch")
+    r.add_argument("--embed-dropout", type=float, default=0.0,
+                   help="drop whole character embeddings, per sequence for the whole window")
+    r.add_argument("--input-dropout", type=float, default=0.0,
+                   help="variational (locked) dropout on the LSTM input: one mask per sequence, shared over time")
+    r.add_argument("--layer-dropout", type=float, default=0.0,
+                   help="variational dropout between LSTM layers (replaces --dropout there; needs 2+ layers)")
+    r.add_argument("--output-dropout", type=float, default=0.0,
+                   help="variational dropout on the LSTM output before the softmax layer (replaces --dropout there)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights and shape")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay, grad_clip=args.clip, val_fraction=args.val_fraction,
             eval_every=args.eval_every, patience=args.patience, max_steps=args.steps, epochs=args.epochs,
             minutes=args.minutes, seed=args.seed, device=args.device, threads=args.threads,
-            precision=args.precision,
+            precision=args.precision, weight_drop=args.weight_drop, embed_dropout=args.embed_dropout,
+            input_dropout=args.input_dropout, layer_dropout=args.layer_dropout, output_dropout=args.output_dropout,
         )
     model_cfg = ModelConfig(embed_size=args.embed, hidden_size=args.hidden, n_layers=args.layers, dropout=args.dropout)
     result = train(
