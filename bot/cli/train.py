@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.cli.common import UserError, add_json_flag, emit, load_text
 
 if TYPE_CHECKING:
+    from model.textdata import TextData
     from model.train import TrainResult
 
 
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "On several GPUs or CPU processes: torchrun --nproc-per-node N -m bot train ... (each process trains on "
         "its share of every batch's rows; --batch-seqs must be a multiple of N).",
     )
-    p.add_argument("text", help="a UTF-8 text file, or a corpus name (see: charbot corpora list)")
+    p.add_argument("text", help="a UTF-8 text file, a corpus name (see: charbot corpora list), or base: the training "
+                   "splits of tale and novel together, validated on their held-out splits")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     b = p.add_argument_group("budget (the first reached ends the run; default 1 epoch; counts resumed parts too)")
     b.add_argument("--minutes", type=float)
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             ranks.rows(args.batch_seqs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    data = load_text(args.text)
+    data = _load_training_text(args.text)
     budget_given = any(v is not None for v in (args.minutes, args.epochs, args.steps))
     cfg = None
     if not args.resume or budget_given:
@@ -107,6 +110,18 @@ def run(args: argparse.Namespace) -> int:
     if ranks.distributed:
         _exit_now(code)
     return code
+
+
+def _load_training_text(name_or_path: str) -> TextData:
+    """A file, a registered corpus, or a mixture of corpora (``base``: see corpora.mixture)."""
+    from corpora.mixture import MIXTURES, load_mixture
+
+    if name_or_path in MIXTURES and not Path(name_or_path).exists():
+        try:
+            return load_mixture(name_or_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+    return load_text(name_or_path)
 
 
 def _report(args: argparse.Namespace, result: TrainResult) -> None:
