@@ -88,10 +88,18 @@ def measure_heldout(ck: Checkpoint, name: str, codes: torch.Tensor | None = None
     return HeldOutLoss(name, evaluate_loss(ck.model, codes), len(codes) - 1, trained_fraction(ck.info))
 
 
+def corpus_parts(name: str) -> tuple[TextData, torch.Tensor, torch.Tensor]:
+    """Corpus ``name``'s cleaned text with the codes of its training split and of its own held-out
+    split (its registered ``val_fraction``): the one cut made wherever a corpus is used on its own
+    (the held-out figure, fine-tuning's replay, the base model's mixture in :mod:`corpora.mixture`)."""
+    data = load_corpus(name)
+    train, val = data.split(get_corpus(name).val_fraction)
+    return data, train, val
+
+
 def corpus_split(name: str) -> torch.Tensor:
     """Codes of corpus ``name``'s own held-out split (its registered ``val_fraction``)."""
-    _, val = load_corpus(name).split(get_corpus(name).val_fraction)
-    return val
+    return corpus_parts(name)[2]
 
 
 def corpus_heldout(corpus: str, max_chars: int) -> tuple[torch.Tensor | None, str | None]:
@@ -114,7 +122,7 @@ def corpus_replay(corpus: str) -> tuple[torch.Tensor | None, str | None]:
     if corpus not in CORPORA:
         return None, f"{corpus!r} is not a registered corpus"
     try:
-        train, _ = load_corpus(corpus).split(get_corpus(corpus).val_fraction)
+        _, train, _ = corpus_parts(corpus)
     except FileNotFoundError:
         return None, f"the corpus file {CORPORA[corpus].filename} is not on this machine"
     return train, None

@@ -49,6 +49,7 @@ from model.device import check_precision, cpu_threads, pick_device, training_pre
 from model.distributed import SINGLE, Ranks
 from model.evaluate import bits, evaluate_loss
 from model.network import CharLSTM, ModelConfig
+from model.regularise import Regularisation, Regularised
 from model.textdata import TextData
 
 if TYPE_CHECKING:
@@ -104,6 +105,12 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 20
     precision: str = "auto"
+    # training-only regularisation, 0 = off (see model.regularise); none of it reaches a checkpoint's weights
+    weight_drop: float = 0.0
+    embed_dropout: float = 0.0
+    input_dropout: float = 0.0
+    layer_dropout: float = 0.0
+    output_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or not math.isfinite(self.lr):
@@ -126,12 +133,19 @@ class TrainConfig:
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")
         check_precision(self.precision)
+        self.regularisation()  # a ValueError for a rate outside [0, 1)
         for name in ("max_steps", "epochs", "minutes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_steps is None and self.epochs is None and self.minutes is None:
             self.epochs = 1.0
+
+    def regularisation(self) -> Regularisation:
+        """The training-only regularisers this configuration asks for."""
+        return Regularisation(weight_drop=self.weight_drop, embed_dropout=self.embed_dropout,
+                              input_dropout=self.input_dropout, layer_dropout=self.layer_dropout,
+                              output_dropout=self.output_dropout)
 
 
 @dataclass
@@ -402,9 +416,12 @@ def _set_up(
         model.load_state_dict(init.model.state_dict())
     model.to(device)
     net: torch.nn.Module = model
+    reg = cfg.regularisation()
+    if reg.active:  # only then: with every option off the step calls the model itself, as it always did
+        net = Regularised(model, reg)
     if ranks.distributed:
         torch.manual_seed(cfg.seed + ranks.rank)  # the same weights everywhere, other dropout masks per rank
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     try:
         plan = make_plan(train_codes, cfg) if make_plan else BatchPlan(train_codes, cfg.n_seqs, cfg.n_steps, cfg.seed)

@@ -133,13 +133,13 @@ class Mini:
 
 
 def register_mini(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str = "mini", seed: int = 0,
-                  write: bool = True, hide_shared: bool = True) -> Mini:
-    """Register corpus ``name`` (a made-up text) with its sha256, in a data folder of its own.
+                  write: bool = True, hide_shared: bool = True, text: str | None = None) -> Mini:
+    """Register corpus ``name`` (a made-up text, or ``text``) with its sha256, in a data folder of its own.
 
     ``CHARBOT_DATA_DIR`` points at that folder and, with ``hide_shared``, the shared corpora
     folder at an empty one, so the test sees only what it made.
     """
-    raw = made_up_text(seed).encode("ascii")
+    raw = (made_up_text(seed) if text is None else text).encode("ascii")
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
     filename = f"{name}.txt"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.cli.common import UserError, add_json_flag, emit, load_text
 
 if TYPE_CHECKING:
+    from model.textdata import TextData
     from model.train import TrainResult
 
 
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "On several GPUs or CPU processes: torchrun --nproc-per-node N -m bot train ... (each process trains on "
         "its share of every batch's rows; --batch-seqs must be a multiple of N).",
     )
-    p.add_argument("text", help="a UTF-8 text file, or a corpus name (see: charbot corpora list)")
+    p.add_argument("text", help="a UTF-8 text file, a corpus name (see: charbot corpora list), or base: the training "
+                   "splits of tale and novel together, validated on their held-out splits")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     b = p.add_argument_group("budget (the first reached ends the run; default 1 epoch; counts resumed parts too)")
     b.add_argument("--minutes", type=float)
@@ -35,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dropout", type=float, default=0.2, help="dropout (default 0.2)")
     t = p.add_argument_group("optimization")
     t.add_argument("--batch-seqs", type=int, default=16, help="parallel sequences per batch (default 16)")
-    t.add_argument("--batch-steps", type=int, default=100, help="BPTT length (default 100)")
+    t.add_argument("--batch-steps", type=int, default=100,
+                   help="truncated BPTT length: characters the gradient flows back through (default 100)")
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     t.add_argument("--warmup", type=int, default=100,
                    help="warm-up steps (default 100; never more than 5%% of the budget)")
@@ -50,6 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="compute in bf16 (autocast; weights stay fp32) or fp32; auto: bf16 on CUDA and on CPUs "
                         "with native bfloat16 instructions (default auto)")
+    r = p.add_argument_group(
+        "regularisation (training only, after AWD-LSTM; each a drop probability, default 0 = off; "
+        "checkpoints keep the same weights and shapes)")
+    r.add_argument("--weight-drop", type=float, default=0.0,
+                   help="DropConnect on the LSTM's hidden-to-hidden weights, one mask per batch")
+    r.add_argument("--embed-dropout", type=float, default=0.0,
+                   help="drop whole character embeddings, per sequence for the whole window")
+    r.add_argument("--input-dropout", type=float, default=0.0,
+                   help="variational (locked) dropout on the LSTM input: one mask per sequence, shared over time")
+    r.add_argument("--layer-dropout", type=float, default=0.0,
+                   help="variational dropout between LSTM layers (replaces --dropout there; needs 2+ layers)")
+    r.add_argument("--output-dropout", type=float, default=0.0,
+                   help="variational dropout on the LSTM output before the softmax layer (replaces --dropout there)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights and shape")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             ranks.rows(args.batch_seqs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    data = load_text(args.text)
+    data = _load_training_text(args.text)
     budget_given = any(v is not None for v in (args.minutes, args.epochs, args.steps))
     cfg = None
     if not args.resume or budget_given:
@@ -79,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay, grad_clip=args.clip, val_fraction=args.val_fraction,
             eval_every=args.eval_every, patience=args.patience, max_steps=args.steps, epochs=args.epochs,
             minutes=args.minutes, seed=args.seed, device=args.device, threads=args.threads,
-            precision=args.precision,
+            precision=args.precision, weight_drop=args.weight_drop, embed_dropout=args.embed_dropout,
+            input_dropout=args.input_dropout, layer_dropout=args.layer_dropout, output_dropout=args.output_dropout,
         )
     model_cfg = ModelConfig(embed_size=args.embed, hidden_size=args.hidden, n_layers=args.layers, dropout=args.dropout)
     result = train(
@@ -92,6 +110,18 @@ def run(args: argparse.Namespace) -> int:
     if ranks.distributed:
         _exit_now(code)
     return code
+
+
+def _load_training_text(name_or_path: str) -> TextData:
+    """A file, a registered corpus, or a mixture of corpora (``base``: see corpora.mixture)."""
+    from corpora.mixture import MIXTURES, load_mixture
+
+    if name_or_path in MIXTURES and not Path(name_or_path).exists():
+        try:
+            return load_mixture(name_or_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+    return load_text(name_or_path)
 
 
 def _report(args: argparse.Namespace, result: TrainResult) -> None:
