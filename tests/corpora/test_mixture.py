@@ -66,7 +66,7 @@ def test_held_out_characters_never_reach_a_training_batch(base_parts, tmp_path):
                    progress_bar=False, make_plan=lambda codes, c: Recording(codes, c.n_seqs, c.n_steps, c.seed))
     assert result.steps == 120
     per_epoch = Recording(mix.split(0.1)[0], 4, 16).batches_per_epoch()
-    assert 120 > per_epoch  # more than an epoch: every training character and each epoch's offsets were read
+    assert per_epoch < 120  # more than an epoch: every training character and each epoch's offsets were read
     assert seen and not any(DIGITS & set(b.flatten().tolist()) for b in seen)
 
 

@@ -117,7 +117,7 @@ def test_embedding_dropout_drops_whole_characters_per_sequence():
 def test_weight_drop_drops_recurrent_weights_only_while_training():
     model = model_of().train()
     before = model.lstm.weight_hh_l0.detach().clone()
-    x, y = batch()
+    x, _y = batch()
     torch.manual_seed(0)
     regularised_forward(model, x, None, Regularisation(weight_drop=0.5))
     assert torch.equal(model.lstm.weight_hh_l0, before)  # a dropped copy is used; the parameter is untouched
