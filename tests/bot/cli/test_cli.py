@@ -95,7 +95,9 @@ def test_cli_defaults_match_the_library_defaults():
     cli = {"n_seqs": args.batch_seqs, "n_steps": args.batch_steps, "lr": args.lr, "warmup_steps": args.warmup,
            "weight_decay": args.weight_decay, "grad_clip": args.clip, "val_fraction": args.val_fraction,
            "eval_every": args.eval_every, "patience": args.patience, "seed": args.seed, "device": args.device,
-           "threads": args.threads, "precision": args.precision}
+           "threads": args.threads, "precision": args.precision, "weight_drop": args.weight_drop,
+           "embed_dropout": args.embed_dropout, "input_dropout": args.input_dropout,
+           "layer_dropout": args.layer_dropout, "output_dropout": args.output_dropout}
     assert cli == {k: getattr(t, k) for k in cli}
     assert (args.hidden, args.layers, args.embed, args.dropout) == (m.hidden_size, m.n_layers, m.embed_size, m.dropout)
     assert (args.steps, args.epochs, args.minutes) == (None, None, None)  # so the default budget is one epoch
