@@ -6,6 +6,7 @@ apart: each asks here instead of deciding for itself.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Literal
 
@@ -85,16 +86,34 @@ def cuda_bf16_supported() -> bool:
         return False
 
 
+@functools.cache
 def int8_matmul_supported() -> bool:
-    """Whether this PyTorch has oneDNN's u8 x s8 linear, the engine's ``int8`` path (CPU only)."""
+    """Whether this PyTorch has oneDNN's u8 x s8 linear, the engine's ``int8`` path (CPU only), and it
+    computes exactly on this CPU.
+
+    On a CPU without VNNI instructions (an AMD EPYC of family 25, for one) oneDNN sums pairs of
+    u8 x s8 products in 16 bits, which saturate, so the results are wrong: such a CPU has no
+    int8 path, and ``auto`` never measures one. Checked once per process.
+    """
     try:
-        return bool(
-            torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.onednn, "qlinear_pointwise")
-            and hasattr(torch.ops.onednn, "qlinear_prepack")
-        )
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+                and hasattr(torch.ops.onednn, "qlinear_prepack")):
+            return False
+        return _int8_linear_is_exact()
     except (AttributeError, RuntimeError):
         return False
+
+
+def _int8_linear_is_exact(rows: int = 8, k: int = 256) -> bool:
+    """One small u8 x s8 product at the extremes of both ranges, against the exact answer."""
+    weight = (torch.arange(rows * k, dtype=torch.long).remainder(255) - 127).to(torch.int8).view(rows, k)
+    scale = torch.ones(rows, dtype=torch.float32)
+    packed = torch.ops.onednn.qlinear_prepack(weight, [1, k])
+    x = torch.full((1, k), 255, dtype=torch.uint8)
+    got = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, scale, torch.zeros(rows, dtype=torch.long), None,
+                                             1.0, 0, torch.float32, "none", [], "")
+    want = x.double() @ weight.double().t()
+    return bool(torch.equal(got.double(), want))
 
 
 def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS) -> str:

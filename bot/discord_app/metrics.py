@@ -83,7 +83,8 @@ class _LiveFigures(Collector):
         served = GaugeMetricFamily("charbot_served_version", "Version served per corpus (0: the base checkpoint)",
                                    labels=["corpus"])
         finetune = bot.get_cog("Finetune") if hasattr(bot, "get_cog") else None
-        for corpus, version in dict(getattr(finetune, "serving", {}) or {}).items():
+        manager = getattr(finetune, "manager", None)  # bot.jobs.manager.FinetuneManager: what this process serves
+        for corpus, version in dict(getattr(manager, "serving", {}) or {}).items():
             served.add_metric([corpus], version)
         latency = GaugeMetricFamily("charbot_gateway_latency_seconds", "Heartbeat round trip per gateway shard",
                                     labels=["shard"])

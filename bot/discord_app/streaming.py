@@ -9,6 +9,7 @@ nobody presses Continue on half a reply.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -19,7 +20,6 @@ from discord.ext import commands
 from bot.core.conversation import BUTTONS, custom_id, remember
 from bot.core.replies import ReplyRequest, ReplyStream, ReplyUpdate
 from bot.discord_app.interactions import NO_MENTIONS
-from bot.store import StoreError
 from model.sample import Finish
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,24 @@ async def post_with_buttons(
         await keep_for_buttons(bot, posted[0].id, interaction.guild_id, reply.request, final, words_are_askers)
 
 
+_KEEPING: set[asyncio.Task] = set()  # records being written, held so they are not collected half-way
+
+
 async def keep_for_buttons(
     bot: commands.Bot, message_id: int, guild_id: int | None, request: ReplyRequest, final: ReplyUpdate,
     words_are_askers: bool = True,
 ) -> None:
-    """Record the posted reply; a busy (or, at shutdown, closed) database costs the buttons, never the reply."""
+    """Record the posted reply in the background: the reply is done when its final edit lands and never
+    waits on a database another program holds; a busy (or, at shutdown, closed) one costs the buttons."""
     if final.generation is None or final.generation.finish == Finish.CANCELLED or bot.replies.closing:
         return  # cut short by a shutdown: no buttons were shown
-    try:
-        await remember(bot.store, bot.config.limits, message_id, guild_id, request, final, words_are_askers)
-    except StoreError as exc:
-        log.warning("the buttons under message %s will not work: %s", message_id, exc)
+
+    async def keep() -> None:
+        try:
+            await remember(bot.store, bot.config.limits, message_id, guild_id, request, final, words_are_askers)
+        except Exception as exc:  # the store is busy, or closed by a shutdown that began meanwhile
+            log.warning("the buttons under message %s will not work: %s", message_id, exc)
+
+    task = asyncio.create_task(keep(), name=f"keep-buttons-{message_id}")
+    _KEEPING.add(task)
+    task.add_done_callback(_KEEPING.discard)

@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.core.conversation import EXPIRED, NOT_MINE, NOTHING_TO_CONTINUE, ONLY_ASKER, custom_id
 from bot.store.conversation import ConversationStore
 from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
+from tests.helpers import eventually
 
 CONTINUE, ANOTHER = custom_id("continue"), custom_id("another")
 
@@ -27,6 +28,12 @@ async def mention(world: BotUnderTest, text: str, **kw) -> dict:
     return await world.fake.post_message(f"{world.fake.mention(world.fake.bot_user)} {text}", **kw)
 
 
+async def kept_for(world: BotUnderTest, message: dict):
+    """What the store keeps for a reply's buttons (written just after its final edit)."""
+    store = ConversationStore(world.store)
+    return await eventually(lambda: store.reply(int(message["id"])), what=f"the record of message {message['id']}")
+
+
 async def quiet(world: BotUnderTest, seconds: float = 1.0) -> list[dict]:
     """The bot's messages after giving it ``seconds`` to answer (for the cases it must not)."""
     await asyncio.sleep(seconds)
@@ -39,7 +46,7 @@ async def test_a_mention_is_answered_as_a_reply_in_the_channels_persona_without_
     assert reply["message_reference"]["message_id"] and reply["type"] == 19
     never_pings(reply)
     assert button_ids(reply) == [CONTINUE, ANOTHER]
-    kept = await ConversationStore(world.store).reply(int(reply["id"]))
+    kept = await kept_for(world, reply)
     assert (kept.corpus, kept.made_by, kept.prompt) == ("tale", "mention", "Once upon a time there was a fox")
 
 
@@ -49,7 +56,7 @@ async def test_replying_to_the_bot_continues_the_conversation_from_the_chain(wor
     answer = await fake.post_message("and then the crow sang", reply_to=first)
     second = await fake.wait_settled(await fake.wait_for_reply(answer))
     assert second["content"].startswith("**and then the crow sang**")
-    kept = await ConversationStore(world.store).reply(int(second["id"]))
+    kept = await kept_for(world, second)
     assert kept.made_by == "reply" and "A fox and a crow" in kept.context  # the chain primed it
 
 
@@ -60,7 +67,7 @@ async def test_a_reply_to_a_deleted_bot_message_falls_back_to_the_persons_words(
     answer = await fake.post_message("what happened next", reply_to=first["id"])
     second = await fake.wait_settled(await fake.wait_for_reply(answer))
     assert second["content"].startswith("**what happened next**")
-    assert (await ConversationStore(world.store).reply(int(second["id"]))).context == ""
+    assert (await kept_for(world, second)).context == ""
 
 
 async def test_continue_is_for_anyone_and_another_only_for_the_asker(world: BotUnderTest):
@@ -73,7 +80,7 @@ async def test_continue_is_for_anyone_and_another_only_for_the_asker(world: BotU
     await fake.wait_until(lambda: len(fake.bot_messages()) > before, what="the continuation")
     follow = await fake.wait_settled(fake.bot_messages()[-1])
     assert button_ids(follow) == [CONTINUE, ANOTHER] and not follow["content"].startswith("**")
-    kept = await ConversationStore(world.store).reply(int(follow["id"]))
+    kept = await kept_for(world, follow)
     assert kept.made_by == "button" and kept.asker_id == int(fake.other_member.id)
     old_text = reply["content"]
     await world.press(reply, ANOTHER)  # the asker: the same words again, in place
@@ -111,7 +118,7 @@ async def test_the_message_menu_continues_any_message(world: BotUnderTest):
     said = await fake.post_message("The old tree by the river", author=fake.other_member)
     inter = await world.context_menu("Continue this", said)
     assert world.final(inter).startswith("**The old tree by the river**")
-    kept = await ConversationStore(world.store).reply(int(inter.original["id"]))
+    kept = await kept_for(world, inter.original)
     assert kept.made_by == "menu" and kept.prompt is None  # someone else's words are never kept
 
 
@@ -122,7 +129,7 @@ async def test_an_admin_sets_the_channels_persona_and_help_shows_it(world: BotUn
     done = await world.run("channel", {"persona": "novel"}, user=fake.admin)
     assert "I speak as **novel**" in world.public_answer(done)
     reply = await world.ask("Anna looked at him")
-    assert (await ConversationStore(world.store).reply(int(reply["id"]))).corpus == "novel"
+    assert (await kept_for(world, reply)).corpus == "novel"
     assert "I speak as **novel**" in world.private_answer(await world.run("help"))
 
 
@@ -147,7 +154,7 @@ async def test_mentions_can_be_turned_off_and_chiming_in_is_off_until_an_admin_o
         assert len(await quiet(world)) == before and fake.bot_reply_to(missed) is None
         hit = await fake.post_message("the weather is nice today")
         chimed = await fake.wait_settled(await fake.wait_for_reply(hit))
-        assert (await ConversationStore(world.store).reply(int(chimed["id"]))).made_by == "chime"
+        assert (await kept_for(world, chimed)).made_by == "chime"
         third = await fake.post_message("another ordinary message")  # within the minute: never twice
         await quiet(world)
         assert fake.bot_reply_to(third) is None
