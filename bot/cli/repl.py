@@ -144,11 +144,9 @@ class ChatSession:
         if trigger is None:
             return ""
         served = list(self.service.models.engines)
-        corpus = settings.persona if settings.persona in served else served[0]
-        context = ""
+        corpus, context = conv.persona_for(settings, served), ""
         if parent is not None:
-            row = await conversation.reply(parent)
-            corpus = row.corpus if row is not None and row.corpus in served else corpus
+            corpus = conv.persona_for(settings, served, await conversation.reply(parent))
             context = await conv.chain_context(parent, self._link, self.limits.chain_messages, self.limits.chain_chars)
         request = conv.message_request(trigger, heard, LOCAL_BOT, "bot", corpus, self.limits, context,
                                        await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER), seed=opts.seed)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from bot.config import Limits
-from bot.core.conversation import describe_channel
+from bot.core.conversation import describe_channel, persona_for
 from bot.core.engines import ModelInfo
 from bot.core.refusals import Refusal
 from bot.core.sanitise import clean_text, quote
@@ -193,8 +193,7 @@ async def channel(
         raise Refusal(NEEDS_CONTENT_INTENT, "unavailable")
     if wanted != current:
         await conversation.set_channel(guild_id, channel_id, wanted, by=user_id)
-    speaking = wanted.persona if wanted.persona in served else served[0]
-    return Answer(describe_channel(wanted, speaking, changed=wanted != current), ephemeral=False)
+    return Answer(describe_channel(wanted, persona_for(wanted, served), changed=wanted != current), ephemeral=False)
 
 
 async def unlisten(store: Store, guild_id: int | None, channel_id: int) -> Answer:

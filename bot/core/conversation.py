@@ -12,7 +12,7 @@ the next reply. The Continue and Another buttons build their requests here too.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from bot.config import Limits
@@ -221,6 +221,15 @@ async def remember(
                                      and await store.is_opted_out(guild_id, int(request.user)))
     record = posted_reply(message_id, guild_id, request, update, keep, limits)
     await ConversationStore(store).record_reply(record, keep_for_s=limits.button_hours * 3600)
+
+
+def persona_for(settings: ChannelSettings, served: Sequence[str], replying_to: PostedReply | None = None) -> str:
+    """Who speaks: the persona of the reply being answered, else the channel's, else the first served
+    (a persona no longer served falls through to the next)."""
+    for wanted in (replying_to.corpus if replying_to is not None else None, settings.persona):
+        if wanted in served:
+            return wanted
+    return served[0]
 
 
 def describe_channel(settings: ChannelSettings, persona: str, changed: bool = False) -> str:

@@ -27,7 +27,7 @@ from bot.discord_app.cogs.contributions import CORPUS_CHOICES
 from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send_answer
 from bot.discord_app.streaming import keep_for_buttons, post_with_buttons, stream_into
 from bot.store import StoreError
-from bot.store.conversation import ChannelSettings, ConversationStore
+from bot.store.conversation import ChannelSettings, ConversationStore, PostedReply
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ class Conversation(commands.Cog):
 
     # ---- what the rules need to know ------------------------------------------------------
 
-    @property
-    def default_persona(self) -> str:
-        return self.bot.config.corpora[0]
-
     async def settings(self, guild_id: int | None, channel_id: int) -> ChannelSettings:
         """The channel's settings, read at most every few seconds (every message in every channel asks)."""
         key, now = (guild_id, channel_id), time.monotonic()
@@ -69,9 +65,8 @@ class Conversation(commands.Cog):
         self._settings[key] = (now, settings)
         return settings
 
-    def persona(self, settings: ChannelSettings) -> str:
-        wanted = settings.persona
-        return wanted if wanted in self.bot.models.engines else self.default_persona
+    def persona(self, settings: ChannelSettings, replying_to: PostedReply | None = None) -> str:
+        return conv.persona_for(settings, list(self.bot.models.engines), replying_to)
 
     async def replied_to(self, message: discord.Message) -> tuple[int | None, bool]:
         """The message ``message`` replies to in this channel, and whether that one is the bot's.
@@ -141,8 +136,7 @@ class Conversation(commands.Cog):
             self.chimes.chimed(message.channel.id, now)
         corpus, context = self.persona(settings), ""
         if trigger == "reply" and parent is not None:
-            row = await ConversationStore(self.bot.store).reply(parent)
-            corpus = row.corpus if row is not None and row.corpus in self.bot.models.engines else corpus
+            corpus = self.persona(settings, await ConversationStore(self.bot.store).reply(parent))
             limits = self.bot.config.limits
             context = await conv.chain_context(parent, lambda i: self.link(message.channel, i),
                                                limits.chain_messages, limits.chain_chars)

@@ -152,3 +152,11 @@ def test_what_is_kept_of_a_posted_reply():
     assert (kept.prompt, kept.asker_id, kept.seed, kept.made_by) == ("A fox", 3, 4, "mention")
     assert len(kept.tail) <= LIMITS.chain_chars and kept.tail.endswith("ran.")
     assert conv.posted_reply(77, 1, request, update, keep_words=False, limits=LIMITS).prompt is None
+
+
+def test_who_speaks_the_reply_answered_then_the_channel_then_the_first_served():
+    served = ["tale", "faq", "novel"]
+    assert conv.persona_for(ChannelSettings(), served) == "tale"
+    assert conv.persona_for(ChannelSettings(persona="novel"), served) == "novel"
+    assert conv.persona_for(ChannelSettings(persona="novel"), served, ROW) == "tale"  # the chain keeps its voice
+    assert conv.persona_for(ChannelSettings(persona="gone"), served) == "tale"  # no longer served
