@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 MAX_CHIME_PERCENT = 50  # joining in on more than every other message would drown a channel
+MAX_CHIME_EVERY_MIN = 1440  # the longest least time between two chime-ins: a day
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,9 @@ async def channel(
         raise Refusal(f"I don't serve {quote(persona)} here; I serve {', '.join(served)}.")
     if chime_percent is not None and not (math.isfinite(chime_percent) and 0 <= chime_percent <= MAX_CHIME_PERCENT):
         raise Refusal(f"Chiming in takes a chance from 0 to {MAX_CHIME_PERCENT}%.")
-    if chime_every_min is not None and not (math.isfinite(chime_every_min) and 1 <= chime_every_min <= 1440):
-        raise Refusal("The least time between two chime-ins is from 1 to 1440 minutes.")
+    if chime_every_min is not None and not (
+            math.isfinite(chime_every_min) and 1 <= chime_every_min <= MAX_CHIME_EVERY_MIN):
+        raise Refusal(f"The least time between two chime-ins is from 1 to {MAX_CHIME_EVERY_MIN} minutes.")
     conversation = ConversationStore(store)
     current = await conversation.channel(guild_id, channel_id)
     wanted = replace(

@@ -261,8 +261,8 @@ class Conversation(commands.Cog):
     @app_commands.check(is_admin)
     async def channel(
         self, interaction: discord.Interaction, persona: app_commands.Choice[str] | None = None,
-        mentions: bool | None = None, chime: app_commands.Range[float, 0, 50] | None = None,
-        chime_every: app_commands.Range[int, 1, 1440] | None = None,
+        mentions: bool | None = None, chime: app_commands.Range[float, 0, answers.MAX_CHIME_PERCENT] | None = None,
+        chime_every: app_commands.Range[int, 1, answers.MAX_CHIME_EVERY_MIN] | None = None,
     ) -> None:
         await defer(interaction, ephemeral=False)  # the answer tells the channel how the bot behaves here
         answer = await answers.channel(
