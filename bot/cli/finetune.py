@@ -109,14 +109,14 @@ def _settings(args: argparse.Namespace) -> tuple[Path | str, FinetuneSettings, P
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from bot.core.engines import checkpoint_path
+    from bot.core.engines import base_checkpoint
     from bot.jobs.manager import FinetuneManager, FinetuneRefused, Served
     from bot.store import open_store
     from bot.store.jobs import DONE, FinetuneStore
 
     db, settings, checkpoints = _settings(args)
     store = await open_store(db)
-    manager = FinetuneManager(FinetuneStore(store), settings, lambda corpus: checkpoint_path(corpus, checkpoints))
+    manager = FinetuneManager(FinetuneStore(store), settings, lambda corpus: base_checkpoint(corpus, checkpoints))
     who = f"cli:{getpass.getuser()}"
     try:
         await manager.recover()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from bot.core.words import Lexicon, lexicon
 from corpora.passages import PassageIndex
 from corpora.registry import CORPORA, CorpusMissing, load_corpus
 from corpora.shipped import shipped_path
+from corpora.voices import parse_key, voice
 from model.checkpoint import CheckpointError, checkpoint_file, file_sha256, load_checkpoint, sibling
 from model.device import pick_device
 from model.engine import Engine
@@ -52,6 +55,20 @@ def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
     return shipped_path(corpus)
 
 
+GENERAL_BASE = "base"  # the checkpoint trained on every public-domain corpus: where personas start
+
+
+def base_checkpoint(corpus: str, checkpoint_dir: Path | None = None) -> Path:
+    """The checkpoint a fine-tune of ``corpus`` starts from while no version of it is served: the
+    corpus's own, or for a server's persona the general base model (tale's checkpoint where no
+    base model is installed, the best single-book start measured before the base model existed)."""
+    if parse_key(corpus) is None:
+        return checkpoint_path(corpus, checkpoint_dir)
+    general = checkpoint_path(GENERAL_BASE, checkpoint_dir)
+    fallback = checkpoint_path("tale", checkpoint_dir)
+    return fallback if not general.is_file() and fallback.is_file() else general
+
+
 def file_version(path: Path) -> str:
     """A short content hash: two files with the same version hold the same weights."""
     return file_sha256(path)[:12]
@@ -76,7 +93,12 @@ def learned_texts(checkpoint: Path) -> list[str]:
     except (OSError, ValueError) as exc:
         log.warning("%s: not read (%s); grounding uses the corpus alone", path, exc)
         return []
-    return [t for t in texts if isinstance(t, str)] if isinstance(texts, list) else []
+    if not isinstance(texts, list):
+        return []
+    # Each entry is {"id": contribution id, "text": ...} (bot.jobs.manager writes the ids so /forget can
+    # take a deleted text out: FinetuneManager.scrub_learned); plain strings are read too.
+    return [t if isinstance(t, str) else t.get("text") for t in texts
+            if isinstance(t, str) or (isinstance(t, dict) and isinstance(t.get("text"), str))]
 
 
 def _bpc(info: dict) -> float | None:
@@ -100,6 +122,9 @@ class Models:
         self.max_queue = 256
         self.precision = "auto"
         self.precision_cache: Path | None = None
+        self.max_personas = 8  # persona engines kept loaded; the least recently used one unloads first
+        self._persona_use: OrderedDict[str, None] = OrderedDict()
+        self._loading = threading.Lock()
 
     @classmethod
     def load(
@@ -144,25 +169,35 @@ class Models:
             raise
         return models
 
-    def lexicon(self, corpus: str) -> Lexicon:
-        """The corpus's lexicon (built on first use when the engine was put in by hand)."""
-        if corpus not in self.lexicons:
+    def lexicon(self, corpus: str, texts: tuple[str, ...] | list[str] = ()) -> Lexicon:
+        """The corpus's lexicon (built on first use when the engine was put in by hand); a persona's
+        is built from ``texts``, the text its served version learned."""
+        if parse_key(corpus) is not None:
+            self.lexicons[corpus] = Lexicon.from_text("\n".join(texts)) if texts else Lexicon(frozenset(), False)
+        elif corpus not in self.lexicons:
             self.lexicons[corpus] = lexicon(corpus)
         return self.lexicons[corpus]
 
     def ground(self, corpus: str, extra: tuple[str, ...] | list[str] = ()) -> PassageIndex | None:
-        """Build the passage index of a grounded corpus (``extra``: texts a fine-tuned version learned too).
+        """Build the passage index of a grounded corpus or persona (``extra``: texts a fine-tuned version
+        learned too; all a persona's text is that).
 
-        None for corpora that are not grounded, or when the corpus text is not on this machine
-        (replies are then ungrounded, and say nothing about a source).
+        None for voices that are not grounded, or when there is no text on this machine to ground
+        in (replies are then ungrounded, and say nothing about a source).
         """
-        if corpus not in CORPORA or not CORPORA[corpus].grounded:
+        self.passages.pop(corpus, None)
+        try:
+            grounded = voice(corpus).grounded
+        except KeyError:
+            return None
+        if not grounded:
             return None
         try:
-            text = load_corpus(corpus).text
+            text = load_corpus(corpus).text if corpus in CORPORA else ""
         except CorpusMissing as exc:
             log.warning("no %s text here (%s): its answers are not grounded", corpus, exc)
-            self.passages.pop(corpus, None)
+            return None
+        if not text and not any(t.strip() for t in extra):
             return None
         index = PassageIndex.from_text(text, extra)
         self.passages[corpus] = index
@@ -171,8 +206,9 @@ class Models:
 
     def _load_one(self, corpus: str, path: Path) -> tuple[Engine, ModelInfo]:
         t0 = time.perf_counter()
-        self.lexicon(corpus)
-        self.ground(corpus, learned_texts(path))
+        learned = learned_texts(path)
+        self.lexicon(corpus, learned)
+        self.ground(corpus, learned)
         ck = load_checkpoint(path, device=self.device)
         engine = Engine(ck, device=self.device, max_batch=self.max_batch, max_queue=self.max_queue,
                         precision=self.precision, precision_cache=self.precision_cache)
@@ -202,6 +238,47 @@ class Models:
         if old is not None:
             old.close(wait=True)
         return info
+
+    def load_persona(self, key: str, path: str | Path) -> ModelInfo:
+        """Serve persona ``key`` from ``path`` unless it is loaded already; blocking (call it from a
+        worker thread). Loaded persona engines are bounded by :attr:`max_personas`: loading one more
+        unloads the least recently used idle one, which loads again on its next reply."""
+        with self._loading:
+            if key in self.engines and self.info[key].path == str(path):
+                self.touch(key)
+                return self.info[key]
+            info = self.swap(key, path)
+            self.touch(key)
+            self._evict()
+            return info
+
+    def touch(self, key: str) -> None:
+        """Mark persona ``key`` as just used (built-in corpora are always loaded)."""
+        if parse_key(key) is not None and key in self.engines:
+            self._persona_use[key] = None
+            self._persona_use.move_to_end(key)
+
+    def unload(self, key: str, wait: bool = True) -> bool:
+        """Stop serving persona ``key`` (deleted, or evicted); True if it was loaded."""
+        self._persona_use.pop(key, None)
+        engine = self.engines.pop(key, None)
+        for table in (self.info, self.lexicons, self.passages):
+            table.pop(key, None)  # type: ignore[attr-defined]
+        if engine is not None:
+            engine.close(wait=wait)
+        return engine is not None
+
+    def personas_loaded(self) -> list[str]:
+        """Loaded persona keys, least recently used first."""
+        return list(self._persona_use)
+
+    def _evict(self) -> None:
+        while len(self._persona_use) > self.max_personas:
+            idle = [k for k in self._persona_use if self.engines[k].pending() == 0]
+            if not idle:
+                return  # every loaded persona is writing: over the bound until one is idle
+            log.info("unloading persona %s (the least recently used of %d loaded)", idle[0], len(self._persona_use))
+            self.unload(idle[0], wait=False)
 
     def close(self, wait: bool = True) -> None:
         for engine in self.engines.values():

@@ -21,7 +21,7 @@ import re
 from bot.core.sanitise import clean_text, defuse_links, public_text
 from bot.discord_limits import MESSAGE_CHARS
 from corpora.passages import quote
-from corpora.registry import get_corpus
+from corpora.voices import voice
 from model.sample import Finish, ends_sentence
 
 ZWSP = "\u200b"
@@ -79,7 +79,7 @@ def _fitting_prefix(text: str, room: int, at_line_start: bool = True) -> str:
 
 def _head(corpus: str, prompt: str, limit: int, continues: bool = True) -> str:
     """The user's words, set apart as the corpus's style says; long prompts are shortened so the reply keeps room."""
-    style = get_corpus(corpus).style
+    style = voice(corpus).style
     prompt = defuse_links(clean_text(prompt)[0])  # bot.core.sanitise: never a link in the bot's message
     prompt = prompt.strip() if style.layout == "question" else prompt.rstrip()
     if not prompt.strip():
@@ -109,7 +109,7 @@ def unwrap(text: str) -> str:
 
 def source_block(corpus: str, passage: str) -> str:
     """The quoted source under a grounded answer: labelled, trimmed, markdown-safe, never a ping or a link."""
-    label = get_corpus(corpus).style.source_label
+    label = voice(corpus).style.source_label
     text = safe_text(defuse_links(quote(passage, QUOTE_CHARS)), at_line_start=False)
     return f"\n\n> *{label}:* \u201c{text}\u201d"
 
@@ -138,7 +138,7 @@ def render_reply(
     under the finished answer. The result is never longer than ``limit``.
     """
     head = _head(corpus, prompt, limit, continues)
-    if get_corpus(corpus).style.layout == "prose":
+    if voice(corpus).style.layout == "prose":
         continuation = unwrap(continuation)
     if not head or head.endswith("\n"):
         continuation = continuation.lstrip("\n")

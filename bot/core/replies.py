@@ -22,9 +22,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 from bot.config import Limits
@@ -39,6 +40,7 @@ from bot.core.verbatim import VerbatimGuard
 from bot.discord_limits import MESSAGE_CHARS
 from corpora.passages import Hit, grounded_prime
 from corpora.registry import CORPORA
+from corpora.voices import display_name, is_voice, owner, parse_key, voice
 from model.charset import normalize
 from model.engine import Engine, EngineBusy, EngineClosed
 from model.sample import Finish, Generation, SampleSettings
@@ -111,7 +113,7 @@ def check_length(value: int | None, limits: Limits) -> int:
 
 def check_prompt(corpus: str, prompt: str | None, limits: Limits, context: str = "") -> str:
     """The prompt, or a Refusal saying what is wrong with it (with a ``context``, the words may be left out)."""
-    style = CORPORA[corpus].style
+    style = voice(corpus).style
     if prompt is not None and not isinstance(prompt, str):
         raise Refusal(f"The {style.prompt_label} must be text.")
     prompt = prompt or ""
@@ -121,13 +123,23 @@ def check_prompt(corpus: str, prompt: str | None, limits: Limits, context: str =
             "Try a shorter one."
         )
     if style.prompt_required and not context.strip():
-        example = CORPORA[corpus].example_prompt or "..."
+        example = voice(corpus).example_prompt or "..."
         if not prompt.strip():
             raise Refusal(f"Ask me a {style.prompt_label}, for example `/{corpus} {style.prompt_label}: {example}`")
-        if not normalize(prompt).text.strip() or not CORPORA[corpus].prime(prompt).strip():
+        if not normalize(prompt).text.strip() or not voice(corpus).prime(prompt).strip():
             raise Refusal(f"I could not find any words in that {style.prompt_label}; I read plain letters, digits "
                           f"and punctuation. For example: `/{corpus} {style.prompt_label}: {example}`")
     return prompt
+
+
+def check_voice(corpus: object, guild: int | None) -> None:
+    """Refuse a voice that does not exist, or a persona asked for from outside its server.
+
+    Both get the same words, so another server cannot learn that a persona exists by guessing."""
+    if not isinstance(corpus, str) or not is_voice(corpus) or owner(corpus) not in (None, guild):
+        name = display_name(corpus) if isinstance(corpus, str) else corpus
+        raise Refusal(f"I don't know the corpus or persona {quote(name)}; I know {', '.join(CORPORA)}"
+                      + (" and this server's personas (/persona list)." if guild is not None else "."))
 
 
 def make_request(
@@ -143,19 +155,21 @@ def make_request(
     context: str = "",
     trigger: Trigger = "slash",
     channel: Hashable | None = None,
+    guild: int | None = None,
 ) -> ReplyRequest:
     """Check every part of a request and settle its temperature; raise Refusal on bad input.
 
+    ``guild`` is the server asking (None: a DM or local use); a persona answers only its own server.
+
     ``context`` is model text or a bounded reply chain the caller built (bot.core.conversation).
     """
-    if corpus not in CORPORA:
-        raise Refusal(f"I don't know the corpus {quote(corpus)}; I know {', '.join(CORPORA)}.")
+    check_voice(corpus, guild)
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BEST_OF):
         raise Refusal(f"The number of candidates must be a whole number from 1 to {MAX_BEST_OF}; got {quote(n)}.")
     return ReplyRequest(
         corpus=corpus,
         prompt=check_prompt(corpus, prompt, limits, context),
-        temperature=resolve_temperature(temperature, user_default, CORPORA[corpus].default_temperature),
+        temperature=resolve_temperature(temperature, user_default, voice(corpus).default_temperature),
         length=check_length(length, limits),
         seed=seed,
         user=user,
@@ -168,7 +182,7 @@ def make_request(
 
 def prime_of(request: ReplyRequest) -> tuple[str, bool]:
     """The text the model continues, and whether it continues the user's own words."""
-    prime = CORPORA[request.corpus].prime(request.prompt, request.context)
+    prime = voice(request.corpus).prime(request.prompt, request.context)
     return prime, prime_continues(prime)
 
 
@@ -185,13 +199,13 @@ def hard_cap(length: int) -> int:
 def sample_settings(request: ReplyRequest, limit: int = MESSAGE_CHARS) -> SampleSettings:
     """Engine settings: the length as a target, and never more characters than the message can hold."""
     room = limit - head_length(request.corpus, request.prompt, limit, prime_of(request)[1]) - len(CUT_SHORT)
-    if CORPORA[request.corpus].grounded:
+    if voice(request.corpus).grounded:
         room -= QUOTE_ROOM
     cap = max(1, min(hard_cap(request.length), room))
     return SampleSettings(
         temperature=request.temperature,
         max_chars=cap,
-        stop=CORPORA[request.corpus].stop,
+        stop=voice(request.corpus).stop,
         seed=request.seed,
         target_chars=min(request.length, cap),
     )
@@ -200,7 +214,7 @@ def sample_settings(request: ReplyRequest, limit: int = MESSAGE_CHARS) -> Sample
 def ground(request: ReplyRequest, models: Models) -> Hit | None:
     """The passage a grounded corpus's reply draws on (None: not grounded, or nothing matches)."""
     index = models.passages.get(request.corpus)
-    if index is None or not CORPORA[request.corpus].grounded or not request.prompt.strip():
+    if index is None or not voice(request.corpus).grounded or not request.prompt.strip():
         return None
     hits = index.search(request.prompt, 1)
     return hits[0] if hits else None
@@ -219,7 +233,7 @@ def choose(
 ) -> tuple[int, list[Score]]:
     """Which candidate to post, and every candidate's score (see :mod:`bot.core.score`)."""
     grounding = None
-    if CORPORA[request.corpus].grounded:
+    if voice(request.corpus).grounded:
         grounding = Grounding(request.prompt, source.passage.text if source else "")
     lexicon = models.lexicon(request.corpus)
     fresh = not prime_of(request)[1]
@@ -251,7 +265,7 @@ class ReplyStream:
         self.source = ground(request, service.models)
         if self.source is not None:
             prime = grounded_prime(self.source.passage.text, prime)
-        self.n = request.n if request.n is not None else engine.best_of(CORPORA[request.corpus].best_of)
+        self.n = request.n if request.n is not None else engine.best_of(voice(request.corpus).best_of)
         try:
             if self.n == 1:
                 self.future = engine.submit(prime, sample_settings(request), on_text)
@@ -345,6 +359,25 @@ class ReplyService:
         self._idle.set()
         self.closing = False
         self.watchers: list[ReplyWatcher] = []
+        # Where a server's persona speaks from (bot.personas.service.PersonaService.locate): a checkpoint
+        # path, or a Refusal saying why it cannot speak yet. None: no personas on this service.
+        self.locate: Callable[[str], Awaitable[Path]] | None = None
+
+    async def ready(self, corpus: str) -> None:
+        """Make sure ``corpus``'s engine is loaded: a no-op for the built-in corpora, which always are;
+        a persona loads (or reloads, after a new version) on demand, off the event loop, in about a
+        second, so callers defer their answer before calling this. Refusal when it cannot speak."""
+        if parse_key(corpus) is None:
+            return
+        if self.locate is None:
+            raise Refusal(f"Personas are not set up on this bot, so {display_name(corpus)} cannot speak.",
+                          "unavailable")
+        path = await self.locate(corpus)
+        info = self.models.info.get(corpus)
+        if corpus in self.models.engines and info is not None and info.path == str(path):
+            self.models.touch(corpus)
+            return
+        await asyncio.to_thread(self.models.load_persona, corpus, path)
 
     def not_copied(
         self, corpus: str, candidates: list[Generation], scores: list[Score], chosen: int
@@ -393,7 +426,8 @@ class ReplyService:
             raise Refusal(RESTARTING, "restarting")
         engine = self.models.engines.get(request.corpus)
         if engine is None:
-            raise Refusal(f"The {request.corpus} model is not loaded on this bot.", "unavailable")
+            raise Refusal(f"The {display_name(request.corpus)} model is not loaded on this bot.", "unavailable")
+        self.models.touch(request.corpus)
         if request.user is not None:
             wait = self.cooldown.wait_for(request.user)
             if wait == math.inf:
@@ -423,7 +457,8 @@ class ReplyService:
             self.crowding.done(stream.request.channel)
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyUpdate]:
-        """:meth:`start` and iterate the updates in one go."""
+        """:meth:`ready`, :meth:`start` and iterate the updates in one go."""
+        await self.ready(request.corpus)
         reply = self.start(request)
         async with aclosing(reply.updates()) as updates:
             async for update in updates:
@@ -431,6 +466,7 @@ class ReplyService:
 
     async def reply(self, request: ReplyRequest) -> ReplyUpdate:
         """The finished reply, without the intermediate snapshots."""
+        await self.ready(request.corpus)
         reply = self.start(request)
         try:
             async with aclosing(reply.updates()) as updates:

@@ -28,16 +28,22 @@ class Verdict:
         return "; ".join(self.reasons)
 
 
-def judge(report: FinetuneReport, max_corpus_rise: float = DEFAULT_MAX_CORPUS_RISE) -> Verdict:
+def judge(
+    report: FinetuneReport, max_corpus_rise: float = DEFAULT_MAX_CORPUS_RISE, keeps_corpus: bool = True
+) -> Verdict:
     """Serve only a result better on the held-out contributions whose corpus held-out loss rose by
     at most ``max_corpus_rise`` nats. When the corpus text was not on the machine its figure is
-    unknown, and an unknown figure cannot pass: the admin decides (``force``)."""
+    unknown, and an unknown figure cannot pass: the admin decides (``force``).
+
+    A server's persona (``keeps_corpus`` False) has no old style to keep: it is trained from the
+    general base to become its text, so it is judged on its own held-out text alone, where it must
+    beat the base it started from."""
     reasons = []
     before, after = report.before.contributed, report.after.contributed
     if not after < before:
         reasons.append(f"it did not get better at the new text (held-out contributions {before:.3f} -> "
                        f"{after:.3f} nats/char); more contributed text usually helps")
-    rise = report.corpus_rise
+    rise = report.corpus_rise if keeps_corpus else 0.0
     if rise is None:
         reasons.append(f"how much of the {report.corpus} style it kept could not be measured "
                        f"({report.corpus_note or 'no corpus text'})")

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bot.jobs.guard import Verdict, judge
-from bot.jobs.job import STAGED, JobProcess, JobSpec, describe_exit
+from bot.jobs.job import STAGED, TEXTS, JobProcess, JobSpec, describe_exit
 from bot.jobs.settings import FinetuneSettings
 from bot.jobs.versions import VersionDir, versions_to_prune
 from bot.store import utc_now
@@ -36,8 +38,11 @@ from bot.store.jobs import (
     JobRow,
     Source,
     VersionRow,
+    _pid_alive,
 )
-from model.checkpoint import CheckpointError
+from bot.store.queue import JobQueue, QueuedJob
+from corpora.voices import parse_key
+from model.checkpoint import CheckpointError, atomic_write_bytes, sibling
 from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
 from model.verify import verify_checkpoint
 
@@ -74,6 +79,15 @@ class Served:
     @property
     def label(self) -> str:
         return f"v{self.version}" if self.version else "base"
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A job waiting in the queue (:mod:`bot.store.queue`) for a machine with room."""
+
+    id: int
+    corpus: str
+    ahead: int  # entries before it in the queue, jobs running now not counted
 
 
 @dataclass
@@ -167,6 +181,9 @@ class FinetuneManager:
         self._lock = asyncio.Lock()
         self._following: asyncio.Task | None = None
         self._unservable: set[tuple[str, int]] = set()  # versions recorded elsewhere that failed their check here
+        self.queue = JobQueue(store.store)
+        self.on_start: Callable[[RunningJob], Awaitable[None]] | None = None  # told of jobs the queue starts
+        self._closing = False
 
     # ---- what is served -----------------------------------------------------------------
 
@@ -185,6 +202,8 @@ class FinetuneManager:
         stale = await self.store.fail_interrupted()
         for job in stale:
             log.warning("fine-tuning job %d (%s) was interrupted; marked failed", job.id, job.corpus)
+        if released := await self.queue.release_dead(_pid_alive):
+            log.warning("%d queued fine-tunes claimed by a process that stopped were put back in the queue", released)
         running = {j.id for j in await self.store.running_jobs()}
         jobs_dir = self.settings.jobs_dir
         if jobs_dir.is_dir():
@@ -249,6 +268,10 @@ class FinetuneManager:
                     await self.sync_served()
                 except Exception:
                     log.exception("could not check which checkpoint versions are served")
+                try:
+                    await self.drain()
+                except Exception:
+                    log.exception("could not take a fine-tune from the queue")
 
         self._following = asyncio.create_task(follow(), name="finetune-follow-served")
 
@@ -269,17 +292,16 @@ class FinetuneManager:
         ``without_forgotten`` starts from the newest version that never learned from a forgotten
         text instead of the served one (see :meth:`retrain_without_forgotten`)."""
         s = self.settings
-        minutes = s.default_minutes if minutes is None else float(minutes)
-        if not 0 < minutes <= s.max_minutes:
-            raise FinetuneRefused(f"minutes must be more than 0 and at most {s.max_minutes:g}; got {minutes:g}")
+        minutes = self._check_minutes(minutes)
         async with self._lock:
             if corpus in self.jobs:
                 raise FinetuneRefused(f"a fine-tune of {corpus} is already running (job {self.jobs[corpus].id}); "
                                       "see /finetune status, or /finetune cancel it")
-            if len(self.jobs) >= s.max_running:
-                others = ", ".join(f"{j.corpus} (job {j.id})" for j in self.jobs.values())
-                raise FinetuneRefused(f"only {s.max_running} fine-tune may run at a time so replies stay quick; "
-                                      f"running now: {others}")
+            here = await self._running_here()
+            if len(here) >= s.max_running:
+                others = ", ".join(f"{j.corpus} (job {j.id})" for j in here)
+                raise FinetuneRefused(f"only {s.max_running} fine-tune may run at a time on this machine so replies "
+                                      f"stay quick; running now: {others}")
             texts, sources, opted_out = await self.store.training_contributions(corpus)
             data = contributed_data(texts, corpus)
             try:
@@ -319,6 +341,113 @@ class FinetuneManager:
                      job.process.pid)
             return job
 
+    # ---- the queue (bot.store.queue) ----------------------------------------------------
+
+    async def submit(
+        self,
+        corpus: str,
+        started_by: str,
+        minutes: float | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        force: bool = False,
+    ) -> RunningJob | Queued:
+        """Start a fine-tune when this machine has room, else queue it for the first process that
+        has; FinetuneRefused for what no waiting would mend (minutes out of range, too little text).
+        Older queued jobs go first: the new one joins the queue, then the queue is drained."""
+        minutes = self._check_minutes(minutes)
+        texts, _, _ = await self.store.training_contributions(corpus)
+        try:
+            check_enough(contributed_data(texts, corpus), self.settings.min_chars)
+        except TooLittleText as exc:
+            raise FinetuneRefused(f"not enough text for {corpus}: {exc}") from None
+        entry = await self.queue.put(corpus, started_by, guild_id, channel_id, minutes, force)
+        await self.drain()
+        if corpus in self.jobs and await self.queue.get(entry.id) is None:
+            return self.jobs[corpus]
+        waiting = await self.queue.waiting()
+        return Queued(entry.id, corpus, sum(1 for w in waiting if w.id < entry.id))
+
+    async def drain(self) -> list[RunningJob]:
+        """Start queued jobs, oldest first, while this machine has room; returns those started here."""
+        started: list[RunningJob] = []
+        while not self._closing and len(await self._running_here()) < self.settings.max_running:
+            entry = await self.queue.claim(skip=set(self.jobs))
+            if entry is None:
+                break
+            try:
+                job = await self.start(entry.corpus, entry.started_by, entry.minutes, entry.guild_id,
+                                       entry.channel_id, entry.force)
+            except FinetuneRefused as exc:
+                if await self.store.running_job(entry.corpus) is not None or "at a time" in str(exc):
+                    await self.queue.release(entry.id)  # its corpus (or this machine) is busy: it waits on
+                    break
+                await self.queue.done(entry.id)
+                await self._record_unstartable(entry, str(exc))
+                continue
+            await self.queue.done(entry.id)
+            started.append(job)
+            if self.on_start is not None:
+                await self.on_start(job)
+        return started
+
+    async def _drain_logged(self) -> None:
+        try:
+            await self.drain()
+        except Exception:
+            log.exception("could not take a fine-tune from the queue")
+
+    async def _record_unstartable(self, entry: QueuedJob, why: str) -> None:
+        """A queued job that could not start: recorded as a failed job, so /persona info shows why."""
+        log.warning("queued fine-tune of %s (queue entry %d) could not start: %s", entry.corpus, entry.id, why)
+        with contextlib.suppress(JobConflict):
+            job_id = await self.store.create_job(entry.corpus, entry.started_by, {"minutes": entry.minutes or 0},
+                                                 entry.guild_id, entry.channel_id)
+            await self.store.finish_job(job_id, FAILED, f"could not start: {why}")
+
+    async def _running_here(self) -> list[JobRow]:
+        """Jobs running on this machine, in any process sharing the store (the bound is per machine)."""
+        host = socket.gethostname()
+        return [j for j in await self.store.running_jobs() if j.owner_host in (host, None)]
+
+    async def queued(self, corpus: str) -> Queued | None:
+        """The queue entry waiting for ``corpus``, if any."""
+        waiting = await self.queue.waiting()
+        mine = [w for w in waiting if w.corpus == corpus]
+        if not mine:
+            return None
+        return Queued(mine[0].id, corpus, sum(1 for w in waiting if w.id < mine[0].id))
+
+    async def unqueue(self, corpus: str) -> int:
+        return await self.queue.drop(corpus)
+
+    def drop(self, corpus: str) -> None:
+        """Forget what this process served for ``corpus`` (a deleted persona)."""
+        self.serving.pop(corpus, None)
+        self._unservable = {u for u in self._unservable if u[0] != corpus}
+
+    def scrub_learned(self, contribution_ids: set[int]) -> list[Path]:
+        """Take deleted contributions out of every kept version's learned texts (``.learned.json``),
+        so grounding stops quoting them; returns the files changed. Blocking."""
+        changed = []
+        for path in sorted((self.settings.state_dir / "versions").glob("*/*.learned.json")):
+            try:
+                entries = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            kept = [e for e in entries if not (isinstance(e, dict) and e.get("id") in contribution_ids)]
+            if len(kept) != len(entries):
+                atomic_write_bytes(path, json.dumps(kept).encode())
+                changed.append(path)
+        return changed
+
+    def _check_minutes(self, minutes: float | None) -> float:
+        s = self.settings
+        minutes = s.default_minutes if minutes is None else float(minutes)
+        if not 0 < minutes <= s.max_minutes:
+            raise FinetuneRefused(f"minutes must be more than 0 and at most {s.max_minutes:g}; got {minutes:g}")
+        return minutes
+
     # ---- while it runs ------------------------------------------------------------------
 
     def running(self, corpus: str) -> RunningJob | None:
@@ -341,6 +470,7 @@ class FinetuneManager:
     async def close(self, grace_s: float = CANCEL_GRACE_S) -> None:
         """At shutdown: stop following the database, cancel every job and wait a little for each to stop,
         then kill it."""
+        self._closing = True
         if self._following is not None:
             self._following.cancel()
             self._following = None
@@ -410,6 +540,8 @@ class FinetuneManager:
         finally:
             self.jobs.pop(job.corpus, None)
             shutil.rmtree(jobdir, ignore_errors=True)
+            if not self._closing:
+                asyncio.get_running_loop().create_task(self._drain_logged(), name="finetune-drain")
         log.info("fine-tuning job %d for %s ended: %s %s", job.id, job.corpus, outcome.state, outcome.error or "")
         return outcome
 
@@ -418,7 +550,7 @@ class FinetuneManager:
     async def _install(self, job: RunningJob, jobdir: Path, report: FinetuneReport) -> JobOutcome:
         """The guard, then: new version number, atomic copy, check on that file, record as served,
         swap engines. A result the guard refuses is not made a version unless the job was forced."""
-        verdict = judge(report, self.settings.max_corpus_rise)
+        verdict = judge(report, self.settings.max_corpus_rise, keeps_corpus=parse_key(job.corpus) is None)
         if not verdict.ok and not job.force:
             await self.store.finish_job(job.id, FAILED, f"{REFUSED}: {verdict.text()}", report.to_dict())
             return JobOutcome(job.id, job.corpus, REFUSED, report=report, error=verdict.text(), verdict=verdict)
@@ -437,8 +569,10 @@ class FinetuneManager:
             )
 
         try:
+            learned = [{"id": src.contribution_id, "text": text}
+                       for src, text in zip(job.sources, json.loads((jobdir / TEXTS).read_text()), strict=False)]
             served = await self._add_version(job.corpus, jobdir / STAGED, job.parent, row, job.id, report.to_dict(),
-                                             job.sources)
+                                             job.sources, learned)
         except CheckpointError as exc:
             why = f"the new checkpoint failed its check and was not served: {exc.problem}"
             await self.store.finish_job(job.id, FAILED, why, report.to_dict())
@@ -460,6 +594,7 @@ class FinetuneManager:
         job_id: int | None = None,
         report: dict | None = None,
         sources: list[Source] | None = None,
+        learned: list[dict] | None = None,
     ) -> Served:
         """Make ``source`` the next version and serve it: the one path from a checkpoint file to a
         served version, for a finished job and an imported file alike.
@@ -475,6 +610,8 @@ class FinetuneManager:
         path = await asyncio.to_thread(vdir.install, source, number)
         try:
             await asyncio.to_thread(verify_checkpoint, path)
+            if learned:  # before it is served: grounding and the lexicon read it at load (bot.core.engines)
+                atomic_write_bytes(sibling(path, ".learned.json"), json.dumps(learned).encode())
         except CheckpointError:
             vdir.remove(number)
             raise

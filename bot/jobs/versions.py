@@ -66,7 +66,10 @@ class VersionDir:
         return dest
 
     def remove(self, number: int) -> None:
-        self.path(number).unlink(missing_ok=True)
+        """Delete version ``number`` and what lies beside it (the texts it learned, for grounding)."""
+        path = self.path(number)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name.removesuffix(".safetensors") + ".learned.json").unlink(missing_ok=True)
 
     def remove_temporaries(self) -> int:
         """Delete half-copied files a crash left behind; returns how many."""

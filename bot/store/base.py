@@ -20,6 +20,8 @@ from typing import Protocol
 from bot.core.sanitise import storable_text
 from bot.core.verbatim import shingles
 
+# How a text arrived: through a Discord command (typed in the modal, or a file uploaded with /persona),
+# collected in a listening channel, or given on the command line.
 SOURCES = ("modal", "listen", "cli")
 
 

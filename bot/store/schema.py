@@ -148,4 +148,33 @@ MIGRATIONS: list[str] = [
     CREATE INDEX posted_replies_by_asker ON posted_replies (guild_id, asker_id);
     CREATE INDEX posted_replies_by_age ON posted_replies (created);
     """,
+    # 5: a server's own personas (issue 24). A persona's text is stored as contributions under its key
+    # (corpora.voices.persona_key), so /forget, /optout, the verbatim-copy guard and provenance cover it
+    # like any contributed text; ``filename`` says which uploaded file a contribution came from (NULL for
+    # typed or collected text). Deleting a persona deletes its row, its texts and its versions' rows.
+    # job_queue: fine-tunes waiting for a machine with room; whichever process has room claims the oldest.
+    """
+    ALTER TABLE contributions ADD COLUMN filename TEXT;
+    CREATE TABLE personas (
+        guild_id   INTEGER NOT NULL,
+        name       TEXT NOT NULL,
+        style      TEXT NOT NULL CHECK (style IN ('story', 'faq', 'prose')),
+        created_by INTEGER NOT NULL,
+        created    TEXT NOT NULL,
+        chars      INTEGER NOT NULL,
+        files      TEXT NOT NULL,
+        PRIMARY KEY (guild_id, name)
+    );
+    CREATE TABLE job_queue (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        corpus     TEXT NOT NULL,
+        started_by TEXT NOT NULL,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        minutes    REAL,
+        forced     INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        created    TEXT NOT NULL,
+        claimed_by TEXT
+    );
+    """,
 ]

@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.engines import checkpoint_path
+from bot.core.engines import base_checkpoint
 from bot.core.refusals import Refusal
 from bot.discord_app.cogs.contributions import CORPUS_CHOICES
 from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send
@@ -70,7 +70,7 @@ class Finetune(commands.Cog):
                 task.cancel()
 
     def _base(self, corpus: str) -> Path:
-        return checkpoint_path(corpus, self.bot.config.checkpoint_dir)
+        return base_checkpoint(corpus, self.bot.config.checkpoint_dir)
 
     async def _serve(self, corpus: str, path: Path, version: int) -> None:
         """Swap the live engine: new replies use the new checkpoint, running ones finish on the old."""
