@@ -32,6 +32,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot.bench.fake_cdn import ATTACHMENT_SIZE_LIMIT, FakeCDN, FileUpload
+
 log = logging.getLogger("fake_discord")
 
 API_VERSION = 10
@@ -86,7 +88,7 @@ LINK_BUTTON, PREMIUM_BUTTON = 5, 6
 
 # Application command option types, used to turn test values into interaction options.
 OPT_SUB_COMMAND, OPT_SUB_COMMAND_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN = 1, 2, 3, 4, 5
-OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_NUMBER = 6, 7, 8, 10
+OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_NUMBER, OPT_ATTACHMENT = 6, 7, 8, 10, 11
 
 MESSAGE_SENDING_ROUTES = {
     "POST /channels/{channel_id}/messages",
@@ -278,9 +280,10 @@ class FakeDiscord:
 
     Its world: one guild ("Fairy Tale Club") with text channels ``general`` and ``stories``; the bot user
     (whose id is the application id); ``admin`` (every permission, owner), ``member`` and ``other_member``
-    (ordinary permissions) and ``other_bot``. Drive the bot with :meth:`slash`, :meth:`submit_modal` and
-    :meth:`post_message`; assert on :attr:`requests`, :attr:`heartbeats`, :attr:`original_messages` or
-    per interaction through :class:`FakeInteraction`; wait with :meth:`wait_for_request`/:meth:`wait_until`.
+    (ordinary permissions) and ``other_bot``. Drive the bot with :meth:`slash` (with ``files`` for attachment
+    options, served back by :attr:`cdn`), :meth:`submit_modal` and :meth:`post_message`; assert on
+    :attr:`requests`, :attr:`heartbeats`, :attr:`original_messages` or per interaction through
+    :class:`FakeInteraction`; wait with :meth:`wait_for_request`/:meth:`wait_until`.
 
     Conversation: :meth:`post_message` (mentions, ``reply_to``), :meth:`post_dm`, :meth:`press` (buttons),
     :meth:`context_menu` (message commands) and :meth:`delete_message` drive it; :meth:`bot_messages`,
@@ -340,6 +343,8 @@ class FakeDiscord:
         self.interactions: dict[str, FakeInteraction] = {}
         # One direct-message channel per user, as Discord keeps one: user id -> channel id.
         self.dm_channels: dict[str, str] = {}
+        # Files users attach to slash commands (``slash(..., files=...)``) and the CDN routes serving them.
+        self.cdn = FakeCDN(lambda: self.base_url, lambda: self.ids.next(), self._notify)
 
         self._session: _GatewaySession | None = None
         self._sessions: dict[str, _GatewaySession] = {}
@@ -355,6 +360,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
+        self.cdn.add_routes(app.router)  # before the catch-all, which would answer CDN URLs as unknown routes
         app.router.add_route("*", "/{tail:.*}", self._http)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -1286,7 +1292,7 @@ class FakeDiscord:
             "data": data,
             "locale": "en-US",
             "entitlements": [],
-            "attachment_size_limit": 10 * 1024 * 1024,
+            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
 
     def _dm_payload(self, kind: int, user: FakeUser, data: dict) -> dict:
@@ -1335,6 +1341,7 @@ class FakeDiscord:
         channel: str = "general",
         dm: bool = False,
         guild: str | None = None,
+        files: dict[str, FileUpload] | None = None,
     ) -> FakeInteraction:
         """A user runs ``/command`` (``"group sub"`` for subcommands) with ``options``; returns the interaction.
 
@@ -1342,6 +1349,11 @@ class FakeDiscord:
         types come from that registration, so ``1`` for a NUMBER option is sent as a number. ``dm`` sends it
         from a direct message with the bot (see :meth:`_dm_payload`); ``guild`` from another guild
         (:meth:`add_guild`; a guild command of the first guild is then sent as the global command).
+
+        ``files`` fills ATTACHMENT options: ``{"file": ("rules.md", b"...", "text/markdown")}`` (content type
+        None where Discord would not know one). Each file is uploaded to :attr:`cdn` and sent as Discord sends
+        it: the option's value is the attachment id, ``data.resolved.attachments`` holds the attachment object
+        whose ``url`` serves the bytes from this server.
         """
         user = user or self.member
         parts = command.split()
@@ -1361,12 +1373,19 @@ class FakeDiscord:
         if any(o["type"] in (1, 2) for o in declared):
             raise FakeDiscordError(f"/{command} needs a subcommand: {[o['name'] for o in declared]}")
         tree = [_option(name, value, declared) for name, value in (options or {}).items()]
-        missing = [o["name"] for o in declared if o.get("required") and o["name"] not in (options or {})]
+        _check_files(files or {}, declared)
+        given = {**(options or {}), **(files or {})}
+        missing = [o["name"] for o in declared if o.get("required") and o["name"] not in given]
         if missing:
             raise DiscordClientRefused(f"/{command}: required options missing: {missing}")
+        channel_id = self.dm_channel(user) if dm else self._channel_id(channel, guild)
+        attachments = {name: self.cdn.upload(channel_id, *file) for name, file in (files or {}).items()}
+        tree += [{"name": name, "type": OPT_ATTACHMENT, "value": att["id"]} for name, att in attachments.items()]
         for sub, kind in reversed(path):
             tree = [{"name": sub, "type": kind, "options": tree}]
         data: dict[str, Any] = {"id": registered["id"], "name": parts[0], "type": 1, "options": tree}
+        if attachments:
+            data["resolved"] = {"attachments": {att["id"]: att for att in attachments.values()}}
         if registered.get("guild_id") and registered["guild_id"] == (guild or self.guild_id):
             data["guild_id"] = registered["guild_id"]
         payload = self._interaction_payload(APPLICATION_COMMAND, user, data, channel, dm, guild)
@@ -1768,6 +1787,8 @@ def _option(name: str, value: Any, declared: list[dict]) -> dict:
     if spec is None:
         raise FakeDiscordError(f"option {name!r} is not registered (registered: {[o['name'] for o in declared]})")
     kind = spec["type"]
+    if kind == OPT_ATTACHMENT:
+        raise FakeDiscordError(f"option {name!r} takes a file: pass it in files=, not options=")
     try:
         if kind == OPT_NUMBER:
             value = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float(value)
@@ -1791,6 +1812,18 @@ def _option(name: str, value: Any, declared: list[dict]) -> dict:
         if spec.get("max_value") is not None and value > spec["max_value"]:
             raise DiscordClientRefused(f"{name}: {value} is above the maximum {spec['max_value']}")
     return {"name": name, "type": kind, "value": value}
+
+
+def _check_files(files: dict[str, FileUpload], declared: list[dict]) -> None:
+    """Refuse files for options that take none, and files Discord's client would not upload."""
+    for name, file in files.items():
+        spec = next((o for o in declared if o["name"] == name), None)
+        if spec is None or spec["type"] != OPT_ATTACHMENT:
+            raise FakeDiscordError(f"option {name!r} is not a registered ATTACHMENT option")
+        if len(file) != 3:
+            raise FakeDiscordError(f"{name}: a file is (filename, bytes, content type or None), not {len(file)} items")
+        if len(file[1]) > ATTACHMENT_SIZE_LIMIT:
+            raise DiscordClientRefused(f"{name}: {len(file[1])} bytes, Discord uploads at most {ATTACHMENT_SIZE_LIMIT}")
 
 
 def _walk_components(components: list[dict]) -> Iterator[dict]:
