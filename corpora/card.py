@@ -5,6 +5,11 @@ held-out loss with the same function as ``charbot eval``; samples from a fixed s
 fixed prime), so the card cannot drift from the weights it describes. Experiments that are not
 shipped (e.g. a corpus trained from scratch against one fine-tuned) come from a JSON file:
 each row names a checkpoint to measure, or gives figures to report as they are.
+
+When the general base model is shipped (``base.safetensors``, trained on the mixture of
+:mod:`corpora.mixture`), it gets a row of its own: its loss on the mixture's held-out split and
+on each part's held-out split, next to each part's own shipped checkpoint and the difference,
+against :data:`BASE_MAX_GAP`. Without it the card is made as before.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from corpora.heldout import NotThisCorpus, measure_heldout
+from corpora.heldout import NotThisCorpus, measure_heldout, trained_fraction
+from corpora.mixture import GENERAL_BASE, MIXTURES
 from corpora.registry import CORPORA, CorpusMissing, get_corpus
 from corpora.shipped import CARD_NAME, checkpoint_dir
 from model import __version__
@@ -30,6 +36,9 @@ TEMPERATURES = (0.5, 0.8, 1.0)
 SAMPLE_SEED = 1234
 SAMPLE_CHARS = 300
 REPRODUCE_TOLERANCE = 0.01
+# Issue 25's target for the general base: on each part's held-out split, at most this much worse (nats/char)
+# than the part's own shipped checkpoint, so starting from the base gives up next to nothing of either book.
+BASE_MAX_GAP = 0.05
 _ROW_NUMBERS = ("val_loss_nats", "n_params", "train_chars", "train_seconds", "chars_seen", "target_val_bpc")
 
 
@@ -59,6 +68,7 @@ class Row:
     note: str = ""
     samples: list[Sample] = field(default_factory=list)
     prime: str = ""
+    target_text: tuple[str, str] | None = None  # (target, met) where the target is no bits/char bound
 
     @property
     def bpc(self) -> float | None:
@@ -212,6 +222,8 @@ def _parent(info: dict) -> str:
 
 
 def _target(row: Row) -> tuple[str, str]:
+    if row.target_text is not None:
+        return row.target_text
     if row.target_val_bpc is None:
         return "no target set", "-"
     met = row.met
@@ -242,21 +254,13 @@ def _table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def _section(row: Row, seed: int, length: int) -> list[str]:
-    corpus = get_corpus(row.corpus)
+def _training_lines(row: Row) -> list[str]:
+    """The architecture and training bullets, the same for a corpus's checkpoint and the base's."""
     info = row.info
-    lines = [f"## {row.corpus}: {corpus.title}", ""]
-    if row.checkpoint is None:
-        return [*lines, f"Not shipped yet: there was no `{row.corpus}.safetensors` when this card was made.", ""]
     train_chars = info.get("train_chars")
     epochs = info.get("chars_seen", 0) / train_chars if train_chars else None
     cfg = info.get("train_config") or {}
-    lines += [
-        f"- Checkpoint: `{Path(row.checkpoint).name}` ({info.get('storage_dtype', 'float32')} weights), "
-        f"{_parent(info)}.",
-        f"- Data: {corpus.description}. Source: {corpus.source}. Cleaning: {corpus.cleaning}",
-        f"- Training text: {_fmt(train_chars, ',.0f')} characters; held-out split: {corpus.held_out} "
-        f"({_fmt(info.get('val_chars'), ',.0f')} characters, never trained on).",
+    return [
         f"- Architecture: {architecture(row.config)}; {_fmt(info.get('n_params'), ',.0f')} parameters.",
         f"- Training: {_fmt(info.get('steps'), ',.0f')} steps of {cfg.get('n_seqs', '-')} x {cfg.get('n_steps', '-')} "
         f"characters, {_fmt(info.get('chars_seen'), ',.0f')} characters seen ({_fmt(epochs, '.1f')} epochs), "
@@ -265,6 +269,12 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
         f"peak learning rate {cfg.get('lr', '-')}"
         + (f", ended by {info['stopped']}." if info.get("stopped") else "."),
     ]
+
+
+def _loss_lines(row: Row) -> list[str]:
+    """The held-out loss measured for the card, the one recorded, and the one before 16-bit storage."""
+    info = row.info
+    lines = []
     if row.measured:
         lines.append(f"- Held-out loss: **{row.val_loss_nats:.4f} nats/char = {row.bpc:.4f} bits/char**, measured "
                      f"for this card over the whole held-out split with "
@@ -277,17 +287,151 @@ def _section(row: Row, seed: int, length: int) -> list[str]:
         lines.append(f"- Held-out loss: {row.val_loss_nats:.4f} nats/char = {row.bpc:.4f} bits/char.")
     if "val_loss_fp32_nats" in info:
         lines.append(f"- Before conversion to {info.get('storage_dtype')}: {info['val_loss_fp32_nats']:.4f} nats/char.")
+    return lines
+
+
+def _sample_lines(corpus_name: str, prime: str, samples: list[Sample], seed: int, length: int,
+                  lead: str = "Samples") -> list[str]:
+    corpus = get_corpus(corpus_name)
+    lines = [f"{lead}: seed {seed}, prime {json.dumps(prime)} (the bot's framing of "
+             f"{json.dumps(corpus.example_prompt)}), stop at {json.dumps(list(corpus.stop))}, "
+             f"at most {length} characters.", ""]
+    for s in samples:
+        body = prime + s.text
+        fence = _fence(body)
+        lines += [f"Temperature {s.temperature} (ended by {s.finish}):", "", fence, body, fence, ""]
+    return lines
+
+
+def _section(row: Row, seed: int, length: int) -> list[str]:
+    corpus = get_corpus(row.corpus)
+    info = row.info
+    lines = [f"## {row.corpus}: {corpus.title}", ""]
+    if row.checkpoint is None:
+        return [*lines, f"Not shipped yet: there was no `{row.corpus}.safetensors` when this card was made.", ""]
+    lines += [
+        f"- Checkpoint: `{Path(row.checkpoint).name}` ({info.get('storage_dtype', 'float32')} weights), "
+        f"{_parent(info)}.",
+        f"- Data: {corpus.description}. Source: {corpus.source}. Cleaning: {corpus.cleaning}",
+        f"- Training text: {_fmt(info.get('train_chars'), ',.0f')} characters; held-out split: {corpus.held_out} "
+        f"({_fmt(info.get('val_chars'), ',.0f')} characters, never trained on).",
+        *_training_lines(row),
+        *_loss_lines(row),
+    ]
     target, met = _target(row)
     lines.append(f"- Target: {target}; met: {met}.")
     if row.note:
         lines.append(f"- Note: {row.note}")
-    lines += ["", f"Samples: seed {seed}, prime {json.dumps(row.prime)} (the bot's framing of "
-              f"{json.dumps(corpus.example_prompt)}), stop at {json.dumps(list(corpus.stop))}, "
-              f"at most {length} characters.", ""]
-    for s in row.samples:
-        body = row.prime + s.text
-        fence = _fence(body)
-        lines += [f"Temperature {s.temperature} (ended by {s.finish}):", "", fence, body, fence, ""]
+    return [*lines, "", *_sample_lines(row.corpus, row.prime, row.samples, seed, length)]
+
+
+@dataclass
+class PartFigure:
+    """The base's held-out loss on one part's own held-out split, next to the part's own shipped checkpoint."""
+
+    part: str
+    base_loss: float | None
+    own: Row | None  # the part's shipped checkpoint (None: not shipped)
+    note: str = ""
+
+    @property
+    def comparable(self) -> bool:
+        """Whether both figures are on the same characters: the own checkpoint held out the part's own split."""
+        return (self.base_loss is not None and self.own is not None and self.own.val_loss_nats is not None
+                and trained_fraction(self.own.info) == get_corpus(self.part).val_fraction)
+
+    @property
+    def gap(self) -> float | None:
+        """Base minus own, nats/char: what starting from the base gives up on this part (negative: gains)."""
+        return self.base_loss - self.own.val_loss_nats if self.comparable else None
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.gap is None else self.gap <= BASE_MAX_GAP
+
+
+@dataclass
+class BaseReport:
+    """The general base on the card: its own row (mixture held-out loss) and its figure on each part."""
+
+    row: Row
+    parts: list[PartFigure]
+    samples: dict[str, tuple[str, list[Sample]]] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool | None:
+        results = [p.met for p in self.parts]
+        return None if None in results else all(results)
+
+
+def base_report(path: str | Path, corpus_rows: list[Row], *, samples: bool = True, seed: int = SAMPLE_SEED,
+                length: int = SAMPLE_CHARS, device: str = "cpu") -> BaseReport:
+    """Measure the general base at ``path`` on its mixture and on each part, beside ``corpus_rows``' figures.
+
+    A part's figure is measured on the part's own held-out split, held out for the base because
+    the base trained only on the parts' training splits (:func:`corpora.heldout.trained_on_part`).
+    """
+    ck = load_checkpoint(path, device=device)
+    row = Row(GENERAL_BASE, GENERAL_BASE, str(path), ck.info, ck.config.to_dict())
+    _measure(row, ck)
+    shipped = {r.corpus: r for r in corpus_rows if r.checkpoint}
+    parts = []
+    for part in MIXTURES[GENERAL_BASE]:
+        try:
+            figure = PartFigure(part, measure_heldout(ck, part).loss_nats, shipped.get(part))
+        except CorpusMissing as exc:
+            figure = PartFigure(part, None, shipped.get(part), f"not measured: {exc}")
+        except NotThisCorpus as exc:
+            raise CardError(f"{GENERAL_BASE}: {exc}") from None
+        if figure.own is not None and figure.base_loss is not None and not figure.comparable:
+            figure.note = (f"{part}.safetensors held out another fraction of {part} "
+                           f"({trained_fraction(figure.own.info):g}), so the figures are on other characters")
+        parts.append(figure)
+    report = BaseReport(row, parts)
+    met = report.met
+    row.target_text = (f"within {BASE_MAX_GAP} nats/char of each part's own checkpoint",
+                       "-" if met is None else ("yes" if met else "no"))
+    if samples:
+        report.samples = {part: _samples(ck, part, seed, length) for part in MIXTURES[GENERAL_BASE]}
+    return report
+
+
+def _base_section(report: BaseReport, seed: int, length: int) -> list[str]:
+    row, info = report.row, report.row.info
+    parts = MIXTURES[GENERAL_BASE]
+    lines = [
+        f"## {GENERAL_BASE}: the general base model ({' + '.join(parts)})", "",
+        f"- Checkpoint: `{Path(row.checkpoint).name}` ({info.get('storage_dtype', 'float32')} weights), "
+        f"{_parent(info)}; personas start from it.",
+        f"- Data: the training splits of {' and '.join(parts)} together "
+        f"({_fmt(info.get('train_chars'), ',.0f')} characters); held-out split: their held-out splits together "
+        f"({_fmt(info.get('val_chars'), ',.0f')} characters, never trained on; `corpora/mixture.py`). "
+        f"`grimms.txt` is no part of it.",
+        *_training_lines(row),
+        *_loss_lines(row),
+    ]
+    if row.note:
+        lines.append(f"- Note: {row.note}")
+    lines += [
+        "", f"On each part's own held-out split (the characters that part's checkpoint is measured on; the base "
+        f"trained only on the parts' training splits), next to the part's own shipped checkpoint. Target: the base "
+        f"within {BASE_MAX_GAP} nats/char of each; met: {_target(row)[1]}.", "",
+        "| held-out split | base (nats/char) | base (bits/char) | own checkpoint | own (nats/char) | "
+        f"base - own (nats/char) | within {BASE_MAX_GAP} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in report.parts:
+        own = f"`{Path(f.own.checkpoint).name}`" if f.own is not None else "not shipped"
+        own_loss = f.own.val_loss_nats if f.own is not None else None
+        met = "-" if f.met is None else ("yes" if f.met else "no")
+        lines.append(f"| {f.part} | {_fmt(f.base_loss, '.4f')} | "
+                     f"{_fmt(None if f.base_loss is None else bits(f.base_loss), '.4f')} | {own} | "
+                     f"{_fmt(own_loss, '.4f')} | {_fmt(f.gap, '+.4f')} | {met} |")
+    lines.append("")
+    lines += [f"- {f.part}: {f.note}." for f in report.parts if f.note]
+    lines += [f"`charbot eval {show_path(row.checkpoint)} {parts[0]}` reproduces a part's figure.", ""]
+    for part, (prime, samples) in report.samples.items():
+        lines += _sample_lines(part, prime, samples, seed, length, lead=f"Samples framed as {part}")
     return lines
 
 
@@ -317,7 +461,10 @@ def build_card(
                                        device=device))
         else:
             rows.append(Row(name, name, target_val_bpc=target))
-    if not any(r.checkpoint for r in rows):
+    base_path = checkpoint_file(directory, GENERAL_BASE)
+    base = (base_report(base_path, rows, seed=seed, length=length, device=device)
+            if base_path.is_file() else None)
+    if not any(r.checkpoint for r in rows) and base is None:
         expected = ", ".join(checkpoint_file(directory, n).name for n in CORPORA)
         raise CardError(f"no shipped checkpoints in {directory} (expected {expected}); "
                         f"make them with `charbot ship RUN.safetensors NAME`")
@@ -330,13 +477,17 @@ def build_card(
         "measured when the card is made; regenerate it after shipping.",
         "",
         "Loss is the mean next-character cross-entropy on each corpus's held-out split (the last part of the cleaned "
-        "text, never trained on), in nats per character and in bits per character (nats / ln 2).",
+        "text, never trained on), in nats per character and in bits per character (nats / ln 2)"
+        + (f"; the {GENERAL_BASE} model's on its mixture's held-out split, the parts' held-out splits together."
+           if base else "."),
         "",
-        *_table([r for r in rows if r.checkpoint]),
+        *_table([r for r in rows if r.checkpoint] + ([base.row] if base else [])),
         "",
     ]
     for r in rows:
         lines += _section(r, seed, length)
+    if base:
+        lines += _base_section(base, seed, length)
     if extra:
         lines += ["## Experiments", "",
                   "Rows measured from a checkpoint are measured like the shipped ones; rows marked (reported) are "

@@ -8,7 +8,7 @@ mixture: it stays unseen, the stand-in for contributed text.
 A mixture must never train on a part's held-out split, or the part's held-out figure (the one
 the card and shipping quote) would be measured on text the model has seen. So its training
 text is the concatenation of each part's *training* split and its validation text the
-concatenation of each part's *held-out* split, both cut by :func:`corpora.heldout.corpus_parts`,
+concatenation of each part's *held-out* split, both cut by :func:`corpora.cut.corpus_parts`,
 the one place a corpus is split; the mixture never computes a split of its own.
 
 Why the parts' held-out splits, and not a slice of the training parts, for validation: the
@@ -25,17 +25,19 @@ best checkpoint covers all of it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from corpora.heldout import corpus_parts
-from corpora.registry import get_corpus
+from corpora.cut import corpus_parts
+from corpora.registry import CORPORA, get_corpus, load_corpus
 from model.charset import decode
 from model.textdata import TextData
 
+GENERAL_BASE = "base"  # the general base model's mixture, and the name it ships as (checkpoints/base.safetensors)
+
 MIXTURES: dict[str, tuple[str, ...]] = {
-    "base": ("tale", "novel"),
+    GENERAL_BASE: ("tale", "novel"),
 }
 
 
@@ -50,6 +52,7 @@ class MixedText(TextData):
     parts: tuple[str, ...] = ()
     heldout_start: int = 0  # index of the first held-out code
     val_fraction: float = 0.1  # the parts' own (all the same), which training must ask for
+    part_sha256: dict[str, str] = field(default_factory=dict)  # each part's cleaned text, as TextData.text_sha256
 
     def split(self, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
         if val_fraction != self.val_fraction:
@@ -77,4 +80,21 @@ def load_mixture(name: str) -> MixedText:
     sources = hashlib.sha256(" ".join(f"{p}:{d.source_sha256}" for p, (d, _, _) in zip(parts, split, strict=True))
                              .encode()).hexdigest()
     return MixedText(name=name, text=text, source_sha256=sources, dropped=sum(d.dropped for d, _, _ in split),
-                     parts=parts, heldout_start=len(train_codes), val_fraction=fractions.pop())
+                     parts=parts, heldout_start=len(train_codes), val_fraction=fractions.pop(),
+                     part_sha256={p: d.text_sha256 for p, (d, _, _) in zip(parts, split, strict=True)})
+
+
+def load_named(name: str) -> TextData:
+    """The text a checkpoint is trained on by name: a mixture, else a registered corpus (KeyError if neither).
+
+    Evaluation and shipping take either, as ``charbot train`` does, so the base is measured on
+    exactly the text its checkpoint records.
+    """
+    return load_mixture(name) if known_name(name) in MIXTURES else load_corpus(name)
+
+
+def known_name(name: str) -> str:
+    """``name`` if it names a mixture or a registered corpus, else a KeyError listing both."""
+    if name not in MIXTURES and name not in CORPORA:
+        raise KeyError(f"unknown corpus {name!r} (corpora: {', '.join(CORPORA)}; mixtures: {', '.join(MIXTURES)})")
+    return name

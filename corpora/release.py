@@ -1,10 +1,14 @@
-"""Shipping a training run: its best weights stored in 16 bits under ``checkpoints/<corpus>``.
+"""Shipping a training run: its best weights stored in 16 bits under ``checkpoints/<name>``.
 
 Half-size storage halves the download and the repository, but rounding the weights changes
 the model, so the held-out loss is measured before and after (on the stored file itself,
 loaded back the way every user loads it) and shipping is refused when it moved by more than
 ``max_shift``. The loss of the stored weights goes into the checkpoint's metadata, so
 ``charbot eval checkpoints/<corpus>.safetensors <corpus>`` prints the same number.
+
+``<name>`` is a corpus, or a mixture for the general base (``charbot ship RUN base``): its
+held-out split is then the mixture's own (:func:`corpora.heldout.heldout_codes` decides), so
+the base's recorded loss is measured the same way as every corpus's.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import torch
 
 from corpora.heldout import heldout_codes, measure_heldout
-from corpora.registry import get_corpus
+from corpora.mixture import known_name
 from corpora.shipped import shipped_path
 from model.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from model.evaluate import bits
@@ -56,8 +60,8 @@ def ship(
     dest: str | Path | None = None,
     force: bool = False,
 ) -> ShipResult:
-    """Convert ``run_checkpoint`` to ``dtype`` storage as corpus ``name``'s shipped checkpoint."""
-    get_corpus(name)
+    """Convert ``run_checkpoint`` to ``dtype`` storage as corpus (or mixture) ``name``'s shipped checkpoint."""
+    known_name(name)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not max_shift >= 0:
@@ -69,7 +73,7 @@ def ship(
     if dest.exists() and dest.resolve() == run_checkpoint.resolve():
         raise ShipRefused(f"{run_checkpoint} is the shipped checkpoint itself; ship the training run's file")
     ck = load_checkpoint(run_checkpoint)
-    codes, _ = heldout_codes(ck.info, name, str(run_checkpoint))
+    codes, _ = heldout_codes(ck.info, name, str(run_checkpoint), parts=False)  # the base ships as itself only
     before = measure_heldout(ck, name, codes)
     with tempfile.TemporaryDirectory(prefix="charbot-ship-") as tmp:
         trial = Path(tmp) / dest.name

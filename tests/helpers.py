@@ -163,11 +163,11 @@ def register_mini(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str = "
 
 def train_tiny(name: str, out: Path, steps: int = 6, init_from: Path | None = None,
                val_fraction: float | None = None) -> Path:
-    """A tiny model trained for a few steps on registered corpus ``name`` (about a second on CPU).
+    """A tiny model trained for a few steps on registered corpus (or mixture) ``name`` (about a second on CPU).
 
     ``val_fraction``: hold out this much instead of training's default.
     """
-    from corpora.registry import load_corpus
+    from corpora.mixture import load_named
     from model.network import ModelConfig
     from model.train import TrainConfig, train
 
@@ -176,5 +176,19 @@ def train_tiny(name: str, out: Path, steps: int = 6, init_from: Path | None = No
     if val_fraction is not None:
         cfg = replace(cfg, val_fraction=val_fraction)
     model_cfg = ModelConfig(embed_size=8, hidden_size=24, n_layers=2, dropout=0.0)
-    train(load_corpus(name), out, cfg, None if init_from else model_cfg, init_from=init_from, progress_bar=False)
+    train(load_named(name), out, cfg, None if init_from else model_cfg, init_from=init_from, progress_bar=False)
     return out
+
+
+def register_base(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Mini, Mini]:
+    """Made-up ``tale`` and ``novel`` in place of the real ones, the parts of the ``base`` mixture.
+
+    Two different texts, so a model trained on one has a worse loss on the other, and the base's
+    figure on each part is a real comparison with that part's own checkpoint.
+    """
+    from corpora.mixture import GENERAL_BASE, MIXTURES
+
+    tale = register_mini(monkeypatch, tmp_path, name="tale", seed=0)
+    novel = register_mini(monkeypatch, tmp_path, name="novel", seed=1)
+    monkeypatch.setitem(MIXTURES, GENERAL_BASE, ("tale", "novel"))
+    return tale, novel

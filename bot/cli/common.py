@@ -38,7 +38,9 @@ def add_env_file_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def load_text(name_or_path: str) -> TextData:
-    """A TextData from a file path, or from a registered corpus name (cleaned)."""
+    """A TextData from a file path, a registered corpus name (cleaned), or a mixture name (``base``: see
+    corpora.mixture), so every command that takes a text takes what ``charbot train`` trained on."""
+    from corpora.mixture import MIXTURES, load_mixture
     from corpora.registry import CORPORA, load_corpus
     from model.textdata import TextData
 
@@ -47,8 +49,14 @@ def load_text(name_or_path: str) -> TextData:
         return TextData.from_file(path)
     if name_or_path in CORPORA:
         return load_corpus(name_or_path)
+    if name_or_path in MIXTURES:
+        try:
+            return load_mixture(name_or_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     known = ", ".join(sorted(CORPORA)) or "none"
-    raise UserError(f"{name_or_path}: no such file, and not a corpus name (corpora: {known})")
+    raise UserError(f"{name_or_path}: no such file, and not a corpus name (corpora: {known}; "
+                    f"mixtures: {', '.join(MIXTURES)})")
 
 
 def stderr(msg: str) -> None:

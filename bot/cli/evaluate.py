@@ -12,12 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="mean cross-entropy of a checkpoint on a text (nats and bits per character)",
         description="Evaluate a checkpoint. By default the held-out split is used when the text is the one the "
-        "checkpoint was trained on (same sha256), else the whole text.",
+        "checkpoint was trained on (same sha256), or a part of the mixture it was trained on (the base and tale: "
+        "tale's own held-out split, which the base never trained on), else the whole text.",
     )
     p.add_argument("checkpoint")
-    p.add_argument("text", help="a UTF-8 text file, or a corpus name")
+    p.add_argument("text", help="a UTF-8 text file, a corpus name, or a mixture name (base)")
     p.add_argument("--split", choices=["auto", "val", "all"], default="auto",
-                   help="val: the held-out tail; all: the whole text; auto (default): val if trained on this text")
+                   help="val: the held-out split; all: the whole text; auto (default): val if it is held out for "
+                        "the checkpoint")
     p.add_argument("--max-chars", type=int, help="evaluate only the first N characters of the split")
     p.add_argument("--device", default="cpu")
     add_json_flag(p)
@@ -27,18 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from corpora.heldout import heldout_split, trained_on
+    from corpora.heldout import heldout_of, heldout_split
     from model.checkpoint import load_checkpoint
     from model.device import pick_device
     from model.evaluate import bits, evaluate_loss, scored_chars
 
     ck = load_checkpoint(args.checkpoint, device=pick_device(args.device))
     data = load_text(args.text)
+    held = heldout_of(ck.info, data)
     split = args.split
     if split == "auto":
-        split = "val" if trained_on(ck.info, data) else "all"
+        split = "val" if held is not None else "all"
     if split == "val":
-        codes, _ = heldout_split(ck.info, data)
+        codes, _ = held if held is not None else heldout_split(ck.info, data)
     else:
         codes = data.codes()
     t0 = time.perf_counter()

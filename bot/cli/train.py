@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.cli.common import UserError, add_json_flag, emit, load_text
 
 if TYPE_CHECKING:
-    from model.textdata import TextData
     from model.train import TrainResult
 
 
@@ -87,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             ranks.rows(args.batch_seqs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    data = _load_training_text(args.text)
+    data = load_text(args.text)
     budget_given = any(v is not None for v in (args.minutes, args.epochs, args.steps))
     cfg = None
     if not args.resume or budget_given:
@@ -110,18 +108,6 @@ def run(args: argparse.Namespace) -> int:
     if ranks.distributed:
         _exit_now(code)
     return code
-
-
-def _load_training_text(name_or_path: str) -> TextData:
-    """A file, a registered corpus, or a mixture of corpora (``base``: see corpora.mixture)."""
-    from corpora.mixture import MIXTURES, load_mixture
-
-    if name_or_path in MIXTURES and not Path(name_or_path).exists():
-        try:
-            return load_mixture(name_or_path)
-        except (FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from None
-    return load_text(name_or_path)
 
 
 def _report(args: argparse.Namespace, result: TrainResult) -> None:

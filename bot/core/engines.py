@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.core.words import Lexicon, lexicon
+from corpora.mixture import GENERAL_BASE  # the checkpoint trained on every public-domain corpus: where personas start
 from corpora.passages import PassageIndex
 from corpora.registry import CORPORA, CorpusMissing, load_corpus
 from corpora.shipped import shipped_path
@@ -53,9 +54,6 @@ def checkpoint_path(corpus: str, checkpoint_dir: Path | None = None) -> Path:
     if checkpoint_dir is not None:
         return checkpoint_file(checkpoint_dir, corpus)
     return shipped_path(corpus)
-
-
-GENERAL_BASE = "base"  # the checkpoint trained on every public-domain corpus: where personas start
 
 
 def base_checkpoint(corpus: str, checkpoint_dir: Path | None = None) -> Path:

@@ -9,12 +9,12 @@ import pytest
 
 from bot.cli import main
 from corpora import registry
-from corpora.card import CardError, build_card
-from corpora.heldout import heldout_codes
+from corpora.card import BASE_MAX_GAP, CardError, Row, base_report, build_card
+from corpora.heldout import heldout_codes, measure_heldout
 from corpora.release import ship
 from model.checkpoint import load_checkpoint
 from model.evaluate import bits, evaluate_loss
-from tests.helpers import register_mini, train_tiny
+from tests.helpers import register_base, register_mini, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,71 @@ def test_card_quotes_bench_reports_as_a_speed_section(shipped, tmp_path, capsys)
     assert "not a `charbot bench` report" in capsys.readouterr().err
     assert main(["card", "--bench", str(tmp_path / "none.md"), "--out", str(out)]) == 2
     assert "no such bench report" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def shipped_base(tmp_path_factory):
+    """Made-up tale and novel shipped from scratch, and the base trained on both; faq not shipped."""
+    tmp_path = tmp_path_factory.mktemp("card-base")
+    registered = dict(registry.CORPORA)
+    registry.CORPORA.clear()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            register_base(monkeypatch, tmp_path)
+            ckdir = tmp_path / "checkpoints"
+            monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(ckdir))
+            runs = tmp_path / "runs"
+            for name in ("tale", "novel"):
+                ship(train_tiny(name, runs / f"{name}.safetensors", steps=9), name)
+            base = ship(train_tiny("base", runs / "base.safetensors", steps=9), "base").path
+            yield {"dir": ckdir, "base": base, "tmp": tmp_path}
+    finally:
+        registry.CORPORA.clear()
+        registry.CORPORA.update(registered)
+
+
+def test_card_gives_the_base_its_mixture_loss_and_each_parts_next_to_the_parts_own(shipped_base):
+    card = build_card(shipped_base["dir"], length=30)
+    base = load_checkpoint(shipped_base["base"])
+    mixture = measure_heldout(base, "base").loss_nats
+    row = next(line for line in card.splitlines() if line.startswith("| base |"))
+    assert f"| {mixture:.4f} | {bits(mixture):.4f} |" in row and f"within {BASE_MAX_GAP} nats/char" in row
+    section = card.split("## base: the general base model (tale + novel)")[1]
+    assert f"{mixture:.4f} nats/char = {bits(mixture):.4f} bits/char" in section
+    assert "reproduced within 0.01" in section and "`grimms.txt` is no part of it" in section
+    gaps = []
+    for part in ("tale", "novel"):
+        own = load_checkpoint(shipped_base["dir"] / f"{part}.safetensors")
+        own_loss, base_loss = measure_heldout(own, part).loss_nats, measure_heldout(base, part).loss_nats
+        gaps.append(base_loss - own_loss)
+        line = next(line for line in section.splitlines() if line.startswith(f"| {part} |"))
+        assert line == (f"| {part} | {base_loss:.4f} | {bits(base_loss):.4f} | `{part}.safetensors` | "
+                        f"{own_loss:.4f} | {base_loss - own_loss:+.4f} | "
+                        f"{'yes' if base_loss - own_loss <= BASE_MAX_GAP else 'no'} |")
+        assert f"Samples framed as {part}: seed 1234" in section
+    assert f"met: {'yes' if max(gaps) <= BASE_MAX_GAP else 'no'}." in section
+
+
+def test_the_base_is_measured_against_what_is_shipped_and_the_card_builds_without_it(shipped_base):
+    corpus_rows = [Row("tale", "tale", "tale.safetensors", {"val_fraction": 0.1}, val_loss_nats=1.0)]
+    report = base_report(shipped_base["base"], corpus_rows, samples=False)
+    tale, novel = report.parts
+    assert tale.gap == tale.base_loss - 1.0 and tale.met == (tale.gap <= BASE_MAX_GAP)
+    assert novel.own is None and novel.gap is None and report.met is None  # novel's own is not shipped
+    other = Row("tale", "tale", "tale.safetensors", {"val_fraction": 0.2}, val_loss_nats=1.0)
+    report = base_report(shipped_base["base"], [other], samples=False)
+    assert report.parts[0].gap is None and "other characters" in report.parts[0].note
+    away = shipped_base["base"].rename(shipped_base["base"].with_suffix(".away"))
+    try:
+        card = build_card(shipped_base["dir"], length=20)
+    finally:
+        away.rename(shipped_base["base"])
+    assert "## base" not in card and "| base |" not in card and "## tale:" in card
+
+
+def test_a_base_trained_on_other_text_is_refused(shipped_base, tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "base.safetensors").write_bytes((shipped_base["dir"] / "tale.safetensors").read_bytes())
+    with pytest.raises(CardError, match="base: .* not trained on mixture 'base'"):
+        build_card(folder, length=20)

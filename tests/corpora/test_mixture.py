@@ -7,14 +7,18 @@ import pytest
 import torch
 
 from corpora.heldout import corpus_parts
-from corpora.mixture import MIXTURES, MixedText, load_mixture
+from corpora.mixture import GENERAL_BASE, MIXTURES, MixedText, load_mixture
+from corpora.paths import SHARED_ROOT
+from corpora.registry import CORPORA, find_corpus_file, load_corpus
 from model.batches import BatchPlan
 from model.charset import encode
 from model.network import ModelConfig
+from model.textdata import TextData
 from model.train import TrainConfig, train
 from tests.helpers import register_mini
 
 DIGITS = set(encode("0123456789").tolist())
+GRIMMS = SHARED_ROOT / "corpora" / "grimms.txt"
 
 
 def marked(letters: str, n: int = 2000) -> str:
@@ -34,6 +38,23 @@ def base_parts(monkeypatch, tmp_path) -> None:
 
 def test_base_is_the_public_domain_prose_corpora_only():
     assert MIXTURES["base"] == ("tale", "novel")  # grimms.txt is no corpus: it stays unseen
+
+
+def test_grimms_is_never_part_of_base():
+    """grimms.txt stands in for contributed text the base never saw: no part reads it, and none of its text is in
+    the base's text (training or held-out), checked on the real corpora where they are on this machine."""
+    assert all(CORPORA[part].filename != GRIMMS.name for part in MIXTURES[GENERAL_BASE])
+    assert GRIMMS.name not in {c.filename for c in CORPORA.values()}
+    if not GRIMMS.is_file() or any(find_corpus_file(part) is None for part in MIXTURES[GENERAL_BASE]):
+        pytest.skip("grimms.txt or a part of the base is not on this machine")
+    grimms = TextData.from_file(GRIMMS).text
+    base = load_mixture(GENERAL_BASE).text
+    # 40 stretches of 100 characters from the book's body (past Gutenberg's header, before its licence)
+    def stretches(text: str) -> list[str]:
+        return [text[i : i + 100] for i in range(len(text) // 10, len(text) * 8 // 10, len(text) * 7 // 400)]
+
+    assert not [s for s in stretches(grimms) if s in base]
+    assert all(s in base for s in stretches(load_corpus("tale").text))  # the check finds a part's text
 
 
 def test_the_split_is_the_parts_own(base_parts):

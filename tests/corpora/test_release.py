@@ -10,10 +10,11 @@ from safetensors import safe_open
 
 from bot.cli import main
 from corpora.heldout import NotThisCorpus, heldout_codes
+from corpora.mixture import load_mixture
 from corpora.release import ShipRefused, ship
 from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_loss
-from tests.helpers import register_mini, train_tiny
+from tests.helpers import register_base, register_mini, train_tiny
 
 
 @pytest.fixture
@@ -88,3 +89,36 @@ def test_ship_reads_the_checkpoint_folder_from_the_env_file(run, tmp_path, monke
     monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(tmp_path / "from-environ"))
     assert main(["ship", str(run), "mini", "--env-file", str(env), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "from-environ" / "mini.safetensors")
+
+
+def test_the_base_ships_measured_on_its_mixtures_held_out_split(monkeypatch, tmp_path, capsys):
+    register_base(monkeypatch, tmp_path)
+    monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    run = train_tiny("base", tmp_path / "runs" / "base.safetensors")
+    assert main(["ship", str(run), "base", "--json"]) == 0
+    shipped = json.loads(capsys.readouterr().out)
+    assert shipped["path"] == str(tmp_path / "checkpoints" / "base.safetensors")
+    stored = load_checkpoint(shipped["path"])
+    codes, _ = heldout_codes(stored.info, "base")
+    assert codes.equal(load_mixture("base").split(0.1)[1])
+    assert stored.info["val_loss_nats"] == evaluate_loss(stored.model, codes) == shipped["loss_after_nats"]
+    assert stored.info["val_loss_fp32_nats"] == evaluate_loss(load_checkpoint(run).model, codes)
+    assert stored.info["corpus"] == "base" and stored.info["storage_dtype"] == "bfloat16"
+    assert main(["eval", shipped["path"], "base", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["split"] == "val" and ev["loss_nats"] == ev["recorded_val_loss_nats"]
+
+
+def test_only_a_run_trained_on_the_mixture_ships_as_the_base(monkeypatch, tmp_path, capsys):
+    register_base(monkeypatch, tmp_path)
+    monkeypatch.setenv("CHARBOT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    tale = train_tiny("tale", tmp_path / "runs" / "tale.safetensors")
+    with pytest.raises(NotThisCorpus, match="not trained on mixture 'base'"):
+        ship(tale, "base")
+    assert not (tmp_path / "checkpoints" / "base.safetensors").exists()
+    assert main(["ship", str(tale), "bass"]) == 2
+    assert "mixtures: base" in capsys.readouterr().err
+    base = train_tiny("base", tmp_path / "runs" / "base.safetensors")  # its figure on tale is real, but it is no tale
+    with pytest.raises(NotThisCorpus, match="not trained on corpus 'tale'.*not held out for it as its own"):
+        ship(base, "tale")
+    assert not (tmp_path / "checkpoints" / "tale.safetensors").exists()
