@@ -91,10 +91,8 @@ async def test_a_persona_trains_answers_its_server_only_and_delete_removes_every
         assert [p for p in posts(world) if p.startswith("Fine-tuning rules (job 1)")] == [
             "Fine-tuning rules (job 1): done."]  # one status message, edited to the end
         assert sum("Fine-tune of rules finished" in p for p in posts(world)) == 1
-        # The server's id shows nowhere in what the bot and the manager write (the training report's
-        # "Old style: not measured" line is the training process's, which names the key; see bot/README).
-        lines = [line for p in posts(world) for line in p.splitlines() if not line.startswith("Old style")]
-        assert not any(str(world.guild) in line for line in lines), lines
+        assert "Old style: not measured (a server's persona keeps no other style" in report
+        assert not any(str(world.guild) in p for p in posts(world)), posts(world)  # its name, never its key
         listed = world.private_answer(await world.run("persona list"))
         assert "- **rules** (faq, " in listed and "ready (v1)" in listed
         info = world.private_answer(await world.run("persona info", {"name": "rules"}))
