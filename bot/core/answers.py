@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from bot.config import Limits
-from bot.core.conversation import describe_channel, persona_for
+from bot.core.conversation import describe_channel, persona_for, voice_named
 from bot.core.engines import ModelInfo
 from bot.core.refusals import Refusal
 from bot.core.sanitise import clean_text, quote
@@ -26,6 +26,7 @@ from bot.core.temperature import check_temperature
 from bot.store import Store
 from bot.store.conversation import ConversationStore
 from corpora.registry import CORPORA
+from corpora.voices import display_name, parse_key
 from model.charset import normalize
 
 log = logging.getLogger(__name__)
@@ -181,10 +182,17 @@ async def channel(
     persona: str | None = None, mentions: bool | None = None, chime_percent: float | None = None,
     chime_every_min: float | None = None, can_chime: bool = True,
 ) -> Answer:
-    """Show or change how the bot behaves in this channel: its persona, mentions, chiming in."""
+    """Show or change how the bot behaves in this channel: its persona, mentions, chiming in.
+
+    ``served`` is who may speak in this server (:func:`bot.core.conversation.speakers`); ``persona``
+    names one of them: a corpus, or one of this server's personas by its name. The persona's key is
+    stored."""
     guild_id = in_server(guild_id)
-    if persona is not None and persona not in served:
-        raise Refusal(f"I don't serve {quote(persona)} here; I serve {', '.join(served)}.")
+    if persona is not None:
+        wanted_voice = voice_named(persona, guild_id, served)
+        if wanted_voice is None:
+            raise Refusal(f"I don't serve {quote(persona)} here; I serve {voices_text(served)}.")
+        persona = wanted_voice
     if chime_percent is not None and not (math.isfinite(chime_percent) and 0 <= chime_percent <= MAX_CHIME_PERCENT):
         raise Refusal(f"Chiming in takes a chance from 0 to {MAX_CHIME_PERCENT}%.")
     if chime_every_min is not None and not (
@@ -204,6 +212,13 @@ async def channel(
     if wanted != current:
         await conversation.set_channel(guild_id, channel_id, wanted, by=user_id)
     return Answer(describe_channel(wanted, persona_for(wanted, served), changed=wanted != current), ephemeral=False)
+
+
+def voices_text(served: Sequence[str]) -> str:
+    """Who may speak, for a person: the corpora, then this server's personas by their names."""
+    corpora = [s for s in served if parse_key(s) is None]
+    own = [display_name(s) for s in served if parse_key(s) is not None]
+    return ", ".join(corpora) + (f" and this server's personas {', '.join(own)}" if own else "")
 
 
 async def unlisten(store: Store, guild_id: int | None, channel_id: int) -> Answer:
@@ -236,15 +251,18 @@ TALK_CHAT = ("Or talk: @bot words (a mention), > words (a reply to my last messa
              "(the buttons under it).")
 
 
-def help_text(chat: bool = False) -> str:
+def help_text(chat: bool = False, persona_bounds: Sequence[str] = ()) -> str:
     """The commands, as the person can type them (in Discord, or in ``charbot chat`` with ``chat``):
-    the corpora's, then each of :data:`COMMANDS` listed there."""
+    the corpora's, then each of :data:`COMMANDS` listed there. ``persona_bounds``
+    (:meth:`bot.personas.settings.PersonaSettings.lines`) is shown to admins, who make personas."""
     options = "--temperature T --length N --seed S" if chat else "[temperature] [length]"
     lines = [
         f"/{name} {corpus.style.prompt_label} {options}: {corpus.description}"
         for name, corpus in CORPORA.items()
     ]
     lines += [line for command in COMMANDS if (line := command.chat_help if chat else command.help)]
+    if persona_bounds:
+        lines.append("Personas on this bot (admins): " + "; ".join(persona_bounds) + ".")
     return "\n".join([*lines, TALK_CHAT if chat else TALK])
 
 
@@ -343,6 +361,10 @@ COMMANDS: tuple[Command, ...] = (
                   "(/optout undo to resume)", _chat_optout),
     Command.alike("channel", "/channel [persona] [mentions] [chime] [chime_every]: (admins) who speaks in this "
                   "channel, whether I answer mentions, how often I join in uninvited", _chat_channel),
+    Command("say", "/say persona prompt: talk to one of this server's own personas", None, None),
+    Command("persona", "/persona list, /persona info name: this server's own personas, made by its admins from "
+            "their text; /persona create name style file... and /persona delete name: (admins) make or remove one",
+            None, None),
     Command("help", None, "/help: this list", _chat_help),
     Command("quit", None, "/quit: leave (or Ctrl-D)", _chat_quit),
     Command("exit", None, None, _chat_quit),

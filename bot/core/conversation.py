@@ -12,7 +12,7 @@ the next reply. The Continue and Another buttons build their requests here too.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bot.config import Limits
@@ -22,6 +22,7 @@ from bot.core.replies import ReplyRequest, ReplyUpdate, Trigger, make_request
 from bot.core.sanitise import clean_text
 from bot.store import Store, utc_now
 from bot.store.conversation import ChannelSettings, ConversationStore, PostedReply
+from corpora.voices import BadName, display_name, parse_key, persona_key, personas_of
 
 # Discord's markup for mentions of people, roles and channels, custom emoji and timestamps.
 _MARKUP = re.compile(r"<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:\d+(?::[a-zA-Z])?)>")
@@ -168,7 +169,7 @@ def message_request(
     if not words and not context:
         raise Refusal(NOTHING_TO_CONTINUE.format(me=me_name), "invalid")
     return make_request(corpus, words, limits, user_default=user_default, user=heard.author_id,
-                        channel=heard.channel_id, trigger=trigger, context=context, seed=seed)
+                        channel=heard.channel_id, trigger=trigger, context=context, seed=seed, guild=heard.guild_id)
 
 
 def check_press(
@@ -187,14 +188,19 @@ def check_press(
 
 
 def press_request(
-    row: PostedReply, action: str, presser: int, limits: Limits, seed: int, user_default: float | None = None
+    row: PostedReply, action: str, presser: int, limits: Limits, seed: int, user_default: float | None = None,
+    guild: int | None = None,
 ) -> ReplyRequest:
-    """Continue: the story goes on from the end of the reply. Another: the same words, a new seed."""
+    """Continue: the story goes on from the end of the reply. Another: the same words, a new seed.
+
+    ``guild`` is the server the press came from (default: the reply's own); a persona answers only
+    there, so a press sent from elsewhere on a persona's reply is refused like an unknown persona."""
+    where = row.guild_id if guild is None else guild
     if action == "continue":
         return make_request(row.corpus, "", limits, user_default=user_default, user=presser, channel=row.channel_id,
-                            trigger="button", context=row.tail, seed=seed)
+                            trigger="button", context=row.tail, seed=seed, guild=where)
     return make_request(row.corpus, row.prompt or "", limits, user_default=user_default, user=presser,
-                        channel=row.channel_id, trigger="button", context=row.context or "", seed=seed)
+                        channel=row.channel_id, trigger="button", context=row.context or "", seed=seed, guild=where)
 
 
 def posted_reply(
@@ -223,6 +229,27 @@ async def remember(
     await ConversationStore(store).record_reply(record, keep_for_s=limits.button_hours * 3600)
 
 
+def speakers(guild_id: int | None, corpora: Iterable[str]) -> list[str]:
+    """Who may speak in a server: the built-in corpora among ``corpora`` (the engines loaded), then that
+    server's own personas by key, loaded or not (they load on their first reply). Another server's
+    personas are never among them, and a direct message has the corpora only."""
+    return [c for c in corpora if parse_key(c) is None] + [c.name for c in personas_of(guild_id).values()]
+
+
+def voice_named(name: str, guild_id: int | None, served: Sequence[str]) -> str | None:
+    """The voice among ``served`` a person means by ``name``: a corpus by its name, this server's persona
+    by its own name; None when it is none of them (another server's persona included)."""
+    if name in served:
+        return name
+    if name.strip().lower() in served and parse_key(name.strip().lower()) is None:
+        return name.strip().lower()  # a corpus, however it was typed
+    try:
+        key = persona_key(guild_id, name) if guild_id is not None else None
+    except (BadName, ValueError):
+        return None
+    return key if key in served else None
+
+
 def persona_for(settings: ChannelSettings, served: Sequence[str], replying_to: PostedReply | None = None) -> str:
     """Who speaks: the persona of the reply being answered, else the channel's, else the first served
     (a persona no longer served falls through to the next)."""
@@ -234,7 +261,7 @@ def persona_for(settings: ChannelSettings, served: Sequence[str], replying_to: P
 
 def describe_channel(settings: ChannelSettings, persona: str, changed: bool = False) -> str:
     """What /channel (and /help) say about how the bot behaves in a channel."""
-    said = [f"In this channel I speak as **{persona}**"]
+    said = [f"In this channel I speak as **{display_name(persona)}**"]
     if settings.mentions:
         said.append("and answer mentions and replies to my messages.")
     else:

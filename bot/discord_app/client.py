@@ -12,6 +12,7 @@ import asyncio
 import logging
 import platform
 import time
+from pathlib import Path
 
 import discord
 import torch
@@ -20,14 +21,21 @@ from discord.ext import commands
 
 from bot.config import BotConfig, loggable
 from bot.core.answers import SERVERS_ONLY
-from bot.core.engines import Models
+from bot.core.engines import Models, base_checkpoint
 from bot.core.refusals import DATABASE_BUSY, UNEXPECTED, Refusal
 from bot.core.replies import ReplyService
 from bot.core.verbatim import VerbatimGuard
+from bot.discord_app.following import JobFollower
 from bot.discord_app.interactions import send
 from bot.discord_app.metrics import BotMetrics
 from bot.discord_app.options import STALE, BadOption, check_options
+from bot.jobs.manager import FinetuneManager
+from bot.jobs.settings import SettingsError, load_settings
+from bot.personas.service import PersonaService
+from bot.personas.settings import PersonaSettingsError, load_persona_settings
 from bot.store import DatabaseLocked, Store, StoreError, open_store
+from bot.store.jobs import FinetuneStore
+from corpora.voices import parse_key
 from model import __version__
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,7 @@ EXTENSIONS = (
     "bot.discord_app.cogs.contributions",
     "bot.discord_app.cogs.listening",
     "bot.discord_app.cogs.finetune",
+    "bot.discord_app.cogs.personas",
     "bot.discord_app.cogs.conversation",
 )
 
@@ -131,7 +140,14 @@ def _command_name(interaction: discord.Interaction) -> str:
 
 
 class CharBot(commands.Bot):
-    """The charbot persona on Discord."""
+    """The charbot persona on Discord.
+
+    Besides the models, the database and the reply service, the bot owns what several cogs share:
+    the fine-tuning manager (``finetune``: /finetune's jobs and the personas' trainings run through
+    the one manager, so one bound on running jobs and one queue hold for both), the persona service
+    (``personas``) and the follower that reports jobs in their channels (``followers``). Each is None
+    when it is switched off, with the reason in ``finetune_off`` / ``personas_off``; replies go on.
+    """
 
     def __init__(self, config: BotConfig, models: Models | None = None, serve: bool = True) -> None:
         """``models`` may be given preloaded (tests); ``serve=False`` only builds the commands (for sync)."""
@@ -156,6 +172,11 @@ class CharBot(commands.Bot):
         self._closing: asyncio.Task | None = None
         self.metrics: BotMetrics | None = None
         self._guard_sync: asyncio.Task | None = None
+        self.finetune: FinetuneManager | None = None
+        self.finetune_off = "fine-tuning is not set up on this bot"
+        self.personas: PersonaService | None = None
+        self.personas_off = "personas are not set up on this bot"
+        self.followers: JobFollower | None = None
 
     async def setup_hook(self) -> None:
         if self.serve:
@@ -171,6 +192,7 @@ class CharBot(commands.Bot):
             await guard.sync(self.store)
             self.replies = ReplyService(self.models, self.config.limits, guard=guard)
             self._guard_sync = asyncio.create_task(self._sync_guard(guard), name="verbatim-guard-sync")
+            await self._start_finetune()
             if self.config.metrics_port is not None:
                 self.metrics = BotMetrics(self)
                 self.metrics.watch(self.replies)
@@ -186,6 +208,47 @@ class CharBot(commands.Bot):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d commands to the development server %s", len(synced), self.config.dev_guild_id)
+
+    async def _start_finetune(self) -> None:
+        """The fine-tuning manager and the persona service; a bad setting switches them off with its
+        reason (the commands say it), and the bot still serves replies."""
+        try:
+            settings = load_settings(self.config.database)
+        except SettingsError as exc:
+            self.finetune_off = f"fine-tuning is switched off on this bot: {exc}"
+            self.personas_off = f"personas need fine-tuning, which is switched off on this bot: {exc}"
+            log.error("%s", self.finetune_off)
+            return
+        manager = FinetuneManager(FinetuneStore(self.store), settings, self._base, self._serve)
+        await manager.recover()
+        await manager.restore_served(list(self.models.engines))
+        self.finetune = manager
+        self.followers = JobFollower(self, manager)
+        manager.on_start = self.followers.started  # a job the queue starts later is reported like any other
+        try:
+            persona_settings = load_persona_settings()
+        except PersonaSettingsError as exc:
+            self.personas_off = f"personas are switched off on this bot: {exc}"
+            log.error("%s", self.personas_off)
+        else:
+            self.personas = PersonaService(self.store, manager, persona_settings, self.models)
+            self.models.max_personas = persona_settings.max_loaded
+            self.replies.locate = self.personas.locate
+            log.info("%d server personas registered", await self.personas.register_all())
+        manager.follow_served()
+
+    def _base(self, corpus: str) -> Path:
+        return base_checkpoint(corpus, self.config.checkpoint_dir)
+
+    async def _serve(self, corpus: str, path: Path, version: int) -> None:
+        """Serve a new checkpoint of ``corpus``: new replies use it, running ones finish on the old one.
+
+        A persona whose engine is not loaded now is left alone: it loads the served version on its
+        next reply (:meth:`bot.core.replies.ReplyService.ready`)."""
+        if parse_key(corpus) is None:
+            await asyncio.to_thread(self.models.swap, corpus, path)
+        elif corpus in self.models.engines:
+            await asyncio.to_thread(self.models.load_persona, corpus, path)
 
     async def on_ready(self) -> None:
         shards = ""
@@ -228,6 +291,10 @@ class CharBot(commands.Bot):
             self._guard_sync.cancel()
         if self.replies is not None:
             await self.replies.drain(self.config.limits.shutdown_grace_s)
+        if self.finetune is not None:  # running jobs are cancelled; their followers may still say so
+            await self.finetune.close(grace_s=self.config.limits.shutdown_grace_s)
+        if self.followers is not None:
+            await self.followers.close()
         await super().close()
         if self.models is not None and self._owns_models:
             await asyncio.to_thread(self.models.close, False)

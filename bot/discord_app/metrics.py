@@ -82,8 +82,7 @@ class _LiveFigures(Collector):
                 info.add_metric([corpus, m.version], 1)
         served = GaugeMetricFamily("charbot_served_version", "Version served per corpus (0: the base checkpoint)",
                                    labels=["corpus"])
-        finetune = bot.get_cog("Finetune") if hasattr(bot, "get_cog") else None
-        manager = getattr(finetune, "manager", None)  # bot.jobs.manager.FinetuneManager: what this process serves
+        manager = getattr(bot, "finetune", None)  # bot.jobs.manager.FinetuneManager: what this process serves
         for corpus, version in dict(getattr(manager, "serving", {}) or {}).items():
             served.add_metric([corpus], version)
         latency = GaugeMetricFamily("charbot_gateway_latency_seconds", "Heartbeat round trip per gateway shard",

@@ -22,6 +22,7 @@ KINDS = {
     AppCommandOptionType.number: "a number",
     AppCommandOptionType.boolean: "true or false",
 }
+ATTACHMENT = AppCommandOptionType.attachment.value
 BOUNDED = (AppCommandOptionType.string, AppCommandOptionType.integer, AppCommandOptionType.number)
 STALE = "Discord showed you an older version of this command; try again in a minute (or restart Discord)."
 
@@ -60,9 +61,12 @@ def check_options(command: app_commands.Command, options: list[dict]) -> None:
     if not isinstance(options, list):
         raise BadOption(STALE)
     seen = set()
+    files = sum(p.type is AppCommandOptionType.attachment for p in params.values())
     for option in options:
         name = option.get("name") if isinstance(option, dict) else None
         param = params.get(name) if isinstance(name, str) else None
+        if param is None and files and isinstance(option, dict) and option.get("type") == ATTACHMENT:
+            raise BadOption(f"That is more files than this command takes: at most {files}.")
         if param is None or name in seen:
             raise BadOption(STALE)
         seen.add(name)

@@ -41,7 +41,7 @@ from bot.store.jobs import (
     _pid_alive,
 )
 from bot.store.queue import JobQueue, QueuedJob
-from corpora.voices import parse_key
+from corpora.voices import display_name, parse_key
 from model.checkpoint import CheckpointError, atomic_write_bytes, sibling
 from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
 from model.verify import verify_checkpoint
@@ -104,21 +104,27 @@ class JobOutcome:
     forced: bool = False
 
     def message(self) -> str:
+        name = display_name(self.corpus)  # a persona by its own name, never its server's id
         if self.state == DONE and self.report is not None:
-            text = f"Fine-tune of {self.corpus} finished: now serving v{self.version}.\n{self.report.summary()}"
+            text = f"Fine-tune of {name} finished: now serving v{self.version}.\n{self.report.summary()}"
             if self.verdict is not None and not self.verdict.ok:
                 text += f"\nInstalled because it was forced, although {self.verdict.text()}."
+            elif self.verdict is not None and parse_key(self.corpus) is not None:
+                text += "\nChecks passed: better than the general base on its own held-out text."
             elif self.verdict is not None:
-                text += (f"\nChecks passed: better on the new text, and the {self.corpus} held-out loss rose by at "
+                text += (f"\nChecks passed: better on the new text, and the {name} held-out loss rose by at "
                          f"most {self.verdict.max_corpus_rise:g} nats.")
             return text
         if self.state == REFUSED and self.report is not None:
-            return (f"Fine-tune of {self.corpus} (job {self.job_id}) was refused, so the served model is unchanged: "
+            again = (f"`/finetune start {name} force:True`, or `charbot finetune {name} --force`"
+                     if parse_key(self.corpus) is None else
+                     f"`/persona delete {name}`, then `/persona create` with the same files and force:True")
+            return (f"Fine-tune of {name} (job {self.job_id}) was refused, so the served model is unchanged: "
                     f"{self.error}.\n{self.report.summary()}\nTo serve such a result anyway, run it again with "
-                    f"force (`/finetune start {self.corpus} force:True`, or `charbot finetune {self.corpus} --force`).")
+                    f"force ({again}).")
         if self.state == CANCELLED:
-            return f"Fine-tune of {self.corpus} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
-        text = f"Fine-tune of {self.corpus} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
+            return f"Fine-tune of {name} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
+        text = f"Fine-tune of {name} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
         return text + (f"\n{self.report.summary()}" if self.report is not None else "")
 
 
@@ -147,8 +153,9 @@ class RunningJob:
     def status(self) -> str:
         """One line: phase, step, losses, speed and time left."""
         elapsed = time.monotonic() - self.started
-        head = (f"Fine-tuning {self.corpus} (job {self.id}, from {self.parent.label}, {self.chars:,} characters "
-                f"from {self.contributions} contributions, up to {self.minutes:g} min): {self.phase}")
+        head = (f"Fine-tuning {display_name(self.corpus)} (job {self.id}, from {self.parent.label}, "
+                f"{self.chars:,} characters from {self.contributions} contributions, up to {self.minutes:g} min): "
+                f"{self.phase}")
         p = self.progress
         if self.phase != "training" or not p:
             return f"{head}, {elapsed:.0f} s so far."

@@ -35,6 +35,7 @@ from corpora.voices import (
     add_persona,
     check_name,
     drop_persona,
+    is_voice,
     persona_corpus,
     persona_key,
 )
@@ -101,6 +102,14 @@ class PersonaService:
             raise Refusal(f"This server has no persona called {quote(name)} (its personas: {have}).")
         return row
 
+    async def key_for(self, guild_id: int | None, name: str) -> str:
+        """The key this server's persona ``name`` speaks under, or :meth:`get`'s Refusal. The persona is
+        registered in this process if it was not (made through another bot process, or ``charbot``)."""
+        row = await self.get(guild_id, name)
+        if not is_voice(row.key):
+            add_persona(persona_corpus(row.guild_id, row.name, row.style))
+        return row.key
+
     async def register_all(self) -> int:
         """At start: let every stored persona speak in this process (engines load on first use)."""
         rows = await self.rows.every()
@@ -116,9 +125,12 @@ class PersonaService:
 
     async def create(
         self, guild_id: int | None, name: str, style: str, files: list[File], created_by: int, channel_id: int,
-        source: str = "modal", minutes: float | None = None, force: bool = False,
+        source: str = "modal", minutes: float | None = None, force: bool = False, started_by: str | None = None,
     ) -> Created:
-        """Check everything, record the persona and its text, and start or queue its training."""
+        """Check everything, record the persona and its text, and start or queue its training.
+
+        ``started_by`` is who the job names (default: ``created_by``'s id; the bot passes
+        ``discord:<id>`` so the job's report mentions the admin)."""
         guild = self._guild(guild_id)
         try:
             clean = check_name(name)
@@ -135,7 +147,7 @@ class PersonaService:
                           f"delete it first with /persona delete.") from None
         add_persona(persona_corpus(guild, clean, row.style))
         try:
-            job = await self.finetune.submit(row.key, str(created_by), minutes, guild, channel_id, force)
+            job = await self.finetune.submit(row.key, started_by or str(created_by), minutes, guild, channel_id, force)
         except (FinetuneRefused, Exception) as exc:
             await self._remove(row)
             if isinstance(exc, FinetuneRefused):

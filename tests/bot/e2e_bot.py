@@ -102,10 +102,14 @@ class BotUnderTest:
         user: FakeUser | None = None,
         channel: str = "general",
         timeout: float = 30.0,
+        **sent: Any,
     ) -> FakeInteraction:
-        """Send ``/command`` and return once the bot has finished handling it (success or error)."""
+        """Send ``/command`` and return once the bot has finished handling it (success or error).
+
+        ``sent`` goes to :meth:`FakeDiscord.slash`: ``files`` for attachment options, ``guild`` for another
+        server's channel, ``dm`` for a direct message."""
         loop = asyncio.get_running_loop()
-        inter = await self.fake.slash(command, options, user=user, channel=channel)
+        inter = await self.fake.slash(command, options, user=user, channel=channel, **sent)
         future = self._finished.setdefault(int(inter.id), loop.create_future())
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)

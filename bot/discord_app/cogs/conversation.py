@@ -9,6 +9,7 @@ message (cooldown, busy) is a short reply that deletes itself; to a press, a pri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -23,7 +24,7 @@ from bot.core.conversation import ChimeClock, Link
 from bot.core.heard import Heard
 from bot.core.refusals import UNEXPECTED, Refusal
 from bot.core.replies import ReplyStream
-from bot.discord_app.cogs.contributions import CORPUS_CHOICES
+from bot.discord_app.choices import voice_choices
 from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send_answer
 from bot.discord_app.streaming import keep_for_buttons, post_with_buttons, stream_into
 from bot.store import StoreError
@@ -65,8 +66,12 @@ class Conversation(commands.Cog):
         self._settings[key] = (now, settings)
         return settings
 
-    def persona(self, settings: ChannelSettings, replying_to: PostedReply | None = None) -> str:
-        return conv.persona_for(settings, list(self.bot.models.engines), replying_to)
+    def served(self, guild_id: int | None) -> list[str]:
+        """Who may speak in this server: the corpora, then its own personas (never another server's)."""
+        return conv.speakers(guild_id, list(self.bot.models.engines))
+
+    def persona(self, guild_id: int | None, settings: ChannelSettings, replying_to: PostedReply | None = None) -> str:
+        return conv.persona_for(settings, self.served(guild_id), replying_to)
 
     async def replied_to(self, message: discord.Message) -> tuple[int | None, bool]:
         """The message ``message`` replies to in this channel, and whether that one is the bot's.
@@ -134,15 +139,16 @@ class Conversation(commands.Cog):
             return
         if trigger == "chime":
             self.chimes.chimed(message.channel.id, now)
-        corpus, context = self.persona(settings), ""
+        corpus, context = self.persona(guild_id, settings), ""
         if trigger == "reply" and parent is not None:
-            corpus = self.persona(settings, await ConversationStore(self.bot.store).reply(parent))
+            corpus = self.persona(guild_id, settings, await ConversationStore(self.bot.store).reply(parent))
             limits = self.bot.config.limits
             context = await conv.chain_context(parent, lambda i: self.link(message.channel, i),
                                                limits.chain_messages, limits.chain_chars)
         try:
             request = conv.message_request(trigger, heard, me.id, me.name, corpus, self.bot.config.limits, context,
                                            await self.user_default(guild_id, heard.author_id))
+            await self.bot.replies.ready(request.corpus)  # a persona's engine loads on demand
             reply = self.bot.replies.start(request)
         except Refusal as refusal:
             if trigger != "chime":  # uninvited, the bot just stays quiet
@@ -199,7 +205,9 @@ class Conversation(commands.Cog):
             row = await ConversationStore(self.bot.store).reply(message.id) if message is not None else None
             conv.check_press(row, action, presser, self.bot.config.limits)
             request = conv.press_request(row, action, presser, self.bot.config.limits, random.randrange(2**31),
-                                         await self.user_default(interaction.guild_id, presser))
+                                         await self.user_default(interaction.guild_id, presser),
+                                         guild=interaction.guild_id)
+            await self.bot.replies.ready(request.corpus)
             reply = self.bot.replies.start(request)
         except Refusal as refusal:
             log.info("button press by %s refused: %s", presser, refusal.message)
@@ -230,9 +238,10 @@ class Conversation(commands.Cog):
         """Carry on from any message, in the channel's persona (Apps > Continue this)."""
         settings = await self.settings(interaction.guild_id, interaction.channel_id)
         heard = Heard(interaction.guild_id, interaction.channel_id, interaction.user.id, message.content)
-        request = conv.message_request("menu", heard, self.bot.user.id, self.bot.user.name, self.persona(settings),
-                                       self.bot.config.limits, "",
+        request = conv.message_request("menu", heard, self.bot.user.id, self.bot.user.name,
+                                       self.persona(interaction.guild_id, settings), self.bot.config.limits, "",
                                        await self.user_default(interaction.guild_id, interaction.user.id))
+        await self.bot.replies.ready(request.corpus)
         reply = self.bot.replies.start(request)  # a Refusal goes privately to the person (the tree's on_error)
         try:
             await interaction.response.defer(thinking=True)
@@ -244,34 +253,41 @@ class Conversation(commands.Cog):
     async def describe_here(self, guild_id: int | None, channel_id: int) -> str:
         """What /help adds: who speaks in this channel and how to talk with it."""
         settings = await self.settings(guild_id, channel_id)
-        return conv.describe_channel(settings, self.persona(settings))
+        return conv.describe_channel(settings, self.persona(guild_id, settings))
 
     # ---- /channel -------------------------------------------------------------------------
 
     @app_commands.command(name="channel", description="(Admins) This channel's persona, mentions and chiming in")
     @app_commands.describe(
-        persona="who speaks here when mentioned or replied to",
+        persona="who speaks here when mentioned or replied to: a corpus, or one of this server's personas",
         mentions="answer mentions and replies to my messages here",
         chime="chance in percent that I join in on an ordinary message (0 = never)",
         chime_every="the least minutes between two times I join in uninvited",
     )
-    @app_commands.choices(persona=CORPUS_CHOICES)
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
     @app_commands.check(is_admin)
     async def channel(
-        self, interaction: discord.Interaction, persona: app_commands.Choice[str] | None = None,
+        self, interaction: discord.Interaction, persona: app_commands.Range[str, 1, 100] | None = None,
         mentions: bool | None = None, chime: app_commands.Range[float, 0, answers.MAX_CHIME_PERCENT] | None = None,
         chime_every: app_commands.Range[int, 1, answers.MAX_CHIME_EVERY_MIN] | None = None,
     ) -> None:
         await defer(interaction, ephemeral=False)  # the answer tells the channel how the bot behaves here
+        personas = getattr(self.bot, "personas", None)
+        if persona is not None and personas is not None and persona not in self.bot.models.engines:
+            with contextlib.suppress(Refusal):  # made through another process: let it speak here too
+                await personas.key_for(interaction.guild_id, persona)
         answer = await answers.channel(
             self.bot.store, interaction.guild_id, interaction.channel_id, interaction.user.id,
-            list(self.bot.models.engines), persona=persona.value if persona is not None else None, mentions=mentions,
+            self.served(interaction.guild_id), persona=persona, mentions=mentions,
             chime_percent=chime, chime_every_min=chime_every, can_chime=self.bot.intents.message_content,
         )
         self._settings.pop((interaction.guild_id, interaction.channel_id), None)
         await send_answer(interaction, answer)
+
+    @channel.autocomplete("persona")
+    async def channel_persona(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await voice_choices(self.bot, interaction.guild_id, current, self.served(None))
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -1,30 +1,25 @@
 """/finetune start|status|cancel and /rollback (admins): teach a model the contributed text, or undo it.
 
-The job runs in its own niced process (see :mod:`bot.jobs.manager`); this cog only
-starts it, keeps one status message in the channel up to date, and posts the result there.
-Both are plain channel messages, not interaction responses, because an interaction token
-expires after 15 minutes and a job may run longer.
+The job runs in its own niced process (see :mod:`bot.jobs.manager`); this cog only starts it
+and hands it to the bot's follower (:mod:`bot.discord_app.following`), which keeps one status
+message in the channel up to date and posts the result there. The manager is the bot's
+(``bot.finetune``), shared with the persona cog.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from pathlib import Path
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.engines import base_checkpoint
 from bot.core.refusals import Refusal
 from bot.discord_app.cogs.contributions import CORPUS_CHOICES
-from bot.discord_app.interactions import NO_MENTIONS, defer, is_admin, send
-from bot.jobs.manager import FinetuneManager, FinetuneRefused, RunningJob, Served
+from bot.discord_app.interactions import defer, is_admin, send
+from bot.jobs.manager import FinetuneManager, FinetuneRefused, Served
 from bot.jobs.messages import status_text, versions_text, who
-from bot.jobs.settings import SettingsError, load_settings
-from bot.store.jobs import FinetuneStore
+from corpora.voices import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -41,44 +36,15 @@ class Finetune(commands.Cog):
 
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
-        self.manager: FinetuneManager | None = None
-        self.unavailable = "fine-tuning is not set up on this bot"
-        self._followers: set[asyncio.Task] = set()
 
-    # ---- life cycle ---------------------------------------------------------------------
-
-    async def cog_load(self) -> None:
-        if not getattr(self.bot, "serve", True) or self.bot.store is None or self.bot.models is None:
-            return  # only building the commands (charbot sync)
-        try:
-            settings = load_settings(self.bot.config.database)
-        except SettingsError as exc:  # the bot still serves replies; /finetune says why it is off
-            self.unavailable = f"fine-tuning is switched off on this bot: {exc}"
-            log.error("%s", self.unavailable)
-            return
-        self.manager = FinetuneManager(FinetuneStore(self.bot.store), settings, self._base, self._serve)
-        await self.manager.recover()
-        await self.manager.restore_served(list(self.bot.models.engines))
-        self.manager.follow_served()
-
-    async def cog_unload(self) -> None:
-        if self.manager is not None:
-            await self.manager.close(grace_s=self.bot.config.limits.shutdown_grace_s)
-        if self._followers:  # let them post "cancelled: the bot shut down" if they still can
-            _, pending = await asyncio.wait(self._followers, timeout=5)
-            for task in pending:
-                task.cancel()
-
-    def _base(self, corpus: str) -> Path:
-        return base_checkpoint(corpus, self.bot.config.checkpoint_dir)
-
-    async def _serve(self, corpus: str, path: Path, version: int) -> None:
-        """Swap the live engine: new replies use the new checkpoint, running ones finish on the old."""
-        await asyncio.to_thread(self.bot.models.swap, corpus, path)
+    @property
+    def manager(self) -> FinetuneManager | None:
+        """The bot's fine-tuning manager (:class:`bot.discord_app.client.CharBot` makes it; personas share it)."""
+        return getattr(self.bot, "finetune", None)
 
     def _manager(self) -> FinetuneManager:
         if self.manager is None:
-            raise Refusal(f"Sorry, {self.unavailable}.", "unavailable")
+            raise Refusal(f"Sorry, {getattr(self.bot, 'finetune_off', 'fine-tuning is not set up')}.", "unavailable")
         return self.manager
 
     def _corpus(self, corpus: str) -> str:
@@ -125,42 +91,7 @@ class Finetune(commands.Cog):
                    f"from {job.contributions} contributions{forced}. "
                    f"I keep a status message in this channel up to date and "
                    f"post the results here when it ends; `/finetune cancel` stops it.")
-        channel = interaction.channel or self.bot.get_channel(interaction.channel_id)
-        task = asyncio.create_task(self._follow(job, channel), name=f"finetune-follow-{job.id}")
-        self._followers.add(task)
-        task.add_done_callback(self._followers.discard)
-
-    async def _follow(self, job: RunningJob, channel: discord.abc.Messageable | None) -> None:
-        """Edit one status message while the job runs, then post how it ended."""
-        manager = self._manager()
-        status: discord.Message | None = None
-        if channel is not None:
-            try:
-                status = await channel.send(job.status()[:MAX_MESSAGE], allowed_mentions=NO_MENTIONS)
-            except discord.HTTPException:
-                log.warning("cannot post the status of fine-tuning job %d in channel %s", job.id, job.channel_id)
-        while job.task is not None and not job.task.done():
-            await asyncio.wait({job.task}, timeout=manager.settings.status_interval_s)
-            if status is not None and not job.task.done():
-                try:
-                    await status.edit(content=job.status()[:MAX_MESSAGE], allowed_mentions=NO_MENTIONS)
-                except discord.HTTPException:
-                    log.warning("cannot update the status of fine-tuning job %d", job.id)
-        try:
-            outcome = await manager.wait(job)
-        except asyncio.CancelledError:
-            return
-        if channel is None:
-            return
-        with contextlib.suppress(discord.HTTPException):
-            if status is not None:
-                await status.edit(content=f"Fine-tuning {job.corpus} (job {job.id}): {outcome.state}.",
-                                  allowed_mentions=NO_MENTIONS)
-        try:
-            await channel.send(f"{who(job.started_by)} {outcome.message()}"[:MAX_MESSAGE],
-                               allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException:
-            log.warning("cannot post the result of fine-tuning job %d: %s", job.id, outcome.message())
+        self.bot.followers.follow(job, interaction.channel or self.bot.get_channel(interaction.channel_id))
 
     @finetune.command(name="status", description="(Admins) How the fine-tuning is going, or how it went")
     @app_commands.describe(corpus="only this corpus")
@@ -218,7 +149,8 @@ class Finetune(commands.Cog):
         """The version lines /model adds (empty when nothing was fine-tuned)."""
         if self.manager is None:
             return ""
-        return await versions_text(self.manager, list(self.manager.serving))
+        corpora = [c for c in self.manager.serving if parse_key(c) is None]  # never another server's persona
+        return await versions_text(self.manager, corpora)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -5,7 +5,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import answers
-from bot.discord_app.interactions import defer, send, send_answer
+from bot.discord_app.interactions import defer, may_manage_server, send, send_answer
 
 
 class General(commands.Cog):
@@ -35,12 +35,20 @@ class General(commands.Cog):
 
     @app_commands.command(name="help", description="What I can do")
     async def help(self, interaction: discord.Interaction) -> None:
-        text = answers.help_text()
+        personas = getattr(self.bot, "personas", None)  # bot.personas.service.PersonaService, when on
+        bounds = personas.settings.lines() if personas is not None and self.admin_here(interaction) else ()
+        text = answers.help_text(persona_bounds=bounds)
         conversation = self.bot.get_cog("Conversation")  # bot.discord_app.cogs.conversation: this channel's persona
         if conversation is not None and self.bot.store is not None:
             await defer(interaction)  # the channel's settings are read from the database
             text = await conversation.describe_here(interaction.guild_id, interaction.channel_id) + "\n\n" + text
         await send(interaction, text)
+
+
+    def admin_here(self, interaction: discord.Interaction) -> bool:
+        """Whether the person may use the admin commands here (the same rule :func:`is_admin` checks)."""
+        return interaction.guild_id is not None and answers.may_administer(
+            interaction.user.id, may_manage_server(interaction.permissions), self.bot.config.admin_ids)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -142,3 +142,42 @@ def test_admins_are_configured_ids_or_manage_server():
     assert answers.may_administer(5, False, frozenset({5}))
     assert answers.may_administer(6, True, frozenset())
     assert not answers.may_administer(6, False, frozenset({5}))
+
+
+@pytest.fixture
+def personas():
+    """Personas of two servers registered in this process, dropped afterwards."""
+    from corpora.voices import add_persona, drop_persona, persona_corpus
+
+    made = [persona_corpus(G, "rules", "faq"), persona_corpus(OTHER_G, "lore", "story")]
+    for corpus in made:
+        add_persona(corpus)
+    yield
+    for corpus in made:
+        drop_persona(corpus.name)
+
+
+async def test_channel_takes_this_servers_persona_by_name_and_stores_its_key(store, personas):
+    from bot.core.conversation import speakers
+    from bot.store.conversation import ConversationStore
+
+    served = speakers(G, ["tale", "faq", "novel"])
+    answer = await answers.channel(store, G, CH, U, served, persona="rules")
+    assert "I speak as **rules**" in answer.text and not answer.ephemeral
+    assert (await ConversationStore(store).channel(G, CH)).persona == f"g{G}-rules"
+    for name in ("lore", f"g{OTHER_G}-lore"):  # another server's persona, by its name or its key
+        with pytest.raises(Refusal) as refused:
+            await answers.channel(store, G, CH, U, served, persona=name)
+        assert refused.value.message == (f"I don't serve `{name}` here; I serve tale, faq, novel and this server's "
+                                         "personas rules.")
+    assert (await ConversationStore(store).channel(G, CH)).persona == f"g{G}-rules"
+
+
+def test_help_gives_admins_the_persona_bounds():
+    from bot.personas.settings import PersonaSettings
+
+    plain = answers.help_text()
+    assert "/say persona prompt" in plain and "/persona list" in plain and "Personas on this bot" not in plain
+    bounds = answers.help_text(persona_bounds=PersonaSettings(max_per_server=3).lines())
+    assert "Personas on this bot (admins): at most 3 personas per server, " in bounds
+    assert "/say" not in answers.help_text(chat=True)  # Discord only

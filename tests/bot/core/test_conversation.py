@@ -160,3 +160,52 @@ def test_who_speaks_the_reply_answered_then_the_channel_then_the_first_served():
     assert conv.persona_for(ChannelSettings(persona="novel"), served) == "novel"
     assert conv.persona_for(ChannelSettings(persona="novel"), served, ROW) == "tale"  # the chain keeps its voice
     assert conv.persona_for(ChannelSettings(persona="gone"), served) == "tale"  # no longer served
+
+
+@pytest.fixture
+def personas():
+    """Two servers' personas registered in this process, dropped afterwards."""
+    from corpora.voices import add_persona, drop_persona, persona_corpus
+
+    made = [persona_corpus(1, "rules", "faq"), persona_corpus(1, "bard", "story"), persona_corpus(2, "rules", "faq")]
+    for corpus in made:
+        add_persona(corpus)
+    yield [c.name for c in made]
+    for corpus in made:
+        drop_persona(corpus.name)
+
+
+def test_who_may_speak_in_a_server_is_the_corpora_and_its_own_personas_only(personas):
+    loaded = ["tale", "faq", "novel", "g2-rules"]  # another server's persona may be loaded in the process
+    assert conv.speakers(1, loaded) == ["tale", "faq", "novel", "g1-bard", "g1-rules"]
+    assert conv.speakers(2, loaded) == ["tale", "faq", "novel", "g2-rules"]
+    assert conv.speakers(None, loaded) == ["tale", "faq", "novel"]  # a DM: no server, no personas
+    served = conv.speakers(1, loaded)
+    assert conv.voice_named("novel", 1, served) == "novel"
+    assert conv.voice_named(" Novel", 1, served) == "novel"
+    assert conv.voice_named("Rules", 1, served) == "g1-rules"
+    assert conv.voice_named("g1-rules", 1, served) == "g1-rules"
+    for name in ("g2-rules", "nosuch", "", "x" * 200):  # another server's key is not this server's
+        assert conv.voice_named(name, 1, served) is None
+    assert conv.voice_named("rules", None, conv.speakers(None, loaded)) is None
+    assert conv.persona_for(ChannelSettings(persona="g1-rules"), served) == "g1-rules"
+    assert conv.persona_for(ChannelSettings(persona="g2-rules"), served) == "tale"
+
+
+def test_a_persona_answers_messages_and_presses_from_its_own_server_only(personas):
+    mine = Heard(1, 2, 3, "<@555> How do I join?", mentions_me=True)
+    assert conv.message_request("mention", mine, ME, "c", "g1-rules", LIMITS).corpus == "g1-rules"
+    for heard in (Heard(2, 2, 3, "<@555> How do I join?", mentions_me=True), Heard(None, 2, 3, "How do I join?")):
+        with pytest.raises(Refusal, match="I don't know the corpus or persona `rules`"):
+            conv.message_request("mention", heard, ME, "c", "g1-rules", LIMITS)
+    from dataclasses import replace
+    row = replace(ROW, corpus="g1-rules", prompt="How do I join?")
+    assert conv.press_request(row, "another", 3, LIMITS, seed=1).corpus == "g1-rules"  # the reply's own server
+    assert conv.press_request(row, "continue", 3, LIMITS, seed=1, guild=1).corpus == "g1-rules"
+    with pytest.raises(Refusal, match="I don't know the corpus or persona"):
+        conv.press_request(row, "continue", 3, LIMITS, seed=1, guild=2)  # a press sent from another server
+
+
+def test_a_channel_names_its_persona_by_its_name(personas):
+    text = conv.describe_channel(ChannelSettings(persona="g1-rules"), "g1-rules")
+    assert text.startswith("In this channel I speak as **rules** and") and "g1" not in text

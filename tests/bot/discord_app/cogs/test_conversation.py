@@ -214,8 +214,8 @@ async def test_the_cli_prints_what_the_bot_posts_for_a_mention_and_a_continue(tm
     seeds = iter([3, 4])
     made, pressed = core.message_request, core.press_request
     monkeypatch.setattr(core, "message_request", lambda *a, **kw: made(*a, **{**kw, "seed": next(seeds)}))
-    monkeypatch.setattr(core, "press_request", lambda row, action, presser, limits, seed, *a: pressed(
-        row, action, presser, limits, next(seeds), *a))
+    monkeypatch.setattr(core, "press_request", lambda row, action, presser, limits, seed, *a, **kw: pressed(
+        row, action, presser, limits, next(seeds), *a, **kw))
     async with bot_on_fake(tmp_path / "bot", env={"CHARBOT_PRECISION": "fp32"}) as world:
         reply = await world.ask("Once upon a time")
         before = len(world.fake.bot_messages())

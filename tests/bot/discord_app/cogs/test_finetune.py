@@ -163,7 +163,7 @@ async def test_a_version_made_by_the_command_line_beside_the_bot_is_served_witho
 
     ft = cog(world)
     # `charbot finetune tale --install FILE` in another process: same database, no engines to swap.
-    cli = FinetuneManager(ft.manager.store, ft.manager.settings, ft._base)
+    cli = FinetuneManager(ft.manager.store, ft.manager.settings, world.bot._base)
     served = await cli.import_checkpoint("tale", world.checkpoints["novel"], "cli:op")
     assert served.version == 1 and world.bot.models.info["tale"].path != str(served.path)
     assert await ft.manager.sync_served() == ["tale"]
