@@ -249,6 +249,11 @@ class PersonaService:
             job = await self.finetune.cancel(row.key, "the persona was deleted")
             if job is not None:
                 await self.finetune.wait(job)
+        elif (elsewhere := await self.finetune.store.running_job(row.key)) is not None:
+            # Only the process running it can stop it; deleted under it, its result would be installed
+            # as a version of a persona that no longer exists.
+            raise Refusal(f"The persona {row.name} is training in another process (job {elsewhere.id}); delete "
+                          "it once that job has ended.", "unavailable")
         await self.finetune.unqueue(row.key)
         await self._remove(row)
         return (f"Deleted the persona **{row.name}**: its {row.chars:,} characters of text, its trained versions "
