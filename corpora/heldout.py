@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from corpora.registry import CORPORA, get_corpus, load_corpus
+from corpora.voices import parse_key
 from model.checkpoint import Checkpoint
 from model.evaluate import bits, evaluate_loss
 from model.textdata import TextData
@@ -104,6 +105,8 @@ def corpus_split(name: str) -> torch.Tensor:
 
 def corpus_heldout(corpus: str, max_chars: int) -> tuple[torch.Tensor | None, str | None]:
     """The start of the corpus's own held-out split (at most ``max_chars`` scored), or None and why not."""
+    if parse_key(corpus) is not None:
+        return None, "a server's persona keeps no other style: it is judged on its own text"
     if corpus not in CORPORA:
         return None, f"{corpus!r} is not a registered corpus"
     try:

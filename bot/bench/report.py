@@ -399,10 +399,34 @@ def _capacity_section(results: dict) -> list[str]:
     return lines
 
 
+def _personas_section(results: dict) -> list[str]:
+    """A server's persona: how its replies read, and what many personas cost one process (bot.bench.personas)."""
+    r = results.get("personas")
+    if not r:
+        return []
+    t, many = results["targets"], r["many"]
+    clean_ok = r["clean_rate"] >= t["persona_clean_rate"]
+    invented_ok = r["invented_rate"] <= t["persona_invented_rate"]
+    return ["", "## Personas", "",
+            f"`{r['checkpoint']}` as a {r['style']} persona, {r['replies']} replies of {r['length']} characters "
+            "through the bot's reply path (persona loaded on demand):", "",
+            "| clean endings | invented words | alone p50 / p95 |", "|---|---|---|",
+            f"| {_pct(r['clean_rate'])}{_mark(clean_ok)} | {_pct(r['invented_rate'], 2)}{_mark(invented_ok)} | "
+            f"{_f(r['alone_p50_s'], 2)} / {_f(r['alone_p95_s'], 2)} s |", "",
+            f"{many['personas']} personas across {many['servers']} servers in one process, each from its own "
+            f"checkpoint file: resident memory {_f(many['rss_before_mb'])} MB before, {_f(many['rss_loaded_mb'])} MB "
+            f"with all loaded ({_f(many['mb_per_persona'], 1)} MB each). A reply from a loaded persona "
+            f"p50 {_f(many['warm_reply_p50_s'], 2)} s, p95 {_f(many['warm_reply_p95_s'], 2)} s; the first reply of "
+            f"each (its load included) p50 {_f(many['first_reply_p50_s'], 2)} s; with at most {many['max_loaded']} "
+            f"loaded, a reply from one that had been unloaded p50 {_f(many['cold_after_unload_p50_s'], 2)} s, p95 "
+            f"{_f(many['cold_after_unload_p95_s'], 2)} s. Invented words: " + (", ".join(r["invented_examples"])
+                                                                             or "none") + "."]
+
+
 # The report's sections in the order it shows them; each gives its lines, none when it has no results.
 SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
     _header, _auto_section, _single_section, _concurrent_section, _train_section, _fidelity_section,
-    _quality_section, _gpu_section, _capacity_section,
+    _quality_section, _gpu_section, _capacity_section, _personas_section,
 )
 
 

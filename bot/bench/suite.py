@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bot.bench import capacity, classic, concurrent, fidelity, generation, gpu, quality, training
+from bot.bench import capacity, classic, concurrent, fidelity, generation, gpu, personas, quality, training
 from bot.bench.machine import machine as describe_machine
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
@@ -22,10 +22,11 @@ from model.network import CharLSTM, ModelConfig
 from model.precision import auto_precision
 from model.step_threads import OTHERS_EVERY
 
-SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu", "capacity")
-# A plain run leaves capacity out: it starts a real bot process on the shipped checkpoint and puts
-# minutes of load on it (``--only capacity``), where the others time the engine in this process.
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "capacity")
+SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu", "capacity", "personas")
+# A plain run leaves capacity and personas out: capacity starts a real bot process on the shipped checkpoint
+# and puts minutes of load on it (``--only capacity``); personas measures a trained persona's checkpoint
+# (``--only personas --persona-checkpoint ...``). The others time the engine in this process.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("capacity", "personas"))
 TARGETS = {
     "single_vs_classic": 25.0,
     "concurrent32_chars_per_s": 15_000.0,
@@ -42,6 +43,8 @@ TARGETS = {
     "quality_alone_p95_s": 0.5,
     "capacity_finished_p95_s": 2.0,  # an open-loop rate is sustained while the finished p95 stays within this
     "capacity_unfinished_rate": 0.01,  # ... and at most this share of requests goes unanswered
+    "persona_clean_rate": 0.95,
+    "persona_invented_rate": 0.01,
 }
 
 
@@ -73,6 +76,7 @@ class BenchConfig:
     gpu_train_seqs: tuple[int, ...] = gpu.GPU_TRAIN_SEQS
     gpu_concurrency: tuple[int, ...] = gpu.GPU_CONCURRENCY
     capacity: capacity.CapacityConfig = field(default_factory=capacity.CapacityConfig)
+    personas: personas.PersonaBenchConfig | None = None  # the personas section's persona (None: not measured)
 
     def shrink(self) -> None:
         """The quick version of this run."""
@@ -155,7 +159,7 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
         results["notes"].append(
             f"engines use their default threads: a lone reply steps with {cpu_threads('boost')} while that is "
             f"measured faster and no other engine steps; the classic and reference sides use {cfg.threads}")
-    models = load_models(cfg) if set(cfg.sections) - {"quality", "capacity"} else []  # those two load their own
+    models = load_models(cfg) if set(cfg.sections) - {"quality", "capacity", "personas"} else []  # they load their own
     say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
         + f"; {cfg.threads} thread(s)")
     started = time.perf_counter()
@@ -173,6 +177,7 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
             say),
         "gpu": lambda: _gpu(models, cfg, script, say),
         "capacity": lambda: _capacity(cfg, say),
+        "personas": lambda: _personas(cfg, say),
     }
     if {"single", "concurrent", "fidelity"} & set(cfg.sections):
         try:
@@ -193,6 +198,13 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
     results["seconds"] = time.perf_counter() - started
     results["machine_end"] = machine()
     return results
+
+
+def _personas(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
+    if cfg.personas is None:
+        raise ValueError("the personas section needs a persona's checkpoint: --persona-checkpoint PATH")
+    cfg.personas.quick = cfg.personas.quick or cfg.quick
+    return personas.measure(cfg.personas, say)
 
 
 def _capacity(cfg: BenchConfig, say: Callable[[str], None]) -> dict:

@@ -71,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "CHARBOT_MAX_PER_CHANNEL)")
     g.add_argument("--channels", type=int, default=cap.channels,
                    help=f"open loop: channels the requests go round-robin over (default {cap.channels})")
+    g = p.add_argument_group("personas", "a server's persona: its reply quality, and many personas in one process")
+    g.add_argument("--persona-checkpoint", help="a trained persona's checkpoint (e.g. charbot persona's version file)")
+    g.add_argument("--persona-text", help="the text it learned: its lexicon, and for faq its passages")
+    g.add_argument("--persona-style", choices=("story", "faq", "prose"), default="story")
+    g.add_argument("--persona-servers", type=int, default=4, help="servers in the many-personas run (default 4)")
+    g.add_argument("--persona-per-server", type=int, default=5, help="personas per server (default 5)")
     p.add_argument("--quality-seeds", type=int, default=None, metavar="K",
                    help="seeds per prompt in the quality section (default 3; about 100 resolve the invented-word "
                         "comparison to about 0.1 percentage points, at about 10 s per seed on 2 cores)")
@@ -113,6 +119,17 @@ def run(args: argparse.Namespace) -> int:
                                 people=args.people, rates=tuple(args.rates), burst=args.burst,
                                 per_channel=args.per_channel, channels=args.channels),
     )
+    if args.persona_checkpoint:
+        from bot.bench.personas import PersonaBenchConfig
+
+        for given in (args.persona_checkpoint, args.persona_text):
+            if given and not Path(given).is_file():
+                raise UserError(f"{given}: no such file")
+        if min(args.persona_servers, args.persona_per_server) < 1:
+            raise UserError("--persona-servers and --persona-per-server must be at least 1")
+        cfg.personas = PersonaBenchConfig(
+            Path(args.persona_checkpoint), Path(args.persona_text) if args.persona_text else None,
+            args.persona_style, servers=args.persona_servers, per_server=args.persona_per_server)
     results = run_bench(cfg, say=lambda line: print(line, file=sys.stderr))
     js, md = write_report(results, cfg.out)
     emit(args, {"json": str(js), "markdown": str(md), "errors": results["errors"]}, md.read_text())

@@ -118,9 +118,17 @@ async def contribute(
                   f"contribution #{cid}.{left_out} `/forget` deletes everything you contributed in this server.")
 
 
-async def forget(store: Store, guild_id: int | None, user_id: int) -> Answer:
+async def forget(
+    store: Store, guild_id: int | None, user_id: int,
+    scrub: Callable[[set[int]], Awaitable[object]] | None = None,
+) -> Answer:
+    """Delete the caller's contributions here; ``scrub`` then takes them out of the texts kept versions
+    quote from (``FinetuneManager.scrub_learned`` and ``Models.reground``), so grounding stops quoting them."""
     guild_id = in_server(guild_id)
+    ids = {c.id for c in await store.contributions(guild_id=guild_id, user_id=user_id)}
     n = await store.forget(guild_id, user_id)
+    if ids and scrub is not None:
+        await scrub(ids)
     carriers = await store.learned_from(guild_id, user_id)
     if n == 0 and not carriers:
         return Answer("You have no contributions stored in this server; nothing to delete.")

@@ -239,6 +239,16 @@ class Models:
             old.close(wait=True)
         return info
 
+    def reground(self, corpus: str) -> None:
+        """Re-read what the served version of ``corpus`` learned (after /forget took texts out of it) and
+        rebuild its lexicon and passage index; blocking. The engine itself is unchanged."""
+        info = self.info.get(corpus)
+        if info is not None:
+            learned = learned_texts(Path(info.path))
+            if parse_key(corpus) is not None:
+                self.lexicon(corpus, learned)
+            self.ground(corpus, learned)
+
     def load_persona(self, key: str, path: str | Path) -> ModelInfo:
         """Serve persona ``key`` from ``path`` unless it is loaded already; blocking (call it from a
         worker thread). Loaded persona engines are bounded by :attr:`max_personas`: loading one more
