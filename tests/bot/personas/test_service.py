@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Limits
+from bot.core import answers
 from bot.core.engines import Models, learned_texts
 from bot.core.refusals import Refusal
 from bot.core.replies import ReplyService, make_request
@@ -311,11 +312,13 @@ async def test_forget_and_scrub_take_the_creators_text_out_of_what_the_persona_q
     first = await world.say(key, "When does the ferry leave?")
     assert "north pier" in first  # quoted from its text
 
-    ids = {c.id for c in await world.store.contributions(corpus=key)}
-    assert await world.store.forget(GUILD, ADMIN) == 1
-    assert world.manager.scrub_learned(ids) == [version.with_suffix(".learned.json")]
+    async def scrub(ids: set[int]) -> None:  # what the bot gives /forget (bot.core.answers.forget)
+        assert world.manager.scrub_learned(ids) == [version.with_suffix(".learned.json")]
+        world.models.reground(key)
+
+    answer = await answers.forget(world.store, GUILD, ADMIN, scrub)
+    assert answer.text.startswith("Deleted 1 contribution of yours from this server.")
     assert learned_texts(version) == []
-    assert "(0 still stored; the rest was deleted with /forget)" in await service.info_text(GUILD, "rules")
-    world.models.unload(key)  # the index is built at load: a reload quotes only what is left
-    again = await world.say(key, "When does the ferry leave?")
+    assert f"({0:,} still stored; the rest was deleted with /forget)" in await service.info_text(GUILD, "rules")
+    again = await world.say(key, "When does the ferry leave?")  # the same engine, regrounded
     assert "north pier" not in again and "*From rules:*" not in again
