@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    """One action on the bot's own database and versions; a refusal is one line (UserError)."""
     from bot.core.engines import base_checkpoint
     from bot.core.refusals import Refusal
     from bot.jobs.manager import FinetuneManager, FinetuneRefused
