@@ -192,3 +192,63 @@ def register_base(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Mini
     novel = register_mini(monkeypatch, tmp_path, name="novel", seed=1)
     monkeypatch.setitem(MIXTURES, GENERAL_BASE, ("tale", "novel"))
     return tale, novel
+
+
+# A stand-in for the fine-tuning child (``FinetuneSettings.command``): it reports as the real one does,
+# leaves the base weights as its result and says its held-out loss fell 2.0 -> AFTER (a persona passes
+# the guard with that), so a job takes a Python start-up, not a training run. It appends its corpus to
+# runs.log beside GATE, then waits until GATE exists (a test holds a job "training" by not creating it)
+# or it is cancelled. Run it as ``(sys.executable, "-c", FAKE_FINETUNE, GATE[, AFTER])``.
+FAKE_FINETUNE = r"""
+import json, os, shutil, sys, threading, time
+from pathlib import Path
+
+gate, jobdir = Path(sys.argv[1]), Path(sys.argv[-1])
+after = float(sys.argv[2]) if len(sys.argv) > 3 else 1.5
+spec = json.loads((jobdir / "spec.json").read_text())
+texts = json.loads((jobdir / "texts.json").read_text())
+stop = threading.Event()
+
+
+def listen():
+    for line in sys.stdin:
+        if line.strip() == "cancel":
+            break
+    stop.set()  # cancelled, or the parent went away
+
+
+def emit(event, **data):
+    print(json.dumps({"event": event, **data}), flush=True)
+
+
+threading.Thread(target=listen, daemon=True).start()
+emit("started", pid=os.getpid())
+with open(gate.parent / "runs.log", "a") as log:
+    log.write(spec["corpus"] + "\n")
+emit("phase", phase="training")
+emit("progress", step=1, fraction=0.5, train_loss=2.0, val_loss=None, best_val_loss=None, chars_per_s=1000,
+     elapsed_s=0.1, eta_s=1.0)
+while not gate.exists():
+    if stop.wait(0.02):
+        emit("cancelled", reason="cancelled")
+        sys.exit(3)
+chars = sum(len(t) for t in texts)
+shutil.copyfile(spec["base"], jobdir / "new.safetensors")
+report = {"corpus": spec["corpus"], "base": spec["base"], "out": str(jobdir / "new.safetensors"),
+          "contributed_chars": chars, "train_chars": chars - chars // 10, "heldout_chars": chars // 10,
+          "corpus_heldout_chars": 0, "corpus_note": "not a registered corpus",
+          "before": {"contributed": 2.0, "corpus": None}, "after": {"contributed": after, "corpus": None},
+          "steps": 3, "stopped": "early-stop", "seconds": 0.1}
+emit("done", report=report)
+"""
+
+
+def fake_finetune(gate: Path, after: float | None = None) -> tuple[str, ...]:
+    """The ``FinetuneSettings.command`` that runs :data:`FAKE_FINETUNE` held at ``gate``."""
+    return (sys.executable, "-c", FAKE_FINETUNE, str(gate), *([] if after is None else [str(after)]))
+
+
+def fake_runs(gate: Path) -> list[str]:
+    """The corpora :data:`FAKE_FINETUNE` jobs held at ``gate`` ran for, in the order they started."""
+    log = gate.parent / "runs.log"
+    return log.read_text().split() if log.exists() else []

@@ -27,11 +27,14 @@ COMMAND_MODULES = [
     "bot.cli.sync",
     "bot.cli.bench",
     "bot.cli.finetune",
+    "bot.cli.persona",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from bot.cli.common import Parser
+
+    parser = Parser(  # its sub-commands' parsers are Parsers too
         prog="charbot",
         description="Character-level LSTM storytellers: train, evaluate, sample, and run the Discord bot.",
     )

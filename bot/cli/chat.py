@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import sys
 
-from bot.cli.common import UserError, add_model_flags, load_models
+from bot.cli.common import UserError, add_model_flags, load_models, persona_replies
+from bot.cli.persona import server_id
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="A local session with the bot: /tale ..., /faq ..., /temp 0.5, /contribute faq ..., "
                        "/model, /forget, /optout, /help. Settings and contributions go to the local database.")
     c.add_argument("--db", help="database file (default: CHARBOT_DB from .env, else charbot.db)")
+    c.add_argument("--server", type=server_id, metavar="ID",
+                   help="be that Discord server: its personas answer /say NAME words, as on Discord")
     add_model_flags(c)
     c.set_defaults(func=run)
 
@@ -35,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
     async def session() -> int:
         store = await open_store(args.db or config.database)
         try:
-            chat = ChatSession(store, ReplyService(models, limits), limits)
+            if args.server is None:
+                chat = ChatSession(store, ReplyService(models, limits), limits)
+            else:
+                service, personas = await persona_replies(args, config, store, models, limits,
+                                                          args.db or config.database)
+                chat = ChatSession(store, service, limits, guild=args.server, personas=personas)
             return await run_chat(chat, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
         finally:
             await store.close()
@@ -46,3 +54,4 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         models.close()
+

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.common import UserError, add_env_file_flag, add_json_flag, emit
+from bot.cli.common import UserError, add_env_file_flag, add_json_flag, emit, job_settings
 
 if TYPE_CHECKING:
     from bot.jobs.manager import FinetuneManager
@@ -82,29 +82,15 @@ def run(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> tuple[Path | str, FinetuneSettings, Path]:
     from dataclasses import replace
 
-    from bot.config import is_postgres_url, load_config, read_env
-    from bot.jobs.settings import load_settings
-
-    config = load_config(args.env_file, require_token=False)
-    db = args.db or config.database
-    if not is_postgres_url(db):  # a SQLite file must exist; a server is checked when the store opens
-        db = Path(db).expanduser()
-        if not db.is_file():
-            raise UserError(f"{db}: no such database (give the bot's database with --db)")
-    elif not (args.state_dir or read_env(args.env_file).get("CHARBOT_STATE_DIR")):
-        raise UserError("with a PostgreSQL database the versions live on storage every machine reads: "
-                        "give --state-dir or set CHARBOT_STATE_DIR (the bots' own)")
-    settings = load_settings(db, args.env_file)
+    db, settings, checkpoints = job_settings(args)
     overrides = {k: v for k, v in (("lr", args.lr), ("max_epochs", args.max_epochs), ("patience", args.patience),
                                    ("replay", args.replay), ("anchor", args.anchor), ("device", args.device))
                  if v is not None}
     settings = replace(
         settings, config={**settings.config, **overrides}, threads=args.threads, nice=args.nice,
-        state_dir=Path(args.state_dir).expanduser() if args.state_dir else settings.state_dir,
         min_chars=args.min_chars if args.min_chars is not None else settings.min_chars,
         max_minutes=max(settings.max_minutes, args.minutes or 0),
     )
-    checkpoints = Path(args.checkpoints).expanduser() if args.checkpoints else config.checkpoint_dir
     return db, settings, checkpoints
 
 
@@ -116,7 +102,8 @@ async def _run(args: argparse.Namespace) -> int:
 
     db, settings, checkpoints = _settings(args)
     store = await open_store(db)
-    manager = FinetuneManager(FinetuneStore(store), settings, lambda corpus: base_checkpoint(corpus, checkpoints))
+    manager = FinetuneManager(FinetuneStore(store), settings, lambda corpus: base_checkpoint(corpus, checkpoints),
+                              serves_queue=False)  # it exits when its own job ends
     who = f"cli:{getpass.getuser()}"
     try:
         await manager.recover()

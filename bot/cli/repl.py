@@ -6,6 +6,9 @@ any text stream, so a pipe or a file works as well as a person at the keyboard. 
 person is guild 0, channel 0, user 0: no Discord ID is 0, so local rows never mix with a
 server's.
 
+With ``--server ID`` the session is that server (its personas, settings and contributions in the
+local database) and ``/say NAME words`` answers as its persona NAME, as /say does on Discord.
+
 The conversation works as in a channel (:mod:`bot.core.conversation`): ``@bot words`` is a
 mention, ``> words`` a reply to the bot's last message, ``/continue`` and ``/another`` press
 the buttons under it. The session numbers its messages as Discord would and keeps what the
@@ -18,7 +21,7 @@ import itertools
 import random
 import re
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.config import Limits
 from bot.core import answers
@@ -31,6 +34,9 @@ from bot.core.temperature import check_temperature
 from bot.store import Store
 from bot.store.conversation import ConversationStore
 from corpora.registry import CORPORA
+
+if TYPE_CHECKING:
+    from bot.personas.service import PersonaService
 
 LOCAL_GUILD = 0
 LOCAL_CHANNEL = 0
@@ -72,10 +78,13 @@ def parse_generation(rest: str) -> GenerationOptions:
 class ChatSession:
     """Turns one typed line into the bot's answer."""
 
-    def __init__(self, store: Store, service: ReplyService, limits: Limits) -> None:
+    def __init__(self, store: Store, service: ReplyService, limits: Limits, guild: int = LOCAL_GUILD,
+                 personas: PersonaService | None = None) -> None:
         self.store = store
         self.service = service
         self.limits = limits
+        self.guild = guild  # the server the session stands for (LOCAL_GUILD: none)
+        self.personas = personas  # that server's personas, for /say (None: not set up)
         self.messages: dict[int, tuple[str, int | None, bool]] = {}  # id -> (text, replied-to id, the bot's?)
         self.last_reply: int | None = None  # the bot's last message, which > and the buttons act on
         self._ids = itertools.count(1)
@@ -104,10 +113,12 @@ class ChatSession:
         """A corpus's name generates; any other command is answered from :data:`answers.COMMANDS`."""
         if name in CORPORA:
             return await self._generate(name, rest)
+        if name == "say":
+            return await self._say(rest)
         command = answers.COMMANDS_BY_NAME.get(name)
         if command is None or command.chat is None:
             return f"Unknown command /{name}; try /help."
-        caller = answers.Caller(self.store, LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER, self.limits,
+        caller = answers.Caller(self.store, self.guild, LOCAL_CHANNEL, LOCAL_USER, self.limits,
                                 self.service.models.info)
         return await command.chat(caller, rest)
 
@@ -115,30 +126,46 @@ class ChatSession:
         opts = parse_generation(rest)
         request = make_request(
             corpus, opts.prompt, self.limits, temperature=opts.temperature,
-            user_default=await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER), length=opts.length,
+            user_default=await self.store.get_temperature(self.guild, LOCAL_USER), length=opts.length,
             seed=opts.seed,
         )
         return (await self.service.reply(request)).text
 
+    async def _say(self, rest: str) -> str:
+        """``/say NAME words``: the server's persona NAME answers, as /say does on Discord."""
+        if self.personas is None:
+            return "Personas belong to a server: start the chat with `charbot chat --server ID` to talk to one."
+        name, _, words = rest.partition(" ")
+        if not name:
+            have = ", ".join(await self.personas.names(self.guild)) or "none yet"
+            return f"Say which persona: /say NAME words (this server's personas: {have})."
+        row = await self.personas.get(self.guild, name)
+        opts = parse_generation(words)
+        request = make_request(
+            row.key, opts.prompt, self.limits, temperature=opts.temperature,
+            user_default=await self.store.get_temperature(self.guild, LOCAL_USER), length=opts.length,
+            seed=opts.seed, guild=self.guild,
+        )
+        return (await self.service.reply(request)).text
 
     # ---- the conversation, as in a channel --------------------------------------------------
 
     async def _mention(self, rest: str) -> str:
         opts = parse_generation(rest)
-        heard = Heard(LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER, opts.prompt, mentions_me=True)
+        heard = Heard(self.guild, LOCAL_CHANNEL, LOCAL_USER, opts.prompt, mentions_me=True)
         return await self._answer(heard, opts, None)
 
     async def _reply(self, rest: str) -> str:
         if self.last_reply is None:
             return "There is no reply of mine to answer yet; mention me first: @bot Once upon a time"
         opts = parse_generation(rest)
-        heard = Heard(LOCAL_GUILD, LOCAL_CHANNEL, LOCAL_USER, opts.prompt, replies_to_me=True)
+        heard = Heard(self.guild, LOCAL_CHANNEL, LOCAL_USER, opts.prompt, replies_to_me=True)
         return await self._answer(heard, opts, self.last_reply)
 
     async def _answer(self, heard: Heard, opts: GenerationOptions, parent: int | None) -> str:
         """What the conversation cog posts for ``heard`` (empty when the bot stays silent)."""
         conversation = ConversationStore(self.store)
-        settings = await conversation.channel(LOCAL_GUILD, LOCAL_CHANNEL)
+        settings = await conversation.channel(self.guild, LOCAL_CHANNEL)
         trigger = conv.trigger_for(heard, LOCAL_BOT, settings, lambda: False)
         said = self._log(heard.content, parent, False)
         if trigger is None:
@@ -149,7 +176,7 @@ class ChatSession:
             corpus = conv.persona_for(settings, served, await conversation.reply(parent))
             context = await conv.chain_context(parent, self._link, self.limits.chain_messages, self.limits.chain_chars)
         request = conv.message_request(trigger, heard, LOCAL_BOT, "bot", corpus, self.limits, context,
-                                       await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER), seed=opts.seed)
+                                       await self.store.get_temperature(self.guild, LOCAL_USER), seed=opts.seed)
         return await self._post(request, said)
 
     async def _press(self, action: str, rest: str) -> str:
@@ -158,7 +185,7 @@ class ChatSession:
         conv.check_press(row, action, LOCAL_USER, self.limits)
         seed = opts.seed if opts.seed is not None else random.randrange(2**31)
         request = conv.press_request(row, action, LOCAL_USER, self.limits, seed,
-                                     await self.store.get_temperature(LOCAL_GUILD, LOCAL_USER))
+                                     await self.store.get_temperature(self.guild, LOCAL_USER))
         if action == "continue":
             return await self._post(request, self.last_reply)
         return await self._post(request, self.messages[self.last_reply][1], rewrite=self.last_reply)
@@ -169,7 +196,7 @@ class ChatSession:
         message = rewrite if rewrite is not None else next(self._ids)
         self.messages[message] = (update.text, parent, True)
         self.last_reply = message
-        await conv.remember(self.store, self.limits, message, LOCAL_GUILD, request, update)
+        await conv.remember(self.store, self.limits, message, self.guild, request, update)
         return update.text
 
     def _log(self, text: str, parent: int | None, from_bot: bool) -> int:

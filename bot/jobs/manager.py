@@ -178,8 +178,12 @@ class FinetuneManager:
         settings: FinetuneSettings,
         base_checkpoint: Callable[[str], Path],
         on_serve: ServeCallback | None = None,
+        serves_queue: bool = True,
     ) -> None:
         self.store = store
+        # A bot takes any queued job when it has room. A CLI process, which exits once its own job
+        # ends, takes only what it submitted itself: a job it started for someone else would die with it.
+        self.serves_queue = serves_queue
         self.settings = settings
         self.base_checkpoint = base_checkpoint
         self.on_serve = on_serve
@@ -191,6 +195,7 @@ class FinetuneManager:
         self.queue = JobQueue(store.store)
         self.on_start: Callable[[RunningJob], Awaitable[None]] | None = None  # told of jobs the queue starts
         self._closing = False
+        self._drains: set[asyncio.Task] = set()  # queue drains a finished job started; close() waits for them
 
     # ---- what is served -----------------------------------------------------------------
 
@@ -369,17 +374,18 @@ class FinetuneManager:
         except TooLittleText as exc:
             raise FinetuneRefused(f"not enough text for {corpus}: {exc}") from None
         entry = await self.queue.put(corpus, started_by, guild_id, channel_id, minutes, force)
-        await self.drain()
+        await self.drain(None if self.serves_queue else entry.id)
         if corpus in self.jobs and await self.queue.get(entry.id) is None:
             return self.jobs[corpus]
         waiting = await self.queue.waiting()
         return Queued(entry.id, corpus, sum(1 for w in waiting if w.id < entry.id))
 
-    async def drain(self) -> list[RunningJob]:
-        """Start queued jobs, oldest first, while this machine has room; returns those started here."""
+    async def drain(self, only: int | None = None) -> list[RunningJob]:
+        """Start queued jobs, oldest first, while this machine has room; returns those started here.
+        ``only``: take that queue entry alone, if it is still waiting (what a CLI process submitted)."""
         started: list[RunningJob] = []
         while not self._closing and len(await self._running_here()) < self.settings.max_running:
-            entry = await self.queue.claim(skip=set(self.jobs))
+            entry = await self.queue.claim(skip=set(self.jobs), only=only)
             if entry is None:
                 break
             try:
@@ -392,6 +398,9 @@ class FinetuneManager:
                 await self.queue.done(entry.id)
                 await self._record_unstartable(entry, str(exc))
                 continue
+            except Exception:
+                await self.queue.release(entry.id)  # not left claimed by a process that lives on
+                raise
             await self.queue.done(entry.id)
             started.append(job)
             if self.on_start is not None:
@@ -481,6 +490,8 @@ class FinetuneManager:
         if self._following is not None:
             self._following.cancel()
             self._following = None
+        if self._drains:  # a drain under way stops at its next entry; a job it started is cancelled below
+            await asyncio.wait(set(self._drains), timeout=grace_s)
         jobs = list(self.jobs.values())
         for job in jobs:
             await self.cancel(job.corpus, "the bot shut down")
@@ -547,8 +558,10 @@ class FinetuneManager:
         finally:
             self.jobs.pop(job.corpus, None)
             shutil.rmtree(jobdir, ignore_errors=True)
-            if not self._closing:
-                asyncio.get_running_loop().create_task(self._drain_logged(), name="finetune-drain")
+            if not self._closing and self.serves_queue:
+                drain = asyncio.get_running_loop().create_task(self._drain_logged(), name="finetune-drain")
+                self._drains.add(drain)
+                drain.add_done_callback(self._drains.discard)
         log.info("fine-tuning job %d for %s ended: %s %s", job.id, job.corpus, outcome.state, outcome.error or "")
         return outcome
 

@@ -206,11 +206,12 @@ class PersonaService:
                     f"from .txt or .md files (styles: {', '.join(f'{s}: {h}' for s, h in STYLE_HELP.items())}).")
         lines = [f"This server's personas ({len(rows)} of at most {self.settings.max_per_server}):"]
         for r in rows:
-            lines.append(f"- **{r.name}** ({r.style}, {r.chars:,} characters): {await self._state(r)}")
+            lines.append(f"- **{r.name}** ({r.style}, {r.chars:,} characters): {await self.state(r)}")
         lines.append("Talk to one with `/say persona: <name> prompt: ...`.")
         return "\n".join(lines)
 
-    async def _state(self, row: PersonaRow) -> str:
+    async def state(self, row: PersonaRow) -> str:
+        """Where a persona stands, in a few words: ready (which version), training, queued or not trained."""
         served = await self.finetune.served(row.key)
         if served.version:
             return f"ready ({served.label})"
@@ -232,7 +233,7 @@ class PersonaService:
             f"**{row.name}**: a {row.style} persona ({STYLE_HELP[row.style]}).",
             f"Created {row.created} by <@{row.created_by}> from {', '.join(row.files)}: {row.chars:,} characters"
             + ("" if stored == row.chars else f" ({stored:,} still stored; the rest was deleted with /forget)") + ".",
-            f"State: {await self._state(row)}; {self.disk_bytes(row.guild_id) / 1e6:.1f} MB of this server's "
+            f"State: {await self.state(row)}; {self.disk_bytes(row.guild_id) / 1e6:.1f} MB of this server's "
             f"{self.settings.max_disk_mb:g} MB used.",
         ]
         job = self.finetune.running(row.key)
@@ -261,6 +262,11 @@ class PersonaService:
             job = await self.finetune.cancel(row.key, "the persona was deleted")
             if job is not None:
                 await self.finetune.wait(job)
+        elif (elsewhere := await self.finetune.store.running_job(row.key)) is not None:
+            # Only the process running it can stop it; deleted under it, its result would be installed
+            # as a version of a persona that no longer exists.
+            raise Refusal(f"The persona {row.name} is training in another process (job {elsewhere.id}); delete "
+                          "it once that job has ended.", "unavailable")
         await self.finetune.unqueue(row.key)
         await self._remove(row)
         return (f"Deleted the persona **{row.name}**: its {row.chars:,} characters of text, its trained versions "

@@ -50,14 +50,14 @@ def load_persona_settings(env_file: str | os.PathLike | None = ".env",
     env = read_env(env_file, environ)
 
     def number(name: str, default: float, kind: type = int) -> float:
-        return env_number(env, f"CHARBOT_PERSONA_{name}", default, kind, PersonaSettingsError)  # type: ignore[return-value]
+        return env_number(env, name, default, kind, PersonaSettingsError)  # type: ignore[return-value]
 
-    d = PersonaSettings()
+    d = PersonaSettings()  # the names are spelled out whole, so a search (and .env.example's test) finds them
     return PersonaSettings(
-        max_per_server=int(number("MAX_PER_SERVER", d.max_per_server)),
-        max_files=int(number("MAX_FILES", d.max_files)),
-        max_chars=int(number("MAX_CHARS", d.max_chars)),
-        max_file_bytes=int(number("MAX_FILE_BYTES", d.max_file_bytes)),
-        max_loaded=int(number("MAX_LOADED", d.max_loaded)),
-        max_disk_mb=float(number("MAX_DISK_MB", d.max_disk_mb, float)),
+        max_per_server=int(number("CHARBOT_PERSONA_MAX_PER_SERVER", d.max_per_server)),
+        max_files=int(number("CHARBOT_PERSONA_MAX_FILES", d.max_files)),
+        max_chars=int(number("CHARBOT_PERSONA_MAX_CHARS", d.max_chars)),
+        max_file_bytes=int(number("CHARBOT_PERSONA_MAX_FILE_BYTES", d.max_file_bytes)),
+        max_loaded=int(number("CHARBOT_PERSONA_MAX_LOADED", d.max_loaded)),
+        max_disk_mb=float(number("CHARBOT_PERSONA_MAX_DISK_MB", d.max_disk_mb, float)),
     )

@@ -16,6 +16,9 @@ from model.charset import normalize
 from model.finetune import MIN_CHARS
 
 EXTENSIONS = (".txt", ".md")
+# Byte-order marks of the encodings editors offer besides UTF-8 (Notepad's "Unicode" is UTF-16 LE).
+_OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+               b"\xfe\xff": "UTF-16"}
 _BINARY_CONTROLS = frozenset(range(0x20)) - {0x09, 0x0A, 0x0C, 0x0D}  # tab, newline, form feed, return
 
 
@@ -48,6 +51,10 @@ def decode(file: File, settings: PersonaSettings) -> Upload:
     check_declared(file.filename, len(file.data), settings)
     if not file.data.strip():
         raise Refusal(f"{quote(file.filename)} is empty.")
+    for bom, encoding in _OTHER_BOMS.items():  # their ASCII letters hold NUL bytes: not binary, just not UTF-8
+        if file.data.startswith(bom):
+            raise Refusal(f"{quote(file.filename)} is {encoding} text, not UTF-8; save it as UTF-8 and upload it "
+                          "again.")
     if any(b in _BINARY_CONTROLS for b in file.data[:65536]):
         raise Refusal(f"{quote(file.filename)} looks like a binary file, not text; upload plain UTF-8 text.")
     try:

@@ -103,13 +103,17 @@ class PersonaStore:
         return int(row[0]) if row else 0
 
     async def delete(self, guild_id: int, name: str) -> bool:
-        """Delete the persona, its texts and the records of its versions; True if it existed.
+        """Delete the persona, its texts and the records of its versions and ended jobs; True if it existed.
 
-        The version files on disk are the caller's to delete (bot.personas.service), after this."""
+        Its ended jobs go too, so a persona made later under the same name does not show their
+        errors as its own; a running one (its process records the end) and claimed queue entries
+        stay. The version files on disk are the caller's to delete (bot.personas.service), after this."""
         key = persona_key(guild_id, name)
         results = await self.store.write([
             ("DELETE FROM version_provenance WHERE corpus = ?", (key,)),
             ("DELETE FROM checkpoint_versions WHERE corpus = ?", (key,)),
+            ("DELETE FROM jobs WHERE corpus = ? AND state <> 'running'", (key,)),
+            ("DELETE FROM job_queue WHERE corpus = ? AND claimed_by IS NULL", (key,)),
             ("UPDATE channel_settings SET persona = NULL WHERE guild_id = ? AND persona = ?", (guild_id, key)),
             ("DELETE FROM posted_replies WHERE corpus = ?", (key,)),
             ("DELETE FROM forgotten_shingles WHERE corpus = ?", (key,)),

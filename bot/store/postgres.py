@@ -27,7 +27,7 @@ from bot.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE
 
 log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x63686172  # "char": pg_advisory_xact_lock key while migrating
-_INSERT_WITH_ID = re.compile(r"^\s*INSERT INTO (contributions|jobs)\b", re.IGNORECASE)
+_INSERT_WITH_ID = re.compile(r"^\s*INSERT INTO (contributions|jobs|job_queue)\b", re.IGNORECASE)
 
 
 def translate(sql: str) -> str:

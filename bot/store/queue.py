@@ -75,13 +75,14 @@ class JobQueue:
         row = await self.store.fetchone(f"SELECT {_COLUMNS} FROM job_queue WHERE corpus = ? ORDER BY id", (corpus,))
         return None if row is None else _row(row)
 
-    async def claim(self, skip: frozenset[str] | set[str] = frozenset()) -> QueuedJob | None:
-        """Take the oldest waiting entry whose corpus is not in ``skip``; None when there is none.
+    async def claim(self, skip: frozenset[str] | set[str] = frozenset(), only: int | None = None) -> QueuedJob | None:
+        """Take the oldest waiting entry whose corpus is not in ``skip`` (with ``only``, that entry
+        alone); None when there is none.
 
         The UPDATE's ``claimed_by IS NULL`` makes the take atomic: of two processes claiming the
         same entry at once, one changes a row and the other changes none and tries the next."""
         for entry in await self.waiting():
-            if entry.corpus in skip:
+            if entry.corpus in skip or (only is not None and entry.id != only):
                 continue
             (cur,) = await self.store.write([(
                 "UPDATE job_queue SET claimed_by = ? WHERE id = ? AND claimed_by IS NULL", (claimant(), entry.id),

@@ -168,6 +168,9 @@ def test_env_example_documents_every_setting_and_loads_as_the_defaults():
 
     db = root / "charbot.db"
     assert load_settings(db, example, {}) == load_settings(db, None, {})
+    from bot.personas.settings import PersonaSettings, load_persona_settings
+
+    assert load_persona_settings(example, {}) == load_persona_settings(None, {}) == PersonaSettings()
 
 
 def test_the_environment_wins_over_the_file_and_the_file_does_not_leak_into_os_environ(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ admins see it in /finetune status, and the deleted texts are nowhere in clear an
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,11 @@ async def test_forget_names_the_versions_that_learned_from_the_texts_and_tells_t
     assert {p.digest for p in provenance} >= {digest(t) for t in mine}
     assert "Forgotten" not in await status_text(manager)
 
-    answer = (await answers.forget(env.store, GUILD, MEMBER)).text
+    async def scrub(ids: set[int]) -> None:  # what the bot gives /forget: the texts v1 quotes lose them too
+        assert manager.scrub_learned(ids) == [env.tmp / "state" / "versions" / "tale" / "v0001.learned.json"]
+        await asyncio.to_thread(env.models.reground, "tale")
+
+    answer = (await answers.forget(env.store, GUILD, MEMBER, scrub)).text
     assert answer.startswith("Deleted 8 contributions of yours from this server.")
     assert "the tale model, version 1 (served now), learned from 8 of your texts" in answer
     assert "An admin has been told" in answer

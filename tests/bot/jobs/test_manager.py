@@ -133,6 +133,7 @@ async def test_jobs_serve_new_versions_without_restart_and_rollback_restores_out
     # keep_versions=2: a third version deletes v1, which can then not be restored.
     assert (await manager.wait(await manager.start("tale", "discord:30", minutes=2))).version == 3
     assert VersionFiles(env).numbers() == ["v0002.safetensors", "v0003.safetensors"]
+    assert VersionFiles(env).learned() == ["v0002.learned.json", "v0003.learned.json"]  # pruned with its version
     with pytest.raises(FinetuneRefused, match="v1 was deleted to keep disk use down"):
         await manager.rollback("tale", 1)
     v3_text = env.sample()
@@ -164,7 +165,11 @@ class VersionFiles:
         self.root = env.tmp / "state" / "versions" / "tale"
 
     def numbers(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir()) if self.root.exists() else []
+        """The checkpoint files (each may have the texts it learned beside it, <version>.learned.json)."""
+        return sorted(p.name for p in self.root.glob("*.safetensors")) if self.root.exists() else []
+
+    def learned(self) -> list[str]:
+        return sorted(p.name for p in self.root.glob("*.learned.json")) if self.root.exists() else []
 
 
 async def test_too_little_text_is_refused_with_the_amount_needed_and_nothing_recorded(env):
@@ -357,6 +362,7 @@ async def install_finished_job(env, manager, after: float, corpus: tuple[float, 
     jobdir = env.tmp / "job"
     jobdir.mkdir()
     (jobdir / "new.safetensors").write_bytes(env.base.read_bytes())
+    (jobdir / "texts.json").write_text("[]")  # what it trained on: the job's spec writes it (bot.jobs.job.JobSpec)
     job = RunningJob(job_id, "tale", "discord:30", Served("tale", 0, env.base), 8, 2300, 2.0, force=force)
     corpus = corpus or (None, None)
     report = FinetuneReport("tale", str(env.base), "new.safetensors", 2300, 2070, 230,
