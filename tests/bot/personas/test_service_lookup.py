@@ -1,4 +1,4 @@
-"""PersonaService.key_for and create as the cog uses them: personas made by another process, who started a job."""
+"""What the /persona cog and /say need of the persona service beyond creating and deleting: finding a
 persona's key in this server only, and naming the admin who started its training."""
 
 from __future__ import annotations
