@@ -457,6 +457,15 @@ class FinetuneManager:
                 changed.append(path)
         return changed
 
+    async def scrub(self, contribution_ids: set[int], reground: Callable[[str], None]) -> list[str]:
+        """:meth:`scrub_learned`, then ``reground`` (blocking, e.g. ``Models.reground``) each corpus whose
+        kept texts changed, so what is served stops quoting them at once; returns those corpora."""
+        changed = await asyncio.to_thread(self.scrub_learned, contribution_ids)
+        corpora = sorted({p.parent.name for p in changed})
+        for corpus in corpora:
+            await asyncio.to_thread(reground, corpus)
+        return corpora
+
     def _check_minutes(self, minutes: float | None) -> float:
         s = self.settings
         minutes = s.default_minutes if minutes is None else float(minutes)

@@ -6,10 +6,12 @@ terminal front end can print the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.jobs.manager import FinetuneManager
 from bot.store.jobs import FAILED, REFUSED
+from corpora.voices import display_name, owner
 from model.evaluate import bits
 from model.finetune import MIN_HELDOUT_CHARS
 
@@ -24,20 +26,41 @@ def who(started_by: str) -> str:
     return started_by
 
 
-async def status_text(manager: FinetuneManager, corpus: str | None = None) -> str:
-    """Running jobs (here or in another process), else the most recent ones."""
-    lines = [job.status() for job in manager.jobs.values() if corpus in (None, job.corpus)]
+def seen_from(guild_id: int | None) -> Callable[[str], bool]:
+    """What a server's admin may see: the built-in corpora's jobs and its own personas', never another
+    server's (their names and errors are that server's business)."""
+    return lambda corpus: owner(corpus) in (None, guild_id)
+
+
+def _everything(_corpus: str) -> bool:
+    return True
+
+
+async def status_text(manager: FinetuneManager, corpus: str | None = None,
+                      visible: Callable[[str], bool] = _everything) -> str:
+    """Running jobs (here or in another process) and the queue, else the most recent jobs; only those
+    ``visible`` allows (the cog passes :func:`seen_from` its server; the command line sees all)."""
+    def shown(c: str) -> bool:
+        return visible(c) and corpus in (None, c)
+
+    lines = [job.status() for job in manager.jobs.values() if shown(job.corpus)]
     for row in await manager.store.running_jobs():
-        if row.corpus in manager.jobs or corpus not in (None, row.corpus):
+        if row.corpus in manager.jobs or not shown(row.corpus):
             continue
         step = (row.progress or {}).get("step")
-        lines.append(f"Fine-tuning {row.corpus} (job {row.id}) runs in another process ({who(row.started_by)}, "
-                     f"pid {row.owner_pid} on {row.owner_host})" + (f", at step {step}." if step else "."))
-    notes = await forgotten_text(manager, corpus)
+        lines.append(f"Fine-tuning {display_name(row.corpus)} (job {row.id}) runs in another process "
+                     f"({who(row.started_by)}, pid {row.owner_pid} on {row.owner_host})"
+                     + (f", at step {step}." if step else "."))
+    waiting = await manager.queue.waiting()
+    for place, entry in enumerate(waiting, 1):
+        if shown(entry.corpus):
+            lines.append(f"Queued: {display_name(entry.corpus)} (entry {entry.id}, {place} of {len(waiting)} "
+                         f"waiting, by {who(entry.started_by)}, since {entry.created}).")
+    notes = [n for n, c in await forgotten_text(manager, corpus) if visible(c)]
     if lines:
         return "\n".join([*lines, *notes])
-    recent = await manager.store.recent_jobs(corpus, limit=3)
-    head = f"No fine-tune{' of ' + corpus if corpus else ''} is running."
+    recent = [r for r in await manager.store.recent_jobs(corpus, limit=20) if visible(r.corpus)][:3]
+    head = f"No fine-tune{' of ' + display_name(corpus) if corpus else ''} is running or queued."
     if not recent:
         return head + " None has run yet; start one with `/finetune start`."
     out = [head + " Recent jobs:"]
@@ -46,21 +69,22 @@ async def status_text(manager: FinetuneManager, corpus: str | None = None) -> st
         why = f": {row.error}" if row.error and row.state != "done" else ""
         if row.state == FAILED and (row.error or "").startswith(f"{REFUSED}:"):  # turned down by the guard
             result, why = REFUSED, f": {row.error.removeprefix(f'{REFUSED}:').strip()}"
-        out.append(f"- job {row.id}, {row.corpus}, by {who(row.started_by)}, {row.created}: {result}{why}"[:400])
+        out.append(f"- job {row.id}, {display_name(row.corpus)}, by {who(row.started_by)}, {row.created}: "
+                   f"{result}{why}"[:400])
     return "\n".join([*out, *notes])
 
 
-async def forgotten_text(manager: FinetuneManager, corpus: str | None = None) -> list[str]:
+async def forgotten_text(manager: FinetuneManager, corpus: str | None = None) -> list[tuple[str, str]]:
     """What /forget could not delete: the kept versions that learned from texts deleted since,
-    and the version to go back to. Shown until no kept version carries them."""
+    and the version to go back to, each with its corpus. Shown until no kept version carries them."""
     out = []
     for f in await manager.store.forgotten(corpus):
         clean = await manager.store.last_clean(f.corpus)
         target = f"v{clean}" if clean else "the base checkpoint"
-        out.append(f"Forgotten texts: {f.corpus} v{f.version}{' (served)' if f.served else ''} learned from "
+        out.append((f"Forgotten texts: {f.corpus} v{f.version}{' (served)' if f.served else ''} learned from "
                    f"{f.texts} text{'s' if f.texts != 1 else ''} that {f.members} member"
                    f"{'s' if f.members != 1 else ''} deleted with /forget; the newest version that never saw "
-                   f"them is {target} (`/rollback {f.corpus} {clean}`).")
+                   f"them is {target} (`/rollback {f.corpus} {clean}`).", f.corpus))
     return out
 
 

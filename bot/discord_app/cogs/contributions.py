@@ -139,7 +139,8 @@ class Contributions(commands.Cog):
     @app_commands.guild_only()
     async def forget(self, interaction: discord.Interaction) -> None:
         await defer(interaction)
-        await send_answer(interaction, await answers.forget(self.bot.store, interaction.guild_id, interaction.user.id))
+        await send_answer(interaction, await answers.forget(self.bot.store, interaction.guild_id, interaction.user.id,
+                                                            self.bot.scrub))
 
     @app_commands.command(name="optout", description="Stop your messages in listening channels from being stored")
     @app_commands.describe(undo="opt back in")

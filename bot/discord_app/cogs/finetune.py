@@ -18,7 +18,7 @@ from bot.core.refusals import Refusal
 from bot.discord_app.cogs.contributions import CORPUS_CHOICES
 from bot.discord_app.interactions import defer, is_admin, send
 from bot.jobs.manager import FinetuneManager, FinetuneRefused, Served
-from bot.jobs.messages import status_text, versions_text, who
+from bot.jobs.messages import seen_from, status_text, versions_text, who
 from corpora.voices import parse_key
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class Finetune(commands.Cog):
     async def status(self, interaction: discord.Interaction, corpus: app_commands.Choice[str] = None) -> None:
         manager = self._manager()
         await defer(interaction)
-        text = await status_text(manager, corpus.value if corpus else None)
+        text = await status_text(manager, corpus.value if corpus else None, seen_from(interaction.guild_id))
         await send(interaction, text[:MAX_MESSAGE])
 
     @finetune.command(name="cancel", description="(Admins) Stop a fine-tune; the served model stays as it is")

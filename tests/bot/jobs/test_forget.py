@@ -3,12 +3,12 @@ admins see it in /finetune status, and the deleted texts are nowhere in clear an
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from bot.core import answers
+from bot.core.engines import learned_texts
 from bot.jobs.manager import FinetuneRefused, RunningJob, Served
 from bot.jobs.messages import status_text
 from bot.store.jobs import DONE, digest
@@ -43,8 +43,8 @@ async def test_forget_names_the_versions_that_learned_from_the_texts_and_tells_t
     assert "Forgotten" not in await status_text(manager)
 
     async def scrub(ids: set[int]) -> None:  # what the bot gives /forget: the texts v1 quotes lose them too
-        assert manager.scrub_learned(ids) == [env.tmp / "state" / "versions" / "tale" / "v0001.learned.json"]
-        await asyncio.to_thread(env.models.reground, "tale")
+        assert await manager.scrub(ids, env.models.reground) == ["tale"]
+        assert len(learned_texts(env.tmp / "state" / "versions" / "tale" / "v0001.safetensors")) == 2
 
     answer = (await answers.forget(env.store, GUILD, MEMBER, scrub)).text
     assert answer.startswith("Deleted 8 contributions of yours from this server.")
