@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from bot.bench.grounding import report_lines as _grounding_section
 from bot.bench.machine import describe_cpu
 from model.checkpoint import atomic_write_bytes
 
@@ -426,7 +427,7 @@ def _personas_section(results: dict) -> list[str]:
 # The report's sections in the order it shows them; each gives its lines, none when it has no results.
 SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
     _header, _auto_section, _single_section, _concurrent_section, _train_section, _fidelity_section,
-    _quality_section, _gpu_section, _capacity_section, _personas_section,
+    _quality_section, _grounding_section, _gpu_section, _capacity_section, _personas_section,
 )
 
 

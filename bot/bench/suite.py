@@ -10,7 +10,18 @@ from pathlib import Path
 
 import torch
 
-from bot.bench import capacity, classic, concurrent, fidelity, generation, gpu, personas, quality, training
+from bot.bench import (
+    capacity,
+    classic,
+    concurrent,
+    fidelity,
+    generation,
+    gpu,
+    grounding,
+    personas,
+    quality,
+    training,
+)
 from bot.bench.machine import machine as describe_machine
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
@@ -22,7 +33,7 @@ from model.network import CharLSTM, ModelConfig
 from model.precision import auto_precision
 from model.step_threads import OTHERS_EVERY
 
-SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "gpu", "capacity", "personas")
+SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "grounding", "gpu", "capacity", "personas")
 # A plain run leaves capacity and personas out: capacity starts a real bot process on the shipped checkpoint
 # and puts minutes of load on it (``--only capacity``); personas measures a trained persona's checkpoint
 # (``--only personas --persona-checkpoint ...``). The others time the engine in this process.
@@ -41,6 +52,7 @@ TARGETS = {
     "quality_invented_vs_fp32_pp": 0.1,  # the default (auto) precision's invented-word rate over fp32's, at most
     "quality_faq_topic_rate": 0.8,
     "quality_alone_p95_s": 0.5,
+    "grounding_hit_at_1": 0.9,  # the paraphrase set's questions whose quoted passage answers them (issue 24)
     "capacity_finished_p95_s": 2.0,  # an open-loop rate is sustained while the finished p95 stays within this
     "capacity_unfinished_rate": 0.01,  # ... and at most this share of requests goes unanswered
     "persona_clean_rate": 0.95,
@@ -159,7 +171,7 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
         results["notes"].append(
             f"engines use their default threads: a lone reply steps with {cpu_threads('boost')} while that is "
             f"measured faster and no other engine steps; the classic and reference sides use {cfg.threads}")
-    models = load_models(cfg) if set(cfg.sections) - {"quality", "capacity", "personas"} else []  # they load their own
+    models = load_models(cfg) if set(cfg.sections) - {"quality", "capacity", "personas", "grounding"} else []
     say(f"bench: {len(models)} model(s): " + ", ".join(f"{m.name} ({m.size})" for m in models)
         + f"; {cfg.threads} thread(s)")
     started = time.perf_counter()
@@ -176,6 +188,7 @@ def _run_sections(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
                                   **({"seeds": tuple(range(1, cfg.quality_seeds + 1))} if cfg.quality_seeds else {})),
             say),
         "gpu": lambda: _gpu(models, cfg, script, say),
+        "grounding": lambda: grounding.measure(say),
         "capacity": lambda: _capacity(cfg, say),
         "personas": lambda: _personas(cfg, say),
     }
