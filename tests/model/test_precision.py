@@ -43,8 +43,15 @@ class FakeMeasure:
 
 
 @pytest.fixture
-def three(monkeypatch):
-    """A machine where fp32, bf16 and int8 all run natively."""
+def no_fused(monkeypatch):
+    """A machine where the fused step's kernel cannot be built."""
+    monkeypatch.setattr(precision, "fused_candidates", lambda model, device: [])
+    monkeypatch.setattr(precision, "_fused_note", lambda device: "")
+
+
+@pytest.fixture
+def three(monkeypatch, no_fused):
+    """A machine where fp32, bf16 and int8 all run natively (and no fused step)."""
     monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32", "bf16", "int8"])
 
 
@@ -101,7 +108,7 @@ def test_auto_picks_from_measurements_and_records_them(trained, three, monkeypat
     assert entry["key"]["cpu"]["model"] and entry["key"]["torch"] == torch.__version__
 
 
-def test_a_machine_with_only_fp32_measures_nothing(trained, monkeypatch, tmp_path):
+def test_a_machine_with_only_fp32_measures_nothing(trained, monkeypatch, tmp_path, no_fused):
     monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32"])
     fake = FakeMeasure({})
     monkeypatch.setattr(precision, "measure", fake)
