@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from model import engine as engine_mod
 from model.charset import encode
 from model.checkpoint import Checkpoint
-from model.device import bf16_matmul_supported, generation_precisions
+from model.device import bf16_matmul_supported
 from model.engine import Engine, EngineBusy, EngineClosed
 from model.fast_sample import BatchSampler, batched_draw_matches
 from model.fast_step import FastStep
