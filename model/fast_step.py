@@ -292,6 +292,15 @@ class FastStep:
         self.use_graphs = cuda_graphs and dev.type == "cuda"
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
+    def weight_bytes(self) -> int:
+        """The bytes of weights one step reads: the gate matrices and the output layer (what bounds a
+        lone row's step from below, see ``charbot bench``); a row of the input table is left out."""
+        if self.fused is not None:
+            return self.fused.bytes
+        head = self.head.weight_t if self.head.on_cpu else self.head.linear.weight
+        mats = [lin.qweight if isinstance(lin, _Int8Linear) else lin.weight for lin in self.linears]
+        return sum(t.numel() * t.element_size() for t in [*mats, head])
+
     # ---- rows -------------------------------------------------------------------------
 
     def set_row(self, row: int, state: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor) -> None:
