@@ -24,7 +24,7 @@ The layouts are made by :func:`model.fused_step.pack_gates` and its neighbours.
 
 from __future__ import annotations
 
-ABI = 2  # bump with any change to the Args table or the packed layouts
+ABI = 3  # bump with any change to the Args table or the packed layouts
 
 SOURCE = r"""
 // charbot fused LSTM step; see model/fused_source.py. CHARBOT_ABI comes from the compile line.
@@ -37,13 +37,6 @@ SOURCE = r"""
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
-
-#ifndef KSPAN_FP32
-#define KSPAN_FP32 64
-#endif
-#ifndef KSPAN_BF16
-#define KSPAN_BF16 128
-#endif
 
 static inline v8f splat(float s) { return (v8f){s, s, s, s, s, s, s, s}; }
 static inline v8f fma8(v8f a, v8f b, v8f c) {  // a * b + c, rounded once
@@ -123,23 +116,20 @@ struct Rows {          // where row r's vectors are: base + r * stride (floats)
   float* h; long hs;            // where the new hidden state goes
 };
 
-// R rows by NB blocks of 8 hidden units, starting at block b0, over inputs k0..k1-1 of K. The
-// sums start from the gates' initial values (k0 == 0) or from ``part``, where the previous range
-// left them (exactly: they are stored as the float32 they are); after the last range (k1 == K)
-// the cell update runs, else they go back to ``part``. Each sum's order is the same either way.
+// R rows by NB blocks of 8 hidden units, starting at block b0, over K inputs: the gates' sums in
+// registers, then the cell update.
 template <bool BF16, int R, int NB>
-static inline void gate_tile(const void* w, long K, long k0, long k1, int b0, int r0, const Rows& rows, float* part) {
+static inline void gate_tile(const void* w, long K, int b0, int r0, const Rows& rows) {
   v8f acc[R][NB][4];
   const float* x[R];
   for (int r = 0; r < R; r++) {
     const long row = r0 + r;
-    const float* init = k0 ? part + row * NB * 32
-                           : (rows.codes ? rows.init + rows.codes[row] * rows.is : rows.init) + b0 * 32;
+    const float* init = (rows.codes ? rows.init + rows.codes[row] * rows.is : rows.init) + b0 * 32;
     x[r] = rows.x + row * rows.xs;
     for (int j = 0; j < NB; j++)
       for (int g = 0; g < 4; g++) acc[r][j][g] = loadf(init + j * 32 + g * 8);
   }
-  for (long k = k0; k < k1; k++) {
+  for (long k = 0; k < K; k++) {
     v8f xs[R];
     for (int r = 0; r < R; r++) xs[r] = splat(x[r][k]);
     for (int j = 0; j < NB; j++) {
@@ -152,10 +142,6 @@ static inline void gate_tile(const void* w, long K, long k0, long k1, int b0, in
   for (int r = 0; r < R; r++) {
     const long row = r0 + r;
     for (int j = 0; j < NB; j++) {
-      if (k1 < K) {
-        for (int g = 0; g < 4; g++) storef(part + row * NB * 32 + j * 32 + g * 8, acc[r][j][g]);
-        continue;
-      }
       const long u = (b0 + j) * 8;
       float* c = rows.c + row * rows.cs + u;
       v8f i = vsigmoid(acc[r][j][0]), f = vsigmoid(acc[r][j][1]), o = vsigmoid(acc[r][j][2]);
@@ -167,25 +153,23 @@ static inline void gate_tile(const void* w, long K, long k0, long k1, int b0, in
   }
 }
 
+// Tile shapes, measured on an AVX2 EPYC (model/README.md, "Speed"): a lone row takes four blocks
+// at a time (sixteen independent sums in flight while the weights stream in once); several rows
+// go two at a time, block by block, so a weight vector loaded once serves both rows and the
+// block's weights stay in cache while every row uses them.
 template <bool BF16>
-static void gate_layer(const void* w, long K, int blocks, int n, const Rows& rows, float* part) {
-  if (n == 1) {  // a lone row: two blocks at a time, for eight independent sums in flight
+static void gate_layer(const void* w, long K, int blocks, int n, const Rows& rows) {
+  if (n == 1) {
     int b = 0;
-    for (; b + 2 <= blocks; b += 2) gate_tile<BF16, 1, 2>(w, K, 0, K, b, 0, rows, part);
-    for (; b < blocks; b++) gate_tile<BF16, 1, 1>(w, K, 0, K, b, 0, rows, part);
+    for (; b + 4 <= blocks; b += 4) gate_tile<BF16, 1, 4>(w, K, b, 0, rows);
+    for (; b < blocks; b++) gate_tile<BF16, 1, 1>(w, K, b, 0, rows);
     return;
   }
-  // Several rows: a block's weights are read from L1 by every row in turn, a range of inputs at
-  // a time (its weights and the rows' inputs fit there together), two rows per tile so that a
-  // weight vector loaded once serves both.
-  const long span = BF16 ? KSPAN_BF16 : KSPAN_FP32;
-  for (int b = 0; b < blocks; b++)
-    for (long k0 = 0; k0 < K; k0 += span) {
-      const long k1 = k0 + span < K ? k0 + span : K;
-      int r = 0;
-      for (; r + 2 <= n; r += 2) gate_tile<BF16, 2, 1>(w, K, k0, k1, b, r, rows, part);
-      for (; r < n; r++) gate_tile<BF16, 1, 1>(w, K, k0, k1, b, r, rows, part);
-    }
+  for (int b = 0; b < blocks; b++) {
+    int r = 0;
+    for (; r + 2 <= n; r += 2) gate_tile<BF16, 2, 1>(w, K, b, r, rows);
+    for (; r < n; r++) gate_tile<BF16, 1, 1>(w, K, b, r, rows);
+  }
 }
 
 // The output layer: NB blocks of 8 logits for R rows; weights (blocks, K, 8), bias padded to 8.
@@ -240,7 +224,6 @@ struct Args {  // every field 64 bits; model/fused_step.py fills it (FusedKernel
   float* hs;            // (max_batch, L*H): [h_0 | h_1 | ...] per row
   float* cs;            // (L, max_batch, H)
   float* scratch;       // (max_batch, H): a layer's new hidden states until its every block is done
-  float* part;          // (max_batch, 32): a block's partial sums between ranges of inputs
   const float* head_w;  // (ceil(V/8), H, 8)
   const float* head_b;  // (ceil(V/8) * 8)
   float* logits;        // (max_batch, V)
@@ -267,8 +250,8 @@ int64_t charbot_fused_step(const Args* a, int64_t n) {
     rows.h = a->scratch;
     rows.hs = H;
     const long K = l == 0 ? H : 2 * H;
-    if (a->bf16) gate_layer<true>(a->w[l], K, (int)(H / 8), (int)n, rows, a->part);
-    else gate_layer<false>(a->w[l], K, (int)(H / 8), (int)n, rows, a->part);
+    if (a->bf16) gate_layer<true>(a->w[l], K, (int)(H / 8), (int)n, rows);
+    else gate_layer<false>(a->w[l], K, (int)(H / 8), (int)n, rows);
     for (long r = 0; r < n; r++) memcpy(a->hs + r * row + l * H, a->scratch + r * H, 4 * H);
   }
   head_layer(a->head_w, a->head_b, H, (int)a->vocab, (int)n, a->hs + (L - 1) * H, row, a->logits, a->vocab);

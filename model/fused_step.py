@@ -63,7 +63,7 @@ class _Args(ctypes.Structure):
 
     _fields_ = [(name, ctypes.c_int64) for name in ("layers", "hidden", "vocab", "in_vocab", "max_batch", "bf16")] + [
         (name, ctypes.c_void_p)
-        for name in ("codes", "table", "hs", "cs", "scratch", "part", "head_w", "head_b", "logits")
+        for name in ("codes", "table", "hs", "cs", "scratch", "head_w", "head_b", "logits")
     ] + [("w", ctypes.c_void_p * MAX_LAYERS), ("bias", ctypes.c_void_p * MAX_LAYERS)]
 
 
@@ -154,7 +154,6 @@ class FusedKernel:
         self.biases = [pack_init(b, hidden) for b in bias[1:]]
         self.head_w, self.head_b = pack_head(head_w, head_b)
         self.scratch = torch.zeros(max_batch, hidden)
-        self.part = torch.zeros(max_batch, 4 * BLOCK)
         self.bytes = sum(w.numel() * w.element_size() for w in self.weights) + self.head_w.numel() * 4
         for t in (hs, cs, logits, codes):
             if not t.is_contiguous() or t.device.type != "cpu":
@@ -162,7 +161,7 @@ class FusedKernel:
         self._keep = (hs, cs, logits, codes)
         args = _Args(layers, hidden, logits.shape[1], self.table.shape[0], max_batch, int(precision == "bf16"),
                      codes.data_ptr(), self.table.data_ptr(), hs.data_ptr(), cs.data_ptr(), self.scratch.data_ptr(),
-                     self.part.data_ptr(), self.head_w.data_ptr(), self.head_b.data_ptr(), logits.data_ptr())
+                     self.head_w.data_ptr(), self.head_b.data_ptr(), logits.data_ptr())
         for i, w in enumerate(self.weights):
             args.w[i] = w.data_ptr()
         for i, b in enumerate(self.biases, start=1):

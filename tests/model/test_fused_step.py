@@ -74,6 +74,17 @@ def test_a_row_gets_the_same_bits_in_any_batch_and_with_any_thread_count(trained
 
 
 @needs_kernel
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_every_tile_shape_gives_a_row_the_same_bits(prec):
+    """Five blocks of 8 hidden units: a lone row takes four at a time and then one; rows go in pairs and one."""
+    torch.manual_seed(3)
+    model = CharLSTM(ModelConfig(embed_size=8, hidden_size=40, n_layers=2, dropout=0.0)).eval()
+    alone = teacher_forced(FastStep(model, 8, precision=prec, step="fused"), _texts()[:1])[:, 0]
+    for n in (2, 3, 5):
+        assert torch.equal(teacher_forced(FastStep(model, 8, precision=prec, step="fused"), _texts()[:n])[:, 0], alone)
+
+
+@needs_kernel
 def test_fused_and_eager_steps_agree_and_give_the_same_replies(trained):
     """Not the same bits (the sums run in another order), but the same distributions to float
     rounding and, barring near-ties, the same text for the same seed."""
