@@ -54,6 +54,11 @@ FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-st
 NATIVE = ["-march=native"]  # tried first; a compiler that refuses it builds for the generic CPU
 
 
+def kernel_id() -> str:
+    """Which kernel this is (its source and table layout): a measurement of another is not reused."""
+    return f"{ABI}-{hashlib.sha256(SOURCE.encode()).hexdigest()[:12]}"
+
+
 class FusedUnavailable(RuntimeError):
     """Why the fused step cannot run here (said once in the log; the eager step runs instead)."""
 

@@ -419,10 +419,13 @@ def device_identity(device: torch.device) -> dict:
 
 def cache_key(model: CharLSTM, device: torch.device, threads: int | None, precisions: list[str],
               max_batch: int, bounds: Bounds = Bounds()) -> dict:
-    """Everything a decision depends on; a change to any of it measures again."""
+    """Everything a decision depends on (the fused kernel's version too, where it is a candidate); a
+    change to any of it measures again."""
+    fused = any(parse(p)[1] == "fused" for p in precisions)
     return {"format": CACHE_FORMAT, "checkpoint": tensors_digest(model.state_dict()), **device_identity(device),
             "device": device.type, "torch": torch.__version__, "threads": threads, "max_batch": max_batch,
-            "precisions": list(precisions), "bounds": asdict(bounds)}
+            "precisions": list(precisions), "bounds": asdict(bounds),
+            "kernel": fused_step.kernel_id() if fused else None}
 
 
 def key_id(key: dict) -> str:

@@ -292,3 +292,15 @@ def test_an_engine_serves_the_path_auto_chose(trained, with_fused, monkeypatch):
     with Engine(Checkpoint(trained, trained.config), precision="auto") as eng:
         assert eng.precision == "fp32" and eng.precision_decision.step == "fused"
         assert eng.step_path in ("fused", "eager")  # eager only where the kernel did not build after all
+
+
+def test_another_version_of_the_fused_kernel_is_measured_again(trained, with_fused, monkeypatch, tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "fp32 fused": 0.4, "bf16 fused": 0.3})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "precision.json"
+    monkeypatch.setattr(precision.fused_step, "kernel_id", lambda: "3-aaaa")
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    monkeypatch.setattr(precision.fused_step, "kernel_id", lambda: "3-bbbb")
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    assert len(fake.calls) == 2
