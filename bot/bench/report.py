@@ -105,17 +105,21 @@ def _step_section(results: dict) -> list[str]:
              "One step alone (`FastStep.step`), the paths interleaved, medians. Floor: the time to read the step's "
              "weight bytes once, warm, on one core of this machine (the faster of a `torch.sum` over a float32 "
              "buffer of those bytes and the fused kernel's plain read loop); a lone row's step can do no better. "
-             "Per character: a step and a draw at 1 row, as the engine does them. The path auto picked is marked *.",
+             "Per character: a step and a draw at 1 row, as the engine does them. In brackets, the same by the "
+             "thread's CPU time, which other processes' load inflates far less. The path auto picked is marked *.",
              "", "| model | path | weights | step 1 row | step 32 rows | floor (how) | 1 row / floor | per character "
              "| calls per character |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for p in r["step"]["paths"]:
             fl, b = p["floor"], p["breakdown"]
             star = "*" if auto.get(r["model"]) == p["path"] else ""
+            cpu = p.get("step_cpu_us", {})
             lines.append(
                 f"| {r['model']} | {p['path']}{star} | {p['weight_bytes'] / 1e6:.2f} MB | "
-                f"{_f(p['step_us'].get('1'), 0, ' us')} | {_f(p['step_us'].get('32'), 0, ' us')} | "
-                f"{_f(fl['us'], 0, ' us')} ({fl['how']}) | {_f(p['floor_ratio'], 2, 'x')} | "
+                f"{_f(p['step_us'].get('1'), 0, ' us')} ({_f(cpu.get('1'), 0)}) | "
+                f"{_f(p['step_us'].get('32'), 0, ' us')} ({_f(cpu.get('32'), 0)}) | "
+                f"{_f(fl['us'], 0, ' us')} ({fl['how']}; {_f(fl.get('cpu_us'), 0)}) | "
+                f"{_f(p['floor_ratio'], 2, 'x')} ({_f(p.get('floor_ratio_cpu'), 2, 'x')}) | "
                 f"{_f(b['us_per_char'], 0, ' us')} | {_f(b['calls_per_char'], 0)} |")
         for name, error in r["step"].get("errors", {}).items():
             lines.append(f"| {r['model']} | {name} | - | - | - | - | - | - | {error} |")

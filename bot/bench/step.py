@@ -4,7 +4,9 @@ For each step path the engine has here (:func:`model.precision.candidates`: the 
 each native precision, the fused step where its kernel builds), on one model:
 
 - **step time** at 1 row and at 32 rows, the paths interleaved round by round (so background
-  load hits them alike), medians;
+  load hits them alike), medians: wall time, and beside it the thread's CPU time, which a
+  machine busy with other processes inflates far less (it leaves out the time the thread
+  waited for a core, not the time it waited for memory others were using);
 - **the weight-traffic floor**: the time to read the step's weight bytes once, warm, on this
   machine and thread: a ``torch.sum`` over a float32 buffer of the same bytes, and the fused
   kernel's own read loop where it is built (four independent vector sums, nothing else); the
@@ -35,12 +37,12 @@ STEP_LABEL = "FastStep.step"  # the profiler's name for the whole step; its own 
 DRAW_LABEL = "draw"
 
 
-def _time_steps(fast: FastStep, rows: int, steps: int) -> float:
-    """Microseconds per step of ``rows`` rows, over ``steps`` steps."""
-    t0 = time.perf_counter()
+def _time_steps(fast: FastStep, rows: int, steps: int) -> tuple[float, float]:
+    """Microseconds per step of ``rows`` rows over ``steps`` steps: wall time, and the thread's CPU time."""
+    t0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(steps):
         fast.step(rows)
-    return 1e6 * (time.perf_counter() - t0) / steps
+    return 1e6 * (time.perf_counter() - t0) / steps, 1e6 * (time.thread_time() - c0) / steps
 
 
 def _fill(fast: FastStep, rows: int) -> None:
@@ -58,17 +60,20 @@ def read_floor_us(nbytes: int, rounds: int = 15) -> dict:
     if kernel is not None:
         readers["kernel read"] = lambda: kernel.read(buf)
     times: dict[str, list[float]] = {name: [] for name in readers}
+    cpu: dict[str, list[float]] = {name: [] for name in readers}
     for _ in range(3):
         for read in readers.values():
             read()
     for _ in range(rounds):
         for name, read in readers.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             read()
             times[name].append(1e6 * (time.perf_counter() - t0))
+            cpu[name].append(1e6 * (time.thread_time() - c0))
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     best = min(medians, key=medians.get)
-    return {"bytes": nbytes, "us": medians[best], "how": best, "medians_us": medians}
+    return {"bytes": nbytes, "us": medians[best], "how": best, "medians_us": medians,
+            "cpu_us": min(statistics.median(ts) for ts in cpu.values())}
 
 
 @torch.no_grad()
@@ -125,7 +130,7 @@ def profile_steps(ck: Checkpoint, labels: list[str], rows: tuple[int, ...] = (1,
             errors[name] = "the fused step is not available here"
             continue
         paths[name] = fast
-    times: dict[str, dict[int, list[float]]] = {name: {n: [] for n in rows} for name in paths}
+    times: dict[str, dict[int, list[tuple[float, float]]]] = {name: {n: [] for n in rows} for name in paths}
     for fast in paths.values():
         _fill(fast, max(rows))
         for n in rows:
@@ -137,9 +142,11 @@ def profile_steps(ck: Checkpoint, labels: list[str], rows: tuple[int, ...] = (1,
     out = []
     for name, fast in paths.items():
         floor = read_floor_us(fast.weight_bytes())
-        step_us = {str(n): statistics.median(times[name][n]) for n in rows}
-        lone = step_us.get("1")
-        out.append({"path": name, "weight_bytes": floor["bytes"], "step_us": step_us, "floor": floor,
-                    "floor_ratio": None if lone is None else lone / floor["us"],
+        step_us = {str(n): statistics.median(w for w, _ in times[name][n]) for n in rows}
+        step_cpu_us = {str(n): statistics.median(c for _, c in times[name][n]) for n in rows}
+        lone, lone_cpu = step_us.get("1"), step_cpu_us.get("1")
+        out.append({"path": name, "weight_bytes": floor["bytes"], "step_us": step_us, "step_cpu_us": step_cpu_us,
+                    "floor": floor, "floor_ratio": None if lone is None else lone / floor["us"],
+                    "floor_ratio_cpu": None if lone_cpu is None else lone_cpu / max(floor["cpu_us"], 1e-9),
                     "breakdown": breakdown(fast, chars)})
     return {"paths": out, "errors": errors, "rounds": rounds, "threads": torch.get_num_threads()}
