@@ -19,6 +19,10 @@ next-character distribution by a small KL divergence (measured by ``charbot benc
 hidden states as uint8 (see :class:`_Int8Linear`): half bf16's bytes per step. ``"auto"`` here
 is the static rule of :func:`model.device.resolve_precision`; the engine measures instead.
 On CUDA the step is captured once per batch size as a CUDA graph and replayed.
+
+``step="fused"`` (CPU, fp32 or bf16) runs the whole step as one call into a compiled kernel
+instead (:mod:`model.fused_step`), on the same buffers, so rows are set, moved and read the
+same way; where the kernel cannot be built, the step stays eager (:attr:`FastStep.path`).
 """
 
 from __future__ import annotations

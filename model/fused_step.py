@@ -273,8 +273,8 @@ def load_kernel() -> Kernel | None:
         path, seconds = build()
         kernel = Kernel(path, seconds)
         self_check(kernel)
-    except (FusedUnavailable, OSError, AttributeError, ValueError) as exc:
-        _why_not[:] = [str(exc)]
+    except Exception as exc:  # whatever went wrong, the eager step serves: the kernel is only faster
+        _why_not[:] = [str(exc) if isinstance(exc, FusedUnavailable) else f"{type(exc).__name__}: {exc}"]
         log.warning("fused step: not available here (%s); every step runs eagerly", exc)
         return None
     if seconds:
@@ -324,7 +324,7 @@ def self_check(kernel: Kernel, layers: int = 2, hidden: int = 16, vocab: int = 1
     mats = [torch.randn(4 * hidden, hidden if k == 0 else 2 * hidden, generator=gen) / 4 for k in range(layers)]
     bias = [torch.zeros(0)] + [torch.randn(4 * hidden, generator=gen) for _ in range(1, layers)]
     head_w, head_b = torch.randn(vocab - 1, hidden, generator=gen), torch.randn(vocab - 1, generator=gen)
-    codes = torch.tensor([3, 0, vocab - 1, 5, 7, 1][:rows] * 2)[:rows]
+    codes = torch.tensor([3, 0, vocab - 1, 5, 7, 1][:rows])
     for precision in PRECISIONS:
         weights = [m.to(torch.bfloat16).float() for m in mats] if precision == "bf16" else mats
         hs, cs = torch.zeros(rows, layers * hidden), torch.zeros(layers, rows, hidden)
