@@ -36,6 +36,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -262,11 +263,17 @@ def build(folder: Path | None = None) -> tuple[Path, float]:
 
 
 _why_not: list[str] = []  # why load_kernel found no kernel, once it has looked
+_loading = threading.Lock()  # engines may load side by side: one build, one log line
+
+
+def load_kernel() -> Kernel | None:
+    """The fused step's kernel, built and checked once per process; None (said once, in the log) where it cannot run."""
+    with _loading:
+        return _load_kernel()
 
 
 @functools.cache
-def load_kernel() -> Kernel | None:
-    """The fused step's kernel, built and checked once per process; None (said once, in the log) where it cannot run."""
+def _load_kernel() -> Kernel | None:
     try:
         if os.environ.get("CHARBOT_FUSED", "1").strip().lower() in ("0", "off", "no", "false"):
             raise FusedUnavailable("turned off by CHARBOT_FUSED")
@@ -289,8 +296,9 @@ def unavailable_reason() -> str | None:
 
 def reset() -> None:
     """Forget the loaded kernel, so the next :func:`load_kernel` looks again (for tests)."""
-    load_kernel.cache_clear()
-    _why_not.clear()
+    with _loading:
+        _load_kernel.cache_clear()
+        _why_not.clear()
 
 
 # ---- the check --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 
 import pytest
 import torch
@@ -204,6 +205,18 @@ def test_without_a_kernel_every_step_runs_eagerly_after_one_line_saying_why(trai
     assert precision.fused_candidates(trained, torch.device("cpu")) == []
     lines = _fallback_lines(caplog)
     assert len(lines) == 1 and why in lines[0].getMessage() and "eagerly" in lines[0].getMessage()
+
+
+def test_engines_loading_side_by_side_look_once(monkeypatch, caplog, fresh_kernel):
+    looks = []
+    monkeypatch.setattr(fused_step, "find_compiler", lambda: looks.append(1))
+    caplog.set_level(logging.INFO)
+    threads = [threading.Thread(target=fused_step.load_kernel) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(looks) == 1 and len(_fallback_lines(caplog)) == 1
 
 
 def test_charbot_fused_0_turns_it_off(trained, monkeypatch, caplog, fresh_kernel):
