@@ -121,8 +121,8 @@ class Engine:
     ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`model.fast_step`); "int8" (CPU) quantizes the gate weights; "auto" is the
-    fastest of those that stay within the fidelity bounds, measured at load (under a second,
-    then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
+    fastest of those that stay within the fidelity bounds, measured at load (a few seconds at
+    most, then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
     :attr:`precision_decision`. ``step`` is the step path: "fused" (one compiled call per
     character, :mod:`model.fused_step`; the eager step where its kernel cannot be built) or
     "eager" (PyTorch calls); None, the default, lets "auto" measure both with the precisions

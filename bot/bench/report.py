@@ -74,7 +74,7 @@ def _single_section(results: dict) -> list[str]:
              f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s). "
              "The precision auto picked for each model is marked *.", "",
              "First character: time to the first character of an 85-character prompt primed inside the batch "
-             "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
+             "by the eager step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
              "| model | size | " + " | ".join(f"engine {p} chars/s (ms/char)" for p in precisions)
              + " | first char (fp32) | nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | "
              + " | ".join(f"{p} / classic" for p in precisions) + " |",
