@@ -169,11 +169,13 @@ class Engine:
             self.precision_decision = auto_precision(model, self.device, threads=self.threads, max_batch=max_batch,
                                                      cache=precision_cache, steps=None if step is None else (step,))
             precision, step = self.precision_decision.precision, self.precision_decision.step
-        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" else 0
-        self._threads = StepThreads(self.threads, boost)
         self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs, step=step or "eager")
         self.precision = self._fast.precision
         self.step_path = self._fast.path
+        # The fused kernel runs on the calling thread alone: more threads cannot speed its steps up.
+        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" \
+            and self.step_path != "fused" else 0
+        self._threads = StepThreads(self.threads, boost)
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._logit_rows = [self._fast.logits[:n] for n in range(max_batch + 1)]  # sliced once, not per step
         self._lock = threading.Condition()

@@ -3,8 +3,8 @@
 A Python string rather than a ``.cpp`` file beside it, so an installed copy of the package
 always has it (the project lists no package data). It includes only C headers: without
 PyTorch's headers it compiles in about two seconds, where a ``load_inline`` extension took
-85 s for a one-line function on the same CPU (model/README.md, "Speed"), and it is called through :mod:`ctypes` with one pointer to a table of
-addresses, so no Python binding is needed either.
+85 s for a one-line function on the same CPU (model/README.md, "Speed"). It is called through
+:mod:`ctypes` with one pointer to a table of addresses, so no Python binding is needed either.
 
 What it computes, for rows ``0..n-1``, in one call: both (all) layers' gates, the cell
 update and the output layer, in float32 or with the gate weights in bfloat16 (widened to

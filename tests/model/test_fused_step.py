@@ -104,6 +104,13 @@ def test_fused_and_eager_steps_agree_and_give_the_same_replies(trained):
 
 
 @needs_kernel
+def test_a_fused_engine_never_boosts_its_threads(trained):
+    """The kernel runs on the calling thread alone, so a lone reply gains nothing from more threads."""
+    with Engine(Checkpoint(trained, trained.config), precision="fp32", step="fused") as eng:
+        assert eng.step_path == "fused" and not eng._threads.enabled
+
+
+@needs_kernel
 def test_fused_engine_gives_the_same_text_alone_and_in_a_crowd(trained):
     settings = [SampleSettings(seed=s, max_chars=120, temperature=0.8) for s in range(6)]
     with Engine(Checkpoint(trained, trained.config), precision="bf16", step="fused", max_batch=8) as eng:
