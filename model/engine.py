@@ -121,9 +121,13 @@ class Engine:
     ``precision`` "fp32" matches the reference forward (and so :func:`sample.generate`);
     "bf16" is faster on CPUs with bfloat16 instructions at a small, measured cost in
     fidelity (see :mod:`model.fast_step`); "int8" (CPU) quantizes the gate weights; "auto" is the
-    fastest of those that stay within the fidelity bounds, measured at load (under a second,
-    then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
-    :attr:`precision_decision`. ``threads`` sets the worker's torch intra-op threads
+    fastest of those that stay within the fidelity bounds, measured at load (a few seconds at
+    most, then cached in ``precision_cache`` when given: see :mod:`model.precision`); the decision is
+    :attr:`precision_decision`. ``step`` is the step path: "fused" (one compiled call per
+    character, :mod:`model.fused_step`; the eager step where its kernel cannot be built) or
+    "eager" (PyTorch calls); None, the default, lets "auto" measure both with the precisions
+    and keeps the eager step for an explicit precision. :attr:`step_path` is the one taken.
+    ``threads`` sets the worker's torch intra-op threads
     (default: :func:`model.device.cpu_threads` for generation, and with ``boost_threads``
     every core for a lone reply when that is measured to pay, see :mod:`model.step_threads`;
     an explicit ``threads`` is always kept). ``cuda_graphs`` False steps
@@ -141,6 +145,7 @@ class Engine:
         cuda_graphs: bool = True,
         precision_cache: str | os.PathLike | None = None,
         boost_threads: bool = True,
+        step: str | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -162,12 +167,15 @@ class Engine:
         self.precision_decision: Decision | None = None  # how "auto" was resolved
         if precision == "auto":
             self.precision_decision = auto_precision(model, self.device, threads=self.threads, max_batch=max_batch,
-                                                     cache=precision_cache)
-            precision = self.precision_decision.precision
-        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" else 0
-        self._threads = StepThreads(self.threads, boost)
-        self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs)
+                                                     cache=precision_cache, steps=None if step is None else (step,))
+            precision, step = self.precision_decision.precision, self.precision_decision.step
+        self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs, step=step or "eager")
         self.precision = self._fast.precision
+        self.step_path = self._fast.path
+        # The fused kernel runs on the calling thread alone: more threads cannot speed its steps up.
+        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" \
+            and self.step_path != "fused" else 0
+        self._threads = StepThreads(self.threads, boost)
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._logit_rows = [self._fast.logits[:n] for n in range(max_batch + 1)]  # sliced once, not per step
         self._lock = threading.Condition()

@@ -19,6 +19,10 @@ next-character distribution by a small KL divergence (measured by ``charbot benc
 hidden states as uint8 (see :class:`_Int8Linear`): half bf16's bytes per step. ``"auto"`` here
 is the static rule of :func:`model.device.resolve_precision`; the engine measures instead.
 On CUDA the step is captured once per batch size as a CUDA graph and replayed.
+
+``step="fused"`` (CPU, fp32 or bf16) runs the whole step as one call into a compiled kernel
+instead (:mod:`model.fused_step`), on the same buffers, so rows are set, moved and read the
+same way; where the kernel cannot be built, the step stays eager (:attr:`FastStep.path`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from dataclasses import dataclass
 
 import torch
 
+from model import fused_step
 from model.device import bf16_matmul_supported, resolve_precision
 from model.network import CharLSTM
 
 log = logging.getLogger(__name__)
+
+STEPS = ("eager", "fused")  # how a step runs: PyTorch calls, or the compiled kernel (model/fused_step.py)
 
 
 def _reorder_gates(w: torch.Tensor) -> torch.Tensor:
@@ -224,7 +231,10 @@ class FastStep:
         device: torch.device | str | None = None,
         precision: str = "fp32",
         cuda_graphs: bool = True,
+        step: str = "eager",
     ) -> None:
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {', '.join(STEPS)}, got {step!r}")
         cfg = model.config
         self.n_layers, self.hidden, self.vocab = cfg.n_layers, cfg.hidden_size, cfg.vocab_size
         self.max_batch = max_batch
@@ -242,8 +252,17 @@ class FastStep:
         for k in range(1, L):
             mats.append(_reorder_gates(torch.cat([sd[f"lstm.weight_ih_l{k}"], sd[f"lstm.weight_hh_l{k}"]], dim=1)))
         self.bias = [torch.zeros(0, device=dev)] + [b(k).to(dev, torch.float32) for k in range(1, L)]
+        self.path = "eager"  # the step path actually taken: "fused" only where the kernel is built and fits
+        kernel = None
+        if step == "fused":
+            why = fused_step.unsupported(L, H, precision, self.device)
+            if why is not None:
+                raise ValueError(why)
+            kernel = fused_step.load_kernel()  # None (said once in the log) where it cannot be built
         self.linears: list[_Linear] | list[_Int8Linear]
-        if precision == "int8":
+        if kernel is not None:
+            self.linears = []  # the kernel keeps its own packed copy of the weights
+        elif precision == "int8":
             self.linears = [_Int8Linear(m, max_batch) for m in mats]
         else:
             dtype = torch.float32 if precision == "fp32" else torch.bfloat16
@@ -255,7 +274,7 @@ class FastStep:
         self.cs = torch.zeros(L, max_batch, H, **f32)
         self.gates = torch.empty(max_batch, 4 * H, **f32)
         # The hidden states again in the matmuls' input precision: bf16, or uint8 for int8.
-        lo_dtype = {"bf16": torch.bfloat16, "int8": torch.uint8}.get(precision)
+        lo_dtype = None if kernel is not None else {"bf16": torch.bfloat16, "int8": torch.uint8}.get(precision)
         self.hs_lo = torch.zeros(max_batch, L * H, device=dev, dtype=lo_dtype) if lo_dtype else None
         self._scratch = torch.zeros(max_batch, L * H, **f32) if precision == "int8" else None
         self._half = torch.full((max_batch, L * H), _Int8Linear.X_ZERO + 0.5, **f32) if precision == "int8" else None
@@ -268,8 +287,23 @@ class FastStep:
         self.codes = self.idx_host.numpy()
         self.logits = torch.zeros(max_batch, V, pin_memory=pin) if dev.type != "cpu" else self._logits_dev
         self._views: dict[int, _Views] = {}
+        self.fused: fused_step.FusedKernel | None = None
+        if kernel is not None:
+            self.fused = fused_step.FusedKernel(
+                kernel, self.table0, mats, self.bias, sd["head.weight"], sd["head.bias"], precision, self.hs,
+                self.cs, self._logits_dev, self.idx_host)
+            self.path = "fused"
         self.use_graphs = cuda_graphs and dev.type == "cuda"
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    def weight_bytes(self) -> int:
+        """The bytes of weights one step reads: the gate matrices and the output layer (what bounds a
+        lone row's step from below, see ``charbot bench``); a row of the input table is left out."""
+        if self.fused is not None:
+            return self.fused.bytes
+        head = self.head.weight_t if self.head.on_cpu else self.head.linear.weight
+        mats = [lin.qweight if isinstance(lin, _Int8Linear) else lin.weight for lin in self.linears]
+        return sum(t.numel() * t.element_size() for t in [*mats, head])
 
     # ---- rows -------------------------------------------------------------------------
 
@@ -354,6 +388,9 @@ class FastStep:
         """Advance rows ``0..n-1`` by the characters in ``codes[:n]``; return their logits (CPU)."""
         if n < 1:
             raise ValueError("step needs at least one row")
+        if self.fused is not None:
+            self.fused.step(n)
+            return self.logits[:n]
         if self.device.type == "cpu":
             self._compute(n)
             return self.logits[:n]

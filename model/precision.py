@@ -22,6 +22,15 @@ neither a lone reply's latency nor a crowd's throughput is bought with the other
 :data:`TIE_MARGIN` of the fastest, the more faithful precision wins (fp32, then bf16, then
 int8): a few percent is inside the noise of a short measurement, fidelity is not.
 
+**Step paths.** Each precision may run on more than one path: the eager step (PyTorch calls,
+:class:`~model.fast_step.FastStep`) and, where its kernel builds, the fused step
+(:mod:`model.fused_step`: one compiled call per character, fp32 or bf16 weights). Each path
+on offer is a candidate of its own, labelled ``"fp32"`` (eager) or ``"fp32 fused"``
+(:func:`label`), measured and chosen exactly like a precision: the fused step's fidelity is
+checked against the same reference (so a kernel that computed the wrong thing would never be
+served), and it is served only where it is measured faster. Equally faithful candidates tie
+to the eager path; bf16 fused ranks above eager bf16, which also rounds the hidden states.
+
 The decision is cached as JSON, keyed by the checkpoint's weights digest, the CPU (or GPU),
 the torch version, the device, the thread count and the precisions on offer, with the
 measurements beside it so an operator can read why. A missing, corrupt or unwritable cache
@@ -46,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from model import device as devices
+from model import fused_step
 from model.checkpoint import atomic_write_bytes, tensors_digest
 from model.cpu import cpu_identity
 from model.fast_step import FastStep
@@ -53,9 +63,44 @@ from model.network import CharLSTM
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when what is measured, or how, changes: older entries are then measured again
+CACHE_FORMAT = 2  # bump when what is measured, or how, changes: older entries are then measured again
 CACHE_ENTRIES = 64  # newest kept; every fine-tuned version adds one
 TIE_MARGIN = 0.05  # a less faithful precision must be this much faster (geometric mean) to be chosen
+# Candidates from the most faithful to the least (ties go to the earlier): see the module docstring.
+FAITHFUL_ORDER = ("fp32", "fp32 fused", "bf16 fused", "bf16", "int8")
+
+
+def label(precision: str, step: str = "eager") -> str:
+    """A candidate's name: the precision, with `` fused`` for the fused step."""
+    return precision if step == "eager" else f"{precision} {step}"
+
+
+def parse(name: str) -> tuple[str, str]:
+    """A candidate's precision and step path, from its :func:`label`."""
+    precision, _, step = name.partition(" ")
+    return precision, step or "eager"
+
+
+def candidates(model: CharLSTM, device: torch.device, steps: tuple[str, ...] | None = None) -> list[str]:
+    """Every (precision, step path) that runs on ``device`` for ``model``, most faithful first.
+
+    The eager step at every precision native there (:func:`model.device.generation_precisions`),
+    and the fused step at each of its precisions where its kernel builds here and fits the
+    model. ``steps`` keeps only those paths (all of them when that would leave none).
+    """
+    found = list(devices.generation_precisions(device)) + fused_candidates(model, device)
+    found.sort(key=lambda c: FAITHFUL_ORDER.index(c) if c in FAITHFUL_ORDER else len(FAITHFUL_ORDER))
+    kept = [c for c in found if steps is None or parse(c)[1] in steps]
+    return kept or found
+
+
+def fused_candidates(model: CharLSTM, device: torch.device) -> list[str]:
+    """The fused step's candidates for ``model`` on ``device``: none where its kernel cannot be built."""
+    cfg = model.config
+    if device.type != "cpu" or fused_step.load_kernel() is None:
+        return []
+    return [label(p, "fused") for p in fused_step.PRECISIONS
+            if fused_step.unsupported(cfg.n_layers, cfg.hidden_size, p, device) is None]
 
 
 @dataclass(frozen=True)
@@ -139,7 +184,10 @@ class Measured:
 
 @dataclass
 class Decision:
-    """The precision ``auto`` resolved to, why, and what it was measured on."""
+    """The precision and step path ``auto`` resolved to, why, and what it was measured on.
+
+    ``measured`` holds one entry per candidate, named by :func:`label` (``"fp32 fused"``).
+    """
 
     precision: str
     reason: str
@@ -148,15 +196,22 @@ class Decision:
     seconds: float = 0.0  # the measurement's own time (not a cache hit's)
     when: str = ""
     cached: bool = False
+    step: str = "eager"  # "eager" or "fused" (model/fused_step.py)
+
+    @property
+    def label(self) -> str:
+        return label(self.precision, self.step)
 
     def to_dict(self) -> dict:
-        return {"precision": self.precision, "reason": self.reason, "measured": [m.to_dict() for m in self.measured],
-                "key": self.key, "seconds": self.seconds, "when": self.when}
+        return {"precision": self.precision, "step": self.step, "reason": self.reason,
+                "measured": [m.to_dict() for m in self.measured], "key": self.key, "seconds": self.seconds,
+                "when": self.when}
 
     @classmethod
     def from_dict(cls, d: dict) -> Decision:
         return cls(d["precision"], d["reason"], [Measured.from_dict(m) for m in d.get("measured", [])],
-                   d.get("key", {}), float(d.get("seconds", 0.0)), d.get("when", ""), cached=True)
+                   d.get("key", {}), float(d.get("seconds", 0.0)), d.get("when", ""), cached=True,
+                   step=d.get("step", "eager"))
 
 
 # ---- fidelity -------------------------------------------------------------------------
@@ -194,7 +249,7 @@ def compare(precision: str, reference: torch.Tensor, fast: torch.Tensor) -> Fide
 
 @torch.no_grad()
 def fidelity(model: CharLSTM, codes: torch.Tensor, precision: str, device: torch.device | str | None = None,
-             reference: torch.Tensor | None = None) -> Fidelity:
+             reference: torch.Tensor | None = None, step: str = "eager") -> Fidelity:
     """How faithful the fused step at ``precision`` is to the fp32 reference on ``codes`` ((T,) or (rows, T)).
 
     The one measure of fidelity: the engine's ``auto`` runs it on the model's own text, the
@@ -204,8 +259,8 @@ def fidelity(model: CharLSTM, codes: torch.Tensor, precision: str, device: torch
     codes = codes.view(1, -1) if codes.dim() == 1 else codes
     if reference is None:
         reference = reference_logprobs(model, codes)
-    fast = FastStep(model, codes.shape[0], device, precision=precision)
-    return compare(fast.precision, reference, teacher_forced(fast, codes.cpu()))
+    fast = FastStep(model, codes.shape[0], device, precision=precision, step=step)
+    return compare(label(fast.precision, fast.path), reference, teacher_forced(fast, codes.cpu()))
 
 
 @torch.no_grad()
@@ -274,7 +329,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 @torch.no_grad()
 def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_batch: int = 64,
             probe: Probe = Probe()) -> list[Measured]:
-    """Fidelity and speed of each of ``precisions`` on ``device`` (see the module docstring).
+    """Fidelity and speed of each of ``precisions`` (candidates, by :func:`label`) on ``device``
+    (see the module docstring).
 
     A precision whose path fails to build or to step is recorded with its error, never raised:
     ``auto`` must come up with something servable wherever a path is missing.
@@ -286,7 +342,10 @@ def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_ba
     steps: dict[str, FastStep] = {}
     for p in precisions:
         try:
-            fast = FastStep(model, max_batch, device, precision=p)
+            precision, step = parse(p)
+            fast = FastStep(model, max_batch, device, precision=precision, step=step)
+            if fast.path != step:
+                raise RuntimeError(f"the {step} step is not available here")
             results[p].fidelity = compare(p, reference, teacher_forced(fast, codes))
             steps[p] = fast
         except Exception as exc:  # a missing or broken path: not chosen, and said why
@@ -339,6 +398,14 @@ def _also(rejected: list[str]) -> str:
     return "; " + "; ".join(rejected) if rejected else ""
 
 
+def _fused_note(device: torch.device) -> str:
+    """Why the fused step was not among the candidates, where it could have been (a CPU without its kernel)."""
+    if device.type != "cpu":
+        return ""
+    why = fused_step.unavailable_reason()
+    return "" if why is None else f"; no fused step ({why})"
+
+
 # ---- the cache ------------------------------------------------------------------------
 
 
@@ -352,10 +419,13 @@ def device_identity(device: torch.device) -> dict:
 
 def cache_key(model: CharLSTM, device: torch.device, threads: int | None, precisions: list[str],
               max_batch: int, bounds: Bounds = Bounds()) -> dict:
-    """Everything a decision depends on; a change to any of it measures again."""
+    """Everything a decision depends on (the fused kernel's version too, where it is a candidate); a
+    change to any of it measures again."""
+    fused = any(parse(p)[1] == "fused" for p in precisions)
     return {"format": CACHE_FORMAT, "checkpoint": tensors_digest(model.state_dict()), **device_identity(device),
             "device": device.type, "torch": torch.__version__, "threads": threads, "max_batch": max_batch,
-            "precisions": list(precisions), "bounds": asdict(bounds)}
+            "precisions": list(precisions), "bounds": asdict(bounds),
+            "kernel": fused_step.kernel_id() if fused else None}
 
 
 def key_id(key: dict) -> str:
@@ -398,28 +468,30 @@ def _cached(entries: dict[str, dict], kid: str, precisions: list[str]) -> Decisi
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         log.warning("precision cache: a damaged entry (%s); measuring again", exc)
         return None
-    return decision if decision.precision in precisions else None
+    return decision if decision.label in precisions else None
 
 
 def auto_precision(model: CharLSTM, device: torch.device, *, threads: int | None = None, max_batch: int = 64,
-                   cache: str | Path | None = None, probe: Probe = Probe(), bounds: Bounds = Bounds()) -> Decision:
+                   cache: str | Path | None = None, probe: Probe = Probe(), bounds: Bounds = Bounds(),
+                   steps: tuple[str, ...] | None = None) -> Decision:
     """Resolve ``auto`` for ``model`` on ``device``: from ``cache`` when it has this key, else measured (and cached).
 
     ``threads`` is what the engine's worker will step with; the measurement runs with it too.
+    ``steps`` limits the step paths measured (see :func:`candidates`).
     """
-    precisions = devices.generation_precisions(device)
+    precisions = candidates(model, device, steps)
     key = cache_key(model, device, threads, precisions, max_batch, bounds)
     kid = key_id(key)
     path = Path(cache).expanduser() if cache is not None else None
     entries = read_cache(path) if path is not None else {}
     hit = _cached(entries, kid, precisions)
     if hit is not None:
-        log.info("precision auto: %s (cached %s): %s", hit.precision, hit.when, hit.reason)
+        log.info("precision auto: %s (cached %s): %s", hit.label, hit.when, hit.reason)
         return hit
     t0 = time.perf_counter()
     if len(precisions) == 1:
         measured = []
-        precision, reason = precisions[0], f"only {precisions[0]} runs natively here"
+        precision, reason = precisions[0], f"only {precisions[0]} runs natively here" + _fused_note(device)
     else:
         try:
             with torch_threads(threads):
@@ -428,8 +500,10 @@ def auto_precision(model: CharLSTM, device: torch.device, *, threads: int | None
             log.exception("precision auto: the measurement failed; serving fp32")
             return Decision("fp32", f"the measurement failed ({_said(exc)}); the reference precision", [], key)
         precision, reason = choose(measured, bounds)
-    decision = Decision(precision, reason, measured, key, time.perf_counter() - t0,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        reason = f"{precision}: {reason}{_fused_note(device)}"
+    chosen, step = parse(precision)
+    decision = Decision(chosen, reason, measured, key, time.perf_counter() - t0,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), step=step)
     log.info("precision auto: %s, measured in %.2f s: %s", precision, decision.seconds, reason)
     if path is not None:
         entries[kid] = decision.to_dict()

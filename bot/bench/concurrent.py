@@ -18,6 +18,7 @@ from bot.core.engines import Models
 from bot.core.replies import ReplyRequest, ReplyService
 from model.checkpoint import Checkpoint
 from model.engine import Engine
+from model.precision import label
 
 TICK_S = 0.005
 REPLY_PATH = "bot.core.replies.ReplyService.reply"  # what the figures measure, recorded in each row
@@ -92,15 +93,21 @@ def concurrent_replies(
     precision: str = "fp32",
     threads: int | None = None,
     min_replies: int = 32,
+    step: str | None = None,
 ) -> list[dict]:
-    """One row per count: aggregate chars/s, reply latency p50/p99, event-loop lag p99."""
+    """One row per count: aggregate chars/s, reply latency p50/p99, event-loop lag p99.
+
+    ``step`` is the engine's step path (see :class:`~model.engine.Engine`); rows name the
+    precision with it (``"fp32 fused"``, :func:`model.precision.label`).
+    """
     rows = []
     with Engine(ck, device=device, max_batch=max(64, max(counts)), max_queue=max(256, max(counts)),
-                precision=precision, threads=threads) as engine:
+                precision=precision, threads=threads, step=step) as engine:
         for n in counts:
             reply = _bot_reply_fn(engine, corpus, chars, n)
             rounds = max(1, min(3, -(-min_replies // n)))
             row = asyncio.run(_measure(reply, n, rounds))
-            row.update({"path": REPLY_PATH, "precision": precision, "device": device, "chars_per_reply": chars})
+            row.update({"path": REPLY_PATH, "precision": label(precision, engine.step_path), "device": device,
+                        "chars_per_reply": chars})
             rows.append(row)
     return rows

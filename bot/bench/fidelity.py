@@ -14,7 +14,7 @@ from corpora.heldout import corpus_heldout
 from model.charset import decode, encode, normalize
 from model.checkpoint import Checkpoint
 from model.engine import Engine
-from model.precision import Bounds, fidelity
+from model.precision import Bounds, fidelity, parse
 from model.sample import SampleSettings, generate
 
 FALLBACK_TEXT = (
@@ -43,7 +43,8 @@ def kl_against_reference(ck: Checkpoint, chars: int = 2000, precision: str = "bf
     (:func:`model.precision.fidelity`), here on the corpus's held-out text.
     """
     text, source = sample_text(ck, chars)
-    got = fidelity(ck.model, encode(text), precision)
+    precision, step = parse(precision)  # a candidate's label: "bf16 fused" is the fused step at bf16
+    got = fidelity(ck.model, encode(text), precision, step=step)
     return {"text": source, **asdict(got), "meets_bounds": got.meets(Bounds())}
 
 

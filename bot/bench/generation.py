@@ -18,9 +18,9 @@ class SingleReply:
     """An engine kept warm for timing one reply at a time (so runs can interleave with the baseline)."""
 
     def __init__(self, ck: Checkpoint, device: str | torch.device = "cpu", precision: str = "fp32",
-                 threads: int | None = None, cuda_graphs: bool = True) -> None:
+                 threads: int | None = None, cuda_graphs: bool = True, step: str | None = None) -> None:
         self.engine = Engine(ck, device=device, max_batch=8, precision=precision, threads=threads,
-                             cuda_graphs=cuda_graphs)
+                             cuda_graphs=cuda_graphs, step=step)
         self.engine.submit(PRIME, SampleSettings(seed=0, max_chars=20)).result()
 
     def chars_per_s(self, chars: int, seed: int) -> float:

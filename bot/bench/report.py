@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.bench.grounding import report_lines as _grounding_section
 from bot.bench.machine import describe_cpu
 from model.checkpoint import atomic_write_bytes
+from model.precision import FAITHFUL_ORDER, label
 
 
 def _f(value: float | None, digits: int = 0, suffix: str = "") -> str:
@@ -55,8 +56,13 @@ def _header(results: dict) -> list[str]:
 
 
 def _auto_picks(results: dict) -> dict[str, str]:
-    """The precision auto picked per model, for the tables that star it."""
-    return {r["model"]: r["precision"] for r in results.get("auto") or []}
+    """The path auto picked per model (``"bf16 fused"``, model.precision.label), for the tables that star it."""
+    return {r["model"]: label(r["precision"], r.get("step", "eager")) for r in results.get("auto") or []}
+
+
+def _paths(rows: list[dict]) -> list[str]:
+    """The engine paths with figures in ``rows`` (keyed by label), most faithful first."""
+    return [p for p in FAITHFUL_ORDER if any(p in r for r in rows)]
 
 
 def _single_section(results: dict) -> list[str]:
@@ -64,12 +70,12 @@ def _single_section(results: dict) -> list[str]:
     if not results.get("single"):
         return []
     t, auto = results["targets"], _auto_picks(results)
-    precisions = [p for p in ("fp32", "bf16", "int8") if any(p in r for r in results["single"])]
+    precisions = _paths(results["single"])
     lines = ["", "## Single reply", "",
              f"Target: at least {t['single_vs_classic']:g}x the classic recipe (chars/s). "
              "The precision auto picked for each model is marked *.", "",
              "First character: time to the first character of an 85-character prompt primed inside the batch "
-             "by the fused step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
+             "by the eager step (fp32); nn.LSTM prime: the same prompt read by one nn.LSTM call.", "",
              "| model | size | " + " | ".join(f"engine {p} chars/s (ms/char)" for p in precisions)
              + " | first char (fp32) | nn.LSTM prime | reference nn.LSTM chars/s | classic chars/s | "
              + " | ".join(f"{p} / classic" for p in precisions) + " |",
@@ -87,6 +93,49 @@ def _single_section(results: dict) -> list[str]:
             v = r.get(p, {}).get("vs_classic")
             cells.append(_f(v, 1, "x") + _mark(None if v is None else v >= t["single_vs_classic"]))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _step_section(results: dict) -> list[str]:
+    """Each path's step at 1 and 32 rows against the weight-traffic floor, and where a lone row's character goes."""
+    rows = [r for r in results.get("single") or [] if r.get("step", {}).get("paths")]
+    if not rows:
+        return []
+    auto = _auto_picks(results)
+    lines = ["", "## Step", "",
+             "One step alone (`FastStep.step`), the paths interleaved, medians. Floor: the time to read the step's "
+             "weight bytes once, warm, on one core of this machine (the faster of a `torch.sum` over a float32 "
+             "buffer of those bytes and the fused kernel's plain read loop); a lone row's step can do no better. "
+             "Per character: a step and a draw at 1 row, as the engine does them. In brackets, the same by the "
+             "thread's CPU time, which other processes' load inflates far less. The path auto picked is marked *.",
+             "", "| model | path | weights | step 1 row | step 32 rows | floor (how) | 1 row / floor | per character "
+             "| calls per character |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for p in r["step"]["paths"]:
+            fl, b = p["floor"], p["breakdown"]
+            star = "*" if auto.get(r["model"]) == p["path"] else ""
+            cpu = p.get("step_cpu_us", {})
+            lines.append(
+                f"| {r['model']} | {p['path']}{star} | {p['weight_bytes'] / 1e6:.2f} MB | "
+                f"{_f(p['step_us'].get('1'), 0, ' us')} ({_f(cpu.get('1'), 0)}) | "
+                f"{_f(p['step_us'].get('32'), 0, ' us')} ({_f(cpu.get('32'), 0)}) | "
+                f"{_f(fl['us'], 0, ' us')} ({fl['how']}; {_f(fl.get('cpu_us'), 0)}) | "
+                f"{_f(p['floor_ratio'], 2, 'x')} ({_f(p.get('floor_ratio_cpu'), 2, 'x')}) | "
+                f"{_f(b['us_per_char'], 0, ' us')} | {_f(b['calls_per_char'], 0)} |")
+        for name, error in r["step"].get("errors", {}).items():
+            lines.append(f"| {r['model']} | {name} | - | - | - | - | - | - | {error} |")
+    for r in rows:
+        for p in r["step"]["paths"]:
+            calls = p["breakdown"]["calls"]
+            lines += ["", f"Where a character goes, {r['model']}, {p['path']}, 1 row (torch.profiler, own time per "
+                      f"character; {_f(p['breakdown']['us_per_char'], 0, ' us')} unprofiled):", "",
+                      "| call | us per character | calls per character |", "|---|---|---|"]
+            shown = calls[:8]
+            lines += [f"| {c['call']} | {_f(c['us_per_char'], 1)} | {_f(c['calls_per_char'], 1)} |" for c in shown]
+            rest = calls[len(shown):]
+            if rest:
+                lines.append(f"| {len(rest)} other calls | {_f(sum(c['us_per_char'] for c in rest), 1)} | "
+                             f"{_f(sum(c['calls_per_char'] for c in rest), 1)} |")
     return lines
 
 
@@ -173,16 +222,18 @@ def _auto_section(results: dict) -> list[str]:
              "| model | picked | precision | KL mean | top-1 | step 1 row | step crowd | geometric mean | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        picked = label(r["precision"], r.get("step", "eager"))
         if not r["measured"]:
-            lines.append(f"| {r['model']} | {r['precision']} | - | - | - | - | - | - | {r['reason']} |")
+            lines.append(f"| {r['model']} | {picked} | - | - | - | - | - | - | {r['reason']} |")
         for m in r["measured"]:
             f, sp = m.get("fidelity") or {}, m.get("speed") or {}
             lines.append(
-                f"| {r['model']} | {'**' + r['precision'] + '**' if m['precision'] == r['precision'] else ''} | "
+                f"| {r['model']} | {'**' + picked + '**' if m['precision'] == picked else ''} | "
                 f"{m['precision']} | {_e(f.get('kl_mean'))} | {_pct(f.get('top1_agreement'), 2)} | "
                 f"{_f(sp.get('lone_ms'), 3, ' ms')} | {_f(sp.get('crowd_ms'), 3, ' ms')} ({sp.get('crowd', '-')}) | "
                 f"{_f(sp.get('score_ms'), 3, ' ms')} | {m.get('error') or ''} |")
     lines += ["", "Measured in " + ", ".join(f"{_f(r['seconds'], 2, ' s')} ({r['model']})" for r in rows) + "."]
+    lines += [f"\n{r['model']}: {r['reason']}" for r in rows if r["measured"]]
     return lines
 
 
@@ -426,7 +477,7 @@ def _personas_section(results: dict) -> list[str]:
 
 # The report's sections in the order it shows them; each gives its lines, none when it has no results.
 SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
-    _header, _auto_section, _single_section, _concurrent_section, _train_section, _fidelity_section,
+    _header, _auto_section, _single_section, _step_section, _concurrent_section, _train_section, _fidelity_section,
     _quality_section, _grounding_section, _gpu_section, _capacity_section, _personas_section,
 )
 

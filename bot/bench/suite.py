@@ -22,15 +22,17 @@ from bot.bench import (
     quality,
     training,
 )
+from bot.bench import step as step_profile
 from bot.bench.machine import machine as describe_machine
 from bot.bench.stats import median, ratio
 from corpora.registry import CORPORA, find_corpus_file
 from corpora.shipped import checkpoint_dir
+from model import fused_step
 from model.charset import VOCAB_SIZE
 from model.checkpoint import Checkpoint, checkpoint_name, load_checkpoint
 from model.device import cpu_threads, generation_precisions, training_precision
 from model.network import CharLSTM, ModelConfig
-from model.precision import auto_precision
+from model.precision import FAITHFUL_ORDER, auto_precision, label, parse
 from model.step_threads import OTHERS_EVERY
 
 SECTIONS = ("single", "concurrent", "train", "fidelity", "quality", "grounding", "gpu", "capacity", "personas")
@@ -79,7 +81,8 @@ class BenchConfig:
     classic_script: Path | None = None
     threads: int | None = None
     engine_threads: int | None = None  # set by run_bench: ``threads`` as given; None is the engine's own default
-    precisions: tuple[str, ...] | None = None  # engine precisions to time; None: every one native here
+    # engine paths to time, by model.precision.label ("fp32", "bf16 fused"); None: every one here (paths_here)
+    precisions: tuple[str, ...] | None = None
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     agreement_seeds: int = 8
     quality_seeds: int | None = None  # seeds per prompt in the quality section; None: quality.SEEDS
@@ -136,6 +139,22 @@ def default_train_text() -> Path | None:
     return find_corpus_file("tale")
 
 
+def paths_here() -> tuple[str, ...]:
+    """Every engine path on this CPU, most faithful first: the eager step at each native precision,
+    and the fused step's precisions where its kernel builds (see :mod:`model.precision`)."""
+    found = list(generation_precisions(torch.device("cpu")))
+    if fused_step.load_kernel() is not None:
+        found += [label(p, "fused") for p in fused_step.PRECISIONS]
+    return tuple(sorted(found, key=lambda c: FAITHFUL_ORDER.index(c) if c in FAITHFUL_ORDER else len(FAITHFUL_ORDER)))
+
+
+def paths_for(m: BenchModel, cfg: BenchConfig) -> list[str]:
+    """The paths of ``cfg.precisions`` that can run ``m`` (the fused step needs a hidden size divisible by 8)."""
+    c = m.checkpoint.config
+    return [p for p in cfg.precisions if parse(p)[1] == "eager"
+            or fused_step.unsupported(c.n_layers, c.hidden_size, parse(p)[0], torch.device("cpu")) is None]
+
+
 def machine() -> dict:
     return describe_machine(gpu.device_facts() if gpu.available() else None)
 
@@ -151,7 +170,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict:
     if cfg.threads is None:
         cfg.threads = cpu_threads("generation")
     if cfg.precisions is None:
-        cfg.precisions = tuple(generation_precisions(torch.device("cpu")))
+        cfg.precisions = paths_here()
     main_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # before loading: only engine workers may own thread pools
     try:
@@ -235,11 +254,12 @@ def _capacity(cfg: BenchConfig, say: Callable[[str], None]) -> dict:
 def _concurrent(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], None]) -> list[dict]:
     rows = []
     for m in models:
-        for precision in cfg.precisions:
-            say(f"concurrent: {m.name} {precision}")
+        for path in paths_for(m, cfg):
+            say(f"concurrent: {m.name} {path}")
+            precision, step = parse(path)
             got = concurrent.concurrent_replies(
                 m.checkpoint, cfg.concurrency, cfg.chars, corpus=_corpus_of(m), precision=precision,
-                threads=cfg.engine_threads, min_replies=1 if cfg.quick else 32)
+                threads=cfg.engine_threads, min_replies=1 if cfg.quick else 32, step=step)
             rows += [{"model": m.name, "size": m.size, **row} for row in got]
     return rows
 
@@ -248,7 +268,7 @@ def _fidelity(models: list[BenchModel], cfg: BenchConfig, say: Callable[[str], N
     rows = []
     for m in models:
         say(f"fidelity: {m.name}")
-        kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in cfg.precisions]
+        kls = [fidelity.kl_against_reference(m.checkpoint, cfg.kl_chars, p) for p in paths_for(m, cfg)]
         agree = fidelity.agreement(m.checkpoint, cfg.agreement_seeds, cfg.agreement_chars)
         rows.append({"model": m.name, "size": m.size, "kl": kls, "agreement": agree})
     return rows
@@ -274,7 +294,8 @@ def _corpus_of(m: BenchModel) -> str:
 
 
 def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[[str], None]) -> dict:
-    """Our engine (each precision) and the classic script, alternated ``repeats`` times; medians.
+    """Our engine (each path) and the classic script, alternated ``repeats`` times; medians; then the
+    step's profile (:mod:`bot.bench.step`).
 
     Alternating puts both sides under the same background load, so the ratio holds even when
     the machine is busy and the absolute speeds do not. Each run gets a fresh engine, alone in
@@ -287,14 +308,16 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     c = m.checkpoint.config
     say(f"single reply: {m.name}")
     row: dict = {"model": m.name, "size": m.size, "source": m.source, "params": m.checkpoint.model.n_params()}
-    speeds: dict[str, list[float]] = {p: [] for p in cfg.precisions}
-    firsts: dict[str, list[float]] = {p: [] for p in cfg.precisions}
-    boosted: dict[str, list[float]] = {p: [] for p in cfg.precisions}
+    paths = paths_for(m, cfg)
+    speeds: dict[str, list[float]] = {p: [] for p in paths}
+    firsts: dict[str, list[float]] = {p: [] for p in paths}
+    boosted: dict[str, list[float]] = {p: [] for p in paths}
     classic_runs: list[dict] = []
     for i in range(cfg.repeats):
         time.sleep(2 * OTHERS_EVERY)
-        for p in cfg.precisions:
-            probe = generation.SingleReply(m.checkpoint, precision=p, threads=cfg.engine_threads)
+        for p in paths:
+            precision, step = parse(p)
+            probe = generation.SingleReply(m.checkpoint, precision=precision, threads=cfg.engine_threads, step=step)
             try:
                 speeds[p].append(probe.chars_per_s(cfg.chars, seed=i + 1))
                 firsts[p].append(probe.first_char_ms(seed=i + 1))
@@ -307,7 +330,7 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
                                                            cfg.chars, cfg.threads))
             except classic.BaselineError as exc:
                 row["classic_error"] = str(exc)
-    for p in cfg.precisions:
+    for p in paths:
         cps = median(speeds[p])
         row[p] = {"chars_per_s": cps, "ms_per_char": 1000 / cps, "first_char_ms": median(firsts[p]),
                   "runs_chars_per_s": speeds[p], "chars": cfg.chars, "boosted_share": median(boosted[p])}
@@ -325,9 +348,16 @@ def _single(m: BenchModel, cfg: BenchConfig, script: Path | None, say: Callable[
     finally:
         torch.set_num_threads(torch_threads)
     base = row.get("classic", {}).get("chars_per_s")
-    for p in cfg.precisions:
+    for p in paths:
         row[p]["vs_classic"] = ratio(row[p]["chars_per_s"], base)
         row[p]["vs_reference"] = ratio(row[p]["chars_per_s"], row["reference"]["chars_per_s"])
+    say(f"step profile: {m.name}")
+    torch.set_num_threads(cfg.threads)
+    try:  # the step alone, on the classic side's thread count: where a character's time goes, and the floor
+        row["step"] = step_profile.profile_steps(m.checkpoint, paths, rounds=2 if cfg.quick else 7,
+                                                 steps=2 if cfg.quick else 16, chars=8 if cfg.quick else 64)
+    finally:
+        torch.set_num_threads(torch_threads)
     return row
 
 

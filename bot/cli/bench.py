@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "bench", help="measure generation and training speed against the classic recipe",
-        description="Measure single-reply and concurrent generation, training speed, the fast paths' fidelity "
-                    "and reply quality (--only quality), "
+        description="Measure single-reply and concurrent generation (with each step path's time against the "
+                    "weight-traffic floor and where a character's time goes), training speed, the fast paths' "
+                    "fidelity and reply quality (--only quality), "
                     "each side by side with the classic notebook recipe in the same run. Writes bench.json and "
                     "bench.md into --out.")
     p.add_argument("--out", default="bench", help="folder for bench.json and bench.md (default: bench)")

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from model import engine as engine_mod
 from model.charset import encode
 from model.checkpoint import Checkpoint
-from model.device import bf16_matmul_supported, generation_precisions
+from model.device import bf16_matmul_supported
 from model.engine import Engine, EngineBusy, EngineClosed
 from model.fast_sample import BatchSampler, batched_draw_matches
 from model.fast_step import FastStep
 from model.network import CharLSTM, ModelConfig
+from model.precision import candidates
 from model.sample import SampleSettings, generate, pick_next
 from tests.model.stepping import TEXT, teacher_forced
 
@@ -91,9 +92,10 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(trained):
 
 def test_the_engines_auto_is_measured_and_says_why(trained):
     with Engine(Checkpoint(trained, trained.config), precision="auto") as eng:
-        assert eng.precision in generation_precisions(eng.device)
-        assert eng.precision_decision is not None and eng.precision_decision.precision == eng.precision
-        assert eng.precision_decision.reason
+        decision = eng.precision_decision
+        assert decision is not None and decision.precision == eng.precision and decision.step == eng.step_path
+        assert decision.label in candidates(trained, eng.device)  # a native precision, or one of the fused step's
+        assert decision.reason
     with Engine(Checkpoint(trained, trained.config), precision="fp32") as eng:
         assert eng.precision == "fp32" and eng.precision_decision is None  # explicit: nothing measured
 

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 from corpora.heldout import corpus_heldout
 from model import device as device_mod
+from model import fused_step
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.device import generation_precisions, resolve_precision
 from model.engine import Engine
 from model.fast_step import FastStep
+from model.precision import parse
 from model.sample import SampleSettings
 from tests.model.stepping import TEXT, teacher_forced
 
@@ -24,6 +26,8 @@ SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
 MAX_KL_MEAN = 1e-3  # nats per character
 MIN_TOP1 = 0.99
 LOWER = [p for p in ("bf16", "int8") if p in generation_precisions(torch.device("cpu"))]
+# The fused step's lower precision, where its kernel builds (model/fused_step.py)
+FUSED_LOWER = ["bf16 fused"] if fused_step.load_kernel() is not None else []
 
 
 def _held_out_codes(corpus: str, chars: int) -> torch.Tensor:
@@ -33,14 +37,16 @@ def _held_out_codes(corpus: str, chars: int) -> torch.Tensor:
     return codes[:chars]
 
 
-@pytest.mark.parametrize("precision", LOWER)
+@pytest.mark.parametrize("candidate", LOWER + FUSED_LOWER)
 @pytest.mark.parametrize("corpus", ["tale", "faq"])
-def test_shipped_model_stays_within_the_bounds_on_held_out_text(corpus, precision):
+def test_shipped_model_stays_within_the_bounds_on_held_out_text(corpus, candidate):
     ck = load_checkpoint(SHIPPED / f"{corpus}.safetensors")
     codes = _held_out_codes(corpus, 1500)
+    precision, step = parse(candidate)
     with torch.no_grad():
         ref = F.log_softmax(ck.model(codes.view(1, -1))[0][0].float(), -1)
-        fast = FastStep(ck.model, 1, precision=precision)
+        fast = FastStep(ck.model, 1, precision=precision, step=step)
+        assert fast.path == step
         fast.set_row(0, (torch.zeros(fast.n_layers, 1, fast.hidden),) * 2, torch.zeros(fast.vocab))
         rows = []
         for code in codes.tolist():

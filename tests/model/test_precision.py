@@ -43,8 +43,15 @@ class FakeMeasure:
 
 
 @pytest.fixture
-def three(monkeypatch):
-    """A machine where fp32, bf16 and int8 all run natively."""
+def no_fused(monkeypatch):
+    """A machine where the fused step's kernel cannot be built."""
+    monkeypatch.setattr(precision, "fused_candidates", lambda model, device: [])
+    monkeypatch.setattr(precision, "_fused_note", lambda device: "")
+
+
+@pytest.fixture
+def three(monkeypatch, no_fused):
+    """A machine where fp32, bf16 and int8 all run natively (and no fused step)."""
     monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32", "bf16", "int8"])
 
 
@@ -101,7 +108,7 @@ def test_auto_picks_from_measurements_and_records_them(trained, three, monkeypat
     assert entry["key"]["cpu"]["model"] and entry["key"]["torch"] == torch.__version__
 
 
-def test_a_machine_with_only_fp32_measures_nothing(trained, monkeypatch, tmp_path):
+def test_a_machine_with_only_fp32_measures_nothing(trained, monkeypatch, tmp_path, no_fused):
     monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32"])
     fake = FakeMeasure({})
     monkeypatch.setattr(precision, "measure", fake)
@@ -248,3 +255,52 @@ def test_fidelity_takes_one_text_or_a_batch(trained):
     one = precision.fidelity(trained, codes[0], "fp32")
     both = precision.fidelity(trained, codes, "fp32")
     assert one.chars == 30 and both.chars == 60 and one.top1_agreement == both.top1_agreement == 1.0
+
+
+# ---- the fused step's candidates ---------------------------------------------------------------
+
+
+@pytest.fixture
+def with_fused(monkeypatch):
+    """A CPU with only fp32 natively, where the fused step's kernel builds."""
+    monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32"])
+    monkeypatch.setattr(precision, "fused_candidates", lambda model, device: ["fp32 fused", "bf16 fused"])
+
+
+def test_the_fused_step_is_a_candidate_like_a_precision_and_its_path_is_cached(trained, with_fused, monkeypatch,
+                                                                                tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "fp32 fused": 0.4, "bf16 fused": 0.3})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "precision.json"
+    decision = auto_precision(trained, CPU, threads=1, cache=cache)
+    assert fake.calls == [["fp32", "fp32 fused", "bf16 fused"]]
+    assert (decision.precision, decision.step, decision.label) == ("bf16", "fused", "bf16 fused")
+    assert decision.reason.startswith("bf16 fused: the fastest within the bounds")
+    again = auto_precision(trained, CPU, threads=1, cache=cache)
+    assert again.cached and (again.precision, again.step) == ("bf16", "fused") and len(fake.calls) == 1
+
+
+def test_an_equally_fast_fused_step_loses_the_tie_to_the_eager_one(with_fused, trained):
+    assert precision.candidates(trained, CPU) == ["fp32", "fp32 fused", "bf16 fused"]
+    got, _ = choose([measured("fp32", 1.0), measured("fp32 fused", 0.97), measured("bf16 fused", 0.99)])
+    assert got == "fp32"
+    assert precision.candidates(trained, CPU, steps=("fused",)) == ["fp32 fused", "bf16 fused"]
+
+
+def test_an_engine_serves_the_path_auto_chose(trained, with_fused, monkeypatch):
+    monkeypatch.setattr(precision, "measure", FakeMeasure({"fp32": 1.0, "fp32 fused": 0.5, "bf16 fused": 0.6}))
+    with Engine(Checkpoint(trained, trained.config), precision="auto") as eng:
+        assert eng.precision == "fp32" and eng.precision_decision.step == "fused"
+        assert eng.step_path in ("fused", "eager")  # eager only where the kernel did not build after all
+
+
+def test_another_version_of_the_fused_kernel_is_measured_again(trained, with_fused, monkeypatch, tmp_path):
+    fake = FakeMeasure({"fp32": 1.0, "fp32 fused": 0.4, "bf16 fused": 0.3})
+    monkeypatch.setattr(precision, "measure", fake)
+    cache = tmp_path / "precision.json"
+    monkeypatch.setattr(precision.fused_step, "kernel_id", lambda: "3-aaaa")
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    monkeypatch.setattr(precision.fused_step, "kernel_id", lambda: "3-bbbb")
+    auto_precision(trained, CPU, threads=1, cache=cache)
+    assert len(fake.calls) == 2

@@ -12,12 +12,14 @@ import torch
 from bot.bench import classic, report
 from bot.bench.classic import BaselineError, find_script, run_classic
 from bot.bench.stats import percentile
-from bot.bench.suite import BenchConfig, load_models
+from bot.bench.suite import BenchConfig, load_models, paths_here
 from bot.cli import main
 from corpora.paths import PROJECT_ROOT
-from model.device import bf16_matmul_supported, generation_precisions
+from model.device import bf16_matmul_supported
+from model.precision import label
 
-NATIVE = generation_precisions(torch.device("cpu"))  # what the engine runs natively here
+# what the engine runs here: each native precision, and the fused step's where its kernel builds
+NATIVE = list(paths_here())
 
 
 def test_percentile_interpolates():
@@ -81,9 +83,14 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
         assert single[precision]["chars_per_s"] > 0
     assert {r["precision"] for r in results["concurrent"]} == set(NATIVE)
     (auto,) = results["auto"]  # what auto picked, and why
-    assert auto["precision"] in NATIVE and auto["reason"]
+    assert label(auto["precision"], auto["step"]) in NATIVE and auto["reason"]
     assert [m["precision"] for m in auto["measured"]] == (NATIVE if len(NATIVE) > 1 else [])
     assert {r["replies"] for r in results["concurrent"]} == {1, 4}
+    step = single["step"]  # each path's step against the weight-traffic floor, and where a character goes
+    assert [p["path"] for p in step["paths"]] == NATIVE and step["errors"] == {}
+    for p in step["paths"]:
+        assert p["weight_bytes"] > 0 and p["floor"]["us"] > 0 and p["floor_ratio"] > 0
+        assert set(p["step_us"]) == {"1", "32"} and p["breakdown"]["calls"]
     assert all(r["aggregate_chars_per_s"] > 0 and r["loop_lag_p99_ms"] >= 0 for r in results["concurrent"])
     assert results["train"][0]["ours"]["chars_per_s"] > 0
     fid = results["fidelity"][0]
@@ -99,7 +106,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
         assert train["ours_fp32"]["precision"] == "fp32" and train["fp32_vs_classic"] > 0
     md = (out / "bench.md").read_text()
     assert " - CPU: " in md.splitlines()[2] and results["machine_start"]["cpu"]["model"]
-    for heading in ("## Auto precision", "## Single reply", "## Concurrent replies", "## Training", "## Fidelity",
+    for heading in ("## Auto precision", "## Single reply", "## Step", "1 row / floor", "## Concurrent replies",
+                    "## Training", "## Fidelity",
                     "## Reply quality", "Invented words at the default precision beside fp32"):
         assert heading in md
     assert {(r["corpus"], r["n"]) for r in results["quality"]} == {

@@ -1,0 +1,279 @@
+"""The C++ source of the fused generation step (:mod:`model.fused_step` compiles and loads it).
+
+A Python string rather than a ``.cpp`` file beside it, so an installed copy of the package
+always has it (the project lists no package data). It includes only C headers: without
+PyTorch's headers it compiles in about two seconds, where a ``load_inline`` extension took
+85 s for a one-line function on the same CPU (model/README.md, "Speed"). It is called through
+:mod:`ctypes` with one pointer to a table of addresses, so no Python binding is needed either.
+
+What it computes, for rows ``0..n-1``, in one call: both (all) layers' gates, the cell
+update and the output layer, in float32 or with the gate weights in bfloat16 (widened to
+float32 as they are read; the hidden states and every sum stay float32).
+
+Exactness rules (the engine's guarantees; see model/fused_step.py):
+
+- every gate and logit is its own sum, in the order ``init + w[0]*x[0] + w[1]*x[1] + ...``,
+  one fused multiply-add per term, whatever tile of rows and outputs it was computed in, so
+  a row's bits never depend on the batch; the kernel runs on the calling thread alone, so
+  they never depend on the thread count either;
+- it is compiled with ``-ffp-contract=off``: the only fused multiply-adds are the explicit
+  ones (``fma8``), identical in every tile shape.
+
+The layouts are made by :func:`model.fused_step.pack_gates` and its neighbours.
+"""
+
+from __future__ import annotations
+
+ABI = 3  # bump with any change to the Args table or the packed layouts
+
+SOURCE = r"""
+// charbot fused LSTM step; see model/fused_source.py. CHARBOT_ABI comes from the compile line.
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f splat(float s) { return (v8f){s, s, s, s, s, s, s, s}; }
+static inline v8f fma8(v8f a, v8f b, v8f c) {  // a * b + c, rounded once
+#if defined(__AVX2__) && defined(__FMA__)
+  return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  v8f out;
+  for (int q = 0; q < 8; q++) out[q] = __builtin_fmaf(a[q], b[q], c[q]);
+  return out;
+#endif
+}
+static inline v8f vmin(v8f a, v8f b) { return a < b ? a : b; }
+static inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
+static inline v8f loadf(const float* p) { v8f v; memcpy(&v, p, 32); return v; }
+static inline v8u loadu(const uint16_t* p) { v8u v; memcpy(&v, p, 32); return v; }
+static inline void storef(float* p, v8f v) { memcpy(p, &v, 32); }
+
+// exp: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), about 1 ulp.
+static inline v8f vexp(v8f x) {
+  x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
+  v8f t = fma8(x, splat(1.44269504088896341f), splat(12582912.0f));  // round(x / ln 2) in the low bits
+  v8f n = t - splat(12582912.0f);
+  v8i ni = (v8i)t - (v8i)splat(12582912.0f);
+  v8f r = fma8(n, splat(-0.693359375f), x);
+  r = fma8(n, splat(2.12194440e-4f), r);
+  v8f p = splat(1.9875691500e-4f);
+  p = fma8(p, r, splat(1.3981999507e-3f));
+  p = fma8(p, r, splat(8.3334519073e-3f));
+  p = fma8(p, r, splat(4.1665795894e-2f));
+  p = fma8(p, r, splat(1.6666665459e-1f));
+  p = fma8(p, r, splat(5.0000001201e-1f));
+  v8f y = fma8(p, r * r, r) + splat(1.0f);
+  return y * (v8f)((ni + 127) << 23);
+}
+static inline v8f vsigmoid(v8f x) { return splat(1.0f) / (splat(1.0f) + vexp(-x)); }
+// tanh: Cephes' odd polynomial below 0.625, (1 - e) / (1 + e) with e = exp(-2|x|) above.
+static inline v8f vtanh(v8f x) {
+  v8f ax = vmax(x, -x);
+  v8f e = vexp(splat(-2.0f) * ax);
+  v8f big = (splat(1.0f) - e) / (splat(1.0f) + e);
+  big = (v8f)((v8i)big | ((v8i)x & (v8i)splat(-0.0f)));
+  v8f z = x * x;
+  v8f p = splat(-5.70498872745e-3f);
+  p = fma8(p, z, splat(2.06390887954e-2f));
+  p = fma8(p, z, splat(-5.37397155531e-2f));
+  p = fma8(p, z, splat(1.33314422036e-1f));
+  p = fma8(p, z, splat(-3.33332819422e-1f));
+  v8f small = fma8(p * z, x, x);
+  return ax < splat(0.625f) ? small : big;
+}
+
+// The four gate vectors (i, f, o, g) of 8 hidden units at input k. fp32 blocks hold them one
+// after the other; bf16 blocks interleave i with f and o with g, so a 32-bit lane widens to
+// two floats with one shift and one mask.
+template <bool BF16>
+static inline void weights(const void* w, long at, v8f out[4]) {
+  if (BF16) {
+    const uint16_t* p = (const uint16_t*)w + at;
+    v8u a = loadu(p), b = loadu(p + 16);
+    const v8u hi = {0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u,
+                    0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u};
+    out[0] = (v8f)(a << 16);
+    out[1] = (v8f)(a & hi);
+    out[2] = (v8f)(b << 16);
+    out[3] = (v8f)(b & hi);
+  } else {
+    const float* p = (const float*)w + at;
+    for (int g = 0; g < 4; g++) out[g] = loadf(p + 8 * g);
+  }
+}
+
+struct Rows {          // where row r's vectors are: base + r * stride (floats)
+  const float* x; long xs;      // the layer's input [h_below | h_own]
+  const float* init; long is;   // its gates' starting values: the bias, or the table row of its code
+  const int64_t* codes;         // layer 0: init row = init + codes[r] * is; else null
+  float* c; long cs;            // the cell state, updated in place
+  float* h; long hs;            // where the new hidden state goes
+};
+
+// R rows by NB blocks of 8 hidden units, starting at block b0, over K inputs: the gates' sums in
+// registers, then the cell update.
+template <bool BF16, int R, int NB>
+static inline void gate_tile(const void* w, long K, int b0, int r0, const Rows& rows) {
+  v8f acc[R][NB][4];
+  const float* x[R];
+  for (int r = 0; r < R; r++) {
+    const long row = r0 + r;
+    const float* init = (rows.codes ? rows.init + rows.codes[row] * rows.is : rows.init) + b0 * 32;
+    x[r] = rows.x + row * rows.xs;
+    for (int j = 0; j < NB; j++)
+      for (int g = 0; g < 4; g++) acc[r][j][g] = loadf(init + j * 32 + g * 8);
+  }
+  for (long k = 0; k < K; k++) {
+    v8f xs[R];
+    for (int r = 0; r < R; r++) xs[r] = splat(x[r][k]);
+    for (int j = 0; j < NB; j++) {
+      v8f wv[4];
+      weights<BF16>(w, ((long)(b0 + j) * K + k) * 32, wv);
+      for (int g = 0; g < 4; g++)
+        for (int r = 0; r < R; r++) acc[r][j][g] = fma8(wv[g], xs[r], acc[r][j][g]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    const long row = r0 + r;
+    for (int j = 0; j < NB; j++) {
+      const long u = (b0 + j) * 8;
+      float* c = rows.c + row * rows.cs + u;
+      v8f i = vsigmoid(acc[r][j][0]), f = vsigmoid(acc[r][j][1]), o = vsigmoid(acc[r][j][2]);
+      v8f g = vtanh(acc[r][j][3]);
+      v8f cc = f * loadf(c) + i * g;
+      storef(c, cc);
+      storef(rows.h + row * rows.hs + u, o * vtanh(cc));
+    }
+  }
+}
+
+// Tile shapes, measured on an AVX2 EPYC (model/README.md, "Speed"): a lone row takes four blocks
+// at a time (sixteen independent sums in flight while the weights stream in once); several rows
+// go two at a time, block by block, so a weight vector loaded once serves both rows and the
+// block's weights stay in cache while every row uses them.
+template <bool BF16>
+static void gate_layer(const void* w, long K, int blocks, int n, const Rows& rows) {
+  if (n == 1) {
+    int b = 0;
+    for (; b + 4 <= blocks; b += 4) gate_tile<BF16, 1, 4>(w, K, b, 0, rows);
+    for (; b < blocks; b++) gate_tile<BF16, 1, 1>(w, K, b, 0, rows);
+    return;
+  }
+  for (int b = 0; b < blocks; b++) {
+    int r = 0;
+    for (; r + 2 <= n; r += 2) gate_tile<BF16, 2, 1>(w, K, b, r, rows);
+    for (; r < n; r++) gate_tile<BF16, 1, 1>(w, K, b, r, rows);
+  }
+}
+
+// The output layer: NB blocks of 8 logits for R rows; weights (blocks, K, 8), bias padded to 8.
+template <int R, int NB>
+static inline void head_tile(const float* w, const float* bias, long K, int b0, int r0, const float* x0, long xs,
+                             float* out0, long os, int V) {
+  v8f acc[R][NB];
+  const float* x[R];
+  for (int r = 0; r < R; r++) {
+    x[r] = x0 + (r0 + r) * xs;
+    for (int j = 0; j < NB; j++) acc[r][j] = loadf(bias + (b0 + j) * 8);
+  }
+  for (long k = 0; k < K; k++) {
+    v8f xv[R];
+    for (int r = 0; r < R; r++) xv[r] = splat(x[r][k]);
+    for (int j = 0; j < NB; j++) {
+      v8f wv = loadf(w + ((long)(b0 + j) * K + k) * 8);
+      for (int r = 0; r < R; r++) acc[r][j] = fma8(wv, xv[r], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int j = 0; j < NB; j++) {
+      float tmp[8];
+      storef(tmp, acc[r][j]);
+      const int u = (b0 + j) * 8;
+      const int m = V - u < 8 ? V - u : 8;
+      memcpy(out0 + (r0 + r) * os + u, tmp, 4 * m);
+    }
+}
+
+static void head_layer(const float* w, const float* bias, long K, int V, int n, const float* x, long xs, float* out,
+                       long os) {
+  const int blocks = (V + 7) / 8;
+  int b = 0;
+  for (; b + 4 <= blocks; b += 4) {
+    int r = 0;
+    for (; r + 2 <= n; r += 2) head_tile<2, 4>(w, bias, K, b, r, x, xs, out, os, V);
+    for (; r < n; r++) head_tile<1, 4>(w, bias, K, b, r, x, xs, out, os, V);
+  }
+  for (; b < blocks; b++)
+    for (int r = 0; r < n; r++) head_tile<1, 1>(w, bias, K, b, r, x, xs, out, os, V);
+}
+
+extern "C" {
+
+enum { MAX_LAYERS = 8 };
+
+struct Args {  // every field 64 bits; model/fused_step.py fills it (FusedKernel.ARGS)
+  int64_t layers, hidden, vocab, in_vocab, max_batch, bf16;
+  const int64_t* codes;
+  const float* table;   // (in_vocab, H/8 * 32): layer 0's gates for each input code, bias included
+  float* hs;            // (max_batch, L*H): [h_0 | h_1 | ...] per row
+  float* cs;            // (L, max_batch, H)
+  float* scratch;       // (max_batch, H): a layer's new hidden states until its every block is done
+  const float* head_w;  // (ceil(V/8), H, 8)
+  const float* head_b;  // (ceil(V/8) * 8)
+  float* logits;        // (max_batch, V)
+  const void* w[MAX_LAYERS];       // layer l: (H/8, K_l, 32) float32 or bfloat16, K_0 = H, else 2H
+  const float* bias[MAX_LAYERS];   // layer l >= 1: (H/8 * 32)
+};
+
+int64_t charbot_fused_abi(void) { return CHARBOT_ABI; }
+
+// One step of rows 0..n-1. Returns 0, or -(1 + row) for a row whose code is outside the vocabulary.
+int64_t charbot_fused_step(const Args* a, int64_t n) {
+  const long H = a->hidden, L = a->layers, row = L * H;
+  for (long r = 0; r < n; r++)
+    if (a->codes[r] < 0 || a->codes[r] >= a->in_vocab) return -(1 + r);
+  for (long l = 0; l < L; l++) {
+    Rows rows;
+    rows.x = a->hs + (l == 0 ? 0 : (l - 1) * H);
+    rows.xs = row;
+    rows.codes = l == 0 ? a->codes : nullptr;
+    rows.init = l == 0 ? a->table : a->bias[l];
+    rows.is = H / 8 * 32;
+    rows.c = a->cs + l * a->max_batch * H;
+    rows.cs = H;
+    rows.h = a->scratch;
+    rows.hs = H;
+    const long K = l == 0 ? H : 2 * H;
+    if (a->bf16) gate_layer<true>(a->w[l], K, (int)(H / 8), (int)n, rows);
+    else gate_layer<false>(a->w[l], K, (int)(H / 8), (int)n, rows);
+    for (long r = 0; r < n; r++) memcpy(a->hs + r * row + l * H, a->scratch + r * H, 4 * H);
+  }
+  head_layer(a->head_w, a->head_b, H, (int)a->vocab, (int)n, a->hs + (L - 1) * H, row, a->logits, a->vocab);
+  return 0;
+}
+
+// Read n floats once, as fast as the core can (four independent sums): the weight-traffic floor.
+double charbot_read_floats(const float* p, int64_t n) {
+  v8f s0 = splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 += loadf(p + i);
+    s1 += loadf(p + i + 8);
+    s2 += loadf(p + i + 16);
+    s3 += loadf(p + i + 24);
+  }
+  v8f s = (s0 + s1) + (s2 + s3);
+  double total = 0.0;
+  for (int q = 0; q < 8; q++) total += s[q];
+  for (; i < n; i++) total += p[i];
+  return total;
+}
+
+}  // extern "C"
+"""
