@@ -62,7 +62,7 @@ async def test_too_little_text_is_refused_with_the_amount_needed(world: BotUnder
     answer = world.private_answer(refused)
     assert "not enough text for tale" in answer and "1,9" in answer and "more" in answer
     status = await world.run("finetune status", user=world.fake.admin)
-    assert "No fine-tune is running. None has run yet" in world.private_answer(status)
+    assert "No fine-tune is running or queued. None has run yet" in world.private_answer(status)
 
 
 async def test_a_job_runs_beside_replies_then_serves_its_version_and_rollback_restores_the_old_replies(
