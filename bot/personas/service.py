@@ -148,10 +148,11 @@ class PersonaService:
         add_persona(persona_corpus(guild, clean, row.style))
         try:
             job = await self.finetune.submit(row.key, started_by or str(created_by), minutes, guild, channel_id, force)
-        except (FinetuneRefused, Exception) as exc:
+        except FinetuneRefused as exc:
             await self._remove(row)
-            if isinstance(exc, FinetuneRefused):
-                raise Refusal(f"The persona was not created: {exc}") from None
+            raise Refusal(f"The persona was not created: {exc}") from None
+        except Exception:
+            await self._remove(row)
             raise
         log.info("persona %s created by %s in server %s: %d chars, job %s", row.key, created_by, guild, row.chars,
                  job.id)
