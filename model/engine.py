@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model import fused_step
 from model.charset import CHARS
 from model.checkpoint import Checkpoint
 from model.device import cpu_threads, pick_device
@@ -172,10 +173,8 @@ class Engine:
         self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs, step=step or "eager")
         self.precision = self._fast.precision
         self.step_path = self._fast.path
-        # The fused kernel runs on the calling thread alone: more threads cannot speed its steps up.
-        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" \
-            and self.step_path != "fused" else 0
-        self._threads = StepThreads(self.threads, boost)
+        boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" else 0
+        self._threads = self._step_threads(boost)
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
         self._logit_rows = [self._fast.logits[:n] for n in range(max_batch + 1)]  # sliced once, not per step
         self._lock = threading.Condition()
@@ -450,6 +449,17 @@ class Engine:
                 for waiting in group.waiting:
                     waiting.cancel_requested = True
 
+    def _step_threads(self, boost: int) -> StepThreads:
+        """Who chooses the step's thread count. The eager step's torch threads help a lone reply
+        only (more rows are the event loop's crowd, see :mod:`model.step_threads`); the fused
+        kernel shares a step's rows among its own helper threads, so a crowd's steps gain most,
+        and the event loop's share of a crowd is small (its pieces of text arrive in batches)."""
+        fused = self._fast.fused
+        if fused is None:
+            return StepThreads(self.threads, boost)
+        return StepThreads(self.threads, boost, max_rows=self.max_batch, max_replies=self.max_batch + self.max_queue,
+                           min_rows=fused_step.MIN_SPLIT_ROWS, setter=fused.set_threads)
+
     @torch.no_grad()
     def _run(self) -> None:
         self._threads.start()
@@ -458,6 +468,7 @@ class Engine:
         finally:
             self._threads.busy(False)
             self._threads.release()
+            self._fast.close()
 
     def _serve(self) -> None:
         while True:

@@ -296,6 +296,11 @@ class FastStep:
         self.use_graphs = cuda_graphs and dev.type == "cuda"
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
+    def close(self) -> None:
+        """Stop the fused kernel's helper threads, if it started any (the step still works, on one thread)."""
+        if self.fused is not None:
+            self.fused.close()
+
     def weight_bytes(self) -> int:
         """The bytes of weights one step reads: the gate matrices and the output layer (what bounds a
         lone row's step from below, see ``charbot bench``); a row of the input table is left out."""

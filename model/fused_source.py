@@ -14,8 +14,8 @@ Exactness rules (the engine's guarantees; see model/fused_step.py):
 
 - every gate and logit is its own sum, in the order ``init + w[0]*x[0] + w[1]*x[1] + ...``,
   one fused multiply-add per term, whatever tile of rows and outputs it was computed in, so
-  a row's bits never depend on the batch; the kernel runs on the calling thread alone, so
-  they never depend on the thread count either;
+  a row's bits never depend on the batch; a step shared among threads gives each thread
+  whole rows (the same tiles, the same order), so they never depend on the thread count either;
 - it is compiled with ``-ffp-contract=off``: the only fused multiply-adds are the explicit
   ones (``fma8``), identical in every tile shape.
 
@@ -24,12 +24,19 @@ The layouts are made by :func:`model.fused_step.pack_gates` and its neighbours.
 
 from __future__ import annotations
 
-ABI = 3  # bump with any change to the Args table or the packed layouts
+ABI = 4  # bump with any change to the Args table or the packed layouts
 
 SOURCE = r"""
 // charbot fused LSTM step; see model/fused_source.py. CHARBOT_ABI comes from the compile line.
 #include <stdint.h>
 #include <string.h>
+#include <sched.h>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
@@ -233,28 +240,148 @@ struct Args {  // every field 64 bits; model/fused_step.py fills it (FusedKernel
 
 int64_t charbot_fused_abi(void) { return CHARBOT_ABI; }
 
-// One step of rows 0..n-1. Returns 0, or -(1 + row) for a row whose code is outside the vocabulary.
-int64_t charbot_fused_step(const Args* a, int64_t n) {
+}  // extern "C"
+
+// One step of rows r0..r0+n-1 (their codes already checked), on the calling thread. Every buffer
+// is indexed by row, so a share of the rows is the same arguments with its buffers shifted.
+static void step_rows(const Args* a, long r0, long n) {
   const long H = a->hidden, L = a->layers, row = L * H;
-  for (long r = 0; r < n; r++)
-    if (a->codes[r] < 0 || a->codes[r] >= a->in_vocab) return -(1 + r);
+  const int64_t* codes = a->codes + r0;
+  float* hs = a->hs + r0 * row;
   for (long l = 0; l < L; l++) {
     Rows rows;
-    rows.x = a->hs + (l == 0 ? 0 : (l - 1) * H);
+    rows.x = hs + (l == 0 ? 0 : (l - 1) * H);
     rows.xs = row;
-    rows.codes = l == 0 ? a->codes : nullptr;
+    rows.codes = l == 0 ? codes : nullptr;
     rows.init = l == 0 ? a->table : a->bias[l];
     rows.is = H / 8 * 32;
-    rows.c = a->cs + l * a->max_batch * H;
+    rows.c = a->cs + l * a->max_batch * H + r0 * H;
     rows.cs = H;
-    rows.h = a->scratch;
+    rows.h = a->scratch + r0 * H;
     rows.hs = H;
     const long K = l == 0 ? H : 2 * H;
     if (a->bf16) gate_layer<true>(a->w[l], K, (int)(H / 8), (int)n, rows);
     else gate_layer<false>(a->w[l], K, (int)(H / 8), (int)n, rows);
-    for (long r = 0; r < n; r++) memcpy(a->hs + r * row + l * H, a->scratch + r * H, 4 * H);
+    for (long r = 0; r < n; r++) memcpy(hs + r * row + l * H, rows.h + r * H, 4 * H);
   }
-  head_layer(a->head_w, a->head_b, H, (int)a->vocab, (int)n, a->hs + (L - 1) * H, row, a->logits, a->vocab);
+  head_layer(a->head_w, a->head_b, H, (int)a->vocab, (int)n, hs + (L - 1) * H, row, a->logits + r0 * a->vocab,
+             a->vocab);
+}
+
+// Helper threads for a step of many rows: each takes a share of the rows (a row's bits are the
+// same whichever thread steps it). A helper spins briefly for its next share (steps come back to
+// back while replies run), then sleeps on a condition variable; the caller steps its own share,
+// then waits for the helpers' (they finish at about the same time).
+struct Helper {
+  std::atomic<uint64_t> job{0}, done{0};
+  const Args* args = nullptr;
+  long r0 = 0, n = 0;
+  bool stop = false;
+  std::mutex m;
+  std::condition_variable cv;
+  std::thread th;
+};
+
+static const auto SPIN = std::chrono::microseconds(200);
+
+static void helper_loop(Helper* h) {
+  uint64_t seen = 0;
+  for (;;) {
+    const auto until = std::chrono::steady_clock::now() + SPIN;
+    uint64_t j = h->job.load(std::memory_order_acquire);
+    while (j == seen && std::chrono::steady_clock::now() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      j = h->job.load(std::memory_order_acquire);
+    }
+    if (j == seen) {
+      std::unique_lock<std::mutex> lock(h->m);
+      h->cv.wait(lock, [&] { return h->stop || h->job.load(std::memory_order_acquire) != seen; });
+      if (h->stop) return;
+      j = h->job.load(std::memory_order_acquire);
+    }
+    step_rows(h->args, h->r0, h->n);
+    seen = j;
+    h->done.store(j, std::memory_order_release);
+  }
+}
+
+enum { MAX_PARTS = 64 };  // most threads one step is shared by
+
+struct Pool {
+  std::vector<Helper*> helpers;
+};
+
+extern "C" {
+
+// A pool of `helpers` threads for steps of many rows (freed with charbot_pool_free).
+void* charbot_pool_new(int64_t helpers) {
+  Pool* pool = new Pool();
+  for (int64_t i = 0; i < helpers; i++) {
+    Helper* h = new Helper();
+    h->th = std::thread(helper_loop, h);
+    pool->helpers.push_back(h);
+  }
+  return pool;
+}
+
+void charbot_pool_free(void* p) {
+  Pool* pool = (Pool*)p;
+  if (!pool) return;
+  for (Helper* h : pool->helpers) {
+    {
+      std::lock_guard<std::mutex> lock(h->m);
+      h->stop = true;
+    }
+    h->cv.notify_one();
+    h->th.join();
+    delete h;
+  }
+  delete pool;
+}
+
+// One step of rows 0..n-1, shared by the calling thread and up to `threads - 1` of the pool's
+// helpers (none without a pool), in shares of an even number of rows (the tiles take two rows at
+// a time). Returns 0, or -(1 + row) for a row whose code is outside the vocabulary.
+int64_t charbot_fused_step(const Args* a, int64_t n, void* p, int64_t threads) {
+  for (long r = 0; r < n; r++)  // every row checked before any moves: a refused step changes nothing
+    if (a->codes[r] < 0 || a->codes[r] >= a->in_vocab) return -(1 + r);
+  Pool* pool = (Pool*)p;
+  long parts = threads < 1 ? 1 : threads > MAX_PARTS ? MAX_PARTS : threads;
+  if (!pool) parts = 1;
+  else if (parts > (long)pool->helpers.size() + 1) parts = (long)pool->helpers.size() + 1;
+  long share = (n + parts - 1) / parts;
+  share += share & 1;
+  if (parts > 1 && share < n) parts = (n + share - 1) / share;
+  else parts = 1;
+  if (parts == 1) {
+    step_rows(a, 0, n);
+    return 0;
+  }
+  uint64_t jobs[MAX_PARTS];
+  for (long t = 1; t < parts; t++) {
+    Helper* h = pool->helpers[t - 1];
+    h->args = a;
+    h->r0 = t * share;
+    h->n = (t + 1) * share < n ? share : n - t * share;
+    jobs[t] = h->job.load(std::memory_order_relaxed) + 1;
+    {
+      std::lock_guard<std::mutex> lock(h->m);  // so a helper about to sleep sees the job or the wake-up
+      h->job.store(jobs[t], std::memory_order_release);
+    }
+    h->cv.notify_one();
+  }
+  step_rows(a, 0, share);
+  for (long t = 1; t < parts; t++) {
+    Helper* h = pool->helpers[t - 1];
+    for (long spins = 0; h->done.load(std::memory_order_acquire) != jobs[t]; spins++) {
+      if (spins > 4096) sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+      else __builtin_ia32_pause();
+#endif
+    }
+  }
   return 0;
 }
 

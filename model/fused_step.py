@@ -11,8 +11,9 @@ states and all sums stay float32, so it is closer to fp32 than the oneDNN bf16 p
 also rounds the hidden states).
 
 Exactness, as for the eager step: a row's bits do not depend on the batch (every sum has
-one fixed order, whatever tile it is computed in) or on the thread count (the kernel runs
-on the calling thread alone). They are not the eager step's bits: the sums run in another
+one fixed order, whatever tile it is computed in) or on the thread count (a step of several
+rows may be shared among the kernel's own helper threads, :meth:`FusedKernel.set_threads`,
+but each row is stepped whole by one of them). They are not the eager step's bits: the sums run in another
 order and the sigmoid and tanh are the kernel's own (within about 1e-7 of the true value),
 so the fused step is a path of its own, chosen by measurement (:mod:`model.precision`).
 
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 MAX_LAYERS = 8  # the kernel's table of layers (Args.w)
 BLOCK = 8  # hidden units per block of gates; the hidden size must be a multiple
 PRECISIONS = ("fp32", "bf16")  # the weight formats the kernel reads
+MIN_SPLIT_ROWS = 3  # fewest rows a step shares among threads (each share an even number of rows)
 COMPILE_TIMEOUT_S = 300
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17", f"-DCHARBOT_ABI={ABI}"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-pthread", "-std=c++17", f"-DCHARBOT_ABI={ABI}"]
 NATIVE = ["-march=native"]  # tried first; a compiler that refuses it builds for the generic CPU
 
 
@@ -84,8 +86,14 @@ class Kernel:
         if lib.charbot_fused_abi() != ABI:
             raise FusedUnavailable(f"{path} is for another version of the kernel")
         self.step = lib.charbot_fused_step
-        self.step.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        self.step.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
         self.step.restype = ctypes.c_int64
+        self.pool_new = lib.charbot_pool_new
+        self.pool_new.argtypes = [ctypes.c_int64]
+        self.pool_new.restype = ctypes.c_void_p
+        self.pool_free = lib.charbot_pool_free
+        self.pool_free.argtypes = [ctypes.c_void_p]
+        self.pool_free.restype = None
         self._read = lib.charbot_read_floats
         self._read.argtypes = [ctypes.c_void_p, ctypes.c_int64]
         self._read.restype = ctypes.c_double
@@ -175,12 +183,36 @@ class FusedKernel:
         self._args = args
         self._ptr = ctypes.addressof(args)
         self._step = kernel.step
+        self.threads = 1  # threads a step of several rows is shared by (set_threads)
+        self._pool: int | None = None  # the kernel's helper threads, threads - 1 of them
+        self._pool_size = 0
+
+    def set_threads(self, threads: int) -> None:
+        """Share later steps of several rows by ``threads`` threads: the caller and ``threads - 1``
+        helpers, started on the first call that asks for more than there are. A row's bits do
+        not change (each row is stepped whole by one thread, in the same order)."""
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if threads - 1 > self._pool_size:
+            self.close()
+            self._pool = self.kernel.pool_new(threads - 1)
+            self._pool_size = threads - 1
+        self.threads = threads
+
+    def close(self) -> None:
+        """Stop the helper threads (a later :meth:`set_threads` starts them again)."""
+        if self._pool:
+            self.kernel.pool_free(self._pool)
+        self._pool, self._pool_size, self.threads = None, 0, 1
+
+    def __del__(self) -> None:
+        self.close()
 
     def step(self, n: int) -> None:
         """Advance rows ``0..n-1`` by their codes; their logits are then in the logits buffer."""
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"step needs 1 to {self.max_batch} rows, got {n}")
-        bad = self._step(self._ptr, n)
+        bad = self._step(self._ptr, n, self._pool, self.threads)
         if bad:
             row = -bad - 1
             raise IndexError(f"row {row}: code {int(self._keep[3][row])} is outside the vocabulary")

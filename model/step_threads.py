@@ -34,6 +34,11 @@ engine per process ever boosts (the first to claim it, until its worker ends: a 
 lives as long as the worker). Where something else has made a pool anyway, the probes find
 the boost slower and do not use it.
 
+An engine on the fused step (:mod:`model.fused_step`) uses the same rules for its kernel's
+own threads (``setter``), which share a step's rows: there a lone row gains nothing and a
+crowd gains most, so it may boost any step of at least ``min_rows`` rows, with any number of
+replies.
+
 The thread count never changes a reply's text (every kernel gives the same bits whatever the
 thread count: see the tests). Switching is cheap (``torch.set_num_threads``) and happens only
 when the choice changes. The figures behind these rules, and the CPU they were measured on,
@@ -47,6 +52,7 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -187,12 +193,15 @@ class StepThreads:
     """
 
     def __init__(
-        self, normal: int, boost: int, max_rows: int = BOOST_ROWS, max_replies: int = BOOST_REPLIES
+        self, normal: int, boost: int, max_rows: int = BOOST_ROWS, max_replies: int = BOOST_REPLIES,
+        min_rows: int = 1, setter: Callable[[int], None] | None = None,
     ) -> None:
         self.normal = normal
         self.boost = boost
         self.max_rows = max_rows
         self.max_replies = max_replies
+        self.min_rows = min_rows  # fewest rows a boosted step may have (the fused kernel splits rows)
+        self._set = setter  # what a count is given to: torch's threads, else this callable's
         self.enabled = boost > normal
         self.current = normal
         self.boosted_steps = 0  # how many steps used the boost (for the bench and tests)
@@ -209,6 +218,8 @@ class StepThreads:
     def start(self) -> None:
         """Set the normal count on the calling (worker) thread."""
         torch.set_num_threads(self.normal)
+        if self._set is not None:
+            self._set(self.normal)
         self.current = self.normal
 
     def busy(self, busy: bool) -> None:
@@ -242,7 +253,7 @@ class StepThreads:
 
     def _use(self, threads: int) -> None:
         if threads != self.current:
-            torch.set_num_threads(threads)
+            (self._set or torch.set_num_threads)(threads)
             self.current = threads
 
     def before_step(self, rows: int, replies: int = 1) -> None:
@@ -274,7 +285,8 @@ class StepThreads:
 
     def _choose(self, rows: int, replies: int) -> int:
         if (
-            not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies)
+            rows < self.min_rows
+            or not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies)
             or (self.others is not None and self.others.update() >= OTHERS_MAX)
             or not self._claim()
         ):

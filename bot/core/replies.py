@@ -51,6 +51,7 @@ ENGINE_BUSY = "I'm busy writing other replies right now; try again in a moment."
 RESTARTING = "I'm restarting; try again in a minute."
 CHANNEL_BUSY = "I'm already writing several replies in this channel; try again when one is finished."
 MAX_BEST_OF = 16
+PIECES_EVERY_S = 0.02  # how often the loop collects a running reply's new text (edits are rarer still)
 HARD_CAP = 1700
 
 
@@ -253,13 +254,35 @@ class ReplyStream:
         self._arrived = asyncio.Event()
         self._closed = False
         loop = asyncio.get_running_loop()
+        # Pieces come one character at a time from the engine's worker thread. Waking the event
+        # loop for each (a write to its self-pipe, a callback, an event) cost the loop about as
+        # much as the step cost the worker with a crowd of replies. So the worker appends to
+        # ``inbox`` (a list append is atomic) and wakes the loop only when no delivery is due;
+        # while pieces keep coming, the loop collects them every PIECES_EVERY_S on its own.
+        inbox: list[str] = []
+        due = [False]
 
-        def add(piece: str) -> None:
-            self._pieces.append(piece)
-            self._arrived.set()
+        def take() -> bool:
+            taken = len(inbox)
+            self._pieces.extend(inbox[:taken])
+            del inbox[:taken]
+            if taken:
+                self._arrived.set()
+            return bool(taken)
+
+        def deliver() -> None:
+            if not take():
+                due[0] = False  # quiet: the next piece wakes the loop ...
+                if not take():  # ... unless it came just before the flag fell
+                    return
+                due[0] = True
+            loop.call_later(PIECES_EVERY_S, deliver)
 
         def on_text(piece: str) -> None:  # called on the engine's worker thread
-            loop.call_soon_threadsafe(add, piece)
+            inbox.append(piece)
+            if not due[0]:
+                due[0] = True
+                loop.call_soon_threadsafe(deliver)
 
         prime, self.continues = prime_of(request)
         self.source = ground(request, service.models)

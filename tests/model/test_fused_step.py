@@ -60,19 +60,38 @@ def test_fused_step_matches_the_reference_forward(layers):
 
 @needs_kernel
 @pytest.mark.parametrize("prec", ["fp32", "bf16"])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_a_row_gets_the_same_bits_in_any_batch_and_with_any_thread_count(trained, prec, threads):
+    """The kernel's helper threads each step whole rows, so neither the batch nor how its rows
+    are shared among threads changes a row's bits (torch's own thread count plays no part)."""
     before = torch.get_num_threads()
     alone = FastStep(trained, 8, precision=prec, step="fused")
     crowd = FastStep(trained, 8, precision=prec, step="fused")
     try:
         torch.set_num_threads(1)
         want = teacher_forced(alone, _texts()[:1])[:, 0]
+        crowd.fused.set_threads(threads)
         torch.set_num_threads(threads)
-        for n in (2, 3, 5):  # every tile shape: pairs of rows, and a row left over
-            assert torch.equal(teacher_forced(crowd, _texts()[:n])[:, 0], want)
+        for n in (2, 3, 5, 8):  # every tile shape and share: pairs of rows, a row left over, a short last share
+            texts = (_texts() * 2)[:n]
+            assert torch.equal(teacher_forced(crowd, texts)[:, 0], want)
     finally:
         torch.set_num_threads(before)
+        crowd.close()
+
+
+@needs_kernel
+def test_a_step_shared_by_threads_advances_every_row_as_one_thread_does(trained):
+    one, two = (FastStep(trained, 32, precision="bf16", step="fused") for _ in range(2))
+    two.fused.set_threads(2)
+    for fast in (one, two):
+        for row in range(32):
+            fast.codes[row] = 1 + row % 40
+    for n in (32, 7, 4, 3):
+        assert torch.equal(one.step(n), two.step(n))
+        assert torch.equal(one.hs, two.hs) and torch.equal(one.cs, two.cs)
+    two.close()  # the helpers stop; the step goes on, on the calling thread
+    assert torch.equal(one.step(32), two.step(32))
 
 
 @needs_kernel
@@ -104,10 +123,23 @@ def test_fused_and_eager_steps_agree_and_give_the_same_replies(trained):
 
 
 @needs_kernel
-def test_a_fused_engine_never_boosts_its_threads(trained):
-    """The kernel runs on the calling thread alone, so a lone reply gains nothing from more threads."""
-    with Engine(Checkpoint(trained, trained.config), precision="fp32", step="fused") as eng:
-        assert eng.step_path == "fused" and not eng._threads.enabled
+def test_a_fused_engine_shares_a_crowds_steps_among_threads_and_keeps_its_text(trained, monkeypatch):
+    """A crowd's steps are what the kernel's threads speed up (a lone row cannot be split): the
+    engine's thread chooser may boost any batch of at least three rows, and boosted or not, the
+    replies are the same."""
+    settings = [SampleSettings(seed=s, max_chars=80, temperature=0.8) for s in range(6)]
+    ck = Checkpoint(trained, trained.config)
+    with Engine(ck, precision="bf16", step="fused", max_batch=8, threads=1) as eng:
+        plain = [f.result(timeout=60).text for f in [eng.submit("the ", s) for s in settings]]
+    with Engine(ck, precision="bf16", step="fused", max_batch=8) as eng:
+        chooser = eng._threads
+        assert chooser.min_rows == fused_step.MIN_SPLIT_ROWS and chooser.max_rows == 8
+        monkeypatch.setattr(chooser, "boost", 2)
+        monkeypatch.setattr(chooser, "enabled", True)
+        monkeypatch.setattr(chooser, "_choose", lambda rows, replies: 2 if rows >= chooser.min_rows else 1)
+        boosted = [f.result(timeout=60).text for f in [eng.submit("the ", s) for s in settings]]
+        assert chooser.boosted_steps > 0 and eng._fast.fused._pool_size == 1
+    assert boosted == plain
 
 
 @needs_kernel
