@@ -53,7 +53,8 @@ BLOCK = 8  # hidden units per block of gates; the hidden size must be a multiple
 PRECISIONS = ("fp32", "bf16")  # the weight formats the kernel reads
 MIN_SPLIT_ROWS = 3  # fewest rows a step shares among threads (each share an even number of rows)
 COMPILE_TIMEOUT_S = 300
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-pthread", "-std=c++17", f"-DCHARBOT_ABI={ABI}"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-pthread", "-std=c++17",
+         f"-DCHARBOT_ABI={ABI}"]
 NATIVE = ["-march=native"]  # tried first; a compiler that refuses it builds for the generic CPU
 
 
