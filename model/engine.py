@@ -41,7 +41,7 @@ from model import fused_step
 from model.charset import CHARS
 from model.checkpoint import Checkpoint
 from model.device import cpu_threads, pick_device
-from model.fast_sample import BatchSampler
+from model.fast_sample import BatchSampler, Noise
 from model.fast_step import FastStep
 from model.precision import Decision, auto_precision
 from model.sample import (
@@ -90,6 +90,7 @@ class _Reply:
     group: _Group
     index: int = 0
     generator: torch.Generator = field(init=False)
+    noise: Noise = field(init=False)
     watcher: StopWatcher = field(init=False)
     prime_list: list[int] = field(init=False)
     logprobs: list[float] = field(default_factory=list)
@@ -99,6 +100,7 @@ class _Reply:
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.noise = Noise(self.generator, len(CHARS))
         self.watcher = StopWatcher(self.settings.stop)
         self.prime_list = self.codes.tolist()
 
@@ -530,7 +532,7 @@ class Engine:
         active = self._active
         replies = [active[row] for row in rows]
         drawn, scores = self._sampler.draw_scored(
-            self._logit_rows[len(active)], rows, [r.settings for r in replies], [r.generator for r in replies]
+            self._logit_rows[len(active)], rows, [r.settings for r in replies], [r.noise for r in replies]
         )
         for row, reply, code, score in zip(rows, replies, drawn, scores, strict=True):
             plan[row] = code

@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from model import fused_step
 from model.checkpoint import Checkpoint
-from model.fast_sample import BatchSampler
+from model.fast_sample import BatchSampler, Noise
 from model.fast_step import FastStep
 from model.precision import parse
 from model.sample import SampleSettings
@@ -80,14 +80,14 @@ def read_floor_us(nbytes: int, rounds: int = 15) -> dict:
 def breakdown(fast: FastStep, chars: int = 64) -> dict:
     """One row's cost per character by call: a step and a draw each, under ``torch.profiler``."""
     sampler = BatchSampler(1, fast.vocab)
-    settings, gens = [SampleSettings(temperature=0.8)], [torch.Generator().manual_seed(0)]
+    settings, noises = [SampleSettings(temperature=0.8)], [Noise(torch.Generator().manual_seed(0), fast.vocab)]
     _fill(fast, 1)
 
     def char() -> None:
         with record_function(STEP_LABEL):
             logits = fast.step(1)
         with record_function(DRAW_LABEL):
-            fast.codes[0] = sampler.draw(logits, settings, gens)[0]
+            fast.codes[0] = sampler.draw(logits, settings, noises)[0]
 
     for _ in range(8):
         char()
