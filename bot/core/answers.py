@@ -363,7 +363,8 @@ COMMANDS: tuple[Command, ...] = (
                   "channel, whether I answer mentions, how often I join in uninvited", _chat_channel),
     Command("say", "/say persona prompt: talk to one of this server's own personas", None, None),
     Command("persona", "/persona list, /persona info name: this server's own personas, made by its admins from "
-            "their text; /persona create name style file... and /persona delete name: (admins) make or remove one",
+            "their text; /persona create name style file..., /persona retrain name and /persona delete name: (admins) "
+            "make one, train it again or remove it",
             None, None),
     Command("help", None, "/help: this list", _chat_help),
     Command("quit", None, "/quit: leave (or Ctrl-D)", _chat_quit),
