@@ -175,6 +175,34 @@ def test_a_refused_persona_is_retrained_from_the_command_line(run, bot, refusing
     assert code == 0 and out.startswith("> **When does the ferry leave?**"), err
 
 
+def test_forget_in_chat_takes_the_text_out_of_the_versions_and_what_the_persona_quotes(run, bot, refusing_training,
+                                                                                     monkeypatch):
+    """``charbot chat``'s /forget does what the bot's does: the texts are deleted, every kept version's learned
+    texts lose them, and the persona answering in the session no longer quotes them."""
+    tmp, db, ckdir = bot
+    monkeypatch.setenv("CHARBOT_STATE_DIR", str(tmp / "state"))  # the bot's versions, which the chat scrubs
+    code, _, err = run("persona", "create", "rules", str(tmp / "rules.txt"), "--style", "faq", "--server",
+                       str(SERVER), "--force", "--quiet")  # by 0: the chat's own user
+    assert code == 0, err
+    learned = tmp / "state" / "versions" / f"g{SERVER}-rules" / "v0001.learned.json"
+    assert [e["text"] for e in json.loads(learned.read_text())] == [TEXT]
+    ask = "/say rules When does the ferry leave? --seed 1 --length 60"
+    code, out, err = chat(run, ["--server", str(SERVER), "--checkpoints", str(ckdir), "--device", "cpu",
+                                "--precision", "fp32"], [ask, "/forget", ask])
+    assert code == 0, err
+    before, forgot, after = out.partition("Deleted 1 contribution of yours from this server.")
+    assert forgot, out
+    assert "*From rules:*" in before and "north pier" in before  # grounded in its text, quoting it
+    assert json.loads(learned.read_text()) == []  # the version's learned texts lost it
+    assert "*From rules:*" not in after and "north pier" not in after  # and the session's persona stopped quoting
+
+    async def stored() -> list:
+        async with await open_store(db) as store:
+            return await store.contributions()
+
+    assert asyncio.run(stored()) == []
+
+
 def test_a_persona_queued_or_training_is_not_retrained_and_a_retrain_waits_its_turn(run, bot):
     tmp, db, _ = bot
     key = f"g{SERVER}-rules"

@@ -392,11 +392,7 @@ async def test_forget_and_scrub_take_the_creators_text_out_of_what_the_persona_q
     first = await world.say(key, "When does the ferry leave?")
     assert "north pier" in first  # quoted from its text
 
-    async def scrub(ids: set[int]) -> None:  # what the bot gives /forget (bot.core.answers.forget)
-        assert world.manager.scrub_learned(ids) == [version.with_suffix(".learned.json")]
-        world.models.reground(key)
-
-    answer = await answers.forget(world.store, GUILD, ADMIN, scrub)
+    answer = await answers.forget(world.store, GUILD, ADMIN, world.manager, world.models)  # as the bot's /forget
     assert answer.text.startswith("Deleted 1 contribution of yours from this server.")
     assert learned_texts(version) == []
     assert f"({0:,} still stored; the rest was deleted with /forget)" in await service.info_text(GUILD, "rules")
