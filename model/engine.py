@@ -43,7 +43,7 @@ from model.checkpoint import Checkpoint
 from model.device import cpu_threads, pick_device
 from model.fast_sample import BatchSampler, Noise
 from model.fast_step import FastStep
-from model.precision import Decision, auto_precision
+from model.precision import Decision, Lineage, auto_precision
 from model.sample import (
     PRIME_CHUNK,
     Finish,
@@ -170,7 +170,8 @@ class Engine:
         self.precision_decision: Decision | None = None  # how "auto" was resolved
         if precision == "auto":
             self.precision_decision = auto_precision(model, self.device, threads=self.threads, max_batch=max_batch,
-                                                     cache=precision_cache, steps=None if step is None else (step,))
+                                                     cache=precision_cache, steps=None if step is None else (step,),
+                                                     lineage=Lineage.of(checkpoint.path, checkpoint.info))
             precision, step = self.precision_decision.precision, self.precision_decision.step
         self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs, step=step or "eager")
         self.precision = self._fast.precision

@@ -36,6 +36,23 @@ the torch version, the device, the thread count and the precisions on offer, wit
 measurements beside it so an operator can read why. A missing, corrupt or unwritable cache
 is logged and otherwise ignored: the engine then measures again (a short measurement,
 once per load; model/README.md gives its time on one CPU).
+
+**A fine-tuned checkpoint** (a server's persona, a corpus's version) is a new file, so its key
+misses the cache. Half of what it would measure is already known, though: a step's time
+depends on the tensors' shapes, the machine and the path, not on the values in the weights
+(the same matrix products on the same sizes, and no path branches on a value; denormal
+numbers aside, which trained weights do not hold), and fine-tuning keeps the shapes. So
+where the cache holds a decision for its parent (the checkpoint it was fine-tuned from,
+recorded in its info's ``parent``), or for another checkpoint fine-tuned from that parent,
+with every other part of the key equal and the same tensor shapes, its step times are reused
+(:func:`recheck`) and only fidelity is measured, on this checkpoint's own weights and its own
+text, as the full measurement would: fidelity does depend on the weights. Nor is every
+candidate's fidelity needed. With the step times fixed, the choice can only be the
+relative's choice or a candidate at most :data:`TIE_MARGIN` slower than it, once the
+relative's choice is within the bounds here too; so those are checked first, and every
+candidate only when the relative's choice fails here. The result is the very decision the
+full measurement would reach with those step times, at the cost of the fidelity of one or
+two candidates (model/README.md gives the figures).
 """
 
 from __future__ import annotations
@@ -197,6 +214,8 @@ class Decision:
     when: str = ""
     cached: bool = False
     step: str = "eager"  # "eager" or "fused" (model/fused_step.py)
+    lineage: Lineage | None = None  # the checkpoint's file and its parent's, so a relative finds these step times
+    speed_key: str = ""  # :func:`speed_key_id`: what the step times depend on
 
     @property
     def label(self) -> str:
@@ -205,13 +224,35 @@ class Decision:
     def to_dict(self) -> dict:
         return {"precision": self.precision, "step": self.step, "reason": self.reason,
                 "measured": [m.to_dict() for m in self.measured], "key": self.key, "seconds": self.seconds,
-                "when": self.when}
+                "when": self.when, "lineage": asdict(self.lineage) if self.lineage is not None else None,
+                "speed_key": self.speed_key}
 
     @classmethod
     def from_dict(cls, d: dict) -> Decision:
+        lineage = d.get("lineage")
         return cls(d["precision"], d["reason"], [Measured.from_dict(m) for m in d.get("measured", [])],
                    d.get("key", {}), float(d.get("seconds", 0.0)), d.get("when", ""), cached=True,
-                   step=d.get("step", "eager"))
+                   step=d.get("step", "eager"), lineage=Lineage(**lineage) if isinstance(lineage, dict) else None,
+                   speed_key=str(d.get("speed_key") or ""))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a checkpoint comes from: its own file, and the file it was fine-tuned from (None: not fine-tuned,
+    or not known). Paths are resolved, so two spellings of one file match."""
+
+    path: str | None = None
+    parent: str | None = None
+
+    @classmethod
+    def of(cls, path: str | Path | None, info: dict | None) -> Lineage:
+        """A loaded checkpoint's lineage, from its path and its info (``parent`` is what training records)."""
+        parent = info.get("parent") if isinstance(info, dict) else None
+        return cls(_resolved(path), _resolved(parent.get("path") if isinstance(parent, dict) else None))
+
+
+def _resolved(path: str | Path | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
 # ---- fidelity -------------------------------------------------------------------------
@@ -327,14 +368,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 @torch.no_grad()
-def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_batch: int = 64,
-            probe: Probe = Probe()) -> list[Measured]:
-    """Fidelity and speed of each of ``precisions`` (candidates, by :func:`label`) on ``device``
-    (see the module docstring).
-
-    A precision whose path fails to build or to step is recorded with its error, never raised:
-    ``auto`` must come up with something servable wherever a path is missing.
-    """
+def _fidelity_pass(model: CharLSTM, device: torch.device, precisions: list[str], max_batch: int,
+                   probe: Probe) -> tuple[dict[str, Measured], dict[str, FastStep]]:
+    """Each candidate's fidelity on the model's own text, and the steps that were built (for timing them)."""
     rows = min(probe.rows, max_batch)
     codes = own_text(model, rows, probe.chars, probe.seed, device)
     reference = reference_logprobs(model, codes)
@@ -351,6 +387,27 @@ def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_ba
         except Exception as exc:  # a missing or broken path: not chosen, and said why
             log.warning("precision %s could not be measured: %s", p, exc)
             results[p].error = _said(exc)
+    return results, steps
+
+
+def fidelities(model: CharLSTM, device: torch.device, precisions: list[str], max_batch: int = 64,
+               probe: Probe = Probe()) -> list[Measured]:
+    """The fidelity half of :func:`measure`, with no timing: each candidate against the fp32 reference on
+    the model's own text (a path that fails is recorded with its error)."""
+    results, _ = _fidelity_pass(model, device, precisions, max_batch, probe)
+    return [results[p] for p in precisions]
+
+
+@torch.no_grad()
+def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_batch: int = 64,
+            probe: Probe = Probe()) -> list[Measured]:
+    """Fidelity and speed of each of ``precisions`` (candidates, by :func:`label`) on ``device``
+    (see the module docstring).
+
+    A precision whose path fails to build or to step is recorded with its error, never raised:
+    ``auto`` must come up with something servable wherever a path is missing.
+    """
+    results, steps = _fidelity_pass(model, device, precisions, max_batch, probe)
     try:
         for p, speed in speeds(steps, probe).items():
             results[p].speed = speed
@@ -359,6 +416,34 @@ def measure(model: CharLSTM, device: torch.device, precisions: list[str], max_ba
         for p in steps:
             results[p].error = results[p].error or _said(exc)
     return [results[p] for p in precisions]
+
+
+def recheck(model: CharLSTM, device: torch.device, relative: Decision, max_batch: int = 64,
+            probe: Probe = Probe(), bounds: Bounds = Bounds(), margin: float = TIE_MARGIN) -> list[Measured]:
+    """What :func:`measure` would give ``model``, with the step times ``relative`` (a checkpoint of the same
+    shape on this machine, see the module docstring) measured, and only the fidelity that can change the
+    choice measured here.
+
+    Fidelity is measured first for the relative's choice and for every candidate at most ``margin``
+    slower than it. If the relative's choice is within ``bounds`` here, no other candidate can be chosen:
+    the fastest within the bounds is then at most as slow as it, and a more faithful one wins only within
+    ``margin`` of that fastest. Otherwise every candidate's fidelity is measured. A candidate left
+    unmeasured keeps its step time and no fidelity, so :func:`choose` neither picks nor rejects it; one
+    whose path failed for the relative (the same shape and machine) keeps its error.
+    """
+    chosen = next(m for m in relative.measured if m.precision == relative.label)
+    assert chosen.speed is not None
+    limit = chosen.speed.score_ms * (1 + margin)
+    results = {m.precision: Measured(m.precision, speed=m.speed, error=m.error) for m in relative.measured}
+    near = [m.precision for m in relative.measured
+            if m.error is None and m.speed is not None and m.speed.score_ms <= limit]
+    for m in fidelities(model, device, near, max_batch, probe):
+        results[m.precision].fidelity, results[m.precision].error = m.fidelity, m.error
+    if not results[relative.label].qualifies(bounds):
+        rest = [p for p, m in results.items() if m.error is None and p not in near]
+        for m in fidelities(model, device, rest, max_batch, probe):
+            results[m.precision].fidelity, results[m.precision].error = m.fidelity, m.error
+    return [results[m.precision] for m in relative.measured]
 
 
 def _said(exc: BaseException) -> str:
@@ -432,6 +517,40 @@ def key_id(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def speed_key_id(model: CharLSTM, key: dict) -> str:
+    """What a step's time depends on: ``key`` (from :func:`cache_key`) without the weights' digest, with
+    the tensors' names and shapes instead (see the module docstring)."""
+    shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
+    return key_id({**{k: v for k, v in key.items() if k != "checkpoint"}, "shapes": shapes})
+
+
+def _relative(entries: dict[str, dict], speed_key: str, lineage: Lineage | None,
+              precisions: list[str]) -> Decision | None:
+    """The newest cached decision whose step times a checkpoint of ``lineage`` may reuse: made for its parent,
+    or for another checkpoint fine-tuned from that parent, with the same :func:`speed_key_id`, the same
+    candidates and a step time for its choice and for each that did not fail. None when there is none, or no
+    parent."""
+    if lineage is None or lineage.parent is None:
+        return None
+    found = []
+    for entry in entries.values():
+        if not isinstance(entry, dict) or entry.get("speed_key") != speed_key:
+            continue
+        try:
+            decision = Decision.from_dict(entry)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        kin = decision.lineage
+        if kin is None or lineage.parent not in (kin.path, kin.parent):
+            continue
+        if [m.precision for m in decision.measured] != precisions:
+            continue
+        timed = {m.precision for m in decision.measured if m.speed is not None}
+        if decision.label in timed and all(m.error is not None or m.precision in timed for m in decision.measured):
+            found.append(decision)
+    return max(found, key=lambda d: d.when, default=None)
+
+
 def read_cache(path: Path) -> dict[str, dict]:
     """The cached decisions by key id; an absent or unreadable file is none (logged)."""
     try:
@@ -473,15 +592,18 @@ def _cached(entries: dict[str, dict], kid: str, precisions: list[str]) -> Decisi
 
 def auto_precision(model: CharLSTM, device: torch.device, *, threads: int | None = None, max_batch: int = 64,
                    cache: str | Path | None = None, probe: Probe = Probe(), bounds: Bounds = Bounds(),
-                   steps: tuple[str, ...] | None = None) -> Decision:
+                   steps: tuple[str, ...] | None = None, lineage: Lineage | None = None) -> Decision:
     """Resolve ``auto`` for ``model`` on ``device``: from ``cache`` when it has this key, else measured (and cached).
 
     ``threads`` is what the engine's worker will step with; the measurement runs with it too.
-    ``steps`` limits the step paths measured (see :func:`candidates`).
+    ``steps`` limits the step paths measured (see :func:`candidates`). ``lineage`` says which
+    checkpoint file this is and what it was fine-tuned from: where the cache holds that parent's
+    decision, or a sibling's, the step times are reused and only fidelity is measured (:func:`recheck`).
     """
     precisions = candidates(model, device, steps)
     key = cache_key(model, device, threads, precisions, max_batch, bounds)
     kid = key_id(key)
+    speed_key = speed_key_id(model, key)
     path = Path(cache).expanduser() if cache is not None else None
     entries = read_cache(path) if path is not None else {}
     hit = _cached(entries, kid, precisions)
@@ -493,17 +615,27 @@ def auto_precision(model: CharLSTM, device: torch.device, *, threads: int | None
         measured = []
         precision, reason = precisions[0], f"only {precisions[0]} runs natively here" + _fused_note(device)
     else:
+        relative = _relative(entries, speed_key, lineage, precisions)
         try:
             with torch_threads(threads):
-                measured = measure(model, device, precisions, max_batch, probe)
+                if relative is not None:
+                    measured = recheck(model, device, relative, max_batch, probe, bounds)
+                else:
+                    measured = measure(model, device, precisions, max_batch, probe)
         except Exception as exc:  # the reference itself failed: serve it anyway, and measure again next time
             log.exception("precision auto: the measurement failed; serving fp32")
             return Decision("fp32", f"the measurement failed ({_said(exc)}); the reference precision", [], key)
         precision, reason = choose(measured, bounds)
         reason = f"{precision}: {reason}{_fused_note(device)}"
+        if relative is not None and relative.lineage is not None:
+            whose = ("its parent" if relative.lineage.path == (lineage.parent if lineage else None)
+                     else "a checkpoint fine-tuned from the same parent")
+            reason += (f"; step times as measured for {whose} ({relative.lineage.path}, the same shapes on this "
+                       "machine), fidelity measured on this checkpoint")
     chosen, step = parse(precision)
     decision = Decision(chosen, reason, measured, key, time.perf_counter() - t0,
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"), step=step)
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), step=step, lineage=lineage,
+                        speed_key=speed_key)
     log.info("precision auto: %s, measured in %.2f s: %s", precision, decision.seconds, reason)
     if path is not None:
         entries[kid] = decision.to_dict()

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 
-from bot.cli.common import UserError, add_model_flags, load_models, persona_replies
+from bot.cli.common import UserError, add_model_flags, load_models, local_manager, persona_replies
 from bot.cli.persona import server_id
 
 
@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     async def session() -> int:
         store = await open_store(args.db or config.database)
         try:
-            if args.server is None:
-                chat = ChatSession(store, ReplyService(models, limits), limits)
+            if args.server is None:  # the bot's versions too: /forget scrubs their learned texts as the bot's does
+                chat = ChatSession(store, ReplyService(models, limits), limits,
+                                   finetune=local_manager(args, config, store, args.db or config.database))
             else:
                 service, personas = await persona_replies(args, config, store, models, limits,
                                                           args.db or config.database)

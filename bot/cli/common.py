@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from bot.config import BotConfig, Limits
     from bot.core.engines import Models
     from bot.core.replies import ReplyService
+    from bot.jobs.manager import FinetuneManager
     from bot.jobs.settings import FinetuneSettings
     from bot.personas.service import PersonaService
     from bot.store import Store
@@ -151,25 +152,32 @@ def job_settings(args: argparse.Namespace, writes_versions: bool = True) -> tupl
     return db, settings, checkpoints
 
 
+def local_manager(args: argparse.Namespace, config: BotConfig, store: Store, database: Path | str) -> FinetuneManager:
+    """The bot's fine-tuning manager over ``database`` and its versions, for a command that reads them (which
+    version a persona serves) or scrubs them (/forget in ``charbot chat``); it starts no job of the queue's."""
+    from bot.core.engines import base_checkpoint
+    from bot.jobs.manager import FinetuneManager
+    from bot.jobs.settings import load_settings
+    from bot.store.jobs import FinetuneStore
+
+    checkpoints = Path(args.checkpoints).expanduser() if args.checkpoints else config.checkpoint_dir
+    settings = load_settings(database, args.env_file)  # the state folder is the bot's (CHARBOT_STATE_DIR or beside)
+    return FinetuneManager(FinetuneStore(store), settings, lambda corpus: base_checkpoint(corpus, checkpoints),
+                           serves_queue=False)
+
+
 async def persona_replies(args: argparse.Namespace, config: BotConfig, store: Store, models: Models, limits: Limits,
                           database: Path | str) -> tuple[ReplyService, PersonaService]:
     """A ReplyService set up for personas as the bot's is: every stored persona registered, each one's
     checkpoint found by the persona service (:meth:`~bot.personas.service.PersonaService.locate`), the
     verbatim-copy guard over the stored texts; so ``charbot reply --persona`` and ``charbot chat
     --server`` print what /say would post."""
-    from bot.core.engines import base_checkpoint
     from bot.core.replies import ReplyService
     from bot.core.verbatim import VerbatimGuard
-    from bot.jobs.manager import FinetuneManager
-    from bot.jobs.settings import load_settings
     from bot.personas.service import PersonaService
     from bot.personas.settings import load_persona_settings
-    from bot.store.jobs import FinetuneStore
 
-    checkpoints = Path(args.checkpoints).expanduser() if args.checkpoints else config.checkpoint_dir
-    settings = load_settings(database, args.env_file)  # only its database's versions are read: no state folder
-    manager = FinetuneManager(FinetuneStore(store), settings, lambda corpus: base_checkpoint(corpus, checkpoints),
-                              serves_queue=False)
+    manager = local_manager(args, config, store, database)
     persona_settings = load_persona_settings(args.env_file)
     models.max_personas = persona_settings.max_loaded
     personas = PersonaService(store, manager, persona_settings, models)

@@ -1,11 +1,11 @@
-"""``charbot persona``: a server's personas from a terminal: create (and train), list, info, delete.
+"""``charbot persona``: a server's personas from a terminal: create (and train), list, info, retrain, delete.
 
 The same :class:`~bot.personas.service.PersonaService` the /persona cog calls, on the bot's own
 database and versions, so a persona made here is the bot's: it speaks in that server once trained
 (``charbot reply --persona`` shows what it would post). Personas belong to a server, so every
-action names one with ``--server``. ``create`` trains in this process, with progress on stderr,
-when the machine has room; when a fine-tune already runs it leaves the job in the shared queue for
-a bot process to start, says so, and exits 0. This process never starts anyone else's queued job:
+action names one with ``--server``. ``create`` and ``retrain`` train in this process, with progress
+on stderr, when the machine has room; when a fine-tune already runs they leave the job in the shared
+queue for a bot process to start, say so, and exit 0. This process never starts anyone else's queued job:
 it would die when this command exits.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import signal
 import sys
 from dataclasses import replace
@@ -22,10 +23,11 @@ from typing import TYPE_CHECKING
 from bot.cli.common import UserError, add_database_flags, add_env_file_flag, add_json_flag, emit, job_settings
 
 if TYPE_CHECKING:
-    from bot.jobs.manager import JobOutcome, RunningJob
+    from bot.jobs.manager import JobOutcome, Queued, RunningJob
     from bot.personas.service import PersonaService
     from bot.personas.settings import PersonaSettings
     from bot.personas.uploads import File
+    from bot.store.personas import PersonaRow
 
 STATUS_EVERY_S = 5.0
 LOCAL_CHANNEL = 0  # what a persona made here records as its channel: no Discord id is 0
@@ -48,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     bounds = "; ".join(PersonaSettings().lines())
     p = sub.add_parser(
-        "persona", help="a server's own personas: create (and train) one from text files, list, info, delete",
+        "persona", help="a server's own personas: create (and train) one from text files, list, info, retrain, "
+        "delete",
         description="A persona speaks as its server's text: it is fine-tuned from the general base model on the "
         "files given, in one of three styles (" + "; ".join(f"{s}: {h}" for s, h in STYLE_HELP.items())
         + "). Personas belong to a server: give its Discord id with --server. Bounds (defaults; the "
@@ -92,6 +95,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                "version's held-out loss on its own text before and after.")
     i.add_argument("name")
     i.set_defaults(func=run)
+    r = action("retrain", "train a persona again on the text it keeps",
+               "Train a persona again on its stored text, after its training was refused, cancelled, killed or ran "
+               "out of time: here, with progress, if no other fine-tune runs on this machine; else the job waits in "
+               "the queue for a bot process. It starts from the version the persona serves (the general base while "
+               "it has none), and the result is judged as create's is.")
+    r.add_argument("name")
+    r.add_argument("--minutes", type=float, help="time budget (default: CHARBOT_FINETUNE_MINUTES, else 10)")
+    r.add_argument("--force", action="store_true",
+                   help="serve the result even if it is no better than the general base on the held-out text")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.set_defaults(func=run)
     d = action("delete", "delete a persona: its text, trained versions and records",
                "Delete a persona: its text, its trained versions and their passage index, and its records. A "
                "persona training in another process is refused until that job ends.")
@@ -113,8 +127,8 @@ async def _run(args: argparse.Namespace) -> int:
     from bot.store import StoreError, open_store
     from bot.store.jobs import FinetuneStore
 
-    db, settings, checkpoints = job_settings(args, writes_versions=args.action in ("create", "delete"))
-    if args.action == "create":  # an operator may give a longer budget than the bot's users may ask for
+    db, settings, checkpoints = job_settings(args, writes_versions=args.action in ("create", "retrain", "delete"))
+    if args.action in ("create", "retrain"):  # an operator may give a longer budget than the bot's users may ask for
         settings = replace(settings, max_minutes=max(settings.max_minutes, args.minutes or 0))
     persona_settings = load_persona_settings(args.env_file)
     try:
@@ -128,6 +142,8 @@ async def _run(args: argparse.Namespace) -> int:
         await manager.recover()
         if args.action == "create":
             return await _create(args, service, persona_settings)
+        if args.action == "retrain":
+            return await _retrain(args, service)
         if args.action == "list":
             rows = await service.rows.of_guild(args.server)
             personas = [{"name": r.name, "style": r.style, "chars": r.chars, "files": r.files,
@@ -173,18 +189,33 @@ def read_files(paths: list[Path], settings: PersonaSettings) -> list[File]:
 
 
 async def _create(args: argparse.Namespace, service: PersonaService, settings: PersonaSettings) -> int:
+    files = read_files(args.files, settings)
+    created = await service.create(args.server, args.name, args.style, files, args.by, LOCAL_CHANNEL,
+                                   source="cli", minutes=args.minutes, force=args.force)
+    row = created.persona
+    head = (f"Persona {row.name} ({row.style}) created in server {args.server} from {len(row.files)} file(s), "
+            f"{row.chars:,} characters.")
+    return await _train(args, service, row, created.job, head)
+
+
+async def _retrain(args: argparse.Namespace, service: PersonaService) -> int:
+    """Train it again here, or queue it; no Discord channel is recorded, so a bot that starts it posts nothing."""
+    retrained = await service.retrain(args.server, args.name, minutes=args.minutes, force=args.force,
+                                      started_by=f"cli:{getpass.getuser()}")
+    row = retrained.persona
+    return await _train(args, service, row, retrained.job, f"Persona {row.name} in server {args.server}: training "
+                        "it again on the text it keeps.")
+
+
+async def _train(args: argparse.Namespace, service: PersonaService, row: PersonaRow, job: RunningJob | Queued,
+                 head: str) -> int:
+    """Say the job is queued and exit 0, or follow it here and say how it ended (exit 0 when it is served)."""
     from bot.jobs.manager import Queued
     from bot.personas.messages import training_ended
     from bot.store.jobs import CANCELLED, DONE
 
-    files = read_files(args.files, settings)
-    created = await service.create(args.server, args.name, args.style, files, args.by, LOCAL_CHANNEL,
-                                   source="cli", minutes=args.minutes, force=args.force)
-    row, job = created.persona, created.job
     payload: dict = {"server": args.server, "name": row.name, "key": row.key, "style": row.style,
                      "chars": row.chars, "files": row.files}
-    head = (f"Persona {row.name} ({row.style}) created in server {args.server} from {len(row.files)} file(s), "
-            f"{row.chars:,} characters.")
     if isinstance(job, Queued):
         emit(args, payload | {"state": "queued", "queue_entry": job.id, "ahead": job.ahead},
              f"{head} A fine-tune is already running on this machine, so its training waits in the queue "
@@ -201,7 +232,7 @@ async def _create(args: argparse.Namespace, service: PersonaService, settings: P
                           "path": str(path) if path else None, "error": outcome.error,
                           "losses": report.figures()["contributed"] if report else None,
                           "report": report.to_dict() if report else None},
-         training_ended(row.name, outcome) + (f"\nCheckpoint: {path}" if path else ""))
+         training_ended(row.name, outcome, args.server) + (f"\nCheckpoint: {path}" if path else ""))
     return 0 if outcome.state == DONE else (130 if outcome.state == CANCELLED else 1)
 
 

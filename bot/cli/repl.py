@@ -36,6 +36,7 @@ from bot.store.conversation import ConversationStore
 from corpora.registry import CORPORA
 
 if TYPE_CHECKING:
+    from bot.jobs.manager import FinetuneManager
     from bot.personas.service import PersonaService
 
 LOCAL_GUILD = 0
@@ -79,12 +80,14 @@ class ChatSession:
     """Turns one typed line into the bot's answer."""
 
     def __init__(self, store: Store, service: ReplyService, limits: Limits, guild: int = LOCAL_GUILD,
-                 personas: PersonaService | None = None) -> None:
+                 personas: PersonaService | None = None, finetune: FinetuneManager | None = None) -> None:
         self.store = store
         self.service = service
         self.limits = limits
         self.guild = guild  # the server the session stands for (LOCAL_GUILD: none)
         self.personas = personas  # that server's personas, for /say (None: not set up)
+        # The bot's versions, whose learned texts /forget scrubs as the bot's /forget does (None: not set up).
+        self.finetune = finetune if finetune is not None or personas is None else personas.finetune
         self.messages: dict[int, tuple[str, int | None, bool]] = {}  # id -> (text, replied-to id, the bot's?)
         self.last_reply: int | None = None  # the bot's last message, which > and the buttons act on
         self._ids = itertools.count(1)
@@ -119,7 +122,7 @@ class ChatSession:
         if command is None or command.chat is None:
             return f"Unknown command /{name}; try /help."
         caller = answers.Caller(self.store, self.guild, LOCAL_CHANNEL, LOCAL_USER, self.limits,
-                                self.service.models.info)
+                                self.service.models.info, self.service.models, self.finetune)
         return await command.chat(caller, rest)
 
     async def _generate(self, corpus: str, rest: str) -> str:

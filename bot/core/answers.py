@@ -16,10 +16,11 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from bot.config import Limits
 from bot.core.conversation import describe_channel, persona_for, voice_named
-from bot.core.engines import ModelInfo
+from bot.core.engines import ModelInfo, Models
 from bot.core.refusals import Refusal
 from bot.core.sanitise import clean_text, quote
 from bot.core.temperature import check_temperature
@@ -28,6 +29,9 @@ from bot.store.conversation import ConversationStore
 from corpora.registry import CORPORA
 from corpora.voices import display_name, parse_key
 from model.charset import normalize
+
+if TYPE_CHECKING:
+    from bot.jobs.manager import FinetuneManager
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +124,18 @@ async def contribute(
 
 
 async def forget(
-    store: Store, guild_id: int | None, user_id: int,
-    scrub: Callable[[set[int]], Awaitable[object]] | None = None,
+    store: Store, guild_id: int | None, user_id: int, finetune: FinetuneManager | None = None,
+    models: Models | None = None,
 ) -> Answer:
-    """Delete the caller's contributions here; ``scrub`` then takes them out of the texts kept versions
-    quote from (``FinetuneManager.scrub_learned`` and ``Models.reground``), so grounding stops quoting them."""
+    """/forget, for the cog and ``charbot chat`` alike: delete the caller's contributions here, take them
+    out of every kept version's learned texts (:meth:`FinetuneManager.scrub`, when fine-tuning is set up)
+    and rebuild the lexicon and passages ``models`` serve from those texts (:meth:`Models.reground`), so
+    no grounded answer quotes them any more; then say which kept versions still learned from them."""
     guild_id = in_server(guild_id)
     ids = {c.id for c in await store.contributions(guild_id=guild_id, user_id=user_id)}
     n = await store.forget(guild_id, user_id)
-    if ids and scrub is not None:
-        await scrub(ids)
+    if ids and finetune is not None:
+        await finetune.scrub(ids, models.reground if models is not None else _nothing_served)
     carriers = await store.learned_from(guild_id, user_id)
     if n == 0 and not carriers:
         return Answer("You have no contributions stored in this server; nothing to delete.")
@@ -144,6 +150,10 @@ async def forget(
                 ", ".join(f"{c.corpus} v{c.version}" for c in carriers))
     return Answer(f"{head} But {named}; deleting the texts does not remove what a model learned from them. "
                   "An admin has been told (`/finetune status`) and can retrain without them or roll back.")
+
+
+def _nothing_served(corpus: str) -> None:
+    """No engines in this process to reground: the next load reads the scrubbed texts."""
 
 
 async def optout(store: Store, guild_id: int | None, user_id: int, undo: bool = False) -> Answer:
@@ -276,6 +286,8 @@ class Caller:
     user_id: int
     limits: Limits
     models: dict[str, ModelInfo]
+    engines: Models | None = None  # what this process serves, regrounded after /forget
+    finetune: FinetuneManager | None = None  # the bot's versions, whose learned texts /forget scrubs
 
 
 # How ``charbot chat`` answers a command from the rest of the typed line: the text to print,
@@ -317,7 +329,7 @@ async def _chat_contribute(caller: Caller, rest: str) -> str:
 
 
 async def _chat_forget(caller: Caller, rest: str) -> str:
-    return (await forget(caller.store, caller.guild_id, caller.user_id)).text
+    return (await forget(caller.store, caller.guild_id, caller.user_id, caller.finetune, caller.engines)).text
 
 
 async def _chat_optout(caller: Caller, rest: str) -> str:
@@ -363,7 +375,8 @@ COMMANDS: tuple[Command, ...] = (
                   "channel, whether I answer mentions, how often I join in uninvited", _chat_channel),
     Command("say", "/say persona prompt: talk to one of this server's own personas", None, None),
     Command("persona", "/persona list, /persona info name: this server's own personas, made by its admins from "
-            "their text; /persona create name style file... and /persona delete name: (admins) make or remove one",
+            "their text; /persona create name style file..., /persona retrain name and /persona delete name: (admins) "
+            "make one, train it again or remove it",
             None, None),
     Command("help", None, "/help: this list", _chat_help),
     Command("quit", None, "/quit: leave (or Ctrl-D)", _chat_quit),

@@ -237,11 +237,6 @@ class CharBot(commands.Bot):
             log.info("%d server personas registered", await self.personas.register_all())
         manager.follow_served()
 
-    async def scrub(self, contribution_ids: set[int]) -> None:
-        """After /forget: take the deleted texts out of what kept versions quote (answers.forget calls it)."""
-        if self.finetune is not None:
-            await self.finetune.scrub(contribution_ids, self.models.reground)
-
     def _base(self, corpus: str) -> Path:
         return base_checkpoint(corpus, self.config.checkpoint_dir)
 

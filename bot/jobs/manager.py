@@ -118,14 +118,15 @@ class JobOutcome:
         if self.state == REFUSED and self.report is not None:
             again = (f"`/finetune start {name} force:True`, or `charbot finetune {name} --force`"
                      if parse_key(self.corpus) is None else
-                     f"`/persona delete {name}`, then `/persona create` with the same files and force:True")
+                     f"`/persona retrain {name} force:True`")
             return (f"Fine-tune of {name} (job {self.job_id}) was refused, so the served model is unchanged: "
                     f"{self.error}.\n{self.report.summary()}\nTo serve such a result anyway, run it again with "
                     f"force ({again}).")
-        if self.state == CANCELLED:
+        if self.state == CANCELLED:  # no advice: a persona's job is also cancelled when the persona is deleted
             return f"Fine-tune of {name} (job {self.job_id}) was cancelled; nothing changed. {self.error or ''}"
+        again = f"\n`/persona retrain {name}` trains it again." if parse_key(self.corpus) is not None else ""
         text = f"Fine-tune of {name} (job {self.job_id}) failed; the served model is unchanged: {self.error}"
-        return text + (f"\n{self.report.summary()}" if self.report is not None else "")
+        return text + (f"\n{self.report.summary()}" if self.report is not None else "") + again
 
 
 @dataclass

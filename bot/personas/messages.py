@@ -3,7 +3,8 @@
 :meth:`bot.jobs.manager.JobOutcome.message` speaks of a corpus, its key and its old style, none
 of which a persona has: it is trained from the general base to become its own text, so the one
 figure that matters is the held-out loss on that text, before (the general base) and after (the
-persona). The /persona cog and ``charbot persona create`` both say it with :func:`training_ended`.
+persona). ``charbot persona create`` and ``retrain`` say it with :func:`training_ended`; the bot posts
+:meth:`~bot.jobs.manager.JobOutcome.message`, which words a persona's refusal the same way.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ def heldout_line(report: FinetuneReport) -> str:
     return line
 
 
-def training_ended(name: str, outcome: JobOutcome) -> str:
-    """The persona is trained and speaks, or why it cannot yet (refused, cancelled, failed)."""
+def retrain_command(name: str, server: int | None = None, force: bool = False) -> str:
+    """The command that trains persona ``name`` again: the slash command, or with ``server`` the CLI's."""
+    if server is None:
+        return f"/persona retrain {name}" + (" force:True" if force else "")
+    return f"charbot persona retrain {name} --server {server}" + (" --force" if force else "")
+
+
+def training_ended(name: str, outcome: JobOutcome, server: int | None = None) -> str:
+    """The persona is trained and speaks, or why it cannot yet (refused, cancelled, failed) and how to train it
+    again: with the slash command, or with ``server`` (``charbot persona``) the command line's."""
     report = outcome.report
     figures = f"\n{heldout_line(report)}" if report is not None else ""
     if outcome.state == DONE:
@@ -35,12 +44,14 @@ def training_ended(name: str, outcome: JobOutcome) -> str:
                   if outcome.forced else "")
         return (f"The persona **{name}** is trained (job {outcome.job_id}, {report.steps if report else 0} steps) "
                 f"and now speaks from v{outcome.version}.{forced}{figures}")
-    unable = " It cannot speak until it is trained: delete it and create it again"
+    unable = " It cannot speak until it is trained:"
     if outcome.state == REFUSED:
-        return (f"The persona **{name}** was created, but its training (job {outcome.job_id}) was refused: "
-                f"{outcome.error}.{unable} with more text, or forced.{figures}")
+        return (f"The training of the persona **{name}** (job {outcome.job_id}) was refused: {outcome.error}.{unable} "
+                f"`{retrain_command(name, server, force=True)}` serves such a result anyway, or delete it and create "
+                f"it again with more text.{figures}")
+    again = f" `{retrain_command(name, server)}` trains it again."
     if outcome.state == CANCELLED:
-        return (f"The persona **{name}** was created, but its training (job {outcome.job_id}) was cancelled"
-                f"{': ' + outcome.error if outcome.error else ''}.{unable}.")
-    return (f"The persona **{name}** was created, but its training (job {outcome.job_id}) failed: {outcome.error}."
-            f"{unable}.{figures}")
+        return (f"The training of the persona **{name}** (job {outcome.job_id}) was cancelled"
+                f"{': ' + outcome.error if outcome.error else ''}.{unable}{again}")
+    return (f"The training of the persona **{name}** (job {outcome.job_id}) failed: {outcome.error}.{unable}{again}"
+            f"{figures}")

@@ -10,6 +10,8 @@ the persona and its text in one transaction, and starts (or queues) a fine-tune 
 base model on that text through the ordinary job machinery (:mod:`bot.jobs.manager`), so it
 gets the same separate process, progress, cancel, time budget, guard, versions and rollback as
 any fine-tune. If the job cannot even be queued, the persona and its text are deleted again.
+A persona whose training was refused, cancelled, killed or ran out of time keeps its text, so
+:meth:`PersonaService.retrain` trains it again from that text without a new upload.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bot.core.engines import Models
 from bot.core.refusals import Refusal
 from bot.core.sanitise import quote
 from bot.jobs.manager import FinetuneManager, FinetuneRefused, Queued, RunningJob
+from bot.personas.messages import retrain_command
 from bot.personas.settings import PersonaSettings
 from bot.personas.uploads import File, check_uploads
 from bot.store.base import Store
@@ -60,6 +63,28 @@ class Created:
                     "/persona info shows how it goes.")
         return (f"{head} Training from the general base started (job {self.job.id}, up to "
                 f"{self.job.minutes:g} min); /persona info shows how it goes.")
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A persona's new training job (running, or waiting in the queue)."""
+
+    persona: PersonaRow
+    job: RunningJob | Queued
+
+    def message(self) -> str:
+        if isinstance(self.job, Queued):
+            return (f"Training of the persona **{self.persona.name}** is queued (job {self.job.id}, {self.job.ahead} "
+                    "ahead of it); /persona info shows how it goes.")
+        start = "the general base" if self.job.parent.version == 0 else f"its {self.job.parent.label}"
+        return (f"Training the persona **{self.persona.name}** again from {start} (job {self.job.id}, up to "
+                f"{self.job.minutes:g} min); /persona info shows how it goes.")
+
+
+def retrain_hint(name: str) -> str:
+    """What an admin types to train persona ``name`` again, as /say's refusal and /persona info say it."""
+    return (f"an admin can train it again with `{retrain_command(name)}` (with force:True it is served even if it is "
+            "no better than the general base)")
 
 
 def _size(path: Path) -> int:
@@ -138,7 +163,8 @@ class PersonaService:
             raise Refusal(str(exc)) from None
         if style not in STYLES:
             raise Refusal(f"The style must be one of {', '.join(STYLES)}; got {quote(style)}.")
-        await self._check_quota(guild, clean)
+        await self._check_count(guild, clean)
+        self._check_disk(guild)
         uploads = check_uploads(files, self.settings, self.finetune.settings.min_chars)
         try:
             row = await self.rows.create(guild, clean, style, created_by, channel_id, uploads, source)  # type: ignore[arg-type]
@@ -158,7 +184,7 @@ class PersonaService:
                  job.id)
         return Created(row, job)
 
-    async def _check_quota(self, guild: int, name: str) -> None:
+    async def _check_count(self, guild: int, name: str) -> None:
         rows = await self.rows.of_guild(guild)
         if any(r.name == name for r in rows):
             raise Refusal(f"This server already has a persona called {quote(name)}; choose another name, or delete "
@@ -166,10 +192,48 @@ class PersonaService:
         if len(rows) >= self.settings.max_per_server:
             raise Refusal(f"This server has {len(rows)} personas, the most it may have "
                           f"({self.settings.max_per_server}); delete one with /persona delete first.")
+
+    def _check_disk(self, guild: int) -> None:
+        """Every new version adds a checkpoint: none is trained for a server at its disk bound."""
         used = self.disk_bytes(guild)
         if used >= self.settings.max_disk_mb * 1e6:
             raise Refusal(f"This server's personas use {used / 1e6:.0f} MB of disk, the most they may "
                           f"({self.settings.max_disk_mb:g} MB); delete one with /persona delete first.")
+
+    # ---- training one again --------------------------------------------------------------
+
+    async def retrain(
+        self, guild_id: int | None, name: str, minutes: float | None = None, force: bool = False,
+        started_by: str = "", channel_id: int | None = None,
+    ) -> Retrained:
+        """Start (or queue) a new training job for this server's persona ``name`` on the text it keeps.
+
+        For a persona whose training was refused, cancelled, killed or ran out of time: its text is
+        still stored, so nothing is uploaded again. The job is an ordinary fine-tune (:meth:`FinetuneManager.submit`),
+        from what the persona serves now (the general base while it has no version), judged by the same
+        guard; ``force`` serves the result even if the guard refuses it. Refused while the persona is
+        training or queued: a second job would only wait behind the first and train on the same text.
+        ``started_by`` is who the job names (the bot passes ``discord:<id>``); ``channel_id`` is where
+        its progress and result are posted."""
+        row = await self.get(guild_id, name)
+        key = row.key
+        running = self.finetune.running(key) or await self.finetune.store.running_job(key)
+        if running is not None:
+            raise Refusal(f"The persona {row.name} is training now (job {running.id}); /persona info {row.name} shows "
+                          "how far it is. Retrain it once that job has ended.", "unavailable")
+        queued = await self.finetune.queued(key)
+        if queued is not None:
+            raise Refusal(f"The persona {row.name} is already waiting for its training (job {queued.id}, "
+                          f"{queued.ahead} ahead of it); it trains when the machine has room.", "unavailable")
+        self._check_disk(row.guild_id)
+        if not is_voice(key):
+            add_persona(persona_corpus(row.guild_id, row.name, row.style))
+        try:
+            job = await self.finetune.submit(key, started_by, minutes, row.guild_id, channel_id, force)
+        except FinetuneRefused as exc:  # its key names the server: people know a persona by its name
+            raise Refusal(f"The persona {row.name} was not retrained: {str(exc).replace(key, row.name)}") from None
+        log.info("persona %s retrained by %s: job %s", key, started_by, job.id)
+        return Retrained(row, job)
 
     def disk_bytes(self, guild: int) -> int:
         """Bytes this server's personas keep on disk: their version checkpoints and what lies beside them."""
@@ -195,7 +259,7 @@ class PersonaService:
             raise Refusal(f"The persona {name} is waiting for its training (job {queued.id}); try again later.",
                           "unavailable")
         raise Refusal(f"The persona {name} has no trained model: its training did not finish or was refused "
-                      f"(see /persona info {name}).", "unavailable")
+                      f"(see /persona info {name}); {retrain_hint(name)}.", "unavailable")
 
     # ---- describing -----------------------------------------------------------------------
 
@@ -230,11 +294,12 @@ class PersonaService:
         """Size, who created it and when, its held-out figures before and after, its versions and its job."""
         row = await self.get(guild_id, name)
         stored = await self.rows.text_chars(row.key)
+        state = await self.state(row)
         lines = [
             f"**{row.name}**: a {row.style} persona ({STYLE_HELP[row.style]}).",
             f"Created {row.created} by <@{row.created_by}> from {', '.join(row.files)}: {row.chars:,} characters"
             + ("" if stored == row.chars else f" ({stored:,} still stored; the rest was deleted with /forget)") + ".",
-            f"State: {await self.state(row)}; {self.disk_bytes(row.guild_id) / 1e6:.1f} MB of this server's "
+            f"State: {state}; {self.disk_bytes(row.guild_id) / 1e6:.1f} MB of this server's "
             f"{self.settings.max_disk_mb:g} MB used.",
         ]
         job = self.finetune.running(row.key)
@@ -252,6 +317,8 @@ class PersonaService:
         for j in await self.finetune.store.recent_jobs(row.key, limit=3):
             if j.state in ("failed", "cancelled") and j.error:
                 lines.append(f"Job {j.id} {j.state}: {j.error[:300]}")
+        if state.startswith("not trained"):
+            lines.append(f"It cannot speak until it is trained: {retrain_hint(row.name)}.")
         return "\n".join(lines)
 
     # ---- deleting -------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import model.precision as precision
 from model.checkpoint import Checkpoint
 from model.engine import Engine
 from model.fast_step import FastStep
-from model.precision import Bounds, Fidelity, Measured, Speed, auto_precision, choose
+from model.network import CharLSTM, ModelConfig
+from model.precision import Bounds, Fidelity, Lineage, Measured, Speed, auto_precision, choose
 
 CPU = torch.device("cpu")
 
@@ -199,6 +200,107 @@ def test_a_failing_measurement_serves_fp32_and_is_not_cached(trained, three, mon
     decision = auto_precision(trained, CPU, cache=tmp_path / "p.json")
     assert decision.precision == "fp32" and "measurement failed" in decision.reason
     assert not (tmp_path / "p.json").exists()
+
+
+# ---- a fine-tuned checkpoint: its relative's step times, its own fidelity ------------------------
+
+BASE, V1, V2 = "/state/base.safetensors", "/state/versions/g5-rules/v0001.safetensors", "/state/g5-bard/v1.safetensors"
+
+
+class FakeFidelities:
+    """Stands in for :func:`model.precision.fidelities`: counts calls, answers with given KLs (else exact)."""
+
+    def __init__(self, kl: dict[str, float] | None = None) -> None:
+        self.kl = kl or {}
+        self.calls: list[list[str]] = []
+
+    def __call__(self, model, device, precisions, max_batch=64, probe=None) -> list[Measured]:
+        self.calls.append(list(precisions))
+        return [Measured(p, Fidelity(p, 2048, k, k, k, 1.0, 0.0)) for p in precisions
+                for k in [self.kl.get(p, 1e-6)]]
+
+
+def fine_tuned(model: torch.nn.Module, nudge: float) -> torch.nn.Module:
+    """Another set of weights of the same shapes, as fine-tuning leaves them."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.bias.add_(nudge)
+    return other
+
+
+@pytest.fixture
+def timed(monkeypatch):
+    """The full measurement, faked: bf16 fastest in the bounds, int8 faster but outside them."""
+    fake = FakeMeasure({"fp32": 1.0, "bf16": 0.5, "int8": 0.3}, kl={"int8": 5e-3})
+    monkeypatch.setattr(precision, "measure", fake)
+    return fake
+
+
+def test_a_second_checkpoint_from_the_same_parent_reuses_the_step_times_and_checks_its_own_fidelity(
+        trained, three, timed, monkeypatch, tmp_path):
+    checked = FakeFidelities(kl={"int8": 5e-3})
+    monkeypatch.setattr(precision, "fidelities", checked)
+    cache = tmp_path / "precision.json"
+    first = auto_precision(fine_tuned(trained, 1e-3), CPU, threads=1, cache=cache, lineage=Lineage(V1, BASE))
+    assert first.precision == "bf16" and len(timed.calls) == 1 and checked.calls == []  # measured in full
+
+    second = auto_precision(fine_tuned(trained, 2e-3), CPU, threads=1, cache=cache, lineage=Lineage(V2, BASE))
+    assert len(timed.calls) == 1  # no step timed again
+    assert checked.calls == [["bf16", "int8"]]  # its choice and the faster candidate, on its own weights
+    assert second.precision == "bf16" and not second.cached
+    assert second.reason.endswith(f"; step times as measured for a checkpoint fine-tuned from the same parent ({V1}, "
+                                  "the same shapes on this machine), fidelity measured on this checkpoint")
+    assert [m.speed.score_ms for m in second.measured] == [1.0, 0.5, 0.3]
+    assert [m.fidelity is not None for m in second.measured] == [False, True, True]  # fp32 could not win
+    assert "int8 is outside the bounds" in second.reason
+    again = auto_precision(fine_tuned(trained, 2e-3), CPU, threads=1, cache=cache, lineage=Lineage(V2, BASE))
+    assert again.cached and len(timed.calls) == 1 and len(checked.calls) == 1  # its own entry now
+
+
+def test_the_parents_own_decision_is_reused_too(trained, three, timed, monkeypatch, tmp_path):
+    checked = FakeFidelities()
+    monkeypatch.setattr(precision, "fidelities", checked)
+    cache = tmp_path / "precision.json"
+    auto_precision(trained, CPU, threads=1, cache=cache, lineage=Lineage(BASE, None))
+    child = auto_precision(fine_tuned(trained, 1e-3), CPU, threads=1, cache=cache, lineage=Lineage(V1, BASE))
+    assert len(timed.calls) == 1 and checked.calls == [["bf16", "int8"]]
+    assert f"step times as measured for its parent ({BASE}," in child.reason
+    assert child.precision == "int8"  # within the bounds on its own weights, and the fastest: as measure would pick
+
+
+def test_when_the_relatives_choice_fails_here_every_candidate_is_checked(trained, three, timed, monkeypatch,
+                                                                          tmp_path):
+    checked = FakeFidelities(kl={"bf16": 5e-3, "int8": 5e-3})
+    monkeypatch.setattr(precision, "fidelities", checked)
+    cache = tmp_path / "precision.json"
+    auto_precision(trained, CPU, threads=1, cache=cache, lineage=Lineage(BASE, None))
+    child = auto_precision(fine_tuned(trained, 1e-3), CPU, threads=1, cache=cache, lineage=Lineage(V1, BASE))
+    assert checked.calls == [["bf16", "int8"], ["fp32"]] and len(timed.calls) == 1
+    assert child.precision == "fp32" and "bf16 is outside the bounds" in child.reason
+
+
+def test_no_parent_another_shape_or_another_machine_is_measured_in_full(trained, three, timed, monkeypatch,
+                                                                         tmp_path):
+    checked = FakeFidelities()
+    monkeypatch.setattr(precision, "fidelities", checked)
+    cache = tmp_path / "precision.json"
+    auto_precision(trained, CPU, threads=1, cache=cache, lineage=Lineage(BASE, None))
+    auto_precision(fine_tuned(trained, 1e-3), CPU, threads=1, cache=cache, lineage=Lineage(V1, None))
+    auto_precision(fine_tuned(trained, 2e-3), CPU, threads=1, cache=cache, lineage=Lineage(V2, "/elsewhere/x"))
+    assert len(timed.calls) == 3
+    wider = CharLSTM(ModelConfig(embed_size=8, hidden_size=48, n_layers=2, dropout=0.0)).eval()
+    auto_precision(wider, CPU, threads=1, cache=cache, lineage=Lineage("/state/wide.safetensors", BASE))
+    assert len(timed.calls) == 4  # its info names the parent, but its steps are not the parent's
+    auto_precision(fine_tuned(trained, 3e-3), CPU, threads=2, cache=cache, lineage=Lineage(V2, BASE))
+    assert len(timed.calls) == 5  # other threads: other step times
+    assert checked.calls == []
+
+
+def test_a_loaded_checkpoints_lineage_is_its_file_and_its_recorded_parent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lineage = Lineage.of("v1.safetensors", {"parent": {"path": "checkpoints/base.safetensors", "corpus": "base"}})
+    assert lineage == Lineage(str(tmp_path / "v1.safetensors"), str(tmp_path / "checkpoints" / "base.safetensors"))
+    assert Lineage.of(None, {}) == Lineage(None, None) and Lineage.of("a", {"parent": None}).parent is None
 
 
 # ---- int8 missing --------------------------------------------------------------------------

@@ -140,7 +140,7 @@ class Contributions(commands.Cog):
     async def forget(self, interaction: discord.Interaction) -> None:
         await defer(interaction)
         await send_answer(interaction, await answers.forget(self.bot.store, interaction.guild_id, interaction.user.id,
-                                                            self.bot.scrub))
+                                                            self.bot.finetune, self.bot.models))
 
     @app_commands.command(name="optout", description="Stop your messages in listening channels from being stored")
     @app_commands.describe(undo="opt back in")

@@ -1,11 +1,12 @@
-"""/persona create|list|info|delete: a server's own personas, trained from its admins' text (issue 24).
+"""/persona create|list|info|retrain|delete: a server's own personas, trained from its admins' text (issue 24).
 
 Thin: every check and every answer is :class:`bot.personas.service.PersonaService`'s (the bot's
 ``personas``); this cog only fetches the uploaded files. Each file's declared name and size are
 checked first (:func:`bot.personas.uploads.check_declared`), so a file that is too big or not
 text is never downloaded. The training is an ordinary fine-tuning job of the bot's manager,
 reported in the channel by the bot's follower (:mod:`bot.discord_app.following`) like a
-/finetune job: the manager's queue hands it every job it starts, at once or later (``on_start``).
+/finetune job: the manager's queue hands it every job it starts, at once or later (``on_start``);
+/persona retrain's job goes the same way.
 
 /persona create takes as many file options as ``CHARBOT_PERSONA_MAX_FILES`` says (up to
 :data:`MAX_FILE_OPTIONS`: Discord allows 25 options per command), so its options are built when
@@ -117,6 +118,26 @@ class Personas(commands.Cog):
         await defer(interaction)
         await send(interaction, await service.info_text(interaction.guild_id, name))
 
+    @persona.command(name="retrain", description="(Admins) Train a persona again on the text it keeps")
+    @app_commands.describe(
+        name="which persona (/persona list)",
+        minutes="training time budget (early stopping may end it sooner)",
+        force="serve the result even if it is no better than the general base (default: no)",
+    )
+    @app_commands.check(is_admin)
+    async def retrain(
+        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 100],
+        minutes: app_commands.Range[float, 0.1, 600.0] | None = None, force: bool = False,
+    ) -> None:
+        """For a persona whose training was refused, cancelled or cut short: no upload, its stored text again.
+        Reported in the channel like /persona create's training (the manager's queue hands the job to the follower)."""
+        service = self.service()
+        await defer(interaction)
+        retrained = await service.retrain(interaction.guild_id, name, minutes=minutes, force=force,
+                                          started_by=f"discord:{interaction.user.id}",
+                                          channel_id=interaction.channel_id)
+        await send(interaction, retrained.message())
+
     @persona.command(name="delete", description="(Admins) Delete a persona: its text, its models and its index")
     @app_commands.describe(name="which persona (/persona list)")
     @app_commands.check(is_admin)
@@ -126,6 +147,7 @@ class Personas(commands.Cog):
         await send(interaction, await service.delete(interaction.guild_id, name))
 
     @info.autocomplete("name")
+    @retrain.autocomplete("name")
     @delete.autocomplete("name")
     async def persona_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return await voice_choices(self.bot, interaction.guild_id, current)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sys
 
 import pytest
@@ -204,6 +205,23 @@ def test_chat_contributions_are_stored_as_cli(capsys, monkeypatch, tiny_checkpoi
         LOCAL_GUILD,
         LOCAL_USER,
     )
+
+
+def test_chat_forget_takes_the_texts_out_of_the_kept_versions_learned_texts(capsys, monkeypatch, tiny_checkpoint_dir,
+                                                                            tmp_path):
+    monkeypatch.delenv("CHARBOT_STATE_DIR", raising=False)  # the bot's versions: charbot-state/ beside its database
+    ck, db = str(tiny_checkpoint_dir), tmp_path / "chat.db"
+    mine = "Levin walked through the field at dawn."
+    _, out, _ = chat(capsys, monkeypatch, [f"/contribute tale {mine}"], "--checkpoints", ck, "--db", str(db))
+    assert "as contribution #1." in out
+    # A kept version that learned it beside someone else's text, as a fine-tune writes them (bot.jobs.manager).
+    learned = tmp_path / "charbot-state" / "versions" / "tale" / "v0001.learned.json"
+    learned.parent.mkdir(parents=True)
+    learned.write_text(json.dumps([{"id": 1, "text": mine}, {"id": 2, "text": "Someone else's words."}]))
+
+    code, out, err = chat(capsys, monkeypatch, ["/forget"], "--checkpoints", ck, "--db", str(db))
+    assert code == 0 and out == "Deleted 1 contribution of yours from this server.\n", err
+    assert json.loads(learned.read_text()) == [{"id": 2, "text": "Someone else's words."}]
 
 
 def test_chat_model_lists_every_corpus(capsys, monkeypatch, tiny_checkpoint_dir, tmp_path):

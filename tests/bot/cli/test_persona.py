@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import io
 import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,16 @@ from bot.config import Limits
 from bot.core.engines import Models
 from bot.core.replies import ReplyService, make_request
 from bot.core.verbatim import VerbatimGuard
+from bot.jobs import settings as job_settings
 from bot.jobs.manager import FinetuneManager
 from bot.jobs.settings import FinetuneSettings
 from bot.personas.service import PersonaService
 from bot.personas.settings import PersonaSettings
 from bot.store import open_store
 from bot.store.jobs import FinetuneStore
+from bot.store.queue import JobQueue
 from corpora import voices
+from tests.helpers import fake_finetune
 
 SERVER, OTHER = 1_146_439_104_567_410_688, 42
 RULES = ["The ferry to Inisheer leaves the north pier at nine every morning except Sunday.",
@@ -131,6 +136,110 @@ def test_a_persona_is_created_queued_behind_a_running_job_listed_described_and_d
     asyncio.run(nothing_left())
 
 
+@pytest.fixture
+def refusing_training(monkeypatch, tmp_path):
+    """Jobs run the stand-in training child (tests.helpers.FAKE_FINETUNE), which ends at once with a result no
+    better than the general base: the guard refuses it unless forced."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    load_settings = job_settings.load_settings
+    monkeypatch.setattr(job_settings, "load_settings",
+                        lambda *a, **k: replace(load_settings(*a, **k), command=fake_finetune(gate, 2.5)))
+
+
+def test_a_refused_persona_is_retrained_from_the_command_line(run, bot, refusing_training):
+    tmp, _, ckdir = bot
+    code, out, err = run("persona", "create", "rules", str(tmp / "rules.txt"), "--style", "faq",
+                         "--server", str(SERVER), "--quiet")
+    assert code == 1, err
+    assert out.startswith("The training of the persona **rules** (job 1) was refused: it did not get better at the "
+                          "new text (held-out contributions")
+    assert (f"It cannot speak until it is trained: `charbot persona retrain rules --server {SERVER} --force` serves "
+            "such a result anyway, or delete it and create it again with more text.") in out
+    code, out, _ = run("persona", "info", "rules", "--server", str(SERVER))
+    assert code == 0 and "an admin can train it again with `/persona retrain rules`" in out
+
+    code, out, err = run("persona", "retrain", "rules", "--server", str(OTHER), "--force")
+    assert (code, out) == (2, "") and err == ("charbot persona: error: This server has no persona called `rules` "
+                                              "(its personas: none yet).\n")
+    code, out, _ = run("persona", "retrain", "rules", "--server", str(SERVER), "--quiet")
+    assert code == 1 and out.startswith("The training of the persona **rules** (job 2) was refused")
+
+    code, out, err = run("persona", "retrain", "rules", "--server", str(SERVER), "--force", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    version = tmp / "state" / "versions" / f"g{SERVER}-rules" / "v0001.safetensors"
+    assert (result["state"], result["job"], result["version"], result["path"]) == ("done", 3, 1, str(version))
+    code, out, err = run("reply", "--persona", "rules", "--server", str(SERVER), "When does the ferry leave?",
+                         "--seed", "1", "--device", "cpu", "--precision", "fp32", "--checkpoints", str(ckdir))
+    assert code == 0 and out.startswith("> **When does the ferry leave?**"), err
+
+
+def test_forget_in_chat_takes_the_text_out_of_the_versions_and_what_the_persona_quotes(run, bot, refusing_training,
+                                                                                     monkeypatch):
+    """``charbot chat``'s /forget does what the bot's does: the texts are deleted, every kept version's learned
+    texts lose them, and the persona answering in the session no longer quotes them."""
+    tmp, db, ckdir = bot
+    monkeypatch.setenv("CHARBOT_STATE_DIR", str(tmp / "state"))  # the bot's versions, which the chat scrubs
+    code, _, err = run("persona", "create", "rules", str(tmp / "rules.txt"), "--style", "faq", "--server",
+                       str(SERVER), "--force", "--quiet")  # by 0: the chat's own user
+    assert code == 0, err
+    learned = tmp / "state" / "versions" / f"g{SERVER}-rules" / "v0001.learned.json"
+    assert [e["text"] for e in json.loads(learned.read_text())] == [TEXT]
+    ask = "/say rules When does the ferry leave? --seed 1 --length 60"
+    code, out, err = chat(run, ["--server", str(SERVER), "--checkpoints", str(ckdir), "--device", "cpu",
+                                "--precision", "fp32"], [ask, "/forget", ask])
+    assert code == 0, err
+    before, forgot, after = out.partition("Deleted 1 contribution of yours from this server.")
+    assert forgot, out
+    assert "*From rules:*" in before and "north pier" in before  # grounded in its text, quoting it
+    assert json.loads(learned.read_text()) == []  # the version's learned texts lost it
+    assert "*From rules:*" not in after and "north pier" not in after  # and the session's persona stopped quoting
+
+    async def stored() -> list:
+        async with await open_store(db) as store:
+            return await store.contributions()
+
+    assert asyncio.run(stored()) == []
+
+
+def test_a_persona_queued_or_training_is_not_retrained_and_a_retrain_waits_its_turn(run, bot):
+    tmp, db, _ = bot
+    key = f"g{SERVER}-rules"
+    asyncio.run(someone_else_trains(db, "tale"))  # the machine's one fine-tune slot is taken
+    assert run("persona", "create", "rules", str(tmp / "rules.txt"), "--style", "faq", "--server", str(SERVER))[0] == 0
+    code, _, err = run("persona", "retrain", "rules", "--server", str(SERVER))
+    assert code == 2 and err == ("charbot persona: error: The persona rules is already waiting for its training "
+                                 "(job 1, 0 ahead of it); it trains when the machine has room.\n")
+
+    async def started_elsewhere() -> int:  # a bot took it from the queue and trains it
+        async with await open_store(db) as store:
+            await JobQueue(store).drop(key)
+        return await someone_else_trains(db, key)
+
+    job = asyncio.run(started_elsewhere())
+    code, _, err = run("persona", "retrain", "rules", "--server", str(SERVER))
+    assert code == 2 and f"The persona rules is training now (job {job}); /persona info rules shows how far" in err
+
+    async def ended() -> None:
+        async with await open_store(db) as store:
+            await FinetuneStore(store).finish_job(job, "failed", "the training process was killed")
+
+    asyncio.run(ended())
+    code, out, err = run("persona", "retrain", "rules", "--server", str(SERVER), "--minutes", "3", "--force")
+    assert code == 0, err
+    assert out.startswith(f"Persona rules in server {SERVER}: training it again on the text it keeps. A fine-tune is "
+                          "already running on this machine, so its training waits in the queue (entry 2, 0 ahead")
+
+    async def queued() -> list:
+        async with await open_store(db) as store:
+            return await JobQueue(store).waiting()
+
+    (entry,) = asyncio.run(queued())
+    assert (entry.corpus, entry.minutes, entry.force, entry.guild_id, entry.channel_id, entry.started_by) == (
+        key, 3.0, True, SERVER, None, f"cli:{getpass.getuser()}")
+
+
 @pytest.mark.parametrize("args, words", [
     (["create", "rules", "missing.txt", "--style", "faq"], "missing.txt: no such file"),
     (["create", "tale", "rules.txt", "--style", "faq"], "'tale' is taken by charbot itself; choose another name."),
@@ -138,6 +247,7 @@ def test_a_persona_is_created_queued_behind_a_running_job_listed_described_and_d
     (["create", "rules", "rules.txt", "--style", "faq", "--minutes", "0"], "minutes must be more than 0"),
     (["info", "nosuch"], "This server has no persona called `nosuch` (its personas: none yet)."),
     (["delete", "nosuch"], "This server has no persona called `nosuch`"),
+    (["retrain", "nosuch"], "This server has no persona called `nosuch`"),
 ])
 def test_a_mistake_is_one_line_on_stderr_and_nothing_is_kept(run, bot, args, words):
     tmp, db, _ = bot

@@ -6,11 +6,15 @@ import asyncio
 import shutil
 
 import pytest
+import torch
 
+import model.device
 from bot.config import Limits
 from bot.core.engines import Models, checkpoint_path, file_version
 from bot.core.replies import ReplyService, make_request
-from model.checkpoint import CheckpointError
+from model import precision
+from model.checkpoint import CheckpointError, save_checkpoint
+from model.network import CharLSTM, ModelConfig
 
 
 def test_every_corpus_gets_an_engine_and_its_facts(tiny_checkpoint_dir):
@@ -86,3 +90,36 @@ def test_a_faq_version_grounds_on_the_contributions_it_learned(tiny_checkpoint_d
         assert "Zorblatt" in m.passages["faq"].search("where do I buy a zorblatt permit")[0].passage.text
         m.swap("faq", tiny_checkpoint_dir / "faq.safetensors")  # a rollback drops them again
         assert len(m.passages["faq"]) == before
+
+
+def test_a_second_persona_from_the_same_parent_does_not_time_the_steps_again(tmp_path, monkeypatch):
+    """A persona's first load pays for its precision's fidelity only: the step times (which depend on the shapes
+    and the machine, not the weights) are those measured for the persona before it from the same base."""
+    monkeypatch.setattr(model.device, "generation_precisions", lambda device: ["fp32", "bf16"])
+    monkeypatch.setattr(precision, "fused_candidates", lambda model, device: [])
+    timed: list[list[str]] = []
+    speeds = precision.speeds
+
+    def counted(steps, probe):
+        timed.append(sorted(steps))
+        return speeds(steps, probe)
+
+    monkeypatch.setattr(precision, "speeds", counted)
+    config = ModelConfig(embed_size=8, hidden_size=32, n_layers=1, dropout=0.0)
+    base = tmp_path / "base.safetensors"
+    save_checkpoint(base, CharLSTM(config).eval())
+    versions = {}
+    for seed, key in enumerate(("g5-rules", "g5-bard"), 1):  # two personas fine-tuned from the base
+        torch.manual_seed(seed)
+        versions[key] = tmp_path / key / "v0001.safetensors"
+        save_checkpoint(versions[key], CharLSTM(config).eval(), {"parent": {"path": str(base), "corpus": "base"}})
+
+    with Models.load([], None, device="cpu", precision="auto", precision_cache=tmp_path / "precision.json") as m:
+        m.load_persona("g5-rules", versions["g5-rules"])
+        assert timed == [["bf16", "fp32"]]  # the first one is measured in full
+        m.load_persona("g5-bard", versions["g5-bard"])
+        assert timed == [["bf16", "fp32"]]  # the second one times nothing
+        reason = m.info["g5-bard"].precision_reason
+        first = versions["g5-rules"]
+        assert f"step times as measured for a checkpoint fine-tuned from the same parent ({first}" in reason
+        assert m.info["g5-bard"].precision in ("fp32", "bf16")

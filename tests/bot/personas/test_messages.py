@@ -30,15 +30,24 @@ def test_a_forced_result_says_it_was_forced():
     assert "now speaks from v2. Served because it was forced" in text and "2.000 -> 2.200 nats/char" in text
 
 
-def test_a_persona_that_cannot_speak_yet_is_told_why_and_what_to_do():
+def test_a_persona_that_cannot_speak_yet_is_told_why_and_how_to_train_it_again():
     refused = training_ended("rules", JobOutcome(3, "g5-rules", "refused", report=report(2.2),
                                                  error="it did not get better at the new text"))
-    assert refused.startswith("The persona **rules** was created, but its training (job 3) was refused: it did not "
-                              "get better at the new text. It cannot speak until it is trained: delete it and create "
-                              "it again with more text, or forced.\nHeld-out loss")
+    assert refused.startswith("The training of the persona **rules** (job 3) was refused: it did not get better at "
+                              "the new text. It cannot speak until it is trained: `/persona retrain rules force:True` "
+                              "serves such a result anyway, or delete it and create it again with more text.\n"
+                              "Held-out loss")
     cancelled = training_ended("rules", JobOutcome(3, "g5-rules", "cancelled", error="interrupted"))
-    assert cancelled == ("The persona **rules** was created, but its training (job 3) was cancelled: interrupted. It "
-                         "cannot speak until it is trained: delete it and create it again.")
+    assert cancelled == ("The training of the persona **rules** (job 3) was cancelled: interrupted. It cannot speak "
+                         "until it is trained: `/persona retrain rules` trains it again.")
     failed = training_ended("rules", JobOutcome(3, "g5-rules", "failed", error="the training process was killed"))
-    assert failed.endswith("failed: the training process was killed. It cannot speak until it is trained: delete it "
-                           "and create it again.")
+    assert failed.endswith("failed: the training process was killed. It cannot speak until it is trained: "
+                           "`/persona retrain rules` trains it again.")
+
+
+def test_the_command_line_is_told_its_own_retrain_command():
+    refused = training_ended("rules", JobOutcome(3, "g5-rules", "refused", report=report(2.2), error="no better"),
+                             server=5)
+    assert "`charbot persona retrain rules --server 5 --force` serves such a result anyway" in refused
+    failed = training_ended("rules", JobOutcome(3, "g5-rules", "failed", error="killed"), server=5)
+    assert failed.endswith("`charbot persona retrain rules --server 5` trains it again.")

@@ -164,8 +164,86 @@ async def test_a_persona_whose_training_was_refused_cannot_speak_and_info_says_w
     assert outcome.state == "refused"
     r = await refusal(service.locate(KEY))
     assert r.message.startswith("The persona rules has no trained model: its training did not finish or was refused")
+    assert "an admin can train it again with `/persona retrain rules` (with force:True" in r.message
     info = await service.info_text(GUILD, "rules")
     assert "State: not trained" in info and "Job 1 failed: refused: it did not get better at the new text" in info
+    assert info.endswith("It cannot speak until it is trained: an admin can train it again with `/persona retrain "
+                         "rules` (with force:True it is served even if it is no better than the general base).")
+
+
+# ---- training one again ----------------------------------------------------------------------
+
+
+async def test_a_refused_persona_retrained_with_force_is_served_from_its_kept_text(world):
+    service = await world.open(after=2.5)  # every result is no better than the base: refused unless forced
+    world.gate.touch()
+    created = await service.create(GUILD, "rules", "faq", upload(), ADMIN, CHANNEL)
+    assert (await world.manager.wait(created.job)).state == "refused"
+
+    again = await service.retrain(GUILD, "Rules", started_by=f"discord:{ADMIN}", channel_id=CHANNEL)
+    assert isinstance(again.job, RunningJob) and again.job.id == 2 and again.job.parent.path == world.base
+    assert again.message() == ("Training the persona **rules** again from the general base (job 2, up to 10 min); "
+                               "/persona info shows how it goes.")
+    assert (again.job.started_by, again.job.channel_id, again.job.chars) == (f"discord:{ADMIN}", CHANNEL, len(TEXT))
+    assert (await world.manager.wait(again.job)).state == "refused"  # the same guard, without force
+    assert "has no trained model" in (await refusal(service.locate(KEY))).message
+
+    forced = await service.retrain(GUILD, "rules", minutes=2, force=True)
+    assert isinstance(forced.job, RunningJob) and "up to 2 min" in forced.message()
+    outcome = await world.manager.wait(forced.job)
+    assert (outcome.state, outcome.version, outcome.forced) == (DONE, 1, True), outcome.message()
+    version = world.tmp / "state" / "versions" / KEY / "v0001.safetensors"
+    assert await service.locate(KEY) == version and learned_texts(version) == [TEXT]  # trained on what it kept
+    text = await world.say(KEY, "When does the ferry leave?")
+    assert text.startswith("> **When does the ferry leave?**") and "*From rules:*" in text
+    info = await service.info_text(GUILD, "rules")
+    assert "State: ready (v1)" in info and "v1 (served)" in info and "retrain" not in info
+    assert fake_runs(world.gate) == [KEY, KEY, KEY]
+
+
+async def test_a_persona_is_retrained_only_by_its_own_server(world):
+    service = await world.open(after=2.5)
+    world.gate.touch()
+    created = await service.create(GUILD, "rules", "story", upload(), ADMIN, CHANNEL)
+    await world.manager.wait(created.job)
+    theirs = (await refusal(service.retrain(OTHER, "rules", force=True))).message
+    assert theirs == "This server has no persona called `rules` (its personas: none yet)."
+    assert theirs == (await refusal(service.retrain(OTHER, "nosuch"))).message.replace("nosuch", "rules")
+    assert (await refusal(service.retrain(None, "rules"))).message == NOT_IN_DM
+    assert (await refusal(service.retrain(GUILD, KEY))).message.startswith("This server has no persona called")
+    assert fake_runs(world.gate) == [KEY] and await world.manager.queued(KEY) is None  # nothing was started
+
+
+async def test_a_persona_training_or_queued_is_not_retrained(world):
+    service = await world.open()
+    first = await service.create(GUILD, "rules", "story", upload(), ADMIN, CHANNEL)
+    second = await service.create(GUILD, "bard", "prose", upload("bard.md"), ADMIN, CHANNEL)
+    assert isinstance(first.job, RunningJob) and isinstance(second.job, Queued)
+
+    r = await refusal(service.retrain(GUILD, "bard", force=True))
+    assert (r.message, r.kind) == (f"The persona bard is already waiting for its training (job {second.job.id}, 0 "
+                                   "ahead of it); it trains when the machine has room.", "unavailable")
+    r = await refusal(service.retrain(GUILD, "rules"))
+    assert r.message == (f"The persona rules is training now (job {first.job.id}); /persona info rules shows how far "
+                         "it is. Retrain it once that job has ended.")
+    assert len(await world.manager.queue.waiting()) == 1  # nothing more was queued
+
+    # Once its training has ended it may be retrained; when the machine is busy it waits in the queue.
+    world.gate.touch()
+    assert (await world.manager.wait(first.job)).state == DONE
+    bard = persona_key(GUILD, "bard")
+    await eventually(lambda: world.manager.running(bard) or None, timeout=30, what="the queued job to start")
+    assert (await world.manager.wait(world.manager.running(bard))).state == DONE
+    elsewhere = await world.fstore.create_job("tale", "cli:op", {"minutes": 1})  # another process of this machine
+    waiting = await service.retrain(GUILD, "rules")
+    assert isinstance(waiting.job, Queued) and waiting.message() == (
+        f"Training of the persona **rules** is queued (job {waiting.job.id}, 0 ahead of it); /persona info shows "
+        "how it goes.")
+    assert (await world.manager.queued(KEY)).id == waiting.job.id
+    await world.fstore.finish_job(elsewhere, "failed", "done elsewhere")
+    (retrained,) = await world.manager.drain()
+    assert retrained.corpus == KEY and retrained.parent.version == 1  # a ready persona goes on from its version
+    assert (await world.manager.wait(retrained)).version == 2
 
 
 async def test_a_persona_that_cannot_even_be_queued_is_not_kept(world):
@@ -230,7 +308,8 @@ async def test_another_server_cannot_see_use_or_delete_a_servers_persona(world):
     await service.create(OTHER, "bard", "story", upload(), ADMIN, CHANNEL)
 
     unknown = (await refusal(service.get(OTHER, "nosuch"))).message
-    for call in (service.get(OTHER, "rules"), service.info_text(OTHER, "rules"), service.delete(OTHER, "rules")):
+    for call in (service.get(OTHER, "rules"), service.info_text(OTHER, "rules"), service.delete(OTHER, "rules"),
+                 service.retrain(OTHER, "rules")):
         theirs = (await refusal(call)).message
         assert theirs == unknown.replace("nosuch", "rules")
         assert theirs == "This server has no persona called `rules` (its personas: bard)."
@@ -246,6 +325,7 @@ async def test_another_server_cannot_see_use_or_delete_a_servers_persona(world):
     assert (await refusal(world.say(key, guild=None))).message == (
         "I don't know the corpus or persona `rules`; I know tale, faq, novel.")
     for call in (service.get(None, "rules"), service.list_text(None), service.delete(None, "rules"),
+                 service.retrain(None, "rules"),
                  service.create(None, "rules", "story", upload(), ADMIN, CHANNEL)):
         r = await refusal(call)
         assert (r.message, r.kind) == (NOT_IN_DM, "not_allowed")
@@ -312,11 +392,7 @@ async def test_forget_and_scrub_take_the_creators_text_out_of_what_the_persona_q
     first = await world.say(key, "When does the ferry leave?")
     assert "north pier" in first  # quoted from its text
 
-    async def scrub(ids: set[int]) -> None:  # what the bot gives /forget (bot.core.answers.forget)
-        assert world.manager.scrub_learned(ids) == [version.with_suffix(".learned.json")]
-        world.models.reground(key)
-
-    answer = await answers.forget(world.store, GUILD, ADMIN, scrub)
+    answer = await answers.forget(world.store, GUILD, ADMIN, world.manager, world.models)  # as the bot's /forget
     assert answer.text.startswith("Deleted 1 contribution of yours from this server.")
     assert learned_texts(version) == []
     assert f"({0:,} still stored; the rest was deleted with /forget)" in await service.info_text(GUILD, "rules")

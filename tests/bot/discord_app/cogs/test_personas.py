@@ -1,6 +1,7 @@
 """A server's own persona end to end through the fake Discord, with the real training process: /persona
 create (attachments downloaded from the fake CDN), the job reported in the channel, /say, the channel
-persona, /persona delete; and the attacks: another server, a forged key, a DM, bad files, quotas."""
+persona, /persona retrain, /persona delete; and the attacks: another server, a forged key, a DM, bad
+files, quotas."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from bot.store.jobs import FinetuneStore
 from bot.store.personas import PersonaStore
 from corpora.voices import is_voice, persona_key
 from tests.bot.e2e_bot import BotUnderTest, bot_on_fake
-from tests.helpers import contributed_texts, eventually
+from tests.helpers import contributed_texts, eventually, fake_finetune
 
 pytestmark = pytest.mark.slow  # starts the bot and training processes: `make test-fast` skips it
 
@@ -155,6 +156,43 @@ async def test_a_persona_trains_answers_its_server_only_and_delete_removes_every
         assert after == unknown.replace("nosuch", "rules")
         spoken = await world.ask("Once upon a time")
         assert "From rules" not in spoken["content"]  # the channel went back to the default persona
+
+
+async def test_a_refused_persona_is_retrained_by_an_admin_of_its_own_server(tmp_path: Path) -> None:
+    async with two_servers(tmp_path, QUICK) as (world, server_b):
+        fake, gate = world.fake, tmp_path / "gate"
+        # A stand-in training child held at the gate, whose result is never better than the base: refused.
+        world.bot.finetune.settings = replace(world.bot.finetune.settings, command=fake_finetune(gate, 2.5))
+        await create(world, "rules")
+        busy = world.private_answer(await world.run("persona retrain", {"name": "rules"}, user=fake.admin))
+        assert busy.startswith("The persona rules is training now (job 1)")
+        gate.touch()
+        refused = await eventually(lambda: next((p for p in posts(world) if "was refused" in p), None), timeout=60,
+                                   what="the refused training to be reported")
+        assert refused.startswith(f"<@{fake.admin.id}> Fine-tune of rules (job 1) was refused")
+        assert "run it again with force (`/persona retrain rules force:True`)" in refused
+        untrained = world.private_answer(await world.run("say", {"persona": "rules", "prompt": "How do I join?"}))
+        assert "has no trained model" in untrained and "`/persona retrain rules`" in untrained
+        info = world.private_answer(await world.run("persona info", {"name": "rules"}))
+        assert "an admin can train it again with `/persona retrain rules`" in info
+
+        # Admins only, and only in its own server: server B's admin gets what an unknown name gets.
+        assert ADMIN_ONLY in world.private_answer(await world.run("persona retrain", {"name": "rules"}))
+        as_b = world.private_answer(await world.run("persona retrain", {"name": "rules", "force": True},
+                                                    user=fake.admin, guild=server_b))
+        assert as_b == "This server has no persona called `rules` (its personas: none yet)."
+
+        again = world.private_answer(await world.run("persona retrain", {"name": "rules", "force": True},
+                                                     user=fake.admin))
+        assert again.startswith("Training the persona **rules** again from the general base (job 2, up to ")
+        report = await eventually(lambda: next((p for p in posts(world) if "finished: now serving v1" in p), None),
+                                  timeout=60, what="the forced training to be reported")
+        assert report.startswith(f"<@{fake.admin.id}> Fine-tune of rules finished") and "forced" in report
+        assert not any(str(world.guild) in p for p in posts(world)), posts(world)  # its name, never its key
+        words = " ".join(contributed_texts()[0].split()[:6])
+        said = world.public_answer(await world.run("say", {"persona": "rules", "prompt": words}))
+        assert said.startswith(f"> **{words}**\n") and "*From rules:*" in said
+        assert "ready (v1)" in world.private_answer(await world.run("persona list"))
 
 
 async def test_bad_files_get_one_clear_answer_each_and_nothing_is_stored(tmp_path: Path, monkeypatch) -> None:
