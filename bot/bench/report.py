@@ -96,6 +96,13 @@ def _single_section(results: dict) -> list[str]:
     return lines
 
 
+def _shared(path: dict) -> str:
+    """A fused path's shared 32-row step, with its thread count; '-' for the others and on one core."""
+    if path.get("shared_us") is None:
+        return "-"
+    return f"{_f(path['shared_us'], 0, ' us')} ({path['shared_threads']} threads)"
+
+
 def _step_section(results: dict) -> list[str]:
     """Each path's step at 1 and 32 rows against the weight-traffic floor, and where a lone row's character goes."""
     rows = [r for r in results.get("single") or [] if r.get("step", {}).get("paths")]
@@ -107,9 +114,11 @@ def _step_section(results: dict) -> list[str]:
              "weight bytes once, warm, on one core of this machine (the faster of a `torch.sum` over a float32 "
              "buffer of those bytes and the fused kernel's plain read loop); a lone row's step can do no better. "
              "Per character: a step and a draw at 1 row, as the engine does them. In brackets, the same by the "
-             "thread's CPU time, which other processes' load inflates far less. The path auto picked is marked *.",
-             "", "| model | path | weights | step 1 row | step 32 rows | floor (how) | 1 row / floor | per character "
-             "| calls per character |", "|---|---|---|---|---|---|---|---|---|"]
+             "thread's CPU time, which other processes' load inflates far less. Shared: the fused step of 32 rows "
+             "with its rows shared among the kernel's threads, one per core (what a crowd's steps get when the "
+             "engine's probes find it faster). The path auto picked is marked *.",
+             "", "| model | path | weights | step 1 row | step 32 rows | 32 rows, shared | floor (how) | 1 row / floor "
+             "| per character | calls per character |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for p in r["step"]["paths"]:
             fl, b = p["floor"], p["breakdown"]
@@ -119,11 +128,12 @@ def _step_section(results: dict) -> list[str]:
                 f"| {r['model']} | {p['path']}{star} | {p['weight_bytes'] / 1e6:.2f} MB | "
                 f"{_f(p['step_us'].get('1'), 0, ' us')} ({_f(cpu.get('1'), 0)}) | "
                 f"{_f(p['step_us'].get('32'), 0, ' us')} ({_f(cpu.get('32'), 0)}) | "
+                f"{_shared(p)} | "
                 f"{_f(fl['us'], 0, ' us')} ({fl['how']}; {_f(fl.get('cpu_us'), 0)}) | "
                 f"{_f(p['floor_ratio'], 2, 'x')} ({_f(p.get('floor_ratio_cpu'), 2, 'x')}) | "
                 f"{_f(b['us_per_char'], 0, ' us')} | {_f(b['calls_per_char'], 0)} |")
         for name, error in r["step"].get("errors", {}).items():
-            lines.append(f"| {r['model']} | {name} | - | - | - | - | - | - | {error} |")
+            lines.append(f"| {r['model']} | {name} | - | - | - | - | - | - | - | {error} |")
     for r in rows:
         for p in r["step"]["paths"]:
             calls = p["breakdown"]["calls"]

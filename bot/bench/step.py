@@ -28,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from model import fused_step
 from model.checkpoint import Checkpoint
+from model.device import cpu_threads
 from model.fast_sample import BatchSampler, Noise
 from model.fast_step import FastStep
 from model.precision import parse
@@ -131,6 +132,8 @@ def profile_steps(ck: Checkpoint, labels: list[str], rows: tuple[int, ...] = (1,
             continue
         paths[name] = fast
     times: dict[str, dict[int, list[tuple[float, float]]]] = {name: {n: [] for n in rows} for name in paths}
+    cores = cpu_threads("boost")  # the fused kernel shares a crowd's step among this many threads
+    shared: dict[str, list[tuple[float, float]]] = {name: [] for name, f in paths.items() if f.fused and cores > 1}
     for fast in paths.values():
         _fill(fast, max(rows))
         for n in rows:
@@ -139,6 +142,10 @@ def profile_steps(ck: Checkpoint, labels: list[str], rows: tuple[int, ...] = (1,
         for name, fast in paths.items():
             for n in rows:
                 times[name][n].append(_time_steps(fast, n, max(1, steps // n if n > 1 else steps)))
+            if name in shared:
+                fast.fused.set_threads(cores)
+                shared[name].append(_time_steps(fast, max(rows), max(1, steps // max(rows))))
+                fast.fused.set_threads(1)
     out = []
     for name, fast in paths.items():
         floor = read_floor_us(fast.weight_bytes())
@@ -146,6 +153,8 @@ def profile_steps(ck: Checkpoint, labels: list[str], rows: tuple[int, ...] = (1,
         step_cpu_us = {str(n): statistics.median(c for _, c in times[name][n]) for n in rows}
         lone, lone_cpu = step_us.get("1"), step_cpu_us.get("1")
         out.append({"path": name, "weight_bytes": floor["bytes"], "step_us": step_us, "step_cpu_us": step_cpu_us,
+                    "shared_us": statistics.median(w for w, _ in shared[name]) if name in shared else None,
+                    "shared_threads": cores if name in shared else None, "shared_rows": max(rows),
                     "floor": floor, "floor_ratio": None if lone is None else lone / floor["us"],
                     "floor_ratio_cpu": None if lone_cpu is None else lone_cpu / max(floor["cpu_us"], 1e-9),
                     "breakdown": breakdown(fast, chars)})

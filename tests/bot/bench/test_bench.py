@@ -15,7 +15,7 @@ from bot.bench.stats import percentile
 from bot.bench.suite import BenchConfig, load_models, paths_here
 from bot.cli import main
 from corpora.paths import PROJECT_ROOT
-from model.device import bf16_matmul_supported
+from model.device import bf16_matmul_supported, cpu_threads
 from model.precision import label
 
 # what the engine runs here: each native precision, and the fused step's where its kernel builds
@@ -91,6 +91,10 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, repeating_text, capsys):
     for p in step["paths"]:
         assert p["weight_bytes"] > 0 and p["floor"]["us"] > 0 and p["floor_ratio"] > 0
         assert set(p["step_us"]) == {"1", "32"} and p["breakdown"]["calls"]
+        if "fused" in p["path"] and cpu_threads("boost") > 1:  # a crowd's step shared among the cores
+            assert p["shared_us"] > 0 and p["shared_threads"] == cpu_threads("boost")
+        else:
+            assert p["shared_us"] is None
     assert all(r["aggregate_chars_per_s"] > 0 and r["loop_lag_p99_ms"] >= 0 for r in results["concurrent"])
     assert results["train"][0]["ours"]["chars_per_s"] > 0
     fid = results["fidelity"][0]
