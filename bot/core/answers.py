@@ -144,8 +144,8 @@ async def forget(
     if not carriers:
         return Answer(head)
     # Deleting the texts does not take them out of the weights: say which versions still carry them.
-    named = "; ".join(f"the {c.corpus} model, version {c.version}{' (served now)' if c.served else ''}, learned "
-                      f"from {c.texts} of your texts" for c in carriers)
+    named = "; ".join(f"the {display_name(c.corpus)} model, version {c.version}"
+                      f"{' (served now)' if c.served else ''}, learned from {c.texts} of your texts" for c in carriers)
     log.warning("/forget: %d contributions deleted; kept versions still carry them: %s", n,
                 ", ".join(f"{c.corpus} v{c.version}" for c in carriers))
     return Answer(f"{head} But {named}; deleting the texts does not remove what a model learned from them. "

@@ -192,6 +192,7 @@ def test_forget_in_chat_takes_the_text_out_of_the_versions_and_what_the_persona_
     assert code == 0, err
     before, forgot, after = out.partition("Deleted 1 contribution of yours from this server.")
     assert forgot, out
+    assert "the rules model, version 1" in after and f"g{SERVER}-" not in out  # named as people call it
     assert "*From rules:*" in before and "north pier" in before  # grounded in its text, quoting it
     assert json.loads(learned.read_text()) == []  # the version's learned texts lost it
     assert "*From rules:*" not in after and "north pier" not in after  # and the session's persona stopped quoting
