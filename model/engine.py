@@ -100,7 +100,7 @@ class _Reply:
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.noise = Noise(self.generator, len(CHARS))
+        self.noise = Noise(self.generator)
         self.watcher = StopWatcher(self.settings.stop)
         self.prime_list = self.codes.tolist()
 

@@ -45,17 +45,16 @@ class Noise:
     reply's settings, and so its way of drawing, do not change while it runs).
     """
 
-    def __init__(self, generator: torch.Generator, vocab: int, block: int = NOISE_BLOCK) -> None:
+    def __init__(self, generator: torch.Generator, block: int = NOISE_BLOCK) -> None:
         self.generator = generator
-        self.vocab = vocab
         self.block = block
         self._rows: np.ndarray | None = None
         self._next = 0
 
-    def take(self) -> np.ndarray:
-        """The next character's noise, ``(vocab,)`` float32."""
+    def take(self, vocab: int) -> np.ndarray:
+        """The next character's noise, ``(vocab,)`` float32 (``vocab``: the sampler's, the same every call)."""
         if self._rows is None or self._next == self.block:
-            self._rows = torch.empty(self.block, self.vocab).exponential_(generator=self.generator).numpy()
+            self._rows = torch.empty(self.block, vocab).exponential_(generator=self.generator).numpy()
             self._next = 0
         self._next += 1
         return self._rows[self._next - 1]
@@ -103,9 +102,9 @@ class BatchSampler:
     ) -> tuple[list[int], list[float]]:
         """Draw for ``rows`` of ``block`` (float32, CPU, contiguous): codes and their log-likelihoods.
 
-        ``settings[i]`` and ``noises[i]`` (the reply's noise and generator) belong to row ``rows[i]``; the other rows of
-        ``block`` are ignored. The log-likelihood is the model's own at temperature 1 (what
-        best-of-n scores by), whatever temperature the row draws at.
+        ``settings[i]`` and ``noises[i]`` (the reply's noise and generator) belong to row
+        ``rows[i]``; the other rows of ``block`` are ignored. The log-likelihood is the model's
+        own at temperature 1 (what best-of-n scores by), whatever temperature the row draws at.
         """
         noise, temps, scaled, probs, logp = self._view(block.shape[0])
         codes = [0] * len(rows)
@@ -113,7 +112,7 @@ class BatchSampler:
         for i, row in enumerate(rows):
             s = settings[i]
             if self.batched and _batched(s):
-                self._noise_np[row] = noises[i].take()
+                self._noise_np[row] = noises[i].take(self._noise_np.shape[1])
                 self._temps_np[row] = s.temperature
                 plain.append(i)
             else:
@@ -143,7 +142,7 @@ def batched_draw_matches(trials: int = 64) -> bool:
     settings = [SampleSettings(temperature=0.3 + 1.5 * i / trials) for i in range(trials)]
     sampler = BatchSampler(trials, vocab, exact_check=False)
     ref_gens = [torch.Generator().manual_seed(i) for i in range(trials)]
-    ours = [Noise(torch.Generator().manual_seed(i), vocab, block=2) for i in range(trials)]
+    ours = [Noise(torch.Generator().manual_seed(i), block=2) for i in range(trials)]
     for _ in range(3):  # several rounds: each generator must also advance as pick_next advances it
         ref = [pick_next(logits[i], settings[i], ref_gens[i]) for i in range(trials)]
         if sampler.draw(logits, settings, ours) != ref:

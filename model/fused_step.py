@@ -13,8 +13,8 @@ also rounds the hidden states).
 Exactness, as for the eager step: a row's bits do not depend on the batch (every sum has
 one fixed order, whatever tile it is computed in) or on the thread count (a step of several
 rows may be shared among the kernel's own helper threads, :meth:`FusedKernel.set_threads`,
-but each row is stepped whole by one of them). They are not the eager step's bits: the sums run in another
-order and the sigmoid and tanh are the kernel's own (within about 1e-7 of the true value),
+but each row is stepped whole by one of them). They are not the eager step's bits: the sums
+run in another order and the sigmoid and tanh are the kernel's own (within about 1e-7 of the true value),
 so the fused step is a path of its own, chosen by measurement (:mod:`model.precision`).
 
 The kernel is compiled at first use with the system's C++ compiler (``$CXX``, else ``c++``,

@@ -158,12 +158,14 @@ def serve_threads() -> None:
 
 
 def boost_allowed(
-    rows: int, replies: int, busy: int, max_rows: int = BOOST_ROWS, max_replies: int = BOOST_REPLIES
+    rows: int, replies: int, busy: int, max_rows: int = BOOST_ROWS, max_replies: int = BOOST_REPLIES,
+    min_rows: int = 1,
 ) -> bool:
     """Whether a step of ``rows`` rows, for ``replies`` replies (running or queued), may use
     every core while ``busy`` engines (this one included) are stepping: only a lone reply's
-    small batch, and only when no other engine needs a core."""
-    return 1 <= rows <= max_rows and replies <= max_replies and busy <= 1
+    small batch (or, for the fused kernel, which splits rows, a batch of at least ``min_rows``),
+    and only when no other engine needs a core."""
+    return max(1, min_rows) <= rows <= max_rows and replies <= max_replies and busy <= 1
 
 
 @dataclass
@@ -285,8 +287,7 @@ class StepThreads:
 
     def _choose(self, rows: int, replies: int) -> int:
         if (
-            rows < self.min_rows
-            or not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies)
+            not boost_allowed(rows, replies, busy_engines(), self.max_rows, self.max_replies, self.min_rows)
             or (self.others is not None and self.others.update() >= OTHERS_MAX)
             or not self._claim()
         ):

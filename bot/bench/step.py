@@ -81,7 +81,7 @@ def read_floor_us(nbytes: int, rounds: int = 15) -> dict:
 def breakdown(fast: FastStep, chars: int = 64) -> dict:
     """One row's cost per character by call: a step and a draw each, under ``torch.profiler``."""
     sampler = BatchSampler(1, fast.vocab)
-    settings, noises = [SampleSettings(temperature=0.8)], [Noise(torch.Generator().manual_seed(0), fast.vocab)]
+    settings, noises = [SampleSettings(temperature=0.8)], [Noise(torch.Generator().manual_seed(0))]
     _fill(fast, 1)
 
     def char() -> None:

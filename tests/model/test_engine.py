@@ -109,7 +109,7 @@ def test_batch_sampler_draws_what_pick_next_draws():
         SampleSettings(temperature=1.2, top_k=3, top_p=0.9), SampleSettings(), SampleSettings(temperature=0.3),
     ]
     sampler = BatchSampler(16, 96)
-    ours = [Noise(torch.Generator().manual_seed(i), 96, block=7) for i in range(12)]  # 20 draws cross block ends
+    ours = [Noise(torch.Generator().manual_seed(i), block=7) for i in range(12)]  # 20 draws cross block ends
     refs = [torch.Generator().manual_seed(i) for i in range(12)]
     for _ in range(20):
         want = [pick_next(logits[i], settings[i], refs[i]) for i in range(12)]
@@ -127,11 +127,11 @@ def test_a_rows_draw_and_score_do_not_depend_on_the_other_rows():
         alone = []
         for i, row in enumerate(rows):
             s = settings[i % len(settings)]
-            got = sampler.draw_scored(logits[row : row + 1], [0], [s], [Noise(torch.Generator().manual_seed(row), 96)])
+            got = sampler.draw_scored(logits[row : row + 1], [0], [s], [Noise(torch.Generator().manual_seed(row))])
             alone.append((got[0][0], got[1][0]))
         codes, scores = sampler.draw_scored(
             logits, rows, [settings[i % len(settings)] for i in range(len(rows))],
-            [Noise(torch.Generator().manual_seed(row), 96) for row in rows],
+            [Noise(torch.Generator().manual_seed(row)) for row in rows],
         )
         assert list(zip(codes, scores, strict=True)) == alone
         want = torch.log_softmax(logits, dim=-1)
