@@ -243,12 +243,17 @@ class StopWatcher:
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = tuple(stops)
+        self._chars = frozenset("".join(self.stops))  # what a stop string, or a start of one, can end with
         self.text = ""
         self.sent = 0
 
     def add(self, piece: str) -> tuple[str, bool]:
         """Append ``piece``; return (text now safe to emit, whether a stop string was hit)."""
         self.text += piece
+        if piece and self._chars.isdisjoint(piece):  # nothing can end or begin a stop string here: all is safe
+            out = self.text[self.sent :]  # (the engine calls this per character per reply: keep it short)
+            self.sent = len(self.text)
+            return out, False
         found = [at for at in (self.text.find(s, self.sent) for s in self.stops) if at != -1]
         if found:  # the earliest stop string wins, whatever order they were given in
             self.text = self.text[: min(found)]

@@ -298,6 +298,30 @@ def test_stop_watcher_flush_and_multi_character_pieces():
     assert w.text == "one # two "
 
 
+
+def _held(text: str, stops: list[str]) -> int:
+    """The longest end of ``text`` that begins some stop string (what must not be shown yet)."""
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text("ab\nQ", min_size=1, max_size=3), min_size=1, max_size=4),
+       st.lists(st.text("ab\nQ", max_size=3), max_size=40))
+def test_stop_watcher_shows_exactly_what_no_stop_string_can_still_claim(stops, pieces):
+    w = StopWatcher(stops)
+    shown, text = "", ""
+    for piece in pieces:
+        text += piece
+        out, hit = w.add(piece)
+        shown += out
+        ends = [at for at in (text.find(s) for s in stops) if at != -1]
+        if ends:
+            assert hit and shown == text[: min(ends)] == w.text
+            return
+        assert not hit and shown == text[: len(text) - _held(text, stops)]
+    assert shown + w.flush() == text
+
+
 # ---- several requests at once ------------------------------------------------------------
 
 
