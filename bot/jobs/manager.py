@@ -40,7 +40,7 @@ from bot.store.jobs import (
     VersionRow,
     _pid_alive,
 )
-from bot.store.queue import JobQueue, QueuedJob
+from bot.store.queue import AlreadyQueued, JobQueue, QueuedJob
 from corpora.voices import display_name, parse_key
 from model.checkpoint import CheckpointError, atomic_write_bytes, sibling
 from model.finetune import FinetuneConfig, FinetuneReport, TooLittleText, check_enough, contributed_data
@@ -366,7 +366,8 @@ class FinetuneManager:
         force: bool = False,
     ) -> RunningJob | Queued:
         """Start a fine-tune when this machine has room, else queue it for the first process that
-        has; FinetuneRefused for what no waiting would mend (minutes out of range, too little text).
+        has; FinetuneRefused for what no waiting would mend (minutes out of range, too little text, a
+        training of ``corpus`` already queued by anyone, in any process).
         Older queued jobs go first: the new one joins the queue, then the queue is drained."""
         minutes = self._check_minutes(minutes)
         texts, _, _ = await self.store.training_contributions(corpus)
@@ -374,7 +375,11 @@ class FinetuneManager:
             check_enough(contributed_data(texts, corpus), self.settings.min_chars)
         except TooLittleText as exc:
             raise FinetuneRefused(f"not enough text for {corpus}: {exc}") from None
-        entry = await self.queue.put(corpus, started_by, guild_id, channel_id, minutes, force)
+        try:
+            entry = await self.queue.put(corpus, started_by, guild_id, channel_id, minutes, force)
+        except AlreadyQueued as exc:
+            raise FinetuneRefused(f"a training of {corpus} is already in the queue (job {exc.entry.id}); "
+                                  "see /finetune status") from None
         await self.drain(None if self.serves_queue else entry.id)
         if corpus in self.jobs and await self.queue.get(entry.id) is None:
             return self.jobs[corpus]

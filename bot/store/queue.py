@@ -45,6 +45,15 @@ def claimant() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class AlreadyQueued(Exception):
+    """``corpus`` already has an entry in the queue (waiting, or being started): a second would train
+    the same text again. ``entry`` is that one."""
+
+    def __init__(self, entry: QueuedJob) -> None:
+        super().__init__(f"{entry.corpus} already has a training in the queue (entry {entry.id})")
+        self.entry = entry
+
+
 class JobQueue:
     """Queries on the ``job_queue`` table of an open :class:`Store`."""
 
@@ -53,11 +62,18 @@ class JobQueue:
 
     async def put(self, corpus: str, started_by: str, guild_id: int | None, channel_id: int | None,
                   minutes: float | None, force: bool) -> QueuedJob:
+        """Queue a job; AlreadyQueued when ``corpus`` has an entry already (checked by the table's unique
+        index, so of two processes queueing the same corpus at once, one does)."""
         (cur,) = await self.store.write([(
             "INSERT INTO job_queue (corpus, started_by, guild_id, channel_id, minutes, forced, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (corpus, started_by, guild_id, channel_id, minutes, int(force), utc_now()),
         )])
+        if cur.rowcount == 0:
+            entry = await self.of_corpus(corpus)
+            if entry is None:  # it left the queue between the two statements: try once more
+                return await self.put(corpus, started_by, guild_id, channel_id, minutes, force)
+            raise AlreadyQueued(entry)
         got = await self.get(int(cur.lastrowid))
         assert got is not None
         return got

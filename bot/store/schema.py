@@ -177,4 +177,12 @@ MIGRATIONS: list[str] = [
         claimed_by TEXT
     );
     """,
+    # 6: at most one queue entry per corpus. Two admins retraining one persona at the same instant could
+    # both pass the "already waiting" check and queue the same training twice; the index makes the second
+    # insert a no-op on every backend (JobQueue.put). A duplicate already queued trains the same text
+    # as the entry before it, so it is dropped.
+    """
+    DELETE FROM job_queue WHERE id NOT IN (SELECT MIN(id) FROM job_queue GROUP BY corpus);
+    CREATE UNIQUE INDEX one_queued_job_per_corpus ON job_queue (corpus);
+    """,
 ]

@@ -8,6 +8,7 @@ a persona is "trained" in a Python start-up; the real training is covered by tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -245,6 +246,23 @@ async def test_a_persona_training_or_queued_is_not_retrained(world):
     assert retrained.corpus == KEY and retrained.parent.version == 1  # a ready persona goes on from its version
     assert (await world.manager.wait(retrained)).version == 2
 
+
+
+async def test_two_admins_retraining_one_persona_at_the_same_instant_queue_one_job(world):
+    service = await world.open(after=2.5)
+    world.gate.touch()
+    created = await service.create(GUILD, "rules", "story", upload(), ADMIN, CHANNEL)
+    await world.manager.wait(created.job)
+    elsewhere = await world.fstore.create_job("tale", "cli:op", {"minutes": 1})  # the machine is busy: they queue
+    got = await asyncio.gather(*(service.retrain(GUILD, "rules", started_by=f"discord:{who}") for who in (1, 2)),
+                               return_exceptions=True)
+    queued = [g.job for g in got if not isinstance(g, BaseException)]
+    refused = [g for g in got if isinstance(g, Refusal)]
+    assert len(queued) == 1 and isinstance(queued[0], Queued) and len(refused) == 1, got
+    assert refused[0].message == (f"The persona rules was not retrained: a training of rules is already in the queue "
+                                  f"(job {queued[0].id}); see /finetune status")
+    assert [e.id for e in await world.manager.queue.waiting()] == [queued[0].id]
+    await world.fstore.finish_job(elsewhere, "failed", "done elsewhere")
 
 async def test_a_persona_that_cannot_even_be_queued_is_not_kept(world):
     service = await world.open()

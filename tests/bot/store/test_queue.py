@@ -16,7 +16,8 @@ from bot.jobs.manager import FinetuneManager, Queued, RunningJob
 from bot.jobs.settings import FinetuneSettings
 from bot.store import Store, open_store
 from bot.store.jobs import DONE, FinetuneStore
-from bot.store.queue import JobQueue, claimant
+from bot.store.queue import AlreadyQueued, JobQueue, QueuedJob, claimant
+from bot.store.schema import MIGRATIONS
 from tests.helpers import contributed_texts, eventually, fake_finetune, fake_runs
 
 HOST = socket.gethostname()
@@ -61,6 +62,38 @@ async def test_of_two_processes_claiming_at_once_each_entry_goes_to_one(database
         assert sorted(won) == ids  # every entry claimed, none twice
         assert await JobQueue(one).claim() is None
 
+
+
+async def test_one_corpus_is_queued_once_even_by_two_processes_at_the_same_instant(database):
+    async with await open_store(database) as one, await open_store(database) as two:
+        results = await asyncio.gather(*(JobQueue(s).put("g1-ann", f"discord:{i}", 1, 2, None, False)
+                                         for i, s in enumerate((one, two, one, two))), return_exceptions=True)
+        queued = [r for r in results if isinstance(r, QueuedJob)]
+        refused = [r for r in results if isinstance(r, AlreadyQueued)]
+        assert len(queued) == 1 and len(refused) == 3, results
+        assert {r.entry.id for r in refused} == {queued[0].id}
+        assert [e.id for e in await JobQueue(one).waiting()] == [queued[0].id]
+        claimed = await JobQueue(two).claim()  # being started: a new entry still waits for it to leave
+        with pytest.raises(AlreadyQueued):
+            await JobQueue(one).put("g1-ann", "discord:9", 1, 2, None, False)
+        await JobQueue(two).done(claimed.id)
+        assert (await JobQueue(one).put("g1-ann", "discord:9", 1, 2, None, False)).started_by == "discord:9"
+
+
+async def test_a_database_that_queued_one_corpus_twice_keeps_the_older_entry_when_migrated(database):
+    async with await open_store(database) as store:
+        await store.write([("DROP INDEX one_queued_job_per_corpus", ())])
+        for who in ("discord:1", "discord:2"):
+            await store.write([(
+                "INSERT INTO job_queue (corpus, started_by, forced, created) VALUES (?, ?, 0, '2026-01-01')",
+                ("g1-ann", who),
+            )])
+        await store.write([("UPDATE schema_version SET version = ? WHERE id = 1", (len(MIGRATIONS) - 1,))])
+    async with await open_store(database) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        assert [e.started_by for e in await JobQueue(store).waiting()] == ["discord:1"]
+        with pytest.raises(AlreadyQueued):
+            await JobQueue(store).put("g1-ann", "discord:3", 1, 2, None, False)
 
 async def test_entries_of_dead_claimants_on_this_machine_are_handed_back(database):
     async with await open_store(database) as store:
