@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from corpora import shipped
 from corpora.heldout import measure_heldout
@@ -63,8 +66,18 @@ def test_shipped_checkpoint_loads_and_generates_from_its_prime(name):
     assert g.finish in {"stop", "length"}
 
 
+@pytest.fixture
+def every_core():
+    """Torch on every core for one test (the suite runs one test at a time): a whole held-out split
+    through a 2x512 LSTM is the suite's largest single computation."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", list(CORPORA))
-def test_shipped_checkpoint_reproduces_its_recorded_held_out_loss(name):
+def test_shipped_checkpoint_reproduces_its_recorded_held_out_loss(name, every_core):
     ck = _shipped_or_skip(name)
     recorded = ck.info.get("val_loss_nats")
     assert isinstance(recorded, float), "the shipped checkpoint records no held-out loss"
