@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.store.base import Store, utc_now
+from bot.store.base import Store, StoreError, utc_now
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class QueuedJob:
     claimed_by: str | None
 
 
+PUT_ATTEMPTS = 3  # an entry that keeps leaving just as another takes its place is not waited on forever
 _COLUMNS = "id, corpus, started_by, guild_id, channel_id, minutes, forced, created, claimed_by"
 
 
@@ -64,16 +65,20 @@ class JobQueue:
                   minutes: float | None, force: bool) -> QueuedJob:
         """Queue a job; AlreadyQueued when ``corpus`` has an entry already (checked by the table's unique
         index, so of two processes queueing the same corpus at once, one does)."""
-        (cur,) = await self.store.write([(
-            "INSERT INTO job_queue (corpus, started_by, guild_id, channel_id, minutes, forced, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (corpus, started_by, guild_id, channel_id, minutes, int(force), utc_now()),
-        )])
-        if cur.rowcount == 0:
+        for _ in range(PUT_ATTEMPTS):
+            (cur,) = await self.store.write([(
+                "INSERT INTO job_queue (corpus, started_by, guild_id, channel_id, minutes, forced, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (corpus, started_by, guild_id, channel_id, minutes, int(force), utc_now()),
+            )])
+            if cur.rowcount:
+                break
             entry = await self.of_corpus(corpus)
-            if entry is None:  # it left the queue between the two statements: try once more
-                return await self.put(corpus, started_by, guild_id, channel_id, minutes, force)
-            raise AlreadyQueued(entry)
+            if entry is not None:
+                raise AlreadyQueued(entry)
+            # the entry in the way left the queue between the two statements: try again
+        else:
+            raise StoreError(f"could not queue a training of {corpus}: the queue kept changing under it")
         got = await self.get(int(cur.lastrowid))
         assert got is not None
         return got
