@@ -32,6 +32,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.device import pick_device
 from model.evaluate import bits, evaluate_loss
 from model.network import CharLSTM
+from model.regularise import Regularisation
 from model.textdata import TextData
 from model.train import Progress, TrainConfig, train
 
@@ -90,6 +91,10 @@ class FinetuneConfig:
     seed: int = 1337
     device: str = "auto"
     threads: int | None = None
+    # training-only regularisers (model.regularise), as TrainConfig takes them; 0 = off
+    weight_drop: float = 0.0
+    layer_dropout: float = 0.0
+    output_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.minutes > 0 and math.isfinite(self.minutes)):
@@ -104,6 +109,8 @@ class FinetuneConfig:
             raise ValueError("replay must be from 0 (off) to 0.9: the share of each batch taken from the corpus")
         if not (self.anchor >= 0 and math.isfinite(self.anchor)):
             raise ValueError("anchor must be 0 (off) or a positive number")
+        Regularisation(weight_drop=self.weight_drop, layer_dropout=self.layer_dropout,
+                       output_dropout=self.output_dropout)  # a ValueError for a rate outside [0, 1)
 
 
 @dataclass
@@ -260,7 +267,8 @@ def train_config(cfg: FinetuneConfig, train_chars: int, replaying: bool = False,
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, val_fraction=heldout or cfg.heldout_fraction,
         eval_every=eval_every, eval_max_chars=None, patience=cfg.patience, epochs=cfg.max_epochs,
         minutes=cfg.minutes, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
-        log_every=max(1, min(10, eval_every)),
+        log_every=max(1, min(10, eval_every)), weight_drop=cfg.weight_drop, layer_dropout=cfg.layer_dropout,
+        output_dropout=cfg.output_dropout,
     )
 
 

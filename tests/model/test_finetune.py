@@ -210,6 +210,17 @@ def test_bad_replay_and_anchor_values_are_refused_with_their_range():
         FinetuneConfig(anchor=-1)
 
 
+def test_the_regularisers_reach_the_training_and_bad_rates_are_refused_at_once(base_checkpoint, tmp_path):
+    cfg = FinetuneConfig(weight_drop=0.1, layer_dropout=0.2, output_dropout=0.25)
+    t = train_config(cfg, 5_000)
+    assert (t.weight_drop, t.layer_dropout, t.output_dropout) == (0.1, 0.2, 0.25)
+    with pytest.raises(ValueError, match="weight_drop must be a probability"):
+        FinetuneConfig(weight_drop=1.0)
+    regularised = FinetuneConfig(**{**FAST, "weight_drop": 0.1, "output_dropout": 0.2})  # one layer: no layer dropout
+    report = finetune(contributed_texts(), base_checkpoint, "tale", tmp_path / "new.safetensors", regularised)
+    assert report.after.contributed < report.before.contributed * 0.9  # it still learns
+
+
 def test_real_prose_is_learned_and_the_old_style_kept(base_checkpoint, tmp_path):
     """Realistic contributions: paragraphs of Grimms' tales (public domain, in the shared corpora folder)."""
     from corpora.paths import SHARED_ROOT
