@@ -208,17 +208,54 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def _ancestors(info: dict) -> tuple[list[dict], bool | None]:
+    """The checkpoints ``info``'s was made from, nearest first, and how the chain ends: True
+    trained from scratch, False not known further, None nothing recorded at all."""
+    chain: list[dict] = []
+    record = info.get("parent", ...)
+    while isinstance(record, dict):
+        chain.append(record)
+        record = record.get("parent", ...)
+    if isinstance(record, str) and record:  # recorded as a bare path
+        chain.append({"path": record})
+        record = ...
+    if record is None:
+        return chain, True
+    return chain, (False if chain else None)
+
+
+def _one_parent(record: dict) -> str:
+    loss = record.get("val_loss_nats")
+    loss_txt = f", held-out loss {loss:.4f} nats/char" if isinstance(loss, (int, float)) else ""
+    return f"{record.get('path')} (corpus {record.get('corpus')}{loss_txt})"
+
+
 def _parent(info: dict) -> str:
-    if "parent" not in info:
+    """Where a checkpoint comes from, back to the start where its ancestry is known: "continued
+    from" a checkpoint of its own corpus, "fine-tuned from" another's."""
+    chain, from_scratch = _ancestors(info)
+    if from_scratch is None:
         return "-"
-    parent = info["parent"]
-    if not parent:
+    if not chain:
         return "trained from scratch"
-    if isinstance(parent, dict):
-        loss = parent.get("val_loss_nats")
-        loss_txt = f", held-out loss {loss:.4f} nats/char" if isinstance(loss, (int, float)) else ""
-        return f"fine-tuned from {parent.get('path')} (corpus {parent.get('corpus')}{loss_txt})"
-    return f"fine-tuned from {parent}"
+    links, corpus = [], info.get("corpus")
+    for record in chain:
+        verb = "continued" if corpus is not None and record.get("corpus") == corpus else "fine-tuned"
+        links.append(f"{verb} from {_one_parent(record)}")
+        corpus = record.get("corpus")
+    text = ", itself ".join(links)
+    return text + (", itself trained from scratch" if from_scratch and len(chain) > 1 else "")
+
+
+def _lifetime(info: dict) -> tuple[float, float] | None:
+    """Training seconds and characters seen in all, the ancestors' included; None when a part is not known."""
+    chain, from_scratch = _ancestors(info)
+    if not chain or not from_scratch:
+        return None
+    parts = [info, *chain]
+    if not all(isinstance(p.get(k), (int, float)) for p in parts for k in ("train_seconds", "chars_seen")):
+        return None
+    return sum(p["train_seconds"] for p in parts), sum(p["chars_seen"] for p in parts)
 
 
 def _target(row: Row) -> tuple[str, str]:
@@ -268,7 +305,17 @@ def _training_lines(row: Row) -> list[str]:
         f"computing in {info.get('precision', 'fp32')}, "
         f"peak learning rate {cfg.get('lr', '-')}"
         + (f", ended by {info['stopped']}." if info.get("stopped") else "."),
+        *_lifetime_lines(info),
     ]
+
+
+def _lifetime_lines(info: dict) -> list[str]:
+    lifetime = _lifetime(info)
+    if lifetime is None:
+        return []
+    seconds, chars = lifetime
+    return [f"- In all, with the checkpoints it grew from: {_duration(seconds)} of training, "
+            f"{chars:,.0f} characters seen."]
 
 
 def _loss_lines(row: Row) -> list[str]:

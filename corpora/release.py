@@ -9,6 +9,10 @@ loaded back the way every user loads it) and shipping is refused when it moved b
 ``<name>`` is a corpus, or a mixture for the general base (``charbot ship RUN base``): its
 held-out split is then the mixture's own (:func:`corpora.heldout.heldout_codes` decides), so
 the base's recorded loss is measured the same way as every corpus's.
+
+A run that recorded only its direct parent (older runs did) gets its ancestry completed from
+the files it names where they are still there (:func:`model.checkpoint.complete_parent`), so
+a checkpoint continued from an earlier run still says, on the model card, how it was made.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from corpora.heldout import heldout_codes, measure_heldout
 from corpora.mixture import known_name
 from corpora.shipped import shipped_path
-from model.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, complete_parent, file_sha256, load_checkpoint, save_checkpoint
 from model.evaluate import bits
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,6 +94,7 @@ def ship(
         )
     info = {
         **ck.info,
+        **({"parent": complete_parent(ck.info["parent"])} if "parent" in ck.info else {}),
         "val_loss_nats": after.loss_nats,
         "val_bpc": bits(after.loss_nats),
         "val_loss_measured_on": f"cpu, evaluate_loss over the whole held-out split ({after.chars:,} characters)",

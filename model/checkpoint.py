@@ -204,3 +204,40 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise CheckpointError(path, f"weights do not fit the configuration: {first[0] if first else exc}") from None
     model.to(device).eval()
     return Checkpoint(model=model, config=config, info=header.get("info", {}), path=str(path))
+
+
+# Facts a fine-tune records of the checkpoint it started from (see :func:`ancestry`).
+PARENT_FACTS = ("corpus", "val_loss_nats", "train_seconds", "chars_seen")
+
+
+def ancestry(path: str | os.PathLike, info: dict) -> dict:
+    """What a fine-tune records of the checkpoint at ``path`` (with ``info``) that it starts from.
+
+    Its path, corpus, held-out loss, training time and characters seen, and under ``parent``
+    that checkpoint's own record in turn (None: trained from scratch). A checkpoint continued
+    several times thus still says how it was made from the start, and what it cost in all,
+    after the files it came from are gone.
+    """
+    record: dict = {"path": str(path), **{key: info.get(key) for key in PARENT_FACTS}}
+    if "parent" in info:
+        record["parent"] = complete_parent(info["parent"])
+    return record
+
+
+def complete_parent(record: object) -> object:
+    """``record`` (a ``parent`` entry) with its ancestry filled in where it was recorded without.
+
+    Checkpoints made before ancestry was kept name only their direct parent. When that file is
+    still where it was and is the same checkpoint (it records the same held-out loss: a shipped
+    file may have been replaced since), its own ancestry is read from it; otherwise the record
+    is returned as it is, and the chain ends there unknown.
+    """
+    if not isinstance(record, dict) or "parent" in record or not record.get("path"):
+        return record
+    try:
+        found = load_checkpoint(record["path"]).info
+    except (CheckpointError, OSError):
+        return record
+    if found.get("val_loss_nats") != record.get("val_loss_nats"):
+        return record
+    return {**ancestry(record["path"], found), **{k: v for k, v in record.items() if v is not None}}

@@ -38,6 +38,7 @@ from model.batches import BatchPlan
 from model.checkpoint import (
     Checkpoint,
     CheckpointError,
+    ancestry,
     atomic_write_bytes,
     load_checkpoint,
     read_tensor_file,
@@ -355,8 +356,7 @@ def _start(
     if init_from is not None:
         init = load_checkpoint(init_from)
         model_cfg = init.config
-        parent = {"path": str(init_from), "corpus": init.info.get("corpus"),
-                  "val_loss_nats": init.info.get("val_loss_nats")}
+        parent = ancestry(init_from, init.info)
     return _set_up(data, out, cfg, model_cfg, parent, init, threads, ranks, make_plan)
 
 

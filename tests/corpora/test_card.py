@@ -66,6 +66,25 @@ def test_card_reports_each_shipped_checkpoint_from_its_metadata(shipped):
     assert "Not shipped yet" in card.split("## later:")[1]
 
 
+def test_card_follows_a_continued_run_back_to_scratch_and_adds_up_its_cost(shipped):
+    again = train_tiny("sequel", shipped["tmp"] / "runs" / "sequel-again.safetensors", steps=3,
+                       init_from=shipped["tuned"])
+    experiments = shipped["tmp"] / "continued.json"
+    experiments.write_text(json.dumps([{"label": "sequel continued", "checkpoint": str(again)}]))
+    card = build_card(shipped["dir"], experiments=experiments, length=40)
+    row = next(line for line in card.splitlines() if line.startswith("| sequel continued"))
+    assert (f"continued from {shipped['tuned']} (corpus sequel, held-out loss" in row
+            and f"itself fine-tuned from {shipped['base']} (corpus mini" in row
+            and row.endswith("itself trained from scratch |"))
+
+    section = card.split("## sequel:")[1].split("\n## ")[0]  # shipped sequel: one fine-tune of mini
+    infos = [load_checkpoint(shipped["dir"] / f"{name}.safetensors").info for name in ("sequel", "mini")]
+    chars = sum(info["chars_seen"] for info in infos)
+    assert "- In all, with the checkpoints it grew from: " in section
+    assert f"of training, {chars:,} characters seen." in section
+    assert "In all" not in card.split("## mini:")[1].split("\n## ")[0]  # trained from scratch: nothing to add
+
+
 def test_card_has_three_seeded_samples_per_checkpoint_and_they_repeat(shipped):
     card = build_card(shipped["dir"], seed=7, length=60)
     again = build_card(shipped["dir"], seed=7, length=60)

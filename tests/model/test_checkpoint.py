@@ -16,6 +16,8 @@ from model.charset import VOCAB_SIZE
 from model.checkpoint import (
     FILE_MODE,
     CheckpointError,
+    ancestry,
+    complete_parent,
     file_sha256,
     load_checkpoint,
     read_tensor_file,
@@ -237,3 +239,26 @@ def test_a_checkpoints_path_and_the_files_beside_it_follow_one_rule(tmp_path):
     for bad in ["", "../tale", "a/b", "a\\b", ".hidden"]:
         with pytest.raises(ValueError, match="is not a checkpoint name"):
             checkpoint_file(tmp_path, bad)
+
+
+def test_a_parent_recorded_without_ancestry_is_completed_from_its_file_while_it_is_the_same(tmp_path, tiny_model):
+    root, child = tmp_path / "root.safetensors", tmp_path / "child.safetensors"
+    save_checkpoint(root, tiny_model,
+                    {"corpus": "tale", "val_loss_nats": 1.5, "train_seconds": 60.0, "chars_seen": 1000, "parent": None})
+    save_checkpoint(child, tiny_model,
+                    {"corpus": "tale", "val_loss_nats": 1.2, "train_seconds": 30.0, "chars_seen": 500,
+                     "parent": {"path": str(root), "corpus": "tale", "val_loss_nats": 1.5}})  # the old record
+    old = {"path": str(child), "corpus": "tale", "val_loss_nats": 1.2}
+
+    done = complete_parent(old)
+    assert done == {**ancestry(child, load_checkpoint(child).info), **old}
+    assert done["train_seconds"] == 30.0 and done["parent"]["train_seconds"] == 60.0
+    assert done["parent"]["parent"] is None
+    assert complete_parent(done) is done  # complete already: nothing is read
+
+    # the file was replaced by another checkpoint (another held-out loss), or is gone: the record stays as it was
+    save_checkpoint(child, tiny_model, {"val_loss_nats": 0.9, "parent": None})
+    assert complete_parent(old) == old
+    child.unlink()
+    assert complete_parent(old) == old
+    assert complete_parent(None) is None

@@ -269,6 +269,23 @@ def test_init_from_starts_from_the_given_weights(tmp_path, cat_data, varied_data
     assert tuned.steps == 10
 
 
+def test_a_checkpoint_continued_twice_records_its_whole_ancestry(tmp_path, cat_data, varied_data, tiny_config):
+    first, second, third = (tmp_path / f"{name}.safetensors" for name in ("first", "second", "third"))
+    train(cat_data, first, small_cfg(max_steps=10), tiny_config, progress_bar=False)
+    train(varied_data, second, small_cfg(max_steps=10), init_from=first, progress_bar=False)
+    train(varied_data, third, small_cfg(max_steps=10), init_from=second, progress_bar=False)
+    infos = [load_checkpoint(path).info for path in (first, second, third)]
+    for path in (first, second):  # the files may go: the record says what they were
+        path.unlink()
+
+    record = infos[2]["parent"]
+    assert record["path"] == str(second) and record["parent"]["path"] == str(first)
+    assert record["parent"]["parent"] is None  # the first was trained from scratch
+    for got, info in ((record, infos[1]), (record["parent"], infos[0])):
+        for key in ("corpus", "val_loss_nats", "train_seconds", "chars_seen"):
+            assert got[key] == info[key]
+
+
 def test_init_from_a_bad_checkpoint_is_a_checkpoint_error(tmp_path, cat_data):
     bad = tmp_path / "bad.safetensors"
     bad.write_text("nope")
