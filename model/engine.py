@@ -19,6 +19,12 @@ candidates alone or in a crowd. :meth:`Engine.best_of` says how many candidates 
 can afford now: the default when it is idle, falling towards 1 as its batch fills; adaptive
 replies also shed their extra candidates when a crowd arrives, so throughput under load holds.
 
+With the fused kernel the batch is two lanes of rows, taken in turn (:class:`_Lane`): the
+worker launches one lane's step on the kernel's helper threads and draws the other lane's
+next characters meanwhile, then steps whatever of it the helpers have not taken, so the
+draw, the stop checks and the hand-over of text no longer leave a core idle. New rows join
+the emptier lane; a row's bits do not depend on its lane (each is stepped whole by one thread).
+
 From asyncio: ``await asyncio.wrap_future(engine.submit(...))``, and in ``on_text`` (which
 runs on the worker thread) hand pieces over with ``loop.call_soon_threadsafe``.
 """
@@ -63,6 +69,7 @@ PRIME_IN_BATCH = 1024  # longer primes run their head through nn.LSTM first
 # The rows best-of-n candidates share. A step of 16 rows costs about 2.7x a step of 1 on a 2-core
 # EPYC (bf16; 8 rows 1.7x), far less than 16 replies one after another; past that, rows add cost.
 BEST_OF_ROWS = 16
+LANES = 2  # row groups the fused kernel steps while the worker draws for another (see _Lane)
 SHED_ROWS = 2 * BEST_OF_ROWS  # past this many rows, adaptive replies drop their extra candidates
 # what a row does in a step when it draws nothing (codes are >= 0)
 _PRIMING = -1
@@ -116,6 +123,21 @@ class _Group:
     results: list[Generation | None] = field(default_factory=list)
     left: int = 0
     waiting: list[_Reply] = field(default_factory=list)  # candidates that join once candidate 0 read the prime
+
+
+@dataclass(eq=False)
+class _Lane:
+    """Rows ``first..first+len(replies)-1`` of the step's buffers: replies stepped as one job.
+
+    With the fused kernel the batch is two lanes, taken in turn: while the kernel steps one
+    lane's rows on its helper threads, the worker draws the other's next characters (see
+    :meth:`Engine._turn`), so neither core waits for the other's part of a step.
+    """
+
+    first: int
+    logits: list[torch.Tensor]  # the lane's first n rows of logits, for each n (sliced once, not per step)
+    replies: list[_Reply] = field(default_factory=list)
+    job: int | None = None  # the step in flight over its rows, if any
 
 
 class Engine:
@@ -173,16 +195,22 @@ class Engine:
                                                      cache=precision_cache, steps=None if step is None else (step,),
                                                      lineage=Lineage.of(checkpoint.path, checkpoint.info))
             precision, step = self.precision_decision.precision, self.precision_decision.step
-        self._fast = FastStep(model, max_batch, self.device, precision, cuda_graphs=cuda_graphs, step=step or "eager")
+        lanes = LANES if step == "fused" and self.device.type == "cpu" else 1  # only the kernel steps a lane apart
+        self._fast = FastStep(model, lanes * max_batch, self.device, precision, cuda_graphs=cuda_graphs,
+                              step=step or "eager")
+        if self._fast.fused is None:
+            lanes = 1
         self.precision = self._fast.precision
         self.step_path = self._fast.path
         boost = cpu_threads("boost") if boost_threads and threads is None and self.device.type == "cpu" else 0
         self._threads = self._step_threads(boost)
         self._sampler = BatchSampler(max_batch, self._fast.vocab)
-        self._logit_rows = [self._fast.logits[:n] for n in range(max_batch + 1)]  # sliced once, not per step
+        self._lanes = [
+            _Lane(k * max_batch, [self._fast.logits[k * max_batch : k * max_batch + n] for n in range(max_batch + 1)])
+            for k in range(lanes)
+        ]
         self._lock = threading.Condition()
         self._queue: deque[_Group] = deque()
-        self._active: list[_Reply] = []
         self._by_future: dict[Future, _Group] = {}
         self._reserved = 0  # rows held for candidates still waiting for their prime to be read
         self._closing = False
@@ -283,7 +311,7 @@ class Engine:
         """Rows in the batch now (a best-of-n reply holds n) and replies waiting for a place: what
         an operator's metrics show."""
         with self._lock:
-            return len(self._active), len(self._queue)
+            return self._rows(), len(self._queue)
 
     def cancel(self, future: Future) -> None:
         """Stop a reply early; its future resolves with the text so far and finish ``cancelled``."""
@@ -358,13 +386,23 @@ class Engine:
             if not g.future.done():
                 g.future.set_exception(exc)
 
+    def _rows(self) -> int:
+        """Rows in the batch now, in every lane."""
+        return sum(len(lane.replies) for lane in self._lanes)
+
+    def _emptiest(self) -> _Lane:
+        """The lane a new row goes to: the one with the fewest, so both halves of a step stay even."""
+        return min(self._lanes, key=lambda lane: len(lane.replies))
+
     @torch.no_grad()
-    def _join(self, group: _Group, row: int) -> None:
-        """Put a new reply's first row in ``row``: zero state, or for a very long prime, its head already read.
+    def _join(self, group: _Group, lane: _Lane) -> None:
+        """Put a new reply's first row at the end of ``lane``: zero state, or for a very long prime,
+        its head already read. (The lane's step in flight, if any, does not reach that row.)
 
         Its other candidates wait (rows reserved) until the prime is read (:meth:`_spread`).
         """
         reply = group.rows[0]
+        row = lane.first + len(lane.replies)
         codes = reply.codes
         head = len(codes) - PRIME_IN_BATCH
         group.waiting = list(group.rows[1:])
@@ -372,52 +410,56 @@ class Engine:
         if head <= 0:
             zeros = torch.zeros(self._fast.n_layers, 1, self._fast.hidden)
             self._fast.set_row(row, (zeros, zeros), torch.zeros(self._fast.vocab))
-            return
-        state = None
-        out = None
-        for start in range(0, head, PRIME_CHUNK):
-            chunk = codes[start : min(head, start + PRIME_CHUNK)].view(1, -1).to(self.device)
-            out, state = self._model(chunk, state)
-        self._fast.set_row(row, state, out[0, -1])
-        reply.fed = head
+        else:
+            state = None
+            out = None
+            for start in range(0, head, PRIME_CHUNK):
+                chunk = codes[start : min(head, start + PRIME_CHUNK)].view(1, -1).to(self.device)
+                out, state = self._model(chunk, state)
+            self._fast.set_row(row, state, out[0, -1])
+            reply.fed = head
+        lane.replies.append(reply)  # the others join once it has read the prime (_spread)
 
-    def _spread(self) -> None:
-        """Copy each first candidate that has just read its prime into its waiting candidates' rows.
+    def _spread(self, lane: _Lane) -> None:
+        """Copy each first candidate in ``lane`` that has just read its prime into its waiting
+        candidates' rows, at the ends of the emptiest lanes (``lane``'s step is done; another's in
+        flight does not reach its end).
 
         An adaptive reply that finds the batch busy keeps fewer (the rest finish ``cancelled``).
         """
-        for row in range(len(self._active)):
-            first = self._active[row]
+        for row, first in enumerate(list(lane.replies)):
             group = first.group
             if not group.waiting or first.fed < len(first.prime_list) or first.cancel_requested:
                 continue
             waiting, group.waiting = group.waiting, []
             self._reserved -= len(waiting)
-            room = max(0, BEST_OF_ROWS - len(self._active)) if group.adaptive else len(waiting)
+            room = max(0, BEST_OF_ROWS - self._rows()) if group.adaptive else len(waiting)
             for i, reply in enumerate(waiting):
                 if reply.cancel_requested or i >= room:
                     self._finish(reply, Finish.CANCELLED)
                     continue
-                self._fast.move_row(row, len(self._active))
+                to = self._emptiest()
+                self._fast.move_row(lane.first + row, to.first + len(to.replies))
                 reply.fed = first.fed
-                self._active.append(reply)
+                to.replies.append(reply)
 
     def _admit(self) -> bool:
         """Move queued replies into the batch; return False when the worker should stop."""
         with self._lock:
-            while not self._queue and not self._active and not self._closing:
+            while not self._queue and not self._rows() and not self._closing:
                 self._threads.busy(False)
                 self._lock.wait()
             if self._cancel_all:
                 for g in self._queue:
                     for r in g.rows:
                         r.cancel_requested = True
-                for r in self._active:
-                    r.cancel_requested = True
-            if self._closing and not self._queue and not self._active:
+                for lane in self._lanes:
+                    for r in lane.replies:
+                        r.cancel_requested = True
+            if self._closing and not self._queue and not self._rows():
                 return False
             new: list[_Group] = []
-            rows = len(self._active) + self._reserved
+            rows = self._rows() + self._reserved
             while self._queue and rows + len(self._queue[0].rows) <= self.max_batch:
                 group = self._queue.popleft()
                 new.append(group)
@@ -432,25 +474,24 @@ class Engine:
                     self._finish(reply, Finish.CANCELLED)
                 continue
             try:
-                self._join(group, len(self._active))
+                self._join(group, self._emptiest())
             except Exception as exc:
                 log.exception("priming failed")
                 self._fail(group.rows, exc)
-                continue
-            self._active.append(group.rows[0])  # the others join once it has read the prime (_spread)
-        if new and len(self._active) + self._reserved > SHED_ROWS:
+        if new and self._rows() + self._reserved > SHED_ROWS:
             self._shed()
         return True
 
     def _shed(self) -> None:
         """Drop the extra candidates of adaptive best-of replies: the batch is busy, keep one row each."""
-        for reply in self._active:
-            group = reply.group
-            if group.adaptive:
-                if reply.index and not reply.cancel_requested:
-                    reply.cancel_requested = True
-                for waiting in group.waiting:
-                    waiting.cancel_requested = True
+        for lane in self._lanes:
+            for reply in lane.replies:
+                group = reply.group
+                if group.adaptive:
+                    if reply.index and not reply.cancel_requested:
+                        reply.cancel_requested = True
+                    for waiting in group.waiting:
+                        waiting.cancel_requested = True
 
     def _step_threads(self, boost: int) -> StepThreads:
         """Who chooses the step's thread count. The eager step's torch threads help a lone reply
@@ -478,20 +519,42 @@ class Engine:
             try:
                 if not self._admit():
                     return
-                self._threads.busy(bool(self._active))
+                self._threads.busy(bool(self._rows()))
                 self._step_all()
             except Exception as exc:  # the step itself failed: fail the batch, keep serving
                 log.exception("generation step failed")
-                self._fail(self._active, exc)
-                self._active = []
+                self._abandon(exc)
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Fail every reply in the batch (after the steps in flight end: their rows are reused)."""
+        for lane in self._lanes:
+            job, lane.job = lane.job, None
+            try:
+                self._fast.wait(job)
+            except Exception:  # already failing: the batch's replies get the first error
+                log.exception("a step in flight failed too")
+            replies, lane.replies = lane.replies, []
+            self._fail(replies, exc)
 
     def _step_all(self) -> None:
-        """Draw one character for every active reply, retire the finished ones, step the rest."""
-        if self._reserved:
-            self._spread()
+        """One step of every reply: each lane in turn (see :meth:`_turn`)."""
+        self._threads.before_step(self._rows(), len(self._by_future))  # replies running or queued
+        for lane in self._lanes:
+            self._turn(lane)
+        self._threads.after_step()
+        self.steps += 1
+
+    def _turn(self, lane: _Lane) -> None:
+        """Finish ``lane``'s step, draw one character for each of its drawing rows, retire the
+        finished ones and launch its next step, which runs while the worker turns to the next lane."""
         fast = self._fast
+        job, lane.job = lane.job, None
+        fast.wait(job)
+        if self._reserved:
+            self._spread(lane)
         codes = fast.codes
-        active = self._active
+        first = lane.first
+        active = lane.replies
         # what each row does this step, decided once: another thread may cancel at any time
         plan = [_PRIMING] * len(active)
         drawing: list[int] = []
@@ -499,12 +562,12 @@ class Engine:
             if reply.cancel_requested:
                 plan[row] = _CANCELLED
             elif reply.fed < len(reply.prime_list):
-                codes[row] = reply.prime_list[reply.fed]
+                codes[first + row] = reply.prime_list[reply.fed]
                 reply.fed += 1
             else:
                 drawing.append(row)
         if drawing:
-            self._draw(drawing, plan)
+            self._draw(lane, drawing, plan)
         keep: list[int] = []
         for row, reply in enumerate(active):
             code = plan[row]
@@ -513,27 +576,23 @@ class Engine:
             elif code == _CANCELLED:
                 self._finish(reply, Finish.CANCELLED)
             elif self._take(reply, code):
-                codes[row] = code
+                codes[first + row] = code
                 keep.append(row)
         if len(keep) != len(active):
             for new_row, old_row in enumerate(keep):
                 if new_row != old_row:
-                    fast.move_row(old_row, new_row)
-            self._active = [active[row] for row in keep]
-        if self._active:
-            rows = len(self._active)
-            self._threads.before_step(rows, len(self._by_future))  # replies running or queued
-            fast.step(rows)
-            self._threads.after_step()
-            self.steps += 1
+                    fast.move_row(first + old_row, first + new_row)
+            lane.replies = [active[row] for row in keep]
+        if lane.replies:
+            lane.job = fast.launch(first, len(lane.replies))
 
-    def _draw(self, rows: list[int], plan: list[int]) -> None:
-        """Draw the next character of each of ``rows`` into ``plan``; record its log-likelihood
-        (the model's own, for best-of-n scoring)."""
-        active = self._active
+    def _draw(self, lane: _Lane, rows: list[int], plan: list[int]) -> None:
+        """Draw the next character of each of ``rows`` (of ``lane``) into ``plan``; record its
+        log-likelihood (the model's own, for best-of-n scoring)."""
+        active = lane.replies
         replies = [active[row] for row in rows]
         drawn, scores = self._sampler.draw_scored(
-            self._logit_rows[len(active)], rows, [r.settings for r in replies], [r.noise for r in replies]
+            lane.logits[len(active)], rows, [r.settings for r in replies], [r.noise for r in replies]
         )
         for row, reply, code, score in zip(rows, replies, drawn, scores, strict=True):
             plan[row] = code

@@ -111,16 +111,14 @@ class _Int8Linear:
     integer arithmetic, scaled to float32 once.
     """
 
-    X_SCALE = 1 / 127
+    X_SCALE = fused_step.X_SCALE
     X_ZERO = 128
 
     def __init__(self, weight: torch.Tensor, max_batch: int) -> None:
-        w = weight.double()
-        scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
-        self.qweight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.qweight, scale = fused_step.int8_weights(weight)
         self.scale = scale.float()
-        self.zero = torch.zeros(w.shape[0], dtype=torch.long)
-        self.packed = torch.ops.onednn.qlinear_prepack(self.qweight, [max_batch, w.shape[1]])
+        self.zero = torch.zeros(weight.shape[0], dtype=torch.long)
+        self.packed = torch.ops.onednn.qlinear_prepack(self.qweight, [max_batch, weight.shape[1]])
         self._probe()
 
     def __call__(self, qx: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -239,7 +237,8 @@ class FastStep:
         self.n_layers, self.hidden, self.vocab = cfg.n_layers, cfg.hidden_size, cfg.vocab_size
         self.max_batch = max_batch
         self.device = torch.device(device) if device is not None else model.head.weight.device
-        self.precision = precision = resolve_precision(precision, self.device)
+        if not (step == "fused" and precision == "int8"):  # the kernel's int8 is its own, exact on any CPU
+            precision = resolve_precision(precision, self.device)
         L, H, V, dev = self.n_layers, self.hidden, self.vocab, self.device
         sd = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()}
 
@@ -259,6 +258,9 @@ class FastStep:
             if why is not None:
                 raise ValueError(why)
             kernel = fused_step.load_kernel()  # None (said once in the log) where it cannot be built
+            if kernel is None:
+                precision = resolve_precision(precision, self.device)  # the eager step's int8 may not run here
+        self.precision = precision
         self.linears: list[_Linear] | list[_Int8Linear]
         if kernel is not None:
             self.linears = []  # the kernel keeps its own packed copy of the weights
@@ -414,6 +416,24 @@ class FastStep:
         self.logits[:n].copy_(self._logits_dev[:n], non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         return self.logits[:n]
+
+    def launch(self, first: int, n: int) -> int | None:
+        """Start advancing rows ``first..first+n-1`` as :meth:`step` does; :meth:`wait` for the
+        returned job before reading or changing those rows. The fused kernel steps them on its
+        helper threads while the caller goes on (``first`` may be any row); every other path
+        steps rows ``0..n-1`` at once (``first`` must be 0) and returns None."""
+        if self.fused is None:
+            if first:
+                raise ValueError("only the fused step steps rows that do not start at row 0")
+            self.step(n)
+            return None
+        quarter = -(-n // 4)  # four chunks, of an even number of rows: enough to share, few enough to reuse weights
+        return self.fused.launch(first, n, chunk=quarter + (quarter & 1))
+
+    def wait(self, job: int | None) -> None:
+        """Finish a job from :meth:`launch`; its rows' logits are then in :attr:`logits`."""
+        if job is not None and self.fused is not None:
+            self.fused.wait(job)
 
     def _capture(self, n: int) -> torch.cuda.CUDAGraph:
         """Record the step for ``n`` rows once; the recording reads and writes the same buffers.

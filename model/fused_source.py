@@ -8,7 +8,12 @@ PyTorch's headers it compiles in about two seconds, where a ``load_inline`` exte
 
 What it computes, for rows ``0..n-1``, in one call: both (all) layers' gates, the cell
 update and the output layer, in float32 or with the gate weights in bfloat16 (widened to
-float32 as they are read; the hidden states and every sum stay float32).
+float32 as they are read; the hidden states and every sum stay float32), or in int8: the
+gate weights int8 with a scale per output, the layer inputs (hidden states, in [-1, 1])
+rounded to multiples of 1/127, their products summed exactly in 32-bit integers by AVX2's
+pairwise 16-bit multiply-add (twice the multiply-adds per instruction of a float FMA; each
+pair of products goes straight into a 32-bit lane, so nothing saturates, unlike the 8-bit
+multiply-add oneDNN uses without VNNI), then scaled once.
 
 Exactness rules (the engine's guarantees; see model/fused_step.py):
 
@@ -17,14 +22,15 @@ Exactness rules (the engine's guarantees; see model/fused_step.py):
   a row's bits never depend on the batch; a step shared among threads gives each thread
   whole rows (the same tiles, the same order), so they never depend on the thread count either;
 - it is compiled with ``-ffp-contract=off``: the only fused multiply-adds are the explicit
-  ones (``fma8``), identical in every tile shape.
+  ones (``fma8``), identical in every tile shape;
+- int8 sums are exact integers, so any order gives the same bits, with or without AVX2.
 
 The layouts are made by :func:`model.fused_step.pack_gates` and its neighbours.
 """
 
 from __future__ import annotations
 
-ABI = 4  # bump with any change to the Args table or the packed layouts
+ABI = 6  # bump with any change to the Args table or the packed layouts
 
 SOURCE = r"""
 // charbot fused LSTM step; see model/fused_source.py. CHARBOT_ABI comes from the compile line.
@@ -117,11 +123,22 @@ static inline void weights(const void* w, long at, v8f out[4]) {
 
 struct Rows {          // where row r's vectors are: base + r * stride (floats)
   const float* x; long xs;      // the layer's input [h_below | h_own]
+  const int16_t* xq;            // int8 weights: the same input times 127, rounded (stride xs)
   const float* init; long is;   // its gates' starting values: the bias, or the table row of its code
   const int64_t* codes;         // layer 0: init row = init + codes[r] * is; else null
   float* c; long cs;            // the cell state, updated in place
   float* h; long hs;            // where the new hidden state goes
 };
+
+// The cell update of 8 hidden units of one row from their four gates' sums.
+static inline void cell(const v8f acc[4], long row, long u, const Rows& rows) {
+  float* c = rows.c + row * rows.cs + u;
+  v8f i = vsigmoid(acc[0]), f = vsigmoid(acc[1]), o = vsigmoid(acc[2]);
+  v8f g = vtanh(acc[3]);
+  v8f cc = f * loadf(c) + i * g;
+  storef(c, cc);
+  storef(rows.h + row * rows.hs + u, o * vtanh(cc));
+}
 
 // R rows by NB blocks of 8 hidden units, starting at block b0, over K inputs: the gates' sums in
 // registers, then the cell update.
@@ -146,17 +163,75 @@ static inline void gate_tile(const void* w, long K, int b0, int r0, const Rows& 
         for (int r = 0; r < R; r++) acc[r][j][g] = fma8(wv[g], xs[r], acc[r][j][g]);
     }
   }
+  for (int r = 0; r < R; r++)
+    for (int j = 0; j < NB; j++) cell(acc[r][j], r0 + r, (b0 + j) * 8, rows);
+}
+
+// int8 weights: each gate's 8 units for an even input k and k + 1, as 16 int8 (unit by unit, k
+// then k + 1), widened to int16 and multiplied with the row's inputs k, k + 1 (int16, the hidden
+// states times 127, rounded) by one pairwise multiply-add into 8 int32 sums: exact integers, so
+// no order matters, and then scaled once. The sums stay below 2^24 for hidden sizes to 520, so
+// their conversion to float is exact too.
+static inline v8i madd16(const int8_t* w, v8i xpair) {
+#if defined(__AVX2__)
+  __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w));
+  return (v8i)_mm256_madd_epi16(wv, (__m256i)xpair);
+#else
+  v8i out;
+  const int16_t x0 = (int16_t)(xpair[0] & 0xffff), x1 = (int16_t)((uint32_t)xpair[0] >> 16);
+  for (int q = 0; q < 8; q++) out[q] = (int32_t)w[2 * q] * x0 + (int32_t)w[2 * q + 1] * x1;
+  return out;
+#endif
+}
+
+template <int R, int NB>
+static inline void gate_tile_i8(const int8_t* w, const float* scale, long K, int b0, int r0, const Rows& rows) {
+  v8i acc[R][NB][4];
+  const int16_t* x[R];
+  for (int r = 0; r < R; r++) {
+    x[r] = rows.xq + (r0 + r) * rows.xs;
+    for (int j = 0; j < NB; j++)
+      for (int g = 0; g < 4; g++) acc[r][j][g] = (v8i){0, 0, 0, 0, 0, 0, 0, 0};
+  }
+  for (long k = 0; k < K; k += 2) {
+    v8i xs[R];
+    for (int r = 0; r < R; r++) {
+      int32_t pair;
+      memcpy(&pair, x[r] + k, 4);
+      xs[r] = (v8i){pair, pair, pair, pair, pair, pair, pair, pair};
+    }
+    for (int j = 0; j < NB; j++) {
+      const int8_t* wb = w + ((long)(b0 + j) * K + k) * 32;
+      for (int g = 0; g < 4; g++) {
+        for (int r = 0; r < R; r++) acc[r][j][g] += madd16(wb + 16 * g, xs[r]);
+      }
+    }
+  }
   for (int r = 0; r < R; r++) {
     const long row = r0 + r;
+    const float* init = (rows.codes ? rows.init + rows.codes[row] * rows.is : rows.init) + b0 * 32;
     for (int j = 0; j < NB; j++) {
-      const long u = (b0 + j) * 8;
-      float* c = rows.c + row * rows.cs + u;
-      v8f i = vsigmoid(acc[r][j][0]), f = vsigmoid(acc[r][j][1]), o = vsigmoid(acc[r][j][2]);
-      v8f g = vtanh(acc[r][j][3]);
-      v8f cc = f * loadf(c) + i * g;
-      storef(c, cc);
-      storef(rows.h + row * rows.hs + u, o * vtanh(cc));
+      v8f gates[4];
+      for (int g = 0; g < 4; g++) {
+        v8f sum = __builtin_convertvector(acc[r][j][g], v8f);
+        gates[g] = fma8(sum, loadf(scale + (b0 + j) * 32 + g * 8), loadf(init + j * 32 + g * 8));
+      }
+      cell(gates, row, (b0 + j) * 8, rows);
     }
+  }
+}
+
+static void gate_layer_i8(const int8_t* w, const float* scale, long K, int blocks, int n, const Rows& rows) {
+  if (n == 1) {
+    int b = 0;
+    for (; b + 2 <= blocks; b += 2) gate_tile_i8<1, 2>(w, scale, K, b, 0, rows);
+    for (; b < blocks; b++) gate_tile_i8<1, 1>(w, scale, K, b, 0, rows);
+    return;
+  }
+  for (int b = 0; b < blocks; b++) {
+    int r = 0;
+    for (; r + 2 <= n; r += 2) gate_tile_i8<2, 1>(w, scale, K, b, r, rows);
+    for (; r < n; r++) gate_tile_i8<1, 1>(w, scale, K, b, r, rows);
   }
 }
 
@@ -225,7 +300,7 @@ extern "C" {
 enum { MAX_LAYERS = 8 };
 
 struct Args {  // every field 64 bits; model/fused_step.py fills it (FusedKernel.ARGS)
-  int64_t layers, hidden, vocab, in_vocab, max_batch, bf16;
+  int64_t layers, hidden, vocab, in_vocab, max_batch, format;  // format: 0 fp32, 1 bf16, 2 int8
   const int64_t* codes;
   const float* table;   // (in_vocab, H/8 * 32): layer 0's gates for each input code, bias included
   float* hs;            // (max_batch, L*H): [h_0 | h_1 | ...] per row
@@ -234,13 +309,20 @@ struct Args {  // every field 64 bits; model/fused_step.py fills it (FusedKernel
   const float* head_w;  // (ceil(V/8), H, 8)
   const float* head_b;  // (ceil(V/8) * 8)
   float* logits;        // (max_batch, V)
-  const void* w[MAX_LAYERS];       // layer l: (H/8, K_l, 32) float32 or bfloat16, K_0 = H, else 2H
+  const void* w[MAX_LAYERS];       // layer l: (H/8, K_l, 32) float32, bfloat16 or int8, K_0 = H, else 2H
   const float* bias[MAX_LAYERS];   // layer l >= 1: (H/8 * 32)
+  int16_t* hq;                     // int8: (max_batch, L*H), hs times 127, rounded
+  const float* scale[MAX_LAYERS];  // int8: (H/8 * 32), each gate output's weight scale / 127
 };
 
 int64_t charbot_fused_abi(void) { return CHARBOT_ABI; }
 
 }  // extern "C"
+
+// int8 weights' inputs: hidden states (in [-1, 1]) times 127, rounded to the nearest (ties to even).
+static void quantize(const float* h, int16_t* q, long n) {
+  for (long i = 0; i < n; i++) q[i] = (int16_t)__builtin_rintf(h[i] * 127.0f);
+}
 
 // One step of rows r0..r0+n-1 (their codes already checked), on the calling thread. Every buffer
 // is indexed by row, so a share of the rows is the same arguments with its buffers shifted.
@@ -248,9 +330,12 @@ static void step_rows(const Args* a, long r0, long n) {
   const long H = a->hidden, L = a->layers, row = L * H;
   const int64_t* codes = a->codes + r0;
   float* hs = a->hs + r0 * row;
+  int16_t* hq = a->format == 2 ? a->hq + r0 * row : nullptr;
+  if (hq) quantize(hs, hq, n * row);
   for (long l = 0; l < L; l++) {
     Rows rows;
     rows.x = hs + (l == 0 ? 0 : (l - 1) * H);
+    rows.xq = hq ? hq + (l == 0 ? 0 : (l - 1) * H) : nullptr;
     rows.xs = row;
     rows.codes = l == 0 ? codes : nullptr;
     rows.init = l == 0 ? a->table : a->bias[l];
@@ -260,130 +345,202 @@ static void step_rows(const Args* a, long r0, long n) {
     rows.h = a->scratch + r0 * H;
     rows.hs = H;
     const long K = l == 0 ? H : 2 * H;
-    if (a->bf16) gate_layer<true>(a->w[l], K, (int)(H / 8), (int)n, rows);
+    if (a->format == 2) gate_layer_i8((const int8_t*)a->w[l], a->scale[l], K, (int)(H / 8), (int)n, rows);
+    else if (a->format == 1) gate_layer<true>(a->w[l], K, (int)(H / 8), (int)n, rows);
     else gate_layer<false>(a->w[l], K, (int)(H / 8), (int)n, rows);
-    for (long r = 0; r < n; r++) memcpy(hs + r * row + l * H, rows.h + r * H, 4 * H);
+    for (long r = 0; r < n; r++) {
+      memcpy(hs + r * row + l * H, rows.h + r * H, 4 * H);
+      if (hq) quantize(rows.h + r * H, hq + r * row + l * H, H);
+    }
   }
   head_layer(a->head_w, a->head_b, H, (int)a->vocab, (int)n, hs + (L - 1) * H, row, a->logits + r0 * a->vocab,
              a->vocab);
 }
 
-// Helper threads for a step of many rows: each takes a share of the rows (a row's bits are the
-// same whichever thread steps it). A helper spins briefly for its next share (steps come back to
-// back while replies run), then sleeps on a condition variable; the caller steps its own share,
-// then waits for the helpers' (they finish at about the same time).
-struct Helper {
-  std::atomic<uint64_t> job{0}, done{0};
+// Steps shared by the calling thread and a pool of helper threads. A job is rows r0..r0+n-1 cut
+// into chunks of an even number of rows (the tiles take two rows at a time); whoever is free
+// claims the next chunk of the oldest job, and a row is stepped whole by whoever claimed its
+// chunk, so its bits do not depend on the thread count or on who took it. A job is launched,
+// runs on the helpers while the caller does other work (the engine draws one half of its rows
+// while the kernel steps the other), and is waited for: the caller steps every chunk nobody has
+// claimed yet, then waits for the rest. A helper spins briefly for the next job (jobs come back
+// to back while replies run), then sleeps on a condition variable.
+enum { SLOTS = 4, MAX_PARTS = 64 };  // jobs in flight at most (the engine keeps two); most threads a job is shared by
+
+// A job's claim word: which job holds the slot, how many helpers may take its chunks, how many
+// chunks it has and how many are claimed, so that one compare-and-swap claims a chunk of the right job.
+static inline uint64_t claim_word(uint64_t seq, uint64_t helpers, uint64_t chunks, uint64_t claimed) {
+  return (seq << 32) | (helpers << 24) | (chunks << 12) | claimed;
+}
+static inline uint64_t word_seq(uint64_t w) { return w >> 32; }
+static inline long word_helpers(uint64_t w) { return (long)((w >> 24) & 0xff); }
+static inline long word_chunks(uint64_t w) { return (long)((w >> 12) & 0xfff); }
+static inline long word_claimed(uint64_t w) { return (long)(w & 0xfff); }
+enum { MAX_CHUNKS = 0xfff };
+
+struct Job {
+  std::atomic<uint64_t> claim{0};
+  std::atomic<long> done{0};  // chunks finished
   const Args* args = nullptr;
-  long r0 = 0, n = 0;
+  long r0 = 0, n = 0, chunk = 0;
+};
+
+struct Pool {
+  std::vector<std::thread> threads;
+  Job jobs[SLOTS];
+  std::atomic<uint64_t> launched{0};  // jobs launched so far; job s (from 1) is in slot s % SLOTS
   bool stop = false;
   std::mutex m;
   std::condition_variable cv;
-  std::thread th;
 };
 
 static const auto SPIN = std::chrono::microseconds(200);
 
-static void helper_loop(Helper* h) {
-  uint64_t seen = 0;
-  for (;;) {
-    const auto until = std::chrono::steady_clock::now() + SPIN;
-    uint64_t j = h->job.load(std::memory_order_acquire);
-    while (j == seen && std::chrono::steady_clock::now() < until) {
+static inline void pause_once() {
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+  __builtin_ia32_pause();
 #endif
-      j = h->job.load(std::memory_order_acquire);
+}
+
+// Claim a chunk of job `seq` for helper `who` (-1: the caller, who may always); -1 when none is left.
+static long claim_chunk(Job& j, uint64_t seq, long who) {
+  uint64_t w = j.claim.load(std::memory_order_acquire);
+  while (word_seq(w) == seq && who < word_helpers(w) && word_claimed(w) < word_chunks(w)) {
+    if (j.claim.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+      return word_claimed(w);
+  }
+  return -1;
+}
+
+// Step one claimed chunk. The job's fields are stable until its last chunk is done.
+static void run_chunk(Job& j, long c) {
+  const long r = c * j.chunk;
+  step_rows(j.args, j.r0 + r, j.n - r < j.chunk ? j.n - r : j.chunk);
+  j.done.fetch_add(1, std::memory_order_release);
+}
+
+// One pass over the jobs in flight, oldest first; whether a chunk was found and stepped.
+static bool help_once(Pool* pool, long who) {
+  const uint64_t last = pool->launched.load(std::memory_order_acquire);
+  for (uint64_t s = last > SLOTS ? last - SLOTS + 1 : 1; s <= last; s++) {
+    Job& j = pool->jobs[s % SLOTS];
+    const long c = claim_chunk(j, s, who);
+    if (c >= 0) {
+      run_chunk(j, c);
+      return true;
     }
-    if (j == seen) {
-      std::unique_lock<std::mutex> lock(h->m);
-      h->cv.wait(lock, [&] { return h->stop || h->job.load(std::memory_order_acquire) != seen; });
-      if (h->stop) return;
-      j = h->job.load(std::memory_order_acquire);
+  }
+  return false;
+}
+
+static void helper_loop(Pool* pool, long who) {
+  for (;;) {
+    if (help_once(pool, who)) continue;
+    const uint64_t seen = pool->launched.load(std::memory_order_acquire);
+    if (help_once(pool, who)) continue;  // a job launched between the pass and the reading
+    const auto until = std::chrono::steady_clock::now() + SPIN;
+    while (pool->launched.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
+      pause_once();
+    if (pool->launched.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lock(pool->m);
+      pool->cv.wait(lock, [&] { return pool->stop || pool->launched.load(std::memory_order_acquire) != seen; });
+      if (pool->stop) return;
     }
-    step_rows(h->args, h->r0, h->n);
-    seen = j;
-    h->done.store(j, std::memory_order_release);
   }
 }
 
-enum { MAX_PARTS = 64 };  // most threads one step is shared by
+// Launch rows r0..r0+n-1 (their codes checked) in chunks of `chunk` rows, `helpers` of the pool's
+// threads may help; returns the job's number for charbot_job_wait.
+static uint64_t launch(Pool* pool, const Args* a, long r0, long n, long chunk, long helpers) {
+  if (chunk < 1) chunk = 1;
+  if ((n + chunk - 1) / chunk > MAX_CHUNKS) chunk = (n + MAX_CHUNKS - 1) / MAX_CHUNKS;
+  const long chunks = (n + chunk - 1) / chunk;
+  if (helpers > (long)pool->threads.size()) helpers = (long)pool->threads.size();
+  if (helpers > 0xff) helpers = 0xff;
+  const uint64_t seq = pool->launched.load(std::memory_order_relaxed) + 1;
+  Job& j = pool->jobs[seq % SLOTS];
+  const uint64_t old = j.claim.load(std::memory_order_acquire);  // the slot's last job must be over
+  for (long spins = 0; word_seq(old) && j.done.load(std::memory_order_acquire) != word_chunks(old); spins++)
+    if (spins > 4096) sched_yield(); else pause_once();
+  j.args = a;
+  j.r0 = r0;
+  j.n = n;
+  j.chunk = chunk;
+  j.done.store(0, std::memory_order_relaxed);
+  j.claim.store(claim_word(seq, helpers, chunks, 0), std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(pool->m);  // so a helper about to sleep sees the job or the wake-up
+    pool->launched.store(seq, std::memory_order_release);
+  }
+  if (helpers > 0) pool->cv.notify_all();
+  return seq;
+}
 
-struct Pool {
-  std::vector<Helper*> helpers;
-};
+static void wait_job(Pool* pool, uint64_t seq) {
+  Job& j = pool->jobs[seq % SLOTS];
+  for (long c; (c = claim_chunk(j, seq, -1)) >= 0;) run_chunk(j, c);
+  const long chunks = word_chunks(j.claim.load(std::memory_order_acquire));
+  for (long spins = 0; j.done.load(std::memory_order_acquire) != chunks; spins++)
+    if (spins > 4096) sched_yield(); else pause_once();
+}
+
+static int64_t check_codes(const Args* a, long r0, long n) {
+  for (long r = r0; r < r0 + n; r++)
+    if (a->codes[r] < 0 || a->codes[r] >= a->in_vocab) return -(1 + r);
+  return 0;
+}
 
 extern "C" {
 
-// A pool of `helpers` threads for steps of many rows (freed with charbot_pool_free).
+// A pool of `helpers` threads (freed with charbot_pool_free).
 void* charbot_pool_new(int64_t helpers) {
   Pool* pool = new Pool();
-  for (int64_t i = 0; i < helpers; i++) {
-    Helper* h = new Helper();
-    h->th = std::thread(helper_loop, h);
-    pool->helpers.push_back(h);
-  }
+  for (int64_t i = 0; i < helpers && i < MAX_PARTS - 1; i++) pool->threads.emplace_back(helper_loop, pool, (long)i);
   return pool;
 }
 
+// Stop the helpers; every job launched must have been waited for.
 void charbot_pool_free(void* p) {
   Pool* pool = (Pool*)p;
   if (!pool) return;
-  for (Helper* h : pool->helpers) {
-    {
-      std::lock_guard<std::mutex> lock(h->m);
-      h->stop = true;
-    }
-    h->cv.notify_one();
-    h->th.join();
-    delete h;
+  {
+    std::lock_guard<std::mutex> lock(pool->m);
+    pool->stop = true;
   }
+  pool->cv.notify_all();
+  for (std::thread& t : pool->threads) t.join();
   delete pool;
 }
 
 // One step of rows 0..n-1, shared by the calling thread and up to `threads - 1` of the pool's
-// helpers (none without a pool), in shares of an even number of rows (the tiles take two rows at
-// a time). Returns 0, or -(1 + row) for a row whose code is outside the vocabulary.
+// helpers (none without a pool), in even shares, one each. Returns 0, or -(1 + row) for a row
+// whose code is outside the vocabulary (then nothing has moved).
 int64_t charbot_fused_step(const Args* a, int64_t n, void* p, int64_t threads) {
-  for (long r = 0; r < n; r++)  // every row checked before any moves: a refused step changes nothing
-    if (a->codes[r] < 0 || a->codes[r] >= a->in_vocab) return -(1 + r);
+  if (int64_t bad = check_codes(a, 0, n)) return bad;
   Pool* pool = (Pool*)p;
   long parts = threads < 1 ? 1 : threads > MAX_PARTS ? MAX_PARTS : threads;
   if (!pool) parts = 1;
-  else if (parts > (long)pool->helpers.size() + 1) parts = (long)pool->helpers.size() + 1;
+  else if (parts > (long)pool->threads.size() + 1) parts = (long)pool->threads.size() + 1;
   long share = (n + parts - 1) / parts;
   share += share & 1;
-  if (parts > 1 && share < n) parts = (n + share - 1) / share;
-  else parts = 1;
-  if (parts == 1) {
+  if (parts == 1 || share >= n) {
     step_rows(a, 0, n);
     return 0;
   }
-  uint64_t jobs[MAX_PARTS];
-  for (long t = 1; t < parts; t++) {
-    Helper* h = pool->helpers[t - 1];
-    h->args = a;
-    h->r0 = t * share;
-    h->n = (t + 1) * share < n ? share : n - t * share;
-    jobs[t] = h->job.load(std::memory_order_relaxed) + 1;
-    {
-      std::lock_guard<std::mutex> lock(h->m);  // so a helper about to sleep sees the job or the wake-up
-      h->job.store(jobs[t], std::memory_order_release);
-    }
-    h->cv.notify_one();
-  }
-  step_rows(a, 0, share);
-  for (long t = 1; t < parts; t++) {
-    Helper* h = pool->helpers[t - 1];
-    for (long spins = 0; h->done.load(std::memory_order_acquire) != jobs[t]; spins++) {
-      if (spins > 4096) sched_yield();
-#if defined(__x86_64__) || defined(__i386__)
-      else __builtin_ia32_pause();
-#endif
-    }
-  }
+  wait_job(pool, launch(pool, a, 0, n, share, parts - 1));
   return 0;
 }
+
+// Start a step of rows r0..r0+n-1 in chunks of `chunk` rows, which up to `threads - 1` helpers may
+// take while the caller goes on; returns the job's number (> 0) for charbot_job_wait, or
+// -(1 + row) for a row whose code is outside the vocabulary (then nothing is launched).
+int64_t charbot_job_launch(const Args* a, int64_t r0, int64_t n, int64_t chunk, void* p, int64_t threads) {
+  if (int64_t bad = check_codes(a, r0, n)) return bad;
+  return (int64_t)launch((Pool*)p, a, r0, n, chunk + (chunk & 1), threads - 1);
+}
+
+// Finish job `seq`: step its unclaimed chunks on the calling thread, then wait for the helpers'.
+void charbot_job_wait(void* p, int64_t seq) { wait_job((Pool*)p, (uint64_t)seq); }
 
 // Read n floats once, as fast as the core can (four independent sums): the weight-traffic floor.
 double charbot_read_floats(const float* p, int64_t n) {

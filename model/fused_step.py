@@ -5,10 +5,15 @@ without native bf16 or int8 matrix instructions its two gate matmuls are oneDNN'
 path, several times slower than the weights take to read. Here the step is one call into a
 small C++ kernel (:mod:`model.fused_source`): for each block of 8 hidden units it streams
 the block's gate weights once, keeps the 32 sums of every row in registers, and applies the
-sigmoids, the tanh and the cell update before moving on; then the output layer. Two weight
-formats: float32, and bfloat16 widened to float32 as it is read (half the bytes; the hidden
+sigmoids, the tanh and the cell update before moving on; then the output layer. Three weight
+formats: float32; bfloat16 widened to float32 as it is read (half the bytes; the hidden
 states and all sums stay float32, so it is closer to fp32 than the oneDNN bf16 path, which
-also rounds the hidden states).
+also rounds the hidden states); and int8, by the eager int8 step's rule (:func:`int8_weights`,
+the hidden states at the fixed scale 1/127) but summed exactly in integers on any CPU, where
+oneDNN's int8 linear saturates without VNNI (:func:`model.device.int8_matmul_supported`). On
+an AVX2 CPU its pairwise 16-bit multiply-add does twice the work of a float FMA, so a crowd's
+step, bound by arithmetic, takes about 0.6 of bf16's and a lone row's, bound by reading the
+weights, half (a quarter of fp32's bytes).
 
 Exactness, as for the eager step: a row's bits do not depend on the batch (every sum has
 one fixed order, whatever tile it is computed in) or on the thread count (a step of several
@@ -50,7 +55,9 @@ log = logging.getLogger(__name__)
 
 MAX_LAYERS = 8  # the kernel's table of layers (Args.w)
 BLOCK = 8  # hidden units per block of gates; the hidden size must be a multiple
-PRECISIONS = ("fp32", "bf16")  # the weight formats the kernel reads
+PRECISIONS = ("fp32", "bf16", "int8")  # the weight formats the kernel reads
+FORMATS = {"fp32": 0, "bf16": 1, "int8": 2}  # its code for each (Args.format)
+X_SCALE = 1 / 127  # int8: the hidden states' scale (they lie in [-1, 1]); the kernel has it built in
 MIN_SPLIT_ROWS = 3  # fewest rows a step shares among threads (each share an even number of rows)
 COMPILE_TIMEOUT_S = 300
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-pthread", "-std=c++17",
@@ -70,10 +77,11 @@ class FusedUnavailable(RuntimeError):
 class _Args(ctypes.Structure):
     """The kernel's ``Args``: sizes, then the buffers' and weights' addresses (model/fused_source.py)."""
 
-    _fields_ = [(name, ctypes.c_int64) for name in ("layers", "hidden", "vocab", "in_vocab", "max_batch", "bf16")] + [
+    _fields_ = [(name, ctypes.c_int64) for name in ("layers", "hidden", "vocab", "in_vocab", "max_batch", "format")] + [
         (name, ctypes.c_void_p)
         for name in ("codes", "table", "hs", "cs", "scratch", "head_w", "head_b", "logits")
-    ] + [("w", ctypes.c_void_p * MAX_LAYERS), ("bias", ctypes.c_void_p * MAX_LAYERS)]
+    ] + [("w", ctypes.c_void_p * MAX_LAYERS), ("bias", ctypes.c_void_p * MAX_LAYERS), ("hq", ctypes.c_void_p),
+         ("scale", ctypes.c_void_p * MAX_LAYERS)]
 
 
 class Kernel:
@@ -95,6 +103,13 @@ class Kernel:
         self.pool_free = lib.charbot_pool_free
         self.pool_free.argtypes = [ctypes.c_void_p]
         self.pool_free.restype = None
+        self.launch = lib.charbot_job_launch
+        self.launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                ctypes.c_int64]
+        self.launch.restype = ctypes.c_int64
+        self.wait = lib.charbot_job_wait
+        self.wait.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        self.wait.restype = None
         self._read = lib.charbot_read_floats
         self._read.argtypes = [ctypes.c_void_p, ctypes.c_int64]
         self._read.restype = ctypes.c_double
@@ -118,6 +133,24 @@ def pack_gates(m: torch.Tensor, hidden: int, precision: str) -> torch.Tensor:
         return blocks.to(torch.float32).contiguous()
     pairs = blocks.reshape(hidden // BLOCK, k, 2, 2, BLOCK).permute(0, 1, 2, 4, 3)  # (.., pair, unit, which)
     return pairs.to(torch.bfloat16).contiguous().view(torch.int16)
+
+
+def int8_weights(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(N, K)`` as int8 with one scale per output row (its largest ``|w| / 127``): the
+    int8 rule of both the eager step (oneDNN's linear) and the kernel, so they round alike."""
+    w = m.to(torch.float64)
+    scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def pack_gates_int8(m: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gate weights ``(4H, K)`` as int8 blocks of 8 hidden units, each ``(K/2, gate, unit, 2)``
+    (inputs k and k + 1 side by side, for the kernel's pairwise multiply-add), and the factor
+    that turns each gate output's integer sum into its float value, blocked like the biases."""
+    q, scale = int8_weights(m)
+    k = q.shape[1]
+    blocks = q.reshape(4, hidden // BLOCK, BLOCK, k // 2, 2).permute(1, 3, 0, 2, 4).contiguous()
+    return blocks, pack_init(scale * X_SCALE, hidden)
 
 
 def pack_init(v: torch.Tensor, hidden: int) -> torch.Tensor:
@@ -165,7 +198,11 @@ class FusedKernel:
         self.kernel = kernel
         self.max_batch = max_batch
         self.table = pack_init(table0, hidden)
-        self.weights = [pack_gates(m, hidden, precision) for m in mats]
+        if precision == "int8":
+            self.weights, self.scales = (list(t) for t in zip(*(pack_gates_int8(m, hidden) for m in mats), strict=True))
+        else:
+            self.weights, self.scales = [pack_gates(m, hidden, precision) for m in mats], []
+        self.hq = torch.zeros(max_batch, layers * hidden, dtype=torch.int16)  # int8: the inputs, times 127
         self.biases = [pack_init(b, hidden) for b in bias[1:]]
         self.head_w, self.head_b = pack_head(head_w, head_b)
         self.scratch = torch.zeros(max_batch, hidden)
@@ -174,19 +211,24 @@ class FusedKernel:
             if not t.is_contiguous() or t.device.type != "cpu":
                 raise ValueError("the fused step needs contiguous CPU buffers")
         self._keep = (hs, cs, logits, codes)
-        args = _Args(layers, hidden, logits.shape[1], self.table.shape[0], max_batch, int(precision == "bf16"),
+        args = _Args(layers, hidden, logits.shape[1], self.table.shape[0], max_batch, FORMATS[precision],
                      codes.data_ptr(), self.table.data_ptr(), hs.data_ptr(), cs.data_ptr(), self.scratch.data_ptr(),
                      self.head_w.data_ptr(), self.head_b.data_ptr(), logits.data_ptr())
         for i, w in enumerate(self.weights):
             args.w[i] = w.data_ptr()
         for i, b in enumerate(self.biases, start=1):
             args.bias[i] = b.data_ptr()
+        args.hq = self.hq.data_ptr()
+        for i, sc in enumerate(self.scales):
+            args.scale[i] = sc.data_ptr()
         self._args = args
         self._ptr = ctypes.addressof(args)
         self._step = kernel.step
         self.threads = 1  # threads a step of several rows is shared by (set_threads)
         self._pool: int | None = None  # the kernel's helper threads, threads - 1 of them
         self._pool_size = 0
+        self._jobs: dict[int, int] = {}  # launched and not yet waited for: our number -> the pool's
+        self._launched = 0
 
     def set_threads(self, threads: int) -> None:
         """Share later steps of several rows by ``threads`` threads: the caller and ``threads - 1``
@@ -196,13 +238,18 @@ class FusedKernel:
             raise ValueError("threads must be at least 1")
         if threads - 1 > self._pool_size:
             self.close()
-            self._pool = self.kernel.pool_new(threads - 1)
-            self._pool_size = threads - 1
+            self._start_pool(threads - 1)
         self.threads = threads
 
+    def _start_pool(self, helpers: int) -> None:
+        self._pool = self.kernel.pool_new(helpers)
+        self._pool_size = helpers
+
     def close(self) -> None:
-        """Stop the helper threads (a later :meth:`set_threads` starts them again)."""
-        if self._pool:
+        """Finish the launched steps and stop the helper threads (a later :meth:`set_threads` starts them again)."""
+        for job in list(getattr(self, "_jobs", ())):
+            self.wait(job)
+        if getattr(self, "_pool", None):
             self.kernel.pool_free(self._pool)
         self._pool, self._pool_size, self.threads = None, 0, 1
 
@@ -217,6 +264,33 @@ class FusedKernel:
         if bad:
             row = -bad - 1
             raise IndexError(f"row {row}: code {int(self._keep[3][row])} is outside the vocabulary")
+
+    def launch(self, first: int, n: int, chunk: int = 2) -> int:
+        """Start advancing rows ``first..first+n-1`` by their codes and return at once; :meth:`wait`
+        for the returned job before reading or changing those rows.
+
+        The rows go in chunks of ``chunk`` (even) rows to whichever of the kernel's threads is
+        free (the step's :meth:`set_threads` helpers), so the caller may do other work meanwhile
+        and then step what nobody has taken. The caller must not touch the job's rows until then;
+        other rows are its own.
+        """
+        if n < 1 or first < 0 or first + n > self.max_batch:
+            raise ValueError(f"a job needs rows within 0..{self.max_batch - 1}, got {first}..{first + n - 1}")
+        if self._pool is None:
+            self._start_pool(0)
+        seq = self.kernel.launch(self._ptr, first, n, chunk, self._pool, self.threads)
+        if seq < 0:
+            row = -seq - 1
+            raise IndexError(f"row {row}: code {int(self._keep[3][row])} is outside the vocabulary")
+        self._launched += 1  # numbered here, not by the pool, which a wider set_threads replaces
+        self._jobs[self._launched] = seq
+        return self._launched
+
+    def wait(self, job: int) -> None:
+        """Finish a launched job (stepping on this thread whatever no helper has taken yet)."""
+        seq = self._jobs.pop(job, None)
+        if seq is not None:
+            self.kernel.wait(self._pool, seq)
 
 
 # ---- building and loading -----------------------------------------------------------------
@@ -339,15 +413,21 @@ def reset() -> None:
 
 @torch.no_grad()
 def reference_step(table0: torch.Tensor, mats: list[torch.Tensor], bias: list[torch.Tensor], head_w: torch.Tensor,
-                   head_b: torch.Tensor, h: torch.Tensor, c: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """The step in float64, from the same (i, f, o, g) tensors; ``h`` and ``c`` (layers, rows, H) advance in place."""
+                   head_b: torch.Tensor, h: torch.Tensor, c: torch.Tensor, codes: torch.Tensor,
+                   inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The step in float64, from the same (i, f, o, g) tensors; ``h`` and ``c`` (layers, rows, H) advance in place.
+
+    ``inputs`` (int8): each layer's input as the kernel rounded it, instead of the exact one.
+    """
     hidden = c.shape[2]
     x = None
     for layer, m in enumerate(mats):
         if layer == 0:
-            gates = table0[codes].double() + h[0].double() @ m.double().t()
+            v = h[0].double() if inputs is None else inputs[0]
+            gates = table0[codes].double() + v @ m.double().t()
         else:
-            gates = bias[layer].double() + torch.cat([x, h[layer].double()], 1) @ m.double().t()
+            v = torch.cat([x, h[layer].double()], 1) if inputs is None else inputs[layer]
+            gates = bias[layer].double() + v @ m.double().t()
         i, f, o = (torch.sigmoid(gates[:, k * hidden : (k + 1) * hidden]) for k in range(3))
         g = torch.tanh(gates[:, 3 * hidden :])
         c[layer] = f * c[layer].double() + i * g
@@ -356,10 +436,18 @@ def reference_step(table0: torch.Tensor, mats: list[torch.Tensor], bias: list[to
     return head_b.double() + x @ head_w.double().t()
 
 
+def _int8_inputs(before: torch.Tensor, after: torch.Tensor, layers: int, hidden: int) -> list[torch.Tensor]:
+    """Each layer's rounded input in the int8 step just taken: the layer's own old state and the new
+    one of the layer below (as the kernel rounded them: a float64 state could round the other way)."""
+    own = [before[:, k * hidden : (k + 1) * hidden] for k in range(layers)]
+    new = [after[:, k * hidden : (k + 1) * hidden] for k in range(layers)]
+    return [own[0]] + [torch.cat([new[k - 1], own[k]], 1) for k in range(1, layers)]
+
+
 @torch.no_grad()
 def self_check(kernel: Kernel, layers: int = 2, hidden: int = 16, vocab: int = 12, rows: int = 3) -> None:
     """Refuse a kernel that computes the wrong thing (a miscompile, a broken build): a tiny random model
-    stepped by the kernel against :func:`reference_step`, in both weight formats, alone and in a batch."""
+    stepped by the kernel against :func:`reference_step`, in every weight format, alone and in a batch."""
     gen = torch.Generator().manual_seed(7)
     table0 = torch.randn(vocab, 4 * hidden, generator=gen)
     mats = [torch.randn(4 * hidden, hidden if k == 0 else 2 * hidden, generator=gen) / 4 for k in range(layers)]
@@ -368,14 +456,18 @@ def self_check(kernel: Kernel, layers: int = 2, hidden: int = 16, vocab: int = 1
     codes = torch.tensor([3, 0, vocab - 1, 5, 7, 1][:rows])
     for precision in PRECISIONS:
         weights = [m.to(torch.bfloat16).float() for m in mats] if precision == "bf16" else mats
+        if precision == "int8":
+            weights = [q.double() * scale[:, None] for q, scale in map(int8_weights, mats)]
         hs, cs = torch.zeros(rows, layers * hidden), torch.zeros(layers, rows, hidden)
         logits, idx = torch.zeros(rows, vocab - 1), codes.clone()
         fused = FusedKernel(kernel, table0, mats, bias, head_w, head_b, precision, hs, cs, logits, idx)
         h, c = torch.zeros(layers, rows, hidden, dtype=torch.float64), torch.zeros(layers, rows, hidden,
                                                                                    dtype=torch.float64)
         for _ in range(3):
+            before = torch.round(hs * 127).double() / 127  # float32 products, rounded as the kernel rounds them
             fused.step(rows)
-            want = reference_step(table0, weights, bias, head_w, head_b, h, c, codes)
+            inputs = _int8_inputs(before, fused.hq.double() / 127, layers, hidden) if precision == "int8" else None
+            want = reference_step(table0, weights, bias, head_w, head_b, h, c, codes, inputs)
             if not torch.allclose(logits.double(), want, rtol=1e-4, atol=1e-4):
                 raise FusedUnavailable(f"the compiled kernel failed its {precision} check")
         first = logits[0].clone()

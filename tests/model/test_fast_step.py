@@ -27,7 +27,7 @@ MAX_KL_MEAN = 1e-3  # nats per character
 MIN_TOP1 = 0.99
 LOWER = [p for p in ("bf16", "int8") if p in generation_precisions(torch.device("cpu"))]
 # The fused step's lower precision, where its kernel builds (model/fused_step.py)
-FUSED_LOWER = ["bf16 fused"] if fused_step.load_kernel() is not None else []
+FUSED_LOWER = ["bf16 fused", "int8 fused"] if fused_step.load_kernel() is not None else []
 
 
 def _held_out_codes(corpus: str, chars: int) -> torch.Tensor:

@@ -59,7 +59,7 @@ def test_fused_step_matches_the_reference_forward(layers):
 
 
 @needs_kernel
-@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("prec", fused_step.PRECISIONS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_a_row_gets_the_same_bits_in_any_batch_and_with_any_thread_count(trained, prec, threads):
     """The kernel's helper threads each step whole rows, so neither the batch nor how its rows
@@ -95,9 +95,63 @@ def test_a_step_shared_by_threads_advances_every_row_as_one_thread_does(trained)
 
 
 @needs_kernel
-@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_launched_step_gives_every_row_the_bits_of_a_plain_step(trained, threads):
+    """The engine launches one half of its rows and draws for the other meanwhile: whichever
+    thread takes which chunk, and whatever the caller does to rows outside the job, each row
+    advances exactly as a plain step advances it."""
+    plain, launched = (FastStep(trained, 32, precision="bf16", step="fused") for _ in range(2))
+    launched.fused.set_threads(threads)
+    for fast in (plain, launched):
+        for row in range(32):
+            fast.codes[row] = 1 + row % 40
+    for _ in range(3):
+        plain.step(32)
+        first = launched.launch(0, 13)
+        second = launched.launch(13, 19)
+        launched.wait(first)
+        launched.codes[0] = launched.codes[0]  # the caller is free to touch the first half's rows now
+        launched.wait(second)
+        assert torch.equal(plain.logits[:32], launched.logits[:32])
+        assert torch.equal(plain.hs, launched.hs) and torch.equal(plain.cs, launched.cs)
+    launched.close()
+
+
+@needs_kernel
+def test_a_launched_step_with_a_bad_code_launches_nothing(trained):
+    fast = FastStep(trained, 4, step="fused")
+    fast.codes[:] = 3
+    fast.codes[2] = trained.config.vocab_size
+    before = fast.hs.clone()
+    with pytest.raises(IndexError, match="row 2"):
+        fast.launch(1, 3)
+    assert torch.equal(fast.hs, before)
+    with pytest.raises(ValueError, match="rows within"):
+        fast.launch(3, 2)
+    fast.close()
+
+
+@needs_kernel
+def test_closing_finishes_the_steps_in_flight(trained):
+    plain, launched = (FastStep(trained, 8, precision="bf16", step="fused") for _ in range(2))
+    launched.fused.set_threads(2)
+    plain.codes[:] = launched.codes[:] = 5
+    plain.step(8)
+    launched.launch(0, 8)
+    launched.close()  # waits for the job, then stops the helpers
+    assert torch.equal(plain.logits, launched.logits)
+    launched.fused.set_threads(2)  # a wider pool again: jobs are numbered afresh, nothing stale is waited for
+    plain.step(8)
+    launched.wait(launched.launch(0, 8))
+    assert torch.equal(plain.logits, launched.logits)
+    launched.close()
+
+
+@needs_kernel
+@pytest.mark.parametrize("prec", fused_step.PRECISIONS)
 def test_every_tile_shape_gives_a_row_the_same_bits(prec):
-    """Five blocks of 8 hidden units: a lone row takes four at a time and then one; rows go in pairs and one."""
+    """Five blocks of 8 hidden units: a lone row takes four at a time (int8: two) and then one;
+    rows go in pairs and one."""
     torch.manual_seed(3)
     model = CharLSTM(ModelConfig(embed_size=8, hidden_size=40, n_layers=2, dropout=0.0)).eval()
     alone = teacher_forced(FastStep(model, 8, precision=prec, step="fused"), _texts()[:1])[:, 0]
@@ -154,6 +208,27 @@ def test_fused_engine_gives_the_same_text_alone_and_in_a_crowd(trained):
 
 
 @needs_kernel
+def test_lanes_stepped_in_turn_give_every_reply_the_text_of_one_batch(trained, monkeypatch):
+    """With the kernel, the batch is two lanes (one stepped while the worker draws for the other);
+    a best-of-n reply's candidates spread over both, singles join the emptier one, and every
+    candidate's text is what one batch of every row gives."""
+    import model.engine as engine_module
+
+    ck = Checkpoint(trained, trained.config)
+    settings = [SampleSettings(seed=s, max_chars=90, temperature=0.8) for s in range(5)]
+    texts = {}
+    for lanes in (1, 2):
+        monkeypatch.setattr(engine_module, "LANES", lanes)
+        with Engine(ck, precision="bf16", step="fused", max_batch=12) as eng:
+            assert len(eng._lanes) == lanes
+            best = eng.submit_best_of("the ", settings[0], 6)
+            singles = [eng.submit("a ", s) for s in settings[1:]]
+            texts[lanes] = ([g.text for g in best.result(timeout=60)], [f.result(timeout=60).text for f in singles])
+    assert texts[2] == texts[1]
+    assert len(set(texts[2][0])) > 1
+
+
+@needs_kernel
 def test_fused_bf16_stays_within_the_kl_bound(trained):
     texts = [TEXT[i : i + 80] for i in (0, 5)]
     ref = F.log_softmax(teacher_forced(FastStep(trained, 2), texts), -1)
@@ -161,6 +236,38 @@ def test_fused_bf16_stays_within_the_kl_bound(trained):
     kl = (ref.exp() * (ref - low)).sum(-1)
     assert kl.max().item() < BF16_MAX_KL
     assert kl.mean().item() < BF16_MAX_KL / 10
+
+
+@needs_kernel
+def test_fused_int8_computes_the_eager_int8_rule_within_the_bounds(trained):
+    """The kernel's int8 is the eager int8 step's rule (weights rounded per output row, hidden
+    states at 1/127) in exact integer sums: it agrees with that rule computed in float64, and
+    stays within the bounds the engine serves a precision by."""
+    texts = [TEXT[i : i + 80] for i in (0, 5)]
+    ref = F.log_softmax(teacher_forced(FastStep(trained, 2), texts), -1)
+    low = F.log_softmax(teacher_forced(FastStep(trained, 2, precision="int8", step="fused"), texts), -1)
+    kl = (ref.exp() * (ref - low)).sum(-1).clamp_min(0)
+    assert kl.mean().item() < 1e-3
+    assert (ref.argmax(-1) == low.argmax(-1)).float().mean().item() >= 0.99
+    fast = FastStep(trained, 2, precision="int8", step="fused")
+    q, scale = fused_step.int8_weights(torch.randn(12, 6))
+    assert q.dtype == torch.int8 and q.abs().max().item() == 127 and scale.shape == (12,)
+    assert fast.precision == "int8" and fast.path == "fused"
+
+
+@needs_kernel
+def test_the_kernels_int8_runs_where_onednns_cannot(trained, monkeypatch):
+    """oneDNN's int8 linear saturates on a CPU without VNNI, so there the eager step has no int8;
+    the kernel sums exactly on any CPU, so the fused step has one. Without the kernel, int8 on
+    such a CPU is the eager step's clear error, not a wrong answer."""
+    import model.device as device_mod
+
+    monkeypatch.setattr(device_mod, "int8_matmul_supported", lambda: False)
+    fast = FastStep(trained, 2, precision="int8", step="fused")
+    assert fast.path == "fused" and fast.precision == "int8"
+    monkeypatch.setattr(fused_step, "load_kernel", lambda: None)
+    with pytest.raises(ValueError, match="int8 is not available"):
+        FastStep(trained, 2, precision="int8", step="fused")
 
 
 @needs_kernel
@@ -203,9 +310,8 @@ def test_a_code_outside_the_vocabulary_is_an_error_not_a_wild_read(trained):
 
 
 def test_what_the_fused_step_cannot_do_is_a_clear_error(trained):
-    with pytest.raises(ValueError, match="int8"):  # no int8 path (or, on a CPU without one, no int8 at all)
-        FastStep(trained, 1, precision="int8", step="fused")
-    assert "no int8 path" in fused_step.unsupported(2, 32, "int8", torch.device("cpu"))
+    assert "no fp16 path" in fused_step.unsupported(2, 32, "fp16", torch.device("cpu"))
+    assert "runs on the CPU" in fused_step.unsupported(2, 32, "int8", torch.device("cuda"))
     odd = CharLSTM(ModelConfig(embed_size=8, hidden_size=20, n_layers=1, dropout=0.0))
     with pytest.raises(ValueError, match="divisible by 8"):
         FastStep(odd, 1, step="fused")
