@@ -84,7 +84,7 @@ CACHE_FORMAT = 2  # bump when what is measured, or how, changes: older entries a
 CACHE_ENTRIES = 64  # newest kept; every fine-tuned version adds one
 TIE_MARGIN = 0.05  # a less faithful precision must be this much faster (geometric mean) to be chosen
 # Candidates from the most faithful to the least (ties go to the earlier): see the module docstring.
-FAITHFUL_ORDER = ("fp32", "fp32 fused", "bf16 fused", "bf16", "int8")
+FAITHFUL_ORDER = ("fp32", "fp32 fused", "bf16 fused", "bf16", "int8", "int8 fused")
 
 
 def label(precision: str, step: str = "eager") -> str:

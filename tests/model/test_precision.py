@@ -15,7 +15,9 @@ import torch
 
 import model.device
 import model.precision as precision
+from model import fused_step
 from model.checkpoint import Checkpoint
+from model.device import GENERATION_PRECISIONS
 from model.engine import Engine
 from model.fast_step import FastStep
 from model.network import CharLSTM, ModelConfig
@@ -406,3 +408,11 @@ def test_another_version_of_the_fused_kernel_is_measured_again(trained, with_fus
     monkeypatch.setattr(precision.fused_step, "kernel_id", lambda: "3-bbbb")
     auto_precision(trained, CPU, threads=1, cache=cache)
     assert len(fake.calls) == 2
+
+
+def test_every_path_auto_can_pick_has_a_place_in_the_faithful_order():
+    """Ties and the bench's tables go by this order: a path missing from it would never win a
+    tie and would be left out of the tables."""
+    paths = {precision.label(p) for p in GENERATION_PRECISIONS if p != "auto"}
+    paths |= {precision.label(p, "fused") for p in fused_step.PRECISIONS}
+    assert paths <= set(precision.FAITHFUL_ORDER)
