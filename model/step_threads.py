@@ -37,7 +37,8 @@ the boost slower and do not use it.
 An engine on the fused step (:mod:`model.fused_step`) uses the same rules for its kernel's
 own threads (``setter``), which share a step's rows: there a lone row gains nothing and a
 crowd gains most, so it may boost any step of at least ``min_rows`` rows, with any number of
-replies.
+replies; and as they are not OpenMP threads, every such engine may boost (while no other
+engine steps), not only the first to claim the right.
 
 The thread count never changes a reply's text (every kernel gives the same bits whatever the
 thread count: see the tests). Switching is cheap (``torch.set_num_threads``) and happens only
@@ -237,8 +238,15 @@ class StepThreads:
             self._use(self.normal)
 
     def _claim(self) -> bool:
-        """Whether this engine may boost: the first to ask holds the right until :meth:`release`."""
+        """Whether this engine may boost: the first to ask holds the right until :meth:`release`.
+
+        Only for torch's threads, whose OpenMP pools are the reason (see the module docstring):
+        the fused kernel's helpers are its own threads, so every fused engine may boost while no
+        other engine steps.
+        """
         global _owner
+        if self._set is not None:
+            return True
         if _owner is self:
             return True
         with _busy_lock:

@@ -140,6 +140,29 @@ def test_only_one_engine_per_process_ever_boosts(monkeypatch, chooser):
     chooser.busy(True)
 
 
+def test_every_fused_engine_may_boost_in_turn(monkeypatch, chooser):
+    """The fused kernel's helpers are its own threads, not an OpenMP pool, so the one-owner rule
+    is only for torch's threads: a second fused engine boosts while the first is idle."""
+    clock = FakeClock(monkeypatch, {1: 150e-6, 2: 118e-6})
+    counts: list[int] = []
+    first = StepThreads(1, 2, max_rows=64, max_replies=64, min_rows=3, setter=counts.append)
+    second = StepThreads(1, 2, max_rows=64, max_replies=64, min_rows=3, setter=counts.append)
+    try:
+        chooser.busy(False)
+        first.busy(True)
+        assert clock.steps(first, PROBE_EVERY, rows=8)[-1] == 2
+        first.busy(False)
+        second.busy(True)
+        assert clock.steps(second, PROBE_EVERY, rows=8)[-1] == 2  # the first still holds no right to it
+        first.busy(True)  # both step now: neither boosts
+        assert set(clock.steps(second, PROBE_EVERY, rows=8)) == {1}
+    finally:
+        for s in (first, second):
+            s.busy(False)
+            s.release()
+        chooser.busy(True)
+
+
 def test_no_boost_with_explicit_threads_or_when_turned_off(trained):
     ck = Checkpoint(trained, trained.config)
     with Engine(ck, threads=1) as eng:
