@@ -131,12 +131,18 @@ def grounded_prime(passage: str, prime: str) -> str:
     The corpus separates entries with a blank line, so the question heading that follows reads
     as the next entry, and the answer the model writes draws on the entry just read.
     """
+    return grounded_head(passage) + prime
+
+
+def grounded_head(passage: str) -> str:
+    """The part of :func:`grounded_prime` that comes from the corpus alone (no user's words): the
+    same for every question this passage answers, so the engine may read it once for them all."""
     head = passage.strip()
     if len(head) > PRIME_PASSAGE_CHARS:
         cut = head[:PRIME_PASSAGE_CHARS]
         end = max(cut.rfind(". "), cut.rfind(".\n"))
         head = cut[: end + 1] if end > PRIME_PASSAGE_CHARS // 3 else cut.rsplit(" ", 1)[0]
-    return head + "\n\n" + prime
+    return head + "\n\n"
 
 
 def quote(passage: str, limit: int = 280) -> str:

@@ -25,6 +25,12 @@ next characters meanwhile, then steps whatever of it the helpers have not taken,
 draw, the stop checks and the hand-over of text no longer leave a core idle. New rows join
 the emptier lane; a row's bits do not depend on its lane (each is stepped whole by one thread).
 
+A prime may begin with a head that is no user's words (a grounded answer's passage:
+``shared``): the engine keeps the state after reading it (the last :data:`SHARED_HEADS`),
+and a later reply with the same head starts from that state instead of reading it again.
+It is the state reading it would give, bit for bit (a row's bits never depend on the batch),
+so the reply's text is the same.
+
 From asyncio: ``await asyncio.wrap_future(engine.submit(...))``, and in ``on_text`` (which
 runs on the worker thread) hand pieces over with ``loop.call_soon_threadsafe``.
 """
@@ -36,7 +42,7 @@ import logging
 import os
 import secrets
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -70,10 +76,23 @@ PRIME_IN_BATCH = 1024  # longer primes run their head through nn.LSTM first
 # EPYC (bf16; 8 rows 1.7x), far less than 16 replies one after another; past that, rows add cost.
 BEST_OF_ROWS = 16
 LANES = 2  # row groups the fused kernel steps while the worker draws for another (see _Lane)
+SHARED_HEADS = 256  # states kept after reading a shared head of a prime (about 8 KB each for 2x512)
 SHED_ROWS = 2 * BEST_OF_ROWS  # past this many rows, adaptive replies drop their extra candidates
 # what a row does in a step when it draws nothing (codes are >= 0)
 _PRIMING = -1
 _CANCELLED = -2
+
+
+def _shared_head(shared: str, codes: torch.Tensor) -> tuple[str, int]:
+    """``shared`` (normalized) and its length in codes where it reads as a head of the prime's
+    ``codes`` with more of the prime after it; else nothing to share."""
+    if not shared:
+        return "", 0
+    text, _, head = prime_codes(shared)
+    n = len(head)
+    if not text or n >= len(codes) or not torch.equal(codes[:n], head):
+        return "", 0
+    return text, n
 
 
 class EngineBusy(RuntimeError):
@@ -104,6 +123,8 @@ class _Reply:
     count: int = 0
     fed: int = 0  # prime characters already stepped
     cancel_requested: bool = False
+    shared: str = ""  # a head of the prime other replies may share (submit's ``shared``), while not yet kept
+    shared_len: int = 0  # its length in codes
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -213,6 +234,8 @@ class Engine:
         self._queue: deque[_Group] = deque()
         self._by_future: dict[Future, _Group] = {}
         self._reserved = 0  # rows held for candidates still waiting for their prime to be read
+        self._heads: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # shared head -> state
+        self._heading: set[_Reply] = set()  # rows reading a shared head not yet kept
         self._closing = False
         self._cancel_all = False
         self.steps = 0
@@ -226,14 +249,17 @@ class Engine:
         prime: str,
         settings: SampleSettings,
         on_text: Callable[[str], None] | None = None,
+        shared: str = "",
     ) -> Future[Generation]:
         """Queue a reply; thread-safe. ``on_text`` gets text pieces from the worker thread.
 
         Text that may begin a stop string is held back until it is known not to, exactly as
-        :class:`sample.StopWatcher` does. Raises EngineBusy when ``max_queue`` replies are
-        already pending and EngineClosed after :meth:`close`.
+        :class:`sample.StopWatcher` does. ``shared``: a head of ``prime`` with no user's words
+        in it, which the engine may keep the state of for later replies (see the module
+        docstring; ignored when it is not a head of the prime). Raises EngineBusy when
+        ``max_queue`` replies are already pending and EngineClosed after :meth:`close`.
         """
-        return self._submit(prime, settings, 1, on_text, single=True)
+        return self._submit(prime, settings, 1, on_text, single=True, shared=shared)
 
     def submit_best_of(
         self,
@@ -242,6 +268,7 @@ class Engine:
         n: int,
         on_text: Callable[[str], None] | None = None,
         adaptive: bool = False,
+        shared: str = "",
     ) -> Future[list[Generation]]:
         """Queue one reply as ``n`` candidates stepped side by side; the future gives all n.
 
@@ -250,11 +277,12 @@ class Engine:
         capped at ``max_batch``. With ``adaptive``, candidates other than 0 are cancelled
         (finish ``cancelled``) when arriving replies take the batch past :data:`SHED_ROWS` rows,
         so a crowd is not slowed by candidates drawn while the engine was idle; without it the
-        same seed always gives the same n candidates. Same errors as :meth:`submit`.
+        same seed always gives the same n candidates. ``shared`` and errors as for :meth:`submit`.
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a whole number >= 1, got {n!r}")
-        return self._submit(prime, settings, min(n, self.max_batch), on_text, single=False, adaptive=adaptive)
+        return self._submit(prime, settings, min(n, self.max_batch), on_text, single=False, adaptive=adaptive,
+                            shared=shared)
 
     def best_of(self, default: int, rows: int = BEST_OF_ROWS) -> int:
         """How many candidates a new reply gets now: ``default`` when idle, towards 1 under load.
@@ -274,9 +302,12 @@ class Engine:
         on_text: Callable[[str], None] | None,
         single: bool,
         adaptive: bool = False,
+        shared: str = "",
     ) -> Future:
         if not isinstance(prime, str):
             raise TypeError(f"prime must be text, got {type(prime).__name__}")
+        if not isinstance(shared, str):
+            raise TypeError(f"shared must be text, got {type(shared).__name__}")
         if not isinstance(settings, SampleSettings):
             raise TypeError(f"settings must be SampleSettings, got {type(settings).__name__}")
         text, dropped, codes = prime_codes(prime)
@@ -287,6 +318,7 @@ class Engine:
             _Reply(text, dropped, codes, settings, candidate_seed(seed, i), on_text if i == 0 else None, group, i)
             for i in range(n)
         ]
+        group.rows[0].shared, group.rows[0].shared_len = _shared_head(shared, codes)
         with self._lock:
             if self._closing:
                 raise EngineClosed("the engine is closed")
@@ -355,6 +387,7 @@ class Engine:
 
     def _finish(self, reply: _Reply, finish: Finish) -> None:
         group = reply.group
+        self._heading.discard(reply)
         if reply.index == 0 and group.waiting:  # ended before its prime was read: so do the rest
             waiting, group.waiting = group.waiting, []
             self._reserved -= len(waiting)
@@ -375,6 +408,7 @@ class Engine:
             group.future.set_result(group.results[0] if group.single else list(group.results))
 
     def _fail(self, replies: list[_Reply], exc: BaseException) -> None:
+        self._heading.difference_update(replies)
         groups = list({id(r.group): r.group for r in replies}.values())
         for g in groups:
             self._reserved -= len(g.waiting)
@@ -407,10 +441,18 @@ class Engine:
         head = len(codes) - PRIME_IN_BATCH
         group.waiting = list(group.rows[1:])
         self._reserved += len(group.waiting)
-        if head <= 0:
+        kept = self._heads.get(reply.shared) if reply.shared else None
+        if kept is not None and head <= 0:  # read already: start from its state
+            self._heads.move_to_end(reply.shared)
+            self._fast.set_row(row, kept, torch.zeros(self._fast.vocab))
+            reply.fed, reply.shared = reply.shared_len, ""
+        elif head <= 0:
             zeros = torch.zeros(self._fast.n_layers, 1, self._fast.hidden)
             self._fast.set_row(row, (zeros, zeros), torch.zeros(self._fast.vocab))
+            if reply.shared:
+                self._heading.add(reply)
         else:
+            reply.shared = ""
             state = None
             out = None
             for start in range(0, head, PRIME_CHUNK):
@@ -552,6 +594,8 @@ class Engine:
         fast.wait(job)
         if self._reserved:
             self._spread(lane)
+        if self._heading:
+            self._keep_heads(lane)
         codes = fast.codes
         first = lane.first
         active = lane.replies
@@ -585,6 +629,17 @@ class Engine:
             lane.replies = [active[row] for row in keep]
         if lane.replies:
             lane.job = fast.launch(first, len(lane.replies))
+
+    def _keep_heads(self, lane: _Lane) -> None:
+        """Keep the state of each row of ``lane`` that has just read its shared head (its step is done)."""
+        for row, reply in enumerate(lane.replies):
+            if reply.shared and reply.fed == reply.shared_len:
+                if reply.shared not in self._heads:
+                    self._heads[reply.shared] = self._fast.state(lane.first + row)
+                    if len(self._heads) > SHARED_HEADS:
+                        self._heads.popitem(last=False)
+                reply.shared = ""
+                self._heading.discard(reply)
 
     def _draw(self, lane: _Lane, rows: list[int], plan: list[int]) -> None:
         """Draw the next character of each of ``rows`` (of ``lane``) into ``plan``; record its

@@ -38,7 +38,7 @@ from bot.core.temperature import check_temperature
 from bot.core.throttle import Cooldown, Crowding
 from bot.core.verbatim import VerbatimGuard
 from bot.discord_limits import MESSAGE_CHARS
-from corpora.passages import Hit, grounded_prime
+from corpora.passages import Hit, grounded_head, grounded_prime
 from corpora.registry import CORPORA
 from corpora.voices import display_name, is_voice, owner, parse_key, voice
 from model.charset import normalize
@@ -286,15 +286,17 @@ class ReplyStream:
 
         prime, self.continues = prime_of(request)
         self.source = ground(request, service.models)
+        shared = ""  # a head of the prime with no user's words in it, which the engine may read once for many
         if self.source is not None:
             prime = grounded_prime(self.source.passage.text, prime)
+            shared = grounded_head(self.source.passage.text)
         self.n = request.n if request.n is not None else engine.best_of(voice(request.corpus).best_of)
         try:
             if self.n == 1:
-                self.future = engine.submit(prime, sample_settings(request), on_text)
+                self.future = engine.submit(prime, sample_settings(request), on_text, shared=shared)
             else:
                 self.future = engine.submit_best_of(prime, sample_settings(request), self.n, on_text,
-                                                    adaptive=request.n is None)
+                                                    adaptive=request.n is None, shared=shared)
         except EngineBusy:
             raise Refusal(ENGINE_BUSY, "busy") from None
         except EngineClosed:

@@ -367,3 +367,50 @@ def test_a_crowd_sheds_the_extra_candidates_of_adaptive_replies_only(trained):
         assert [g.finish for g in fixed.result(timeout=60)] == ["length"] * 4
     finally:
         eng.close(wait=False)
+
+
+HEAD = "the king said to the queen that the little girl went into the wood. "  # no user's words in it
+
+
+@pytest.mark.parametrize("step", ["eager", "fused"])
+def test_a_shared_head_is_read_once_and_the_replies_keep_their_text(trained, step):
+    """A grounded answer's passage is the same for every question it answers: the engine keeps
+    the state after reading it, and later replies start there, in fewer steps, with the text
+    they would have had reading it."""
+    ck = Checkpoint(trained, trained.config)
+    settings = SampleSettings(seed=5, max_chars=60)
+    primes = [HEAD + "where is the wood\n", HEAD + "who is the king\n"]
+    with Engine(ck, precision="bf16" if step == "fused" else "fp32", step=step, max_batch=8) as plain:
+        want = [plain.submit(p, settings).result(timeout=60).text for p in primes]
+        want_best = [g.text for g in plain.submit_best_of(primes[1], settings, 3).result(timeout=60)]
+    with Engine(ck, precision="bf16" if step == "fused" else "fp32", step=step, max_batch=8) as eng:
+        first = eng.submit(primes[0], settings, shared=HEAD).result(timeout=60).text
+        assert list(eng._heads) == [HEAD]
+        before = eng.steps
+        second = eng.submit(primes[1], settings, shared=HEAD).result(timeout=60).text
+        read_again = eng.steps - before
+        best = [g.text for g in eng.submit_best_of(primes[1], settings, 3, shared=HEAD).result(timeout=60)]
+    assert [first, second] == want and best == want_best
+    with Engine(ck, precision="fp32", max_batch=8) as eng:
+        before = eng.steps
+        eng.submit(primes[1], settings).result(timeout=60)
+        assert read_again <= eng.steps - before - len(HEAD)  # the head was not read again
+
+
+def test_a_shared_text_that_is_no_head_of_the_prime_is_not_kept(engine):
+    settings = SampleSettings(seed=2, max_chars=30)
+    want = engine.submit("the wood\n", settings).result(timeout=60).text
+    for shared in ("a king. ", "the wood\n", "the wood\nand more"):  # not a head; all of it; longer
+        assert engine.submit("the wood\n", settings, shared=shared).result(timeout=60).text == want
+    assert not engine._heads
+    with pytest.raises(TypeError, match="shared must be text"):
+        engine.submit("the wood", settings, shared=3)
+
+
+def test_the_engine_keeps_only_the_newest_shared_heads(trained, monkeypatch):
+    monkeypatch.setattr(engine_mod, "SHARED_HEADS", 2)
+    with Engine(Checkpoint(trained, trained.config), max_batch=4) as eng:
+        for head in ("one king. ", "two kings. ", "three kings. "):
+            eng.submit(head + "and then", SampleSettings(seed=1, max_chars=5), shared=head).result(timeout=60)
+        assert list(eng._heads) == ["two kings. ", "three kings. "]
+        assert not eng._heading  # nothing left waiting to be kept

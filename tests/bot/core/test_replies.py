@@ -26,6 +26,7 @@ from bot.core.replies import (
     sample_settings,
 )
 from bot.discord_limits import MESSAGE_CHARS
+from corpora.passages import grounded_head
 from corpora.registry import CORPORA
 from model.charset import CHARS
 from model.checkpoint import save_checkpoint
@@ -54,12 +55,12 @@ def hold_after_first_piece(monkeypatch, engine) -> threading.Event:
     gate = threading.Event()
     real_submit, real_cancel = engine.submit, engine.cancel
 
-    def submit(prime, settings, on_text):
+    def submit(prime, settings, on_text, **options):
         def held(piece: str) -> None:
             on_text(piece)
             gate.wait(30)
 
-        return real_submit(prime, settings, held)
+        return real_submit(prime, settings, held, **options)
 
     def cancel(future) -> None:
         real_cancel(future)
@@ -352,6 +353,21 @@ async def test_faq_answers_are_grounded_and_quote_their_passage(models):
     assert "\n\n> *From the FAQ:* \u201c" in update.text and len(update.text) <= MESSAGE_CHARS
     tale = await ReplyService(models, LIMITS).reply(make_request("tale", "The moon", LIMITS, length=60, seed=2))
     assert tale.source is None and "From the FAQ" not in tale.text
+
+
+async def test_a_passage_is_read_once_for_every_question_it_answers(models):
+    """The engine keeps the state after a grounded prime's passage (corpus text, no user's words),
+    so a second question on the same passage starts after it; the user's question is never kept."""
+    if "faq" not in models.passages:
+        pytest.skip("the faq corpus is not on this machine")
+    service = ReplyService(models, LIMITS)
+    first = await service.reply(make_request("faq", "Where do I upload my vaccination record?", LIMITS, length=80,
+                                             seed=2))
+    heads = models.engines["faq"]._heads
+    assert list(heads) == [grounded_head(first.source.passage.text)]
+    again = await service.reply(make_request("faq", "How do I upload my vaccination record", LIMITS, length=80,
+                                             seed=2))
+    assert again.source.passage.text == first.source.passage.text and len(heads) == 1
 
 
 @pytest.mark.parametrize("kwargs", [{"temperature": "@everyone <@123>"}, {"length": "<@&5> click"},
