@@ -235,7 +235,6 @@ class Engine:
         self._by_future: dict[Future, _Group] = {}
         self._reserved = 0  # rows held for candidates still waiting for their prime to be read
         self._heads: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # shared head -> state
-        self._heading: set[_Reply] = set()  # rows reading a shared head not yet kept
         self._closing = False
         self._cancel_all = False
         self.steps = 0
@@ -387,7 +386,6 @@ class Engine:
 
     def _finish(self, reply: _Reply, finish: Finish) -> None:
         group = reply.group
-        self._heading.discard(reply)
         if reply.index == 0 and group.waiting:  # ended before its prime was read: so do the rest
             waiting, group.waiting = group.waiting, []
             self._reserved -= len(waiting)
@@ -408,7 +406,6 @@ class Engine:
             group.future.set_result(group.results[0] if group.single else list(group.results))
 
     def _fail(self, replies: list[_Reply], exc: BaseException) -> None:
-        self._heading.difference_update(replies)
         groups = list({id(r.group): r.group for r in replies}.values())
         for g in groups:
             self._reserved -= len(g.waiting)
@@ -449,8 +446,6 @@ class Engine:
         elif head <= 0:
             zeros = torch.zeros(self._fast.n_layers, 1, self._fast.hidden)
             self._fast.set_row(row, (zeros, zeros), torch.zeros(self._fast.vocab))
-            if reply.shared:
-                self._heading.add(reply)
         else:
             reply.shared = ""
             state = None
@@ -594,8 +589,6 @@ class Engine:
         fast.wait(job)
         if self._reserved:
             self._spread(lane)
-        if self._heading:
-            self._keep_heads(lane)
         codes = fast.codes
         first = lane.first
         active = lane.replies
@@ -603,6 +596,8 @@ class Engine:
         plan = [_PRIMING] * len(active)
         drawing: list[int] = []
         for row, reply in enumerate(active):
+            if reply.shared and reply.fed == reply.shared_len:
+                self._keep_head(reply, first + row)
             if reply.cancel_requested:
                 plan[row] = _CANCELLED
             elif reply.fed < len(reply.prime_list):
@@ -630,16 +625,13 @@ class Engine:
         if lane.replies:
             lane.job = fast.launch(first, len(lane.replies))
 
-    def _keep_heads(self, lane: _Lane) -> None:
-        """Keep the state of each row of ``lane`` that has just read its shared head (its step is done)."""
-        for row, reply in enumerate(lane.replies):
-            if reply.shared and reply.fed == reply.shared_len:
-                if reply.shared not in self._heads:
-                    self._heads[reply.shared] = self._fast.state(lane.first + row)
-                    if len(self._heads) > SHARED_HEADS:
-                        self._heads.popitem(last=False)
-                reply.shared = ""
-                self._heading.discard(reply)
+    def _keep_head(self, reply: _Reply, row: int) -> None:
+        """Keep the state of ``row``, whose reply has just read its shared head (its step is done)."""
+        if reply.shared not in self._heads:
+            self._heads[reply.shared] = self._fast.state(row)
+            if len(self._heads) > SHARED_HEADS:
+                self._heads.popitem(last=False)
+        reply.shared = ""
 
     def _draw(self, lane: _Lane, rows: list[int], plan: list[int]) -> None:
         """Draw the next character of each of ``rows`` (of ``lane``) into ``plan``; record its

@@ -413,4 +413,5 @@ def test_the_engine_keeps_only_the_newest_shared_heads(trained, monkeypatch):
         for head in ("one king. ", "two kings. ", "three kings. "):
             eng.submit(head + "and then", SampleSettings(seed=1, max_chars=5), shared=head).result(timeout=60)
         assert list(eng._heads) == ["two kings. ", "three kings. "]
-        assert not eng._heading  # nothing left waiting to be kept
+        eng.submit("two kings. and then", SampleSettings(seed=1, max_chars=5), shared="two kings. ").result(timeout=60)
+        assert list(eng._heads) == ["three kings. ", "two kings. "]  # a head used again is the newest
