@@ -278,8 +278,9 @@ class FastStep:
         # The hidden states again in the matmuls' input precision: bf16, or uint8 for int8.
         lo_dtype = None if kernel is not None else {"bf16": torch.bfloat16, "int8": torch.uint8}.get(precision)
         self.hs_lo = torch.zeros(max_batch, L * H, device=dev, dtype=lo_dtype) if lo_dtype else None
-        self._scratch = torch.zeros(max_batch, L * H, **f32) if precision == "int8" else None
-        self._half = torch.full((max_batch, L * H), _Int8Linear.X_ZERO + 0.5, **f32) if precision == "int8" else None
+        eager_int8 = precision == "int8" and kernel is None  # the kernel rounds its own inputs
+        self._scratch = torch.zeros(max_batch, L * H, **f32) if eager_int8 else None
+        self._half = torch.full((max_batch, L * H), _Int8Linear.X_ZERO + 0.5, **f32) if eager_int8 else None
         if self.hs_lo is not None:
             self._lower_rows(slice(None))
         self._logits_dev = torch.zeros(max_batch, V, **f32)
@@ -427,8 +428,7 @@ class FastStep:
                 raise ValueError("only the fused step steps rows that do not start at row 0")
             self.step(n)
             return None
-        quarter = -(-n // 4)  # four chunks, of an even number of rows: enough to share, few enough to reuse weights
-        return self.fused.launch(first, n, chunk=quarter + (quarter & 1))
+        return self.fused.launch(first, n, chunk=-(-n // 4))  # four chunks: enough to share, few to reuse weights
 
     def wait(self, job: int | None) -> None:
         """Finish a job from :meth:`launch`; its rows' logits are then in :attr:`logits`."""

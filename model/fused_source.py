@@ -412,6 +412,12 @@ static long claim_chunk(Job& j, uint64_t seq, long who) {
   return -1;
 }
 
+// Wait until `chunks` chunks of the job in slot `j` are done (spinning, then yielding).
+static void wait_done(Job& j, long chunks) {
+  for (long spins = 0; j.done.load(std::memory_order_acquire) != chunks; spins++)
+    if (spins > 4096) sched_yield(); else pause_once();
+}
+
 // Step one claimed chunk. The job's fields are stable until its last chunk is done.
 static void run_chunk(Job& j, long c) {
   const long r = c * j.chunk;
@@ -460,8 +466,7 @@ static uint64_t launch(Pool* pool, const Args* a, long r0, long n, long chunk, l
   const uint64_t seq = pool->launched.load(std::memory_order_relaxed) + 1;
   Job& j = pool->jobs[seq % SLOTS];
   const uint64_t old = j.claim.load(std::memory_order_acquire);  // the slot's last job must be over
-  for (long spins = 0; word_seq(old) && j.done.load(std::memory_order_acquire) != word_chunks(old); spins++)
-    if (spins > 4096) sched_yield(); else pause_once();
+  if (word_seq(old)) wait_done(j, word_chunks(old));
   j.args = a;
   j.r0 = r0;
   j.n = n;
@@ -479,9 +484,7 @@ static uint64_t launch(Pool* pool, const Args* a, long r0, long n, long chunk, l
 static void wait_job(Pool* pool, uint64_t seq) {
   Job& j = pool->jobs[seq % SLOTS];
   for (long c; (c = claim_chunk(j, seq, -1)) >= 0;) run_chunk(j, c);
-  const long chunks = word_chunks(j.claim.load(std::memory_order_acquire));
-  for (long spins = 0; j.done.load(std::memory_order_acquire) != chunks; spins++)
-    if (spins > 4096) sched_yield(); else pause_once();
+  wait_done(j, word_chunks(j.claim.load(std::memory_order_acquire)));
 }
 
 static int64_t check_codes(const Args* a, long r0, long n) {

@@ -202,7 +202,8 @@ class FusedKernel:
             self.weights, self.scales = (list(t) for t in zip(*(pack_gates_int8(m, hidden) for m in mats), strict=True))
         else:
             self.weights, self.scales = [pack_gates(m, hidden, precision) for m in mats], []
-        self.hq = torch.zeros(max_batch, layers * hidden, dtype=torch.int16)  # int8: the inputs, times 127
+        rounded = max_batch if precision == "int8" else 0  # int8: the layers' inputs, times 127
+        self.hq = torch.zeros(rounded, layers * hidden, dtype=torch.int16)
         self.biases = [pack_init(b, hidden) for b in bias[1:]]
         self.head_w, self.head_b = pack_head(head_w, head_b)
         self.scratch = torch.zeros(max_batch, hidden)
@@ -260,16 +261,19 @@ class FusedKernel:
         """Advance rows ``0..n-1`` by their codes; their logits are then in the logits buffer."""
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"step needs 1 to {self.max_batch} rows, got {n}")
-        bad = self._step(self._ptr, n, self._pool, self.threads)
-        if bad:
-            row = -bad - 1
+        self._refuse(self._step(self._ptr, n, self._pool, self.threads))
+
+    def _refuse(self, result: int) -> None:
+        """Raise IndexError where a kernel call refused a row's code (it returns ``-(1 + row)`` then)."""
+        if result < 0:
+            row = -result - 1
             raise IndexError(f"row {row}: code {int(self._keep[3][row])} is outside the vocabulary")
 
     def launch(self, first: int, n: int, chunk: int = 2) -> int:
         """Start advancing rows ``first..first+n-1`` by their codes and return at once; :meth:`wait`
         for the returned job before reading or changing those rows.
 
-        The rows go in chunks of ``chunk`` (even) rows to whichever of the kernel's threads is
+        The rows go in chunks of ``chunk`` rows (the kernel makes it even) to whichever of the kernel's threads is
         free (the step's :meth:`set_threads` helpers), so the caller may do other work meanwhile
         and then step what nobody has taken. The caller must not touch the job's rows until then;
         other rows are its own.
@@ -279,9 +283,7 @@ class FusedKernel:
         if self._pool is None:
             self._start_pool(0)
         seq = self.kernel.launch(self._ptr, first, n, chunk, self._pool, self.threads)
-        if seq < 0:
-            row = -seq - 1
-            raise IndexError(f"row {row}: code {int(self._keep[3][row])} is outside the vocabulary")
+        self._refuse(seq)
         self._launched += 1  # numbered here, not by the pool, which a wider set_threads replaces
         self._jobs[self._launched] = seq
         return self._launched
